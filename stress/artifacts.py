@@ -1,0 +1,180 @@
+"""The run folder: atomic writes, JSON reading with clear errors, and explicit stage completion.
+
+Layout of a run folder (stable; later stages add files, never move them):
+
+    config.json            the resolved ExperimentConfig
+    manifest.json          versions, git commit, dataset fingerprint, resources, stage times
+    summary.json           machine-readable results (schema_version, run, dataset, variants, ...)
+    split.json             validation indices carved from the training set
+    stages/<name>.json     one file per finished stage: the record that it completed
+    train/<variant>/...    Ray Train storage (per-epoch checkpoints; resumed by name)
+    variants/<variant>/    history.json, model.pt (final weights + config)
+    eval/                  per-image predictions, shard outputs, Grad-CAM maps of the cases
+    figures/*.png          every figure of the report
+    report.html, report.md
+
+Every file is written to a temporary name in the same folder and renamed into place,
+so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stress.errors import StressError
+
+SCHEMA_VERSION = 1
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _clean_floats(value: Any) -> Any:
+    # JSON has no NaN/Infinity: write them as null so every reader can parse the file.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_floats(v) for v in value]
+    return value
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """Atomically write `value` as indented JSON (NaN/inf become null)."""
+    text = json.dumps(_clean_floats(json.loads(json.dumps(value, default=_json_default))), indent=2, sort_keys=False)
+    return write_bytes_atomic(path, (text + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a missing or corrupt file is a one-line StressError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StressError(f"{path}: missing") from None
+    except json.JSONDecodeError as exc:
+        raise StressError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    except OSError as exc:
+        raise StressError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+    """Atomically write a compressed .npz."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """Atomically torch.save `obj` (plain tensors, dicts, lists and numbers only, so weights_only loading works)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_torch(path: str | Path) -> Any:
+    """torch.load with weights_only=True: no arbitrary pickles are executed."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StressError(f"{path}: missing") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
+        raise StressError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+
+
+def config_key(config_dict: dict, sections: tuple[str, ...]) -> str:
+    """A short hash of the config sections a stage depends on."""
+    import hashlib
+
+    text = json.dumps({k: config_dict[k] for k in sections}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RunFolder:
+    """Paths and stage records of one run folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def variant_dir(self, variant: str) -> Path:
+        return self.root / "variants" / variant
+
+    def ensure_writable(self) -> None:
+        """Create the folder and prove it is writable, before any long work starts."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StressError(f"{self.root}: output folder is not writable ({exc.strerror})") from None
+
+    def stage_done(self, name: str, key: str | None = None) -> bool:
+        """True if stage `name` finished, and (when `key` is given) with the same inputs."""
+        record = self.stage_record(name)
+        return record is not None and (key is None or record.get("key") == key)
+
+    def stage_record(self, name: str) -> dict | None:
+        path = self.root / "stages" / f"{name}.json"
+        return read_json(path) if path.is_file() else None
+
+    def mark_done(self, name: str, seconds: float, key: str | None = None, **details: Any) -> None:
+        """Record that stage `name` finished; written last, after all of the stage's files.
+
+        `key` identifies the stage's inputs (see `config_key`): a record with another key
+        does not count as done, so changed options re-run the stage.
+        """
+        write_json(
+            self.root / "stages" / f"{name}.json",
+            {"stage": name, "key": key, "seconds": seconds, "finished": time.time(), **details},
+        )
+
+    def clear_stage(self, name: str) -> None:
+        (self.root / "stages" / f"{name}.json").unlink(missing_ok=True)

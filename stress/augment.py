@@ -1,0 +1,63 @@
+"""Normalisation and batched crop/flip augmentation on device tensors.
+
+Images travel as uint8 tensors of shape (N, 3, H, W) on whatever device holds
+them; `normalize` turns them into the float input the model expects. The
+augmentation functions are pure: randomness comes from an explicit
+`torch.Generator`, so a run is reproducible and the same offsets can be
+replayed in tests.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Per-channel statistics of the CIFAR-10 training set (official pixels), in [0, 1] units.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 (N, 3, H, W), scaled to [0, 1] then standardised per channel."""
+    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def sample_crop_flip(
+    n: int, padding: int, flip_probability: float, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw per-image crop offsets in [0, 2*padding] and flip flags, as RandomCrop/RandomHorizontalFlip do."""
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=generator.device).to(device)
+    flips = (torch.rand(n, generator=generator, device=generator.device) < flip_probability).to(device)
+    return offsets[0], offsets[1], flips
+
+
+def crop_flip(
+    images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flips: torch.Tensor, padding: int
+) -> torch.Tensor:
+    """Zero-pad by `padding`, crop an HxW window at (top, left) per image, then flip where `flips`.
+
+    images: (N, C, H, W) of any dtype; top, left: (N,) int offsets into the padded image;
+    flips: (N,) bool. Equivalent to torchvision's RandomCrop(H, padding) followed by
+    RandomHorizontalFlip applied image by image with the same draws.
+    """
+    n, _, h, w = images.shape
+    if padding == 0:
+        out = images.clone()
+    else:
+        padded = F.pad(images, (padding, padding, padding, padding))  # (N, C, H+2p, W+2p), zeros
+        rows = top.view(n, 1) + torch.arange(h, device=images.device).view(1, h)  # (N, H)
+        cols = left.view(n, 1) + torch.arange(w, device=images.device).view(1, w)  # (N, W)
+        batch = torch.arange(n, device=images.device).view(n, 1, 1)
+        # Advanced indexing gathers (N, H, W, C); move channels back to dim 1.
+        out = padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    return torch.where(flips.view(n, 1, 1, 1), out.flip(3), out).contiguous()
+
+
+def augment_batch(
+    images: torch.Tensor, padding: int, flip_probability: float, generator: torch.Generator
+) -> torch.Tensor:
+    """RandomCrop(32, padding) + RandomHorizontalFlip(p) on a whole batch at once."""
+    top, left, flips = sample_crop_flip(images.shape[0], padding, flip_probability, generator, images.device)
+    return crop_flip(images, top, left, flips, padding)

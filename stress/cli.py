@@ -1,0 +1,80 @@
+"""Command-line helpers shared by the jobs: flags -> config overrides, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from stress.config import ExperimentConfig, load_config_file, merge
+from stress.errors import StressError
+
+# flag name -> (dotted config key, type, help)
+EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "data": ("data.source", str, "torchvision (download, cached), synthetic, or a path to a .npz file or cifar-10-batches-py folder [torchvision]"),
+    "out": ("out", str, "parent folder of the run folder [runs]"),
+    "run-name": ("run_name", str, "run folder name; re-running the same name resumes it [default]"),
+    "epochs": ("train.epochs", int, "training epochs per variant [15]"),
+    "seed": ("train.seed", int, "seed for weights, data order and split [42]"),
+    "batch-size": ("train.batch_size", int, "global batch size [128]"),
+    "lr": ("train.lr", float, "Adam learning rate [1e-3]"),
+    "val-size": ("data.val_size", int, "validation images carved from the training set [5000]"),
+    "train-limit": ("data.train_limit", int, "use only the first N training images, 0 = all [0]"),
+    "test-limit": ("data.test_limit", int, "use only the first N test images, 0 = all [0]"),
+    "workers-per-trainer": ("resources.workers_per_trainer", int, "data-parallel Ray Train workers per variant [1]"),
+    "cpus-per-worker": ("resources.cpus_per_worker", float, "CPUs per training worker [1]"),
+    "gpus-per-worker": ("resources.gpus_per_worker", float, "GPUs per training worker; -1 = 1 if the cluster has GPUs [-1]"),
+    "task-cpus": ("resources.task_cpus", float, "CPUs per fan-out task [1]"),
+    "task-gpus": ("resources.task_gpus", float, "GPU fraction per fan-out task; -1 = 0.25 if the cluster has GPUs [-1]"),
+    "max-failures": ("resources.max_failures", int, "training restarts from the last checkpoint after worker loss [1]"),
+    "shards": ("stress.shards", int, "test-set shards per variant for the fan-out; 0 = one per free CPU/GPU slot [0]"),
+    "num-cases": ("stress.num_cases", int, "confident failure cases to study per variant (>= 3) [8]"),
+    "corruptions": ("stress.corruptions", str, "comma-separated corruption names; empty = all [all]"),
+    "severities": ("stress.severities", str, "comma-separated severities in 1..5 [1,2,3,4,5]"),
+    "stress-limit": ("stress.stress_limit", int, "corruption/shift evaluation on the first N test images, 0 = all [0]"),
+    "faithfulness-images": ("stress.faithfulness_images", int, "images for deletion/insertion curves per variant [500]"),
+}
+
+
+def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML config; flags given on the command line override it")
+    for flag, (_, kind, text) in EXPERIMENT_FLAGS.items():
+        parser.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=flag.split("-")[-1].upper())
+    parser.add_argument("--skip-stress", action="store_true", default=None, help="skip corruptions, shifts and calibration")
+
+
+def _parse_list(flag: str, text: str, kind) -> tuple:
+    try:
+        return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise StressError(f"--{flag}: expected a comma-separated list, got {text!r}") from None
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """Defaults, then the config file, then the flags that were given."""
+    base = ExperimentConfig.from_dict(load_config_file(args.config)) if args.config else ExperimentConfig()
+    overrides: dict[str, Any] = {}
+    for flag, (key, _, _) in EXPERIMENT_FLAGS.items():
+        value = getattr(args, flag.replace("-", "_"))
+        if value is None:
+            continue
+        if flag == "corruptions":
+            value = _parse_list(flag, value, str)
+        elif flag == "severities":
+            value = _parse_list(flag, value, int)
+        overrides[key] = value
+    if args.skip_stress:
+        overrides["stress.skip_stress"] = True
+    return merge(base, overrides)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a job's main: user errors print one line and exit 2; Ctrl-C exits 130."""
+    try:
+        sys.exit(main())
+    except StressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are saved; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)

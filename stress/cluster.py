@@ -1,0 +1,213 @@
+"""Ray orchestration: the only module that imports ray.
+
+- `connect` starts or joins Ray.
+- `train_variants` runs the baseline and the augmented training as two Ray Train
+  TorchTrainers at the same time, each resumable by its (storage path, name).
+- `run_tasks` fans plain-PyTorch shard functions out as Ray tasks with retries and
+  progress, and gathers their results on the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from stress.artifacts import load_torch
+from stress.config import ExperimentConfig, ResourceConfig
+from stress.errors import StressError
+from stress.train import to_device_arrays, train_variant
+
+STATE_FILE = "state.pt"
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: float = 60.0) -> dict:
+    """Start Ray locally or join the cluster in $RAY_ADDRESS / `address`; return the cluster's resources."""
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING"}
+        if address:
+            kwargs["address"] = address
+        elif not os.environ.get("RAY_ADDRESS"):
+            kwargs["include_dashboard"] = False
+            if num_cpus:
+                kwargs["num_cpus"] = num_cpus
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            target = address or os.environ.get("RAY_ADDRESS") or "a local instance"
+            raise StressError(f"cannot connect to Ray at {target}: {str(exc).splitlines()[0]}") from None
+    deadline = time.time() + timeout_s
+    resources = ray.cluster_resources()
+    while not resources.get("CPU") and time.time() < deadline:
+        time.sleep(0.5)
+        resources = ray.cluster_resources()
+    return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def resolve_gpus(requested: float, default_when_present: float) -> float:
+    """-1 means: `default_when_present` if the cluster has GPUs, else 0."""
+    if requested != -1:
+        return requested
+    return default_when_present if cluster_has_gpus() else 0.0
+
+
+def _write_line(line: str) -> None:
+    # Ray Train patches print() on workers and would echo each progress line twice.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _train_worker(loop_config: dict) -> None:
+    """Ray Train worker function: plain `train_variant` plus checkpoint reporting."""
+    config = ExperimentConfig.from_dict(loop_config["config"])
+    variant = loop_config["variant"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
+    arrays = ray.get(loop_config["data"])  # shipped once through the object store
+    data = to_device_arrays(arrays, device)
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = load_torch(Path(folder) / STATE_FILE)
+        if rank == 0:
+            print(f"[{variant}] resuming after epoch {resume['epoch']}", flush=True)
+
+    def report(state: dict, metrics: dict) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            if rank == 0:
+                torch.save(state, Path(folder) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder) if rank == 0 else None)
+
+    prepare = ray.train.torch.prepare_model if world > 1 else (lambda m: m)
+    train_variant(
+        config, variant, data, device=device, resume=resume, on_epoch=report,
+        prepare_model=prepare, rank=rank, world_size=world, log=_write_line,
+    )
+
+
+@ray.remote(num_cpus=0)
+def _fit(config_dict: dict, variant: str, data_ref: list, storage: str) -> dict:
+    # Each fit() blocks, so each trainer gets its own zero-CPU task to run both at once.
+    config = ExperimentConfig.from_dict(config_dict)
+    r = config.resources
+    gpus = resolve_gpus(r.gpus_per_worker, 1.0)
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"config": config_dict, "variant": variant, "data": data_ref[0]},
+        scaling_config=ScalingConfig(
+            num_workers=r.workers_per_trainer,
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})},
+        ),
+        run_config=RunConfig(
+            name=variant,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"{variant} training failed: {result.error}")
+    if result.checkpoint is None:
+        raise RuntimeError(f"{variant} training finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = load_torch(Path(folder) / STATE_FILE)
+    return {"state": state, "gpus_per_worker": gpus}
+
+
+def train_variants(
+    config: ExperimentConfig, arrays: dict, storage: str, variants: Iterable[str], on_done: Callable[[str, dict], None]
+) -> None:
+    """Train `variants` concurrently with Ray Train; call on_done(variant, result) as each finishes.
+
+    The data goes into the object store once; both trainers' workers read it from there.
+    A re-run with the same storage path resumes each trainer from its last checkpoint.
+    """
+    data_ref = ray.put(arrays)
+    # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
+    pending = {_fit.remote(config.to_dict(), v, [data_ref], storage): v for v in variants}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        variant = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise StressError(f"training of {variant} failed: {str(exc.cause).splitlines()[0]}") from None
+        on_done(variant, result)
+
+
+def run_tasks(
+    function: Callable[..., Any],
+    calls: list[tuple[str, tuple, dict]],
+    resources: ResourceConfig,
+    on_result: Callable[[str, Any], None],
+    progress: Callable[[str], None] = print,
+) -> None:
+    """Run `function(*args, **kwargs)` as one Ray task per call; on_result(key, value) as each finishes.
+
+    Large arguments should be ObjectRefs from `put`, so they are shipped once. Tasks that die
+    (worker crash, node loss) are retried `resources.task_retries` times.
+    """
+    gpus = resolve_gpus(resources.task_gpus, 0.25)
+    remote = ray.remote(function).options(
+        num_cpus=resources.task_cpus, num_gpus=gpus, max_retries=resources.task_retries, retry_exceptions=False
+    )
+    pending = {remote.remote(*args, **kwargs): key for key, args, kwargs in calls}
+    total, finished, started = len(pending), 0, time.perf_counter()
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        key = pending.pop(done[0])
+        try:
+            value = ray.get(done[0])
+        except ray.exceptions.RayError as exc:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise StressError(f"task {key} failed after retries: {str(exc).splitlines()[0]}") from None
+        finished += 1
+        progress(f"  [{finished}/{total}] {key} done ({time.perf_counter() - started:.0f} s)")
+        on_result(key, value)
+
+
+def put(value: Any) -> Any:
+    """Place a large shared input in the object store once; pass the reference to tasks."""
+    return ray.put(value)
+
+
+def available_slots(task_cpus: float, task_gpus: float) -> int:
+    """How many fan-out tasks the cluster can run at once."""
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1) / task_cpus if task_cpus > 0 else resources.get("CPU", 1)
+    if task_gpus > 0:
+        slots = min(slots, resources.get("GPU", 0) / task_gpus)
+    return max(1, int(slots))
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def python_versions() -> dict[str, str]:
+    import torchvision
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__, "ray": ray.__version__}

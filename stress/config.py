@@ -1,0 +1,215 @@
+"""Frozen dataclass configs, combined into one ExperimentConfig.
+
+Parsing of files and flags happens only at the edges (`jobs/`); the library
+receives a validated ExperimentConfig. `to_dict`/`from_dict` round-trip it, and
+the same dict is written next to every checkpoint and result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from stress.errors import StressError
+
+VARIANTS = ("baseline", "augmented")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "torchvision"  # "torchvision" | "synthetic" | path to a .npz or cifar-10-batches-py folder
+    val_size: int = 5000  # images carved from the training set for validation
+    train_limit: int = 0  # use only the first N training images (0 = all); applied before the split
+    test_limit: int = 0  # use only the first N test images (0 = all)
+    synthetic_train: int = 2000  # synthetic source: training images
+    synthetic_test: int = 500  # synthetic source: test images
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "simple_cnn"
+    widths: tuple[int, int, int] = (32, 64, 128)  # output channels of conv1..conv3
+    hidden: int = 256  # units of the hidden fully connected layer
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int = 32  # pixels per side
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 128  # global batch; split evenly over data-parallel workers
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0
+    seed: int = 42  # seeds Python, numpy, torch, weight init and the data order
+    crop_padding: int = 4  # augmented variant: zero padding before the random 32x32 crop
+    flip_probability: float = 0.5  # augmented variant: horizontal flip probability
+    eval_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class StressConfig:
+    shards: int = 0  # test-set shards per variant for the fan-out (0 = one per available CPU/GPU slot)
+    num_cases: int = 8  # confident failure cases to study per variant
+    corruptions: tuple[str, ...] = ()  # empty = every implemented corruption
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    stress_limit: int = 0  # corruption/shift evaluation on the first N test images (0 = all)
+    calibration_bins: int = 15
+    faithfulness_images: int = 500  # images for deletion/insertion curves per variant
+    faithfulness_steps: int = 16  # points along the deletion/insertion curves
+    skip_stress: bool = False  # skip corruptions, shifts and calibration
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    workers_per_trainer: int = 1  # data-parallel Ray Train workers per variant
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = -1.0  # -1 = one GPU per worker if the cluster has GPUs, else 0
+    task_cpus: float = 1.0  # CPUs per fan-out task
+    task_gpus: float = -1.0  # GPU fraction per fan-out task; -1 = 0.25 if the cluster has GPUs, else 0
+    max_failures: int = 1  # Ray Train restarts from the last checkpoint after a worker dies
+    task_retries: int = 3  # retries of a fan-out task that dies
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    run_name: str = "default"
+    out: str = "runs"  # parent folder (or storage URI) of the run folder
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stress: StressConfig = field(default_factory=StressConfig)
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+        config = _build(cls, values, "config")
+        validate(config)
+        return config
+
+
+def _build(cls, values: Any, where: str):
+    """Build dataclass `cls` from a dict, rejecting unknown keys and coercing tuples."""
+    if not isinstance(values, dict):
+        raise StressError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise StressError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        f = known[name]
+        default = getattr(cls(), name) if not dataclasses.is_dataclass(f.type) else None
+        if isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory):
+            kwargs[name] = _build(f.default_factory, value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise StressError(f"{where}.{name}: expected a list, got {value!r}")
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def merge(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """Return a new config with dotted-key overrides (`{"train.epochs": 3}`) applied."""
+    values = config.to_dict()
+    for dotted, value in overrides.items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return ExperimentConfig.from_dict(values)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a (nested) dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StressError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is a user error here
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StressError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({first})") from None
+    if not isinstance(values, dict):
+        raise StressError(f"{path}: top level must be a mapping")
+    return values
+
+
+def _check_number(where: str, value: Any, *, minimum: float, integer: bool = False, strict: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or (isinstance(value, float) and not math.isfinite(value)):
+        raise StressError(f"{where} must be a finite {'integer' if integer else 'number'}, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise StressError(f"{where} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Raise StressError naming the first invalid field."""
+    if not isinstance(config.run_name, str) or not config.run_name or "/" in config.run_name or config.run_name.startswith("."):
+        raise StressError(f"run_name must be a non-empty folder name without '/', got {config.run_name!r}")
+    d, m, t, s, r = config.data, config.model, config.train, config.stress, config.resources
+    _check_number("data.val_size", d.val_size, minimum=1, integer=True)
+    _check_number("data.train_limit", d.train_limit, minimum=0, integer=True)
+    _check_number("data.test_limit", d.test_limit, minimum=0, integer=True)
+    _check_number("data.synthetic_train", d.synthetic_train, minimum=20, integer=True)
+    _check_number("data.synthetic_test", d.synthetic_test, minimum=10, integer=True)
+    if len(m.widths) != 3:
+        raise StressError(f"model.widths must list 3 channel counts, got {list(m.widths)}")
+    for i, w in enumerate(m.widths):
+        _check_number(f"model.widths[{i}]", w, minimum=1, integer=True)
+    _check_number("model.hidden", m.hidden, minimum=1, integer=True)
+    _check_number("model.num_classes", m.num_classes, minimum=2, integer=True)
+    if m.image_size % 8:
+        raise StressError(f"model.image_size must be a multiple of 8, got {m.image_size}")
+    _check_number("train.epochs", t.epochs, minimum=1, integer=True)
+    _check_number("train.batch_size", t.batch_size, minimum=1, integer=True)
+    _check_number("train.lr", t.lr, minimum=0, strict=True)
+    _check_number("train.weight_decay", t.weight_decay, minimum=0)
+    _check_number("train.seed", t.seed, minimum=0, integer=True)
+    _check_number("train.crop_padding", t.crop_padding, minimum=0, integer=True)
+    _check_number("train.eval_batch_size", t.eval_batch_size, minimum=1, integer=True)
+    if not 0 <= t.flip_probability <= 1:
+        raise StressError(f"train.flip_probability must be in [0, 1], got {t.flip_probability!r}")
+    _check_number("stress.shards", s.shards, minimum=0, integer=True)
+    _check_number("stress.num_cases", s.num_cases, minimum=3, integer=True)
+    _check_number("stress.stress_limit", s.stress_limit, minimum=0, integer=True)
+    _check_number("stress.calibration_bins", s.calibration_bins, minimum=1, integer=True)
+    _check_number("stress.faithfulness_images", s.faithfulness_images, minimum=1, integer=True)
+    _check_number("stress.faithfulness_steps", s.faithfulness_steps, minimum=2, integer=True)
+    bad = [v for v in s.severities if isinstance(v, bool) or v not in (1, 2, 3, 4, 5)]
+    if bad or not s.severities:
+        raise StressError(f"stress.severities: invalid {bad or '(empty)'}; valid choices: 1, 2, 3, 4, 5")
+    if s.corruptions:
+        from stress.corruptions import CORRUPTIONS
+
+        unknown = [c for c in s.corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise StressError(f"stress.corruptions: unknown {', '.join(unknown)}; valid choices: {', '.join(CORRUPTIONS)}")
+    _check_number("resources.workers_per_trainer", r.workers_per_trainer, minimum=1, integer=True)
+    _check_number("resources.cpus_per_worker", r.cpus_per_worker, minimum=0, strict=True)
+    _check_number("resources.task_cpus", r.task_cpus, minimum=0)
+    if r.gpus_per_worker != -1:
+        _check_number("resources.gpus_per_worker", r.gpus_per_worker, minimum=0)
+    if r.task_gpus != -1:
+        _check_number("resources.task_gpus", r.task_gpus, minimum=0)
+    _check_number("resources.max_failures", r.max_failures, minimum=0, integer=True)
+    _check_number("resources.task_retries", r.task_retries, minimum=0, integer=True)
+    if t.batch_size % r.workers_per_trainer:
+        raise StressError(f"train.batch_size ({t.batch_size}) must divide evenly over {r.workers_per_trainer} workers")

@@ -1,0 +1,38 @@
+"""Batched inference, accuracy and confusion matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stress.augment import normalize
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """uint8 (N, 3, H, W) on the model's device -> float32 logits (N, C), in eval mode, model mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [model(normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of `model` on (images, labels)."""
+    logits = predict_logits(model, images, batch_size)
+    return {
+        "loss": float(F.cross_entropy(logits, labels, reduction="mean")),
+        "acc": float((logits.argmax(1) == labels).float().mean()),
+    }
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts; rows are true classes, columns predicted classes."""
+    return np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )

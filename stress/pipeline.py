@@ -1,0 +1,192 @@
+"""The per-seed pipeline behind `jobs/stress_test.py` (and each seed of a sweep).
+
+Stages run in order and each records its completion in the run folder, so a re-run
+with the same run name skips what finished and resumes what did not:
+
+    prepare   config.json, split.json, manifest (dataset fingerprint)
+    train_<variant>   both variants at once on Ray Train -> variants/<v>/{model.pt,history.json}
+    evaluate  fan-out over test shards: predictions, Grad-CAM statistics, failures, explanations
+    stress    fan-out: corruptions, shifts, calibration
+    report    summary.json, figures, report.html/.md
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from stress import cluster
+from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, read_json, save_torch, write_json
+from stress.config import VARIANTS, ExperimentConfig
+from stress.data import Splits, load_dataset, split_dataset
+from stress.errors import StressError
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _hardware() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": __import__("os").cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depend on
+
+
+def check_resume(run: RunFolder, config: ExperimentConfig) -> None:
+    """A run folder resumes only with the same data, model and training options.
+
+    Evaluation and resource options may change between re-runs; stages whose inputs
+    changed are re-run (their records carry a key of those inputs).
+    """
+    path = run.path("config.json")
+    if path.is_file():
+        previous, current = read_json(path), config.to_dict()
+        changed = sorted(
+            f"{section}.{key}"
+            for section in TRAINING_SECTIONS
+            for key, value in current[section].items()
+            if previous.get(section, {}).get(key) != value
+        )
+        if changed:
+            raise StressError(
+                f"{run.root} holds a run with a different config ({', '.join(changed) or 'top-level keys'}); "
+                "use another --run-name or the same options"
+            )
+
+
+class Pipeline:
+    """Runs the stages of one seed into one run folder."""
+
+    def __init__(self, config: ExperimentConfig, log=print):
+        self.config = config
+        self.run = RunFolder(Path(config.out) / config.run_name)
+        self.log = log
+        self.stage_seconds: dict[str, float] = {}
+        self.splits: Splits | None = None
+
+    # -- stages ---------------------------------------------------------------
+    def prepare(self) -> None:
+        run, config = self.run, self.config
+        started = time.perf_counter()
+        dataset = load_dataset(config.data)  # validate the input before creating anything
+        self.splits = split_dataset(dataset, config.data, config.train.seed)
+        check_resume(run, config)
+        run.ensure_writable()
+        write_json(run.path("config.json"), config.to_dict())
+        write_json(run.path("split.json"), {"seed": config.train.seed, "val_indices": self.splits.val_indices})
+        self.stage_seconds["prepare"] = time.perf_counter() - started
+        self.log(f"data: {self.splits.describe()}")
+
+    def train(self) -> None:
+        run = self.run
+        key = config_key(self.config.to_dict(), TRAINING_SECTIONS)
+        todo = [v for v in VARIANTS if not run.stage_done(f"train_{v}", key)]
+        for v in VARIANTS:
+            if v not in todo:
+                self.log(f"[{v}] training already finished: skipped")
+        if not todo:
+            return
+        started = time.perf_counter()
+
+        def on_done(variant: str, result: dict) -> None:
+            state = result["state"]
+            folder = run.variant_dir(variant)
+            save_torch(folder / "model.pt", {"model": state["model"], "config": state["config"], "variant": variant})
+            history = state["history"]
+            write_json(folder / "history.json", {"variant": variant, "epochs": history, "test": state["test"]})
+            run.mark_done(
+                f"train_{variant}", time.perf_counter() - started, key,
+                gpus_per_worker=result["gpus_per_worker"],
+                train_seconds=sum(e["seconds"] for e in history),
+            )
+            self.log(f"[{variant}] training finished: test_acc {state['test']['acc']:.4f}")
+
+        self.log(f"training {', '.join(todo)} in parallel on Ray Train")
+        cluster.train_variants(self.config, self.splits.arrays(), str(run.path("train")), todo, on_done)
+        self.stage_seconds["train"] = time.perf_counter() - started
+
+    # -- outputs --------------------------------------------------------------
+    def write_summary(self) -> dict:
+        run, config = self.run, self.config
+        variants = {}
+        for v in VARIANTS:
+            history = read_json(run.variant_dir(v) / "history.json")
+            epochs = history["epochs"]
+            record = run.stage_record(f"train_{v}") or {}
+            variants[v] = {
+                "test_acc": history["test"]["acc"],
+                "test_loss": history["test"]["loss"],
+                "best_val_acc": max(e["val_acc"] for e in epochs),
+                "epochs": len(epochs),
+                "train_seconds": sum(e["seconds"] for e in epochs),
+                "images_per_second": sum(e["images_per_second"] for e in epochs) / len(epochs),
+                "gpus_per_worker": record.get("gpus_per_worker"),
+            }
+        summary = {
+            "schema_version": SCHEMA_VERSION,
+            "run": {"name": config.run_name, "folder": str(run.root), "seed": config.train.seed},
+            "dataset": self.splits.describe(),
+            "variants": variants,
+        }
+        for section in ("failures", "explanations", "robustness", "calibration"):
+            path = run.path("eval", f"{section}.json")
+            if path.is_file():
+                summary[section] = read_json(path)
+        write_json(run.path("summary.json"), summary)
+        return summary
+
+    def write_manifest(self, started_at: float, resources: dict) -> None:
+        previous = read_json(self.run.path("manifest.json")) if self.run.path("manifest.json").is_file() else {}
+        stage_seconds = {**previous.get("stage_seconds", {}), **self.stage_seconds}
+        write_json(
+            self.run.path("manifest.json"),
+            {
+                "versions": cluster.python_versions(),
+                "git_commit": _git_commit(),
+                "dataset": self.splits.describe(),
+                "seeds": {"train": self.config.train.seed, "split": self.config.train.seed},
+                "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
+                "hardware": _hardware(),
+                "started": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat(),
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "stage_seconds": stage_seconds,
+            },
+        )
+
+    def run_all(self, address: str | None = None) -> dict:
+        started_at = time.time()
+        self.prepare()
+        started = time.perf_counter()
+        resources = cluster.connect(address)
+        self.stage_seconds["ray_start"] = time.perf_counter() - started
+        self.log(f"ray: {resources}")
+        self.train()
+        from stress import evaluation
+
+        evaluation.run_evaluation(self)
+        from stress import suite
+
+        suite.run_stress(self)
+        summary = self.write_summary()
+        from stress import figures
+
+        started = time.perf_counter()
+        figures.write_figures(self.run, self.log)
+        self.stage_seconds["figures"] = time.perf_counter() - started
+        self.write_manifest(started_at, resources)
+        return summary
