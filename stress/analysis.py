@@ -1,0 +1,164 @@
+"""Turn merged per-image results into the failure and explanation findings (plain numpy/torch).
+
+Everything here works on arrays already in memory: the merged shard outputs, the test
+images and labels. The driver calls it after the fan-out; tests call it on fixtures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stress.augment import normalize
+from stress.calibration import softmax
+from stress.config import VARIANTS
+from stress.data import CLASSES
+from stress.failures import CHARACTERISTICS, compare_groups, cross_model, image_characteristics, mine_failures, select_cases
+from stress.gradcam import gradcam_for_targets
+from stress.stats import accuracy_with_interval, bootstrap_ci, cohens_d, t_interval
+
+CONFIDENT = 0.9  # confidence above which a prediction counts as "confident"
+GALLERY_SIZE = 16  # most confident failures shown per variant
+
+
+def _mean_interval(values: np.ndarray) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return {"mean": float(values.mean()) if values.size else None, "low": None, "high": None, "n": int(values.size)}
+    result = t_interval(values)
+    return {"mean": result["mean"], "low": result["low"], "high": result["high"], "n": result["n"]}
+
+
+def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, num_cases: int) -> dict:
+    """Per variant: counts, top confusions, selected cases with both models' views, characteristics."""
+    probs = {v: softmax(merged[v]["logits"]) for v in VARIANTS}
+    result: dict = {}
+    for v in VARIANTS:
+        other = [o for o in VARIANTS if o != v][0]
+        mined = mine_failures(probs[v], labels)
+        mined["ranked_error_indices"] = mined["ranked_error_indices"][:100]  # the full list is in predictions.npz
+        for pair in mined["top_confusions"]:
+            pair["true_name"], pair["predicted_name"] = CLASSES[pair["true"]], CLASSES[pair["predicted"]]
+        cases = []
+        for rank, index in enumerate(select_cases(probs[v], labels, k=num_cases)):
+            cases.append({
+                "rank": rank,
+                "index": int(index),
+                "true": int(labels[index]),
+                "true_name": CLASSES[int(labels[index])],
+                "predicted": int(merged[v]["predicted"][index]),
+                "predicted_name": CLASSES[int(merged[v]["predicted"][index])],
+                "confidence": float(merged[v]["confidence"][index]),
+                "other_variant": other,
+                "other_predicted": int(merged[other]["predicted"][index]),
+                "other_predicted_name": CLASSES[int(merged[other]["predicted"][index])],
+                "other_confidence": float(merged[other]["confidence"][index]),
+                "characteristics": {k: float(characteristics[k][index]) for k in CHARACTERISTICS},
+                "figure": f"figures/cases/{v}_{rank}_{int(index)}.png",
+            })
+        correct, confidence = merged[v]["correct"].astype(bool), merged[v]["confidence"]
+        confident_failures = ~correct & (confidence >= CONFIDENT)
+        confident_successes = correct & (confidence >= CONFIDENT)
+        result[v] = {
+            **mined,
+            "accuracy": accuracy_with_interval(correct),
+            "cases": cases,
+            "characteristics": {
+                "groups": {"a": f"confident failures (confidence >= {CONFIDENT})", "b": f"confident successes (confidence >= {CONFIDENT})"},
+                "comparison": compare_groups(characteristics, confident_failures, confident_successes),
+            },
+        }
+    view = cross_model(
+        labels, merged["baseline"]["predicted"], merged["baseline"]["confidence"],
+        merged["augmented"]["predicted"], merged["augmented"]["confidence"], threshold=CONFIDENT,
+    )
+    view["indices"] = {k: list(map(int, idx[:50])) for k, idx in view["indices"].items()}  # examples; full table in predictions.csv
+    view["names"] = {"a": "baseline", "b": "augmented"}
+    result["cross_model"] = view
+    return result
+
+
+def analyse_explanations(merged: dict) -> dict:
+    """Centre-versus-border attention of failures and successes, deletion/insertion AUCs, sanity check."""
+    result = {}
+    for v in VARIANTS:
+        m = merged[v]
+        correct = m["correct"].astype(bool)
+        share = m["centre_share_predicted"].astype(np.float64)
+        failures, successes = share[~correct], share[correct]
+        entry = {
+            "centre_share": {
+                "failures": _mean_interval(failures),
+                "successes": _mean_interval(successes),
+                "cohens_d": cohens_d(failures, successes) if failures.size > 1 and successes.size > 1 else None,
+                "difference_interval": list(bootstrap_ci(lambda a, b: float(a.mean() - b.mean()), failures, successes, n_boot=500))
+                if failures.size > 1 and successes.size > 1 else None,
+                "area_share": 0.25,  # the central window's share of the image area: uniform attention
+            },
+            "centre_share_true_class": {
+                "failures": _mean_interval(m["centre_share_true"][~correct]),
+                "successes": _mean_interval(m["centre_share_true"][correct]),
+            },
+        }
+        if "faithful_indices" in m and len(m["faithful_indices"]):
+            aucs = {k: _mean_interval(m[f"faithful_{k}"]) for k in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")}
+            correlation = m["faithful_randomisation_correlation"]
+            defined = correlation[np.isfinite(correlation)]
+            entry["faithfulness"] = {
+                **aucs,
+                "n_images": int(len(m["faithful_indices"])),
+                "deletion_gain": _mean_interval(m["faithful_random_deletion_auc"] - m["faithful_deletion_auc"]),
+                "insertion_gain": _mean_interval(m["faithful_insertion_auc"] - m["faithful_random_insertion_auc"]),
+            }
+            entry["sanity_check"] = {
+                "mean_rank_correlation": float(defined.mean()) if defined.size else None,
+                "median_rank_correlation": float(np.median(defined)) if defined.size else None,
+                "interval": _mean_interval(defined),
+                "undefined": int(correlation.size - defined.size),
+                "n_images": int(correlation.size),
+            }
+        result[v] = entry
+    return result
+
+
+def explain_cases(models: dict[str, torch.nn.Module], images: np.ndarray, labels: np.ndarray, merged: dict, failures: dict) -> dict[str, np.ndarray]:
+    """Grad-CAM maps of every selected case under both models, for each model's predicted and the true class.
+
+    Returns arrays for eval/gradcam_cases.npz: case_variant (which variant selected the case),
+    indices, images (uint8), labels, and maps_<model>_<predicted|true> (n, H, W) raw maps.
+    """
+    case_variant, indices = [], []
+    for v in VARIANTS:
+        for case in failures[v]["cases"]:
+            case_variant.append(v)
+            indices.append(case["index"])
+    idx = np.asarray(indices, dtype=np.int64)
+    x = torch.as_tensor(images[idx])
+    y = torch.as_tensor(labels[idx])
+    out: dict[str, np.ndarray] = {
+        "case_variant": np.asarray(case_variant), "indices": idx, "images": images[idx], "labels": labels[idx],
+    }
+    for model_name, model in models.items():
+        predicted = torch.as_tensor(merged[model_name]["predicted"][idx])
+        maps = gradcam_for_targets(model, normalize(x), {"predicted": predicted, "true": y})
+        out[f"maps_{model_name}_predicted"] = maps["predicted"].numpy()
+        out[f"maps_{model_name}_true"] = maps["true"].numpy()
+        out[f"predicted_{model_name}"] = merged[model_name]["predicted"][idx]
+        out[f"confidence_{model_name}"] = merged[model_name]["confidence"][idx]
+    return out
+
+
+def failure_gallery(images: np.ndarray, labels: np.ndarray, merged: dict) -> dict[str, np.ndarray]:
+    """The GALLERY_SIZE most confident failures per variant, with their images, for the gallery figure."""
+    out = {}
+    for v in VARIANTS:
+        wrong = np.flatnonzero(~merged[v]["correct"].astype(bool))
+        order = wrong[np.lexsort((wrong, -merged[v]["confidence"][wrong]))][:GALLERY_SIZE]
+        out[f"{v}_indices"] = order
+        out[f"{v}_images"] = images[order]
+        out[f"{v}_labels"] = labels[order]
+        out[f"{v}_predicted"] = merged[v]["predicted"][order]
+        out[f"{v}_confidence"] = merged[v]["confidence"][order]
+    return out
+

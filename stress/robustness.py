@@ -1,0 +1,164 @@
+"""The stress suite: corruptions, geometric shifts and calibration for both variants.
+
+`stress_shard` is the plain-PyTorch task body: one image range, one group of
+perturbations, both models on the very same perturbed images. `summarise_robustness`
+and `summarise_calibration` turn the merged per-image results into the figures of the
+robustness literature (Hendrycks & Dietterich 2019; Guo et al. 2017).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+from stress.calibration import (
+    calibration_summary,
+    expected_calibration_error_from_confidences,
+    fit_temperature,
+    reliability_bins,
+    softmax,
+)
+from stress.config import VARIANTS
+from stress.corruptions import corrupt
+from stress.evaluate import predict_logits
+from stress.shards import load_model, task_device
+from stress.shifts import apply_shift, shift_family
+from stress.stats import accuracy_with_interval
+
+
+def corruption_seed(seed: int, name: str, severity: int, start: int) -> int:
+    """Seed of one corrupted shard: fixed by the run seed, the corruption and the image range."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode()) * 11 + severity * 101 + start) % 2**63
+
+
+def _per_image(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+    probs = logits.softmax(1)
+    confidence, predicted = probs.max(1)
+    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).float()
+    return {
+        "correct": (predicted == labels).cpu().numpy(),
+        "confidence": confidence.cpu().numpy().astype(np.float32),
+        "nll": torch.nn.functional.cross_entropy(logits, labels, reduction="none").cpu().numpy().astype(np.float32),
+        "brier": ((probs - onehot) ** 2).sum(1).cpu().numpy().astype(np.float32),
+    }
+
+
+def stress_shard(
+    weights: dict[str, dict],
+    model_config: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    perturbations: list[tuple[str, int]],
+    seed: int = 0,
+    batch_size: int = 500,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Evaluate both models on images [start, stop) under each perturbation.
+
+    perturbations: (corruption name, severity) pairs, or (shift name, 0) for shifts.
+    Returns {"<variant>|<name>|<severity>": {correct, confidence, nll, brier}} with (n,) arrays.
+    """
+    device = task_device()
+    models = {v: load_model(w, model_config, device) for v, w in weights.items()}
+    x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
+    y = torch.tensor(np.asarray(labels[start:stop]), device=device)
+    out = {}
+    for name, severity in perturbations:
+        if severity == 0:
+            perturbed = apply_shift(x, name)
+        else:
+            perturbed = torch.cat([
+                corrupt(x[i : i + batch_size], name, severity, corruption_seed(seed, name, severity, start + i))
+                for i in range(0, len(x), batch_size)
+            ])
+        for v, model in models.items():
+            out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size), y)
+    return out
+
+
+def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, corruptions: list[str], severities: list[int], shifts: list[str]) -> dict:
+    """Accuracy per corruption and severity, mean corruption accuracy, CE and relative CE, shifts.
+
+    CE and relative CE follow Hendrycks & Dietterich (2019) with the baseline model in the
+    role of AlexNet: CE_c = sum_s E(model, c, s) / sum_s E(baseline, c, s), relative CE_c =
+    sum_s (E(model, c, s) - E_clean(model)) / sum_s (E(baseline, c, s) - E_clean(baseline));
+    mCE is their mean over corruptions (so the baseline's mCE is 1 by construction).
+    """
+    result: dict = {}
+    clean_error = {v: 1 - float(clean_correct[v].mean()) for v in VARIANTS}
+    error = {v: {c: [1 - float(merged[f"{v}|{c}|{s}"]["correct"].mean()) for s in severities] for c in corruptions} for v in VARIANTS}
+    for v in VARIANTS:
+        by_corruption = {c: [1 - e for e in error[v][c]] for c in corruptions}
+        intervals = {
+            c: [[accuracy_with_interval(merged[f"{v}|{c}|{s}"]["correct"])[k] for k in ("low", "high")] for s in severities]
+            for c in corruptions
+        }
+        all_correct = np.concatenate([merged[f"{v}|{c}|{s}"]["correct"] for c in corruptions for s in severities]) if corruptions else np.zeros(0)
+        ce, relative_ce = {}, {}
+        for c in corruptions:
+            base = sum(error["baseline"][c])
+            ce[c] = sum(error[v][c]) / base if base > 0 else None
+            base_rel = sum(e - clean_error["baseline"] for e in error["baseline"][c])
+            rel = sum(e - clean_error[v] for e in error[v][c])
+            relative_ce[c] = rel / base_rel if base_rel > 0 else None
+        clean = accuracy_with_interval(clean_correct[v])
+        shift_acc = {s: float(merged[f"{v}|{s}|0"]["correct"].mean()) for s in shifts}
+        families: dict[str, list[float]] = {}
+        for s in shifts:
+            families.setdefault(shift_family(s), []).append(shift_acc[s])
+        result[v] = {
+            "clean_acc": clean["acc"],
+            "clean_acc_interval": [clean["low"], clean["high"]],
+            "mean_corruption_acc": float(all_correct.mean()) if all_correct.size else None,
+            # Every (corruption, severity) cell has the same images, so the mean over cells is the mean over all evaluations.
+            "mean_corruption_acc_interval": [accuracy_with_interval(all_correct)[k] for k in ("low", "high")] if all_correct.size else None,
+            "severities": list(severities),
+            "by_corruption": by_corruption,
+            "by_corruption_interval": intervals,
+            "ce": ce,
+            "relative_ce": relative_ce,
+            "mce": float(np.mean([x for x in ce.values() if x is not None])) if ce else None,
+            "relative_mce": float(np.mean([x for x in relative_ce.values() if x is not None])) if any(x is not None for x in relative_ce.values()) else None,
+            "shifts": shift_acc,
+            "shift_families": {k: float(np.mean(vals)) for k, vals in families.items()},
+        }
+    return result
+
+
+def summarise_calibration(
+    test_logits: dict[str, np.ndarray], val_logits: dict[str, np.ndarray], test_labels: np.ndarray, val_labels: np.ndarray,
+    merged: dict, corruptions: list[str], severities: list[int], n_bins: int,
+) -> dict:
+    """ECE (15 bins), NLL, Brier clean and under each corruption; temperature fitted on validation."""
+    result = {}
+    for v in VARIANTS:
+        temperature = fit_temperature(val_logits[v], val_labels)
+        clean = calibration_summary(test_logits[v], test_labels, temperature=temperature, n_bins=n_bins)
+        by_corruption = {}
+        for c in corruptions:
+            values = []
+            for s in severities:
+                cell = merged[f"{v}|{c}|{s}"]
+                values.append(expected_calibration_error_from_confidences(cell["confidence"], cell["correct"], n_bins))
+            by_corruption[c] = values
+        nll = {c: [float(merged[f"{v}|{c}|{s}"]["nll"].mean()) for s in severities] for c in corruptions}
+        brier = {c: [float(merged[f"{v}|{c}|{s}"]["brier"].mean()) for s in severities] for c in corruptions}
+        all_ece = [e for values in by_corruption.values() for e in values]
+        result[v] = {
+            "ece": clean["ece"],
+            "ece_after_temperature": clean["ece_after_temperature"],
+            "temperature": temperature,
+            "nll": clean["nll"],
+            "nll_after_temperature": clean["nll_after_temperature"],
+            "brier": clean["brier"],
+            "ece_by_corruption": by_corruption,
+            "mean_corrupted_ece": float(np.mean(all_ece)) if all_ece else None,
+            "nll_by_corruption": nll,
+            "brier_by_corruption": brier,
+            "reliability": reliability_bins(softmax(test_logits[v]), test_labels, n_bins),
+            "reliability_after_temperature": reliability_bins(softmax(np.asarray(test_logits[v]) / temperature), test_labels, n_bins),
+        }
+    return result

@@ -1,0 +1,112 @@
+"""Shard functions: plain PyTorch work on one slice of the test set.
+
+The driver runs them as Ray tasks (through `stress.cluster.run_tasks`) or calls them
+in-process; both give the same answer. Each takes the weights and the whole test
+array (object-store references resolve to arrays in the task) plus a [start, stop)
+range, and returns only per-image results, never the images.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from stress.augment import normalize
+from stress.config import ModelConfig
+from stress.evaluate import predict_logits
+from stress.models import create_model
+
+
+def task_device() -> torch.device:
+    """The task's device: the GPU Ray assigned to it, if any, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def load_model(state_dict: dict, model_config: dict, device: torch.device) -> torch.nn.Module:
+    config = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()})
+    model = create_model(config)
+    model.load_state_dict(state_dict)
+    return model.to(device).eval()
+
+
+def evaluate_shard(
+    state_dict: dict,
+    model_config: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    batch_size: int = 500,
+    gradcam: bool = True,
+    faithfulness_every: int = 0,
+    faithfulness_steps: int = 16,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Predictions (and Grad-CAM statistics) for test images [start, stop).
+
+    Returns indices (n,), logits float32 (n, C), predicted, confidence, correct, and with
+    gradcam=True the centre-energy share of the Grad-CAM map for the predicted and for the
+    true class (n,) each. With faithfulness_every=k > 0, the images whose global index is a
+    multiple of k also get deletion/insertion AUCs (map order and random order) and the
+    model-randomisation rank correlation; these come back under faithful_* keys with their
+    global indices. Random orders and the randomised model are seeded by `seed` and the
+    image index range, so the result does not depend on which worker ran the shard.
+    """
+    device = task_device()
+    model = load_model(state_dict, model_config, device)
+    x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
+    y = torch.tensor(np.asarray(labels[start:stop]), device=device)
+    started = time.perf_counter()
+    logits = predict_logits(model, x, batch_size)
+    probs = logits.softmax(1)
+    confidence, predicted = probs.max(1)
+    out = {
+        "indices": np.arange(start, stop),
+        "logits": logits.cpu().numpy().astype(np.float32),
+        "predicted": predicted.cpu().numpy(),
+        "confidence": confidence.cpu().numpy(),
+        "correct": (predicted == y).cpu().numpy(),
+        "seconds_predict": np.array([time.perf_counter() - started]),
+    }
+    if gradcam:
+        from stress.gradcam import centre_energy_share, gradcam_for_targets
+
+        started = time.perf_counter()
+        shares = {"predicted": [], "true": []}
+        for i in range(0, len(x), batch_size):
+            maps = gradcam_for_targets(
+                model, normalize(x[i : i + batch_size]), {"predicted": predicted[i : i + batch_size], "true": y[i : i + batch_size]}
+            )
+            for key in shares:
+                shares[key].append(centre_energy_share(maps[key]).cpu())
+        out["centre_share_predicted"] = torch.cat(shares["predicted"]).numpy()
+        out["centre_share_true"] = torch.cat(shares["true"]).numpy()
+        out["seconds_gradcam"] = np.array([time.perf_counter() - started])  # maps for two targets per image
+    if faithfulness_every > 0:
+        out.update(_faithfulness(model, x, predicted, start, faithfulness_every, faithfulness_steps, seed, batch_size))
+    return out
+
+
+def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed: int, batch_size: int) -> dict:
+    """Deletion/insertion AUCs and the randomisation sanity check on every `every`-th image."""
+    from stress.gradcam import deletion_insertion, gradcam, sanity_check
+
+    first = (-start) % every
+    local = torch.arange(first, len(x), every, device=x.device)
+    keys = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
+    if len(local) == 0:
+        return {"faithful_indices": np.zeros(0, dtype=np.int64), **{f"faithful_{k}": np.zeros(0) for k in keys},
+                "faithful_randomisation_correlation": np.zeros(0)}
+    images, targets = normalize(x[local]), predicted[local]
+    maps = gradcam(model, images, targets)
+    generator = torch.Generator().manual_seed(seed * 7919 + start)
+    curves = deletion_insertion(model, images, maps, targets, steps=steps, generator=generator, batch_size=batch_size * 2)
+    # The same randomised weights for every shard: seeded by `seed` alone.
+    sanity = sanity_check(model, images, targets, generator=torch.Generator().manual_seed(seed))
+    return {
+        "faithful_indices": (local + start).cpu().numpy(),
+        **{f"faithful_{k}": curves[k].cpu().numpy() for k in keys},
+        "faithful_randomisation_correlation": sanity["correlations"].cpu().numpy(),
+    }
