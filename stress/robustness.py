@@ -25,7 +25,7 @@ from stress.corruptions import corrupt
 from stress.evaluate import predict_logits
 from stress.shards import load_model, task_device
 from stress.shifts import apply_shift, shift_family
-from stress.stats import accuracy_with_interval
+from stress.stats import accuracy_with_interval, t_interval
 
 
 def corruption_seed(seed: int, name: str, severity: int, start: int) -> int:
@@ -96,7 +96,7 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
             c: [[accuracy_with_interval(merged[f"{v}|{c}|{s}"]["correct"])[k] for k in ("low", "high")] for s in severities]
             for c in corruptions
         }
-        all_correct = np.concatenate([merged[f"{v}|{c}|{s}"]["correct"] for c in corruptions for s in severities]) if corruptions else np.zeros(0)
+        per_image = _per_image_corruption_accuracy(merged, v, corruptions, severities)  # (n,)
         ce, relative_ce = {}, {}
         for c in corruptions:
             base = sum(error["baseline"][c])
@@ -112,9 +112,10 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
         result[v] = {
             "clean_acc": clean["acc"],
             "clean_acc_interval": [clean["low"], clean["high"]],
-            "mean_corruption_acc": float(all_correct.mean()) if all_correct.size else None,
-            # Every (corruption, severity) cell has the same images, so the mean over cells is the mean over all evaluations.
-            "mean_corruption_acc_interval": [accuracy_with_interval(all_correct)[k] for k in ("low", "high")] if all_correct.size else None,
+            "mean_corruption_acc": float(per_image.mean()) if corruptions else None,
+            # Evaluations of one image are correlated, so the interval is over images: a t-interval
+            # of each image's accuracy over all (corruption, severity) cells.
+            "mean_corruption_acc_interval": _interval(per_image) if corruptions else None,
             "severities": list(severities),
             "by_corruption": by_corruption,
             "by_corruption_interval": intervals,
@@ -125,7 +126,56 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
             "shifts": shift_acc,
             "shift_families": {k: float(np.mean(vals)) for k, vals in families.items()},
         }
+    result["gain"] = _gains(clean_correct, merged, corruptions, severities, shifts)
     return result
+
+
+def _per_image_corruption_accuracy(merged: dict, variant: str, corruptions: list[str], severities: list[int]) -> np.ndarray:
+    cells = [merged[f"{variant}|{c}|{s}"]["correct"] for c in corruptions for s in severities]
+    return np.mean(np.stack(cells), axis=0) if cells else np.zeros(0)
+
+
+def _interval(values: np.ndarray) -> list[float | None]:
+    result = t_interval(np.asarray(values, dtype=np.float64))
+    return [result["low"], result["high"]]
+
+
+def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities: list[int], shifts: list[str]) -> dict:
+    """Augmented minus baseline, paired over the same images, with 95% t-intervals over images."""
+
+    def paired(a: np.ndarray, b: np.ndarray) -> dict:
+        difference = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+        interval = t_interval(difference)
+        return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "n": interval["n"]}
+
+    gains = {"clean": paired(clean_correct["baseline"], clean_correct["augmented"])}
+    if corruptions:
+        gains["mean_corruption"] = paired(
+            _per_image_corruption_accuracy(merged, "baseline", corruptions, severities),
+            _per_image_corruption_accuracy(merged, "augmented", corruptions, severities),
+        )
+        gains["by_corruption"] = {
+            c: paired(
+                _per_image_corruption_accuracy(merged, "baseline", [c], severities),
+                _per_image_corruption_accuracy(merged, "augmented", [c], severities),
+            )
+            for c in corruptions
+        }
+        gains["by_corruption_severity"] = {
+            c: [float(merged[f"augmented|{c}|{s}"]["correct"].mean() - merged[f"baseline|{c}|{s}"]["correct"].mean()) for s in severities]
+            for c in corruptions
+        }
+    families: dict[str, list[str]] = {}
+    for name in shifts:
+        families.setdefault(shift_family(name), []).append(name)
+    gains["shift_families"] = {
+        family: paired(
+            np.mean([merged[f"baseline|{n}|0"]["correct"] for n in names], axis=0),
+            np.mean([merged[f"augmented|{n}|0"]["correct"] for n in names], axis=0),
+        )
+        for family, names in families.items()
+    }
+    return gains
 
 
 def summarise_calibration(

@@ -94,6 +94,10 @@ def run_stress(pipeline) -> None:
     write_npz(run.path("eval", "stress_correct.npz"), **{cell: arrays["correct"] for cell, arrays in merged.items()})
     write_json(run.path("eval", "robustness.json"), robustness)
     write_json(run.path("eval", "calibration.json"), calibration)
+    gain = robustness["gain"]
+    if "mean_corruption" in gain:
+        g = gain["mean_corruption"]
+        pipeline.log(f"augmented - baseline: mean corruption acc {g['mean']:+.4f} (95% CI {g['low']:+.4f} .. {g['high']:+.4f})")
     for v in VARIANTS:
         r, c = robustness[v], calibration[v]
         pipeline.log(
