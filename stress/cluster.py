@@ -170,7 +170,12 @@ def run_tasks(
     """
     gpus = resolve_gpus(resources.task_gpus, 0.25)
     remote = ray.remote(function).options(
-        num_cpus=resources.task_cpus, num_gpus=gpus, max_retries=resources.task_retries, retry_exceptions=False
+        num_cpus=resources.task_cpus,
+        num_gpus=gpus,
+        max_retries=resources.task_retries,
+        retry_exceptions=False,
+        # Inside a Tune trial, child tasks would otherwise be squeezed into the trial's tiny placement group.
+        scheduling_strategy="DEFAULT",
     )
     pending = {remote.remote(*args, **kwargs): key for key, args, kwargs in calls}
     total, finished, started = len(pending), 0, time.perf_counter()
@@ -211,3 +216,56 @@ def python_versions() -> dict[str, str]:
     import torchvision
 
     return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__, "ray": ray.__version__}
+
+
+def _seed_trial(trial_config: dict) -> None:
+    """Ray Tune function trainable: the whole per-seed pipeline for one seed."""
+    from ray import tune
+
+    from stress.config import merge
+    from stress.pipeline import Pipeline
+
+    seed = int(trial_config["seed"])
+    base = ExperimentConfig.from_dict(trial_config["base"])
+    config = merge(base, {"train.seed": seed, "run_name": f"seed_{seed}", "out": trial_config["root"]})
+    summary = Pipeline(config, log=_write_line).run_all()
+    tune.report({f"{v}_test_acc": summary["variants"][v]["test_acc"] for v in summary["variants"]} | {"seed": seed})
+
+
+def run_seed_sweep(base: ExperimentConfig, seeds: list[int], root: str, resume: bool, max_concurrent: int) -> list[int]:
+    """Run `_seed_trial` for every seed through Ray Tune; return the seeds whose trial finished.
+
+    Each trial reserves almost no CPU itself (its trainers and tasks ask for their own), and at
+    most `max_concurrent` trials run at once, so trials queue instead of deadlocking on a small cluster.
+    """
+    from ray import tune
+
+    tune_path = Path(root) / "tune"
+    trainable = tune.with_resources(_seed_trial, {"cpu": 0.01})
+    if resume:
+        if not tune.Tuner.can_restore(str(tune_path)):
+            raise StressError(f"{tune_path}: no sweep to resume (run without --resume first)")
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True, restart_errored=False)
+    else:
+        if tune_path.exists():
+            raise StressError(f"{tune_path} exists: pass --resume to continue that sweep, or choose another --run-name")
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"seed": tune.grid_search(seeds), "base": base.to_dict(), "root": str(root)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(root), failure_config=tune.FailureConfig(max_failures=1), verbose=1
+            ),
+        )
+    results = tuner.fit()
+    finished = []
+    for result in results:
+        if result.error is None and result.metrics and "seed" in result.metrics:
+            finished.append(int(result.metrics["seed"]))
+    return sorted(finished)
+
+
+def default_concurrent_trials(resources: ResourceConfig) -> int:
+    """Trials that fit at once: each needs both trainers' workers."""
+    per_trial = 2 * resources.workers_per_trainer * resources.cpus_per_worker
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
