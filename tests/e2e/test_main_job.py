@@ -1,0 +1,149 @@
+"""End-to-end: the real main job on synthetic data on a local Ray instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JOB = REPO / "jobs" / "stress_test.py"
+SMALL = [
+    "--data", "synthetic", "--epochs", "2", "--val-size", "200", "--shards", "2",
+    "--faithfulness-images", "40", "--stress-limit", "100", "--corruptions", "gaussian_noise,contrast,jpeg_compression",
+    "--severities", "1,3,5",
+]
+
+pytestmark = pytest.mark.e2e
+
+
+def run_job(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a fresh local Ray
+    return subprocess.run([sys.executable, str(JOB), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = run_job(*SMALL, "--out", str(out), "--run-name", "e2e")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "e2e", result
+
+
+def test_both_trainings_ran_in_parallel_and_wrote_the_artifacts(finished_run):
+    run, result = finished_run
+    log = result.stdout + result.stderr
+    # Both trainers' progress lines appear, and the baseline's second epoch is logged after the augmented's first.
+    lines = [line for line in log.splitlines() if "] epoch " in line]
+    assert any("[baseline] epoch 2/2" in line for line in lines)
+    assert any("[augmented] epoch 2/2" in line for line in lines)
+    for name in ("config.json", "manifest.json", "summary.json", "split.json", "eval/predictions.csv", "figures/training_curves.png",
+                 "figures/confusion_baseline.png", "figures/confusion_augmented.png", "variants/baseline/model.pt", "variants/augmented/history.json"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["schema_version"] == 1
+    assert summary["dataset"]["train"] == 1800 and summary["dataset"]["val"] == 200 and summary["dataset"]["test"] == 500
+    assert len(summary["dataset"]["sha256"]) == 64
+    for variant in ("baseline", "augmented"):
+        values = summary["variants"][variant]
+        assert values["epochs"] == 2
+        assert values["test_acc"] > 0.3  # ten classes: chance is 0.1
+        assert values["train_seconds"] > 0 and values["images_per_second"] > 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["versions"]["ray"] == "2.60.0"
+    assert manifest["dataset"]["sha256"] == summary["dataset"]["sha256"]
+    assert {"prepare", "train", "evaluate", "stress"} <= set(manifest["stage_seconds"])
+
+
+def test_merged_shards_equal_a_single_in_process_pass(finished_run):
+    import torch
+
+    from stress.artifacts import load_torch
+    from stress.config import DataConfig, ModelConfig
+    from stress.data import load_dataset
+    from stress.evaluate import predict_logits
+    from stress.models import create_model
+
+    run, _ = finished_run
+    data = load_dataset(DataConfig(source="synthetic"))
+    with np.load(run / "eval" / "predictions.npz") as table:
+        np.testing.assert_array_equal(table["labels"], data.y_test)
+        for variant in ("baseline", "augmented"):
+            assert np.array_equal(table[f"{variant}_indices"], np.arange(len(data.y_test)))  # each image exactly once
+            model = create_model(ModelConfig())
+            model.load_state_dict(load_torch(run / "variants" / variant / "model.pt")["model"])
+            logits = predict_logits(model, torch.as_tensor(data.x_test))
+            np.testing.assert_array_equal(table[f"{variant}_predicted"], logits.argmax(1).numpy())
+            np.testing.assert_allclose(table[f"{variant}_logits"], logits.numpy(), rtol=1e-5, atol=1e-5)
+            accuracy = float((logits.argmax(1).numpy() == data.y_test).mean())
+            summary = json.loads((run / "summary.json").read_text())
+            assert summary["failures"][variant]["accuracy"]["acc"] == pytest.approx(accuracy)
+
+
+def test_failures_explanations_and_stress_sections(finished_run):
+    run, _ = finished_run
+    summary = json.loads((run / "summary.json").read_text())
+    for variant in ("baseline", "augmented"):
+        failures = summary["failures"][variant]
+        assert failures["n_errors"] == round(failures["error_rate"] * failures["n_images"])
+        pairs = {(c["true"], c["predicted"]) for c in failures["cases"]}
+        assert len(pairs) == len(failures["cases"]) >= 3
+        assert all(c["true"] != c["predicted"] for c in failures["cases"])
+        explanations = summary["explanations"][variant]
+        assert explanations["faithfulness"]["n_images"] >= 10
+        robustness = summary["robustness"][variant]
+        assert set(robustness["by_corruption"]) == {"gaussian_noise", "contrast", "jpeg_compression"}
+        assert all(len(accs) == 3 for accs in robustness["by_corruption"].values())
+        calibration = summary["calibration"][variant]
+        assert 0 <= calibration["ece"] <= 1 and calibration["temperature"] > 0
+    with np.load(run / "eval" / "gradcam_cases.npz") as cases:
+        assert cases["maps_baseline_predicted"].shape[1:] == (32, 32)
+        assert len(cases["indices"]) == sum(len(summary["failures"][v]["cases"]) for v in ("baseline", "augmented"))
+
+
+def test_rerun_skips_finished_stages(finished_run):
+    run, _ = finished_run
+    before = (run / "variants" / "baseline" / "model.pt").read_bytes()
+    result = run_job(*SMALL, "--out", str(run.parent), "--run-name", "e2e")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "[baseline] training already finished: skipped" in log
+    assert "[augmented] training already finished: skipped" in log
+    assert "evaluate: already finished: skipped" in log
+    assert "stress: already finished: skipped" in log
+    assert "] epoch " not in log
+    assert (run / "variants" / "baseline" / "model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/nonexistent/cifar.npz"], "/nonexistent/cifar.npz: no such file or folder"),
+        (["--data", "synthetic", "--epochs", "0"], "train.epochs must be >= 1"),
+        (["--data", "synthetic", "--lr", "nan"], "train.lr must be a finite number"),
+        (["--data", "synthetic", "--corruptions", "fog,rain"], "unknown rain; valid choices:"),
+        (["--data", "synthetic", "--severities", "0,6"], "valid choices: 1, 2, 3, 4, 5"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    result = run_job(*args, "--out", str(tmp_path / "runs"), "--run-name", "bad", timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_npz_and_unwritable_output(tmp_path):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    result = run_job("--data", str(bad), "--out", str(tmp_path / "runs"), timeout=120)
+    assert result.returncode == 2 and str(bad) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_job("--data", "synthetic", "--out", str(blocker / "runs"), timeout=120)
+    assert result.returncode == 2 and "not writable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
