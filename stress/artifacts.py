@@ -36,6 +36,8 @@ SCHEMA_VERSION = 1
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -90,6 +92,8 @@ def read_json(path: str | Path) -> Any:
         raise StressError(f"{path}: missing") from None
     except json.JSONDecodeError as exc:
         raise StressError(f"{path}: corrupt JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise StressError(f"{path}: corrupt JSON (not UTF-8 text)") from None
     except OSError as exc:
         raise StressError(f"{path}: cannot read ({exc.strerror})") from None
 

@@ -125,6 +125,8 @@ def merge(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConf
         node = values
         *parents, leaf = dotted.split(".")
         for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise StressError(f"unknown config key {dotted!r}")
             node = node[key]
         node[leaf] = list(value) if isinstance(value, tuple) else value
     return ExperimentConfig.from_dict(values)
@@ -134,9 +136,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a (nested) dict."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StressError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise StressError(f"{path}: not a text file (JSON or YAML expected)") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -176,6 +180,8 @@ def validate(config: ExperimentConfig) -> None:
         _check_number(f"model.widths[{i}]", w, minimum=1, integer=True)
     _check_number("model.hidden", m.hidden, minimum=1, integer=True)
     _check_number("model.num_classes", m.num_classes, minimum=2, integer=True)
+    _check_number("model.in_channels", m.in_channels, minimum=1, integer=True)
+    _check_number("model.image_size", m.image_size, minimum=8, integer=True)
     if m.image_size % 8:
         raise StressError(f"model.image_size must be a multiple of 8, got {m.image_size}")
     _check_number("train.epochs", t.epochs, minimum=1, integer=True)
@@ -185,7 +191,8 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("train.seed", t.seed, minimum=0, integer=True)
     _check_number("train.crop_padding", t.crop_padding, minimum=0, integer=True)
     _check_number("train.eval_batch_size", t.eval_batch_size, minimum=1, integer=True)
-    if not 0 <= t.flip_probability <= 1:
+    _check_number("train.flip_probability", t.flip_probability, minimum=0)
+    if t.flip_probability > 1:
         raise StressError(f"train.flip_probability must be in [0, 1], got {t.flip_probability!r}")
     _check_number("stress.shards", s.shards, minimum=0, integer=True)
     _check_number("stress.num_cases", s.num_cases, minimum=3, integer=True)
@@ -193,7 +200,7 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("stress.calibration_bins", s.calibration_bins, minimum=1, integer=True)
     _check_number("stress.faithfulness_images", s.faithfulness_images, minimum=1, integer=True)
     _check_number("stress.faithfulness_steps", s.faithfulness_steps, minimum=2, integer=True)
-    bad = [v for v in s.severities if isinstance(v, bool) or v not in (1, 2, 3, 4, 5)]
+    bad = [v for v in s.severities if type(v) is not int or v not in (1, 2, 3, 4, 5)]
     if bad or not s.severities:
         raise StressError(f"stress.severities: invalid {bad or '(empty)'}; valid choices: 1, 2, 3, 4, 5")
     if s.corruptions:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ class Splits:
 
 
 def default_cache_dir() -> Path:
-    """Where the torchvision download goes: $STRESS_DATA_DIR, else $XDG_CACHE_HOME/stress, else ~/.cache/stress."""
+    """Where the torchvision download goes: $STRESS_DATA_DIR, else $XDG_CACHE_HOME/stress/cifar10, else ~/.cache/stress/cifar10."""
     if os.environ.get("STRESS_DATA_DIR"):
         return Path(os.environ["STRESS_DATA_DIR"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -106,7 +107,10 @@ def check_arrays(x: np.ndarray, y: np.ndarray, split: str, where: str) -> tuple[
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Read x_train, y_train, x_test, y_test from a .npz file (no pickles)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive_or_array = np.load(path, allow_pickle=False)
+        if not isinstance(archive_or_array, np.lib.npyio.NpzFile):
+            raise StressError(f"{path}: not a .npz archive (a single array); expected keys {', '.join(NPZ_KEYS)}")
+        with archive_or_array as archive:
             missing = [k for k in NPZ_KEYS if k not in archive.files]
             if missing:
                 raise StressError(
@@ -117,7 +121,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise
     except PermissionError:
         raise StressError(f"{path}: permission denied") from None
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StressError(f"{path}: not a readable .npz file ({reason})") from None
 
