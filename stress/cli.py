@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any, Callable
 
@@ -68,8 +69,17 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return merge(base, overrides)
 
 
+def _interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
 def run_main(main: Callable[[], int]) -> None:
-    """Run a job's main: user errors print one line and exit 2; Ctrl-C exits 130."""
+    """Run a job's main: user errors print one line and exit 2; SIGINT/SIGTERM exit 130.
+
+    SIGTERM (what `ray job stop`, Kubernetes and batch schedulers send) is handled like
+    Ctrl-C, so the driver stops between atomic writes and the run folder stays consistent.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         sys.exit(main())
     except StressError as exc:

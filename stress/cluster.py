@@ -33,6 +33,9 @@ STATE_FILE = "state.pt"
 def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: float = 60.0) -> dict:
     """Start Ray locally or join the cluster in $RAY_ADDRESS / `address`; return the cluster's resources."""
     if not ray.is_initialized():
+        target = address or os.environ.get("RAY_ADDRESS")
+        if target and target not in ("auto", "local"):
+            _check_reachable(target, timeout_s=min(timeout_s, 10.0))
         kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING"}
         if address:
             kwargs["address"] = address
@@ -51,6 +54,22 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: 
         time.sleep(0.5)
         resources = ray.cluster_resources()
     return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail fast with one line when a Ray address does not answer (ray.init would wait much longer)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port
+    if host is None or port is None:
+        raise StressError(f"Ray address {address!r} is not of the form HOST:PORT or http://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise StressError(f"Ray at {address} does not answer within {timeout_s:.0f} s ({exc.strerror or type(exc).__name__})") from None
 
 
 def cluster_has_gpus() -> bool:

@@ -14,6 +14,7 @@ import torch
 from stress import cluster
 from stress.artifacts import RunFolder, config_key, load_torch, write_json, write_npz, write_bytes_atomic
 from stress.config import VARIANTS
+from stress.errors import StressError
 from stress.analysis import analyse_explanations, analyse_failures, explain_cases, failure_gallery
 from stress.failures import image_characteristics
 from stress.shards import evaluate_shard, load_model
@@ -46,8 +47,19 @@ def merge_shards(parts: list[dict[str, np.ndarray]], n: int) -> dict[str, np.nda
     return merged
 
 
-def load_weights(run: RunFolder) -> dict[str, dict]:
-    return {v: load_torch(run.variant_dir(v) / "model.pt")["model"] for v in VARIANTS}
+def load_weights(run: RunFolder, model_config: dict) -> dict[str, dict]:
+    """Both variants' final weights, checked against the configured architecture."""
+    weights = {}
+    for v in VARIANTS:
+        path = run.variant_dir(v) / "model.pt"
+        state = load_torch(path)
+        try:
+            load_model(state["model"], model_config, torch.device("cpu"))
+        except (KeyError, RuntimeError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StressError(f"{path}: checkpoint does not match the configured model ({first})") from None
+        weights[v] = state["model"]
+    return weights
 
 
 def predict_all(pipeline, weights_ref, images_ref, labels_ref, n: int, shards: int) -> dict[str, dict[str, np.ndarray]]:
@@ -135,7 +147,7 @@ def run_evaluation(pipeline) -> None:
     splits = pipeline.splits
     n = len(splits.test_y)
     shards = config.stress.shards or cluster.available_slots(config.resources.task_cpus, cluster.resolve_gpus(config.resources.task_gpus, 0.25))
-    weights = load_weights(run)
+    weights = load_weights(run, config.to_dict()["model"])
     weights_ref = {v: cluster.put(w) for v, w in weights.items()}
     images_ref, labels_ref = cluster.put(splits.test_x), cluster.put(splits.test_y)
     pipeline.log(f"evaluate: {len(VARIANTS)} variants x {min(shards, n)} shards over {n} test images")

@@ -46,7 +46,7 @@ def run_stress(pipeline) -> None:
     images, labels = splits.test_x[:n], splits.test_y[:n]
     from stress.evaluation import load_weights
 
-    weights = load_weights(run)
+    weights = load_weights(run, config.to_dict()["model"])
     weights_ref, images_ref, labels_ref = cluster.put(weights), cluster.put(images), cluster.put(labels)
     model_config = config.to_dict()["model"]
     slots = s.shards or cluster.available_slots(config.resources.task_cpus, cluster.resolve_gpus(config.resources.task_gpus, 0.25))
