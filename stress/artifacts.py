@@ -150,6 +150,15 @@ class RunFolder:
     def variant_dir(self, variant: str) -> Path:
         return self.root / "variants" / variant
 
+    def check_writable(self) -> None:
+        """Fail early if the run folder could not be created or written, without creating anything."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            reason = "a file is in the way" if existing.exists() and not existing.is_dir() else "permission denied"
+            raise StressError(f"{self.root}: output folder is not writable ({reason} at {existing})")
+
     def ensure_writable(self) -> None:
         """Create the folder and prove it is writable, before any long work starts."""
         try:

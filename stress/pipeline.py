@@ -80,16 +80,22 @@ class Pipeline:
         self.splits: Splits | None = None
 
     # -- stages ---------------------------------------------------------------
+    def check_inputs(self) -> None:
+        """Everything that can be wrong with the input, checked before anything is created."""
+        started = time.perf_counter()
+        dataset = load_dataset(self.config.data)
+        self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
+        check_resume(self.run, self.config)
+        self.run.check_writable()
+        self.stage_seconds["prepare"] = time.perf_counter() - started
+
     def prepare(self) -> None:
         run, config = self.run, self.config
         started = time.perf_counter()
-        dataset = load_dataset(config.data)  # validate the input before creating anything
-        self.splits = split_dataset(dataset, config.data, config.train.seed)
-        check_resume(run, config)
         run.ensure_writable()
         write_json(run.path("config.json"), config.to_dict())
         write_json(run.path("split.json"), {"seed": config.train.seed, "val_indices": self.splits.val_indices})
-        self.stage_seconds["prepare"] = time.perf_counter() - started
+        self.stage_seconds["prepare"] += time.perf_counter() - started
         self.log(f"data: {self.splits.describe()}")
 
     def train(self) -> None:
@@ -170,10 +176,11 @@ class Pipeline:
 
     def run_all(self, address: str | None = None) -> dict:
         started_at = time.time()
-        self.prepare()
+        self.check_inputs()
         started = time.perf_counter()
         resources = cluster.connect(address)
         self.stage_seconds["ray_start"] = time.perf_counter() - started
+        self.prepare()
         self.log(f"ray: {resources}")
         self.train()
         from stress import evaluation
