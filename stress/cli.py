@@ -13,7 +13,7 @@ from stress.errors import StressError
 # flag name -> (dotted config key, type, help)
 EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "data": ("data.source", str, "torchvision (download, cached), synthetic, or a path to a .npz file or cifar-10-batches-py folder [torchvision]"),
-    "out": ("out", str, "parent folder of the run folder [runs]"),
+    "out": ("out", str, "where run folders go: a path (local or shared filesystem) or an s3:// / gs:// URI [runs]"),
     "run-name": ("run_name", str, "run folder name; re-running the same name resumes it [default]"),
     "epochs": ("train.epochs", int, "training epochs per variant [15]"),
     "seed": ("train.seed", int, "seed for weights, data order and split [42]"),
@@ -37,10 +37,15 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
 }
 
 
+METAVARS = {"data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST"}
+
+
 def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", dest="out", default=None, help="same as --out", metavar="URI")
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML config; flags given on the command line override it")
     for flag, (_, kind, text) in EXPERIMENT_FLAGS.items():
-        parser.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=flag.split("-")[-1].upper())
+        metavar = METAVARS.get(flag, "N" if kind is int else "X")
+        parser.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=metavar)
     parser.add_argument("--skip-stress", action="store_true", default=None, help="skip corruptions, shifts and calibration")
 
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from stress import cluster
+from stress import cluster, storage
 from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, read_json, save_torch, write_json
 from stress.config import VARIANTS, ExperimentConfig
 from stress.data import Splits, load_dataset, split_dataset
@@ -74,15 +74,28 @@ class Pipeline:
 
     def __init__(self, config: ExperimentConfig, log=print):
         self.config = config
-        self.run = RunFolder(Path(config.out) / config.run_name)
+        self.remote = f"{config.out.rstrip('/')}/{config.run_name}" if storage.is_uri(config.out) else None
+        if self.remote:
+            self.run = RunFolder(storage.staging_folder(config.out, config.run_name))
+            self.train_storage = f"{self.remote}/train"
+        else:
+            self.run = RunFolder(Path(config.out) / config.run_name)
+            self.train_storage = str(self.run.path("train"))
         self.log = log
         self.stage_seconds: dict[str, float] = {}
         self.splits: Splits | None = None
 
     # -- stages ---------------------------------------------------------------
+    def sync(self) -> None:
+        """Mirror the run folder to remote storage (no-op for paths)."""
+        if self.remote:
+            storage.upload(self.run.root, self.remote)
+
     def check_inputs(self) -> None:
         """Everything that can be wrong with the input, checked before anything is created."""
         started = time.perf_counter()
+        if self.remote and storage.download(self.remote, self.run.root):
+            self.log(f"resuming {self.remote} (copied to {self.run.root})")
         dataset = load_dataset(self.config.data)
         self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
         check_resume(self.run, self.config)
@@ -123,7 +136,7 @@ class Pipeline:
             self.log(f"[{variant}] training finished: test_acc {state['test']['acc']:.4f}")
 
         self.log(f"training {', '.join(todo)} in parallel on Ray Train")
-        cluster.train_variants(self.config, self.splits.arrays(), str(run.path("train")), todo, on_done)
+        cluster.train_variants(self.config, self.splits.arrays(), self.train_storage, todo, on_done)
         self.stage_seconds["train"] = time.perf_counter() - started
 
     # -- outputs --------------------------------------------------------------
@@ -145,7 +158,7 @@ class Pipeline:
             }
         summary = {
             "schema_version": SCHEMA_VERSION,
-            "run": {"name": config.run_name, "folder": str(run.root), "seed": config.train.seed},
+            "run": {"name": config.run_name, "folder": self.remote or str(run.root), "seed": config.train.seed},
             "dataset": self.splits.describe(),
             "variants": variants,
         }
@@ -196,4 +209,5 @@ class Pipeline:
         figures.write_figures(self.run, self.log)
         self.stage_seconds["figures"] = time.perf_counter() - started
         self.write_manifest(started_at, resources)
+        self.sync()
         return summary

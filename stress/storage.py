@@ -1,0 +1,74 @@
+"""Run folders on remote storage: s3://, gs:// and other URIs that pyarrow.fs understands.
+
+A plain path (local disk or a shared filesystem mounted on every node) is used directly.
+For a URI, the driver works in a local staging folder and mirrors it to the URI after
+every stage; Ray Train writes its checkpoints to the URI itself. A re-run first copies
+the run back from the URI, so resumption works the same way as on disk.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from stress.errors import StressError
+
+SKIP_PARTS = ("train",)  # Ray Train writes its checkpoints straight to storage
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def staging_folder(uri: str, run_name: str) -> Path:
+    """The local mirror of `uri/run_name` on this machine."""
+    safe = uri.replace("://", "_").replace("/", "_")
+    return Path(tempfile.gettempdir()) / "stress-staging" / safe / run_name
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as exc:  # noqa: BLE001 - unknown scheme, missing credentials, bad bucket
+        raise StressError(f"{uri}: unusable storage URI ({str(exc).splitlines()[0]})") from None
+
+
+def download(uri: str, local: Path) -> bool:
+    """Copy an existing run at `uri` into `local`; False if there is none yet."""
+    import pyarrow.fs as pafs
+
+    filesystem, path = _filesystem(uri)
+    info = filesystem.get_file_info(path)
+    if info.type != pafs.FileType.Directory:
+        return False
+    local.mkdir(parents=True, exist_ok=True)
+    selector = pafs.FileSelector(path, recursive=True)
+    for entry in filesystem.get_file_info(selector):
+        relative = entry.path[len(path) :].lstrip("/")
+        if entry.type != pafs.FileType.File or relative.split("/")[0] in SKIP_PARTS:
+            continue
+        target = local / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(entry.path) as source:
+            target.write_bytes(source.read())
+    return True
+
+
+def upload(local: Path, uri: str) -> None:
+    """Mirror the staging folder's files (not Ray Train's own checkpoints) to `uri`."""
+    filesystem, path = _filesystem(uri)
+    try:
+        filesystem.create_dir(path, recursive=True)
+        # Stage records go last, so storage never holds a record without its stage's files.
+        for source in sorted(local.rglob("*"), key=lambda f: (f.relative_to(local).parts[0] == "stages", str(f))):
+            relative = source.relative_to(local).as_posix()
+            if not source.is_file() or relative.split("/")[0] in SKIP_PARTS or source.name.endswith(".tmp"):
+                continue
+            filesystem.create_dir(f"{path}/{Path(relative).parent.as_posix()}", recursive=True)
+            # Files arrive whole: object stores publish on close, and stage records are written last.
+            with filesystem.open_output_stream(f"{path}/{relative}") as sink:
+                sink.write(source.read_bytes())
+    except OSError as exc:
+        raise StressError(f"{uri}: cannot write to storage ({str(exc).splitlines()[0]})") from None
