@@ -69,6 +69,18 @@ def check_resume(run: RunFolder, config: ExperimentConfig) -> None:
             )
 
 
+def check_output_location(out: str) -> None:
+    """Under `ray job submit` the job runs in a temporary copy of the working dir: refuse relative outputs there."""
+    if storage.is_uri(out) or Path(out).expanduser().is_absolute():
+        return
+    cwd = Path.cwd()
+    if "runtime_resources" in cwd.parts:
+        raise StressError(
+            f"--out {out!r} is relative, but this job runs in Ray's temporary copy of the working dir ({cwd}); "
+            "pass an absolute path on shared storage or an s3:// / gs:// URI"
+        )
+
+
 class Pipeline:
     """Runs the stages of one seed into one run folder."""
 
@@ -94,6 +106,7 @@ class Pipeline:
     def check_inputs(self) -> None:
         """Everything that can be wrong with the input, checked before anything is created."""
         started = time.perf_counter()
+        check_output_location(self.config.out)
         if self.remote and storage.download(self.remote, self.run.root):
             self.log(f"resuming {self.remote} (copied to {self.run.root})")
         dataset = load_dataset(self.config.data)
