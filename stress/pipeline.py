@@ -192,6 +192,7 @@ class Pipeline:
                 "git_commit": _git_commit(),
                 "dataset": self.splits.describe(),
                 "seeds": {"train": self.config.train.seed, "split": self.config.train.seed},
+                "training": {"optimizer": "Adam", "loss": "cross-entropy", "augmentation": "RandomCrop(32, padding) + RandomHorizontalFlip (augmented variant only)"},
                 "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
                 "hardware": _hardware(),
                 "started": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat(),
@@ -222,5 +223,12 @@ class Pipeline:
         figures.write_figures(self.run, self.log)
         self.stage_seconds["figures"] = time.perf_counter() - started
         self.write_manifest(started_at, resources)
+        from stress.report import build_report
+
+        started = time.perf_counter()
+        html, _ = build_report(self.run.root)
+        self.stage_seconds["report"] = time.perf_counter() - started
+        self.write_manifest(started_at, resources)
+        self.log(f"report: {html}")
         self.sync()
         return summary

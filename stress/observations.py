@@ -1,0 +1,387 @@
+"""Observations: sentences generated from the run's results, each with its evidence and verdict.
+
+Every rule is a function summary -> list[Observation]; a rule whose section is missing
+from the summary (its stage did not run) returns an empty list. Nothing here is written
+by hand as a result: each number in a sentence is a formatted field of the summary.
+
+Verdicts:
+- "effect": an interval excludes 0 in the direction the rule asks about, or a count is > 0
+  (or, for a check, the check passes with its interval on the right side of the threshold);
+- "no effect": the data show the opposite (a zero count, an interval on the other side,
+  a failed check);
+- "inconclusive": the interval includes 0, or no interval exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from stress.config import VARIANTS
+from stress.stats import wilson_interval
+
+EFFECT, NO_EFFECT, INCONCLUSIVE = "effect", "no effect", "inconclusive"
+SANITY_THRESHOLD = 0.5  # mean rank correlation with a randomised model below this: maps depend on the weights
+TRAINED_FOR = ("translation", "flip")  # what RandomCrop + RandomHorizontalFlip shows the model
+NOT_TRAINED_FOR = ("rotation", "scale")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One generated finding: `text` states it, `evidence` holds the numbers it quotes."""
+
+    rule: str
+    text: str
+    verdict: str  # EFFECT | NO_EFFECT | INCONCLUSIVE
+    uncertainty: str
+    figure: str | None = None  # path relative to the run folder, e.g. figures/gain_heatmap.png
+    evidence: dict[str, float | int | None] = field(default_factory=dict)
+
+
+Rule = Callable[[dict], list[Observation]]
+
+
+# -- formatting and interval logic ------------------------------------------------
+def number(value: float | None, digits: int = 3) -> str:
+    """A value as the report prints it (fixed decimals; "n/a" for missing)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def signed(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:+.{digits}f}"
+
+
+def interval_text(low: float | None, high: float | None, digits: int = 3, sign: bool = True) -> str:
+    form = signed if sign else number
+    return "no interval" if low is None or high is None else f"[{form(low, digits)}, {form(high, digits)}]"
+
+
+def verdict_of(low: float | None, high: float | None) -> str:
+    """EFFECT when the interval excludes 0, else INCONCLUSIVE (also without an interval)."""
+    if low is None or high is None:
+        return INCONCLUSIVE
+    return EFFECT if low > 0 or high < 0 else INCONCLUSIVE
+
+
+def direction(low: float | None, high: float | None, up: str, down: str) -> str:
+    """Words for an interval: `up` above 0, `down` below 0, else that it is inconclusive."""
+    if verdict_of(low, high) == INCONCLUSIVE:
+        return "the 95% interval includes 0, so the direction is inconclusive."
+    return up if low > 0 else down
+
+
+def newcombe_interval(successes_a: int, n_a: int, successes_b: int, n_b: int) -> tuple[float, float, float]:
+    """Difference p_b - p_a of two independent proportions with Newcombe's hybrid Wilson 95% interval."""
+    p_a, p_b = successes_a / n_a, successes_b / n_b
+    low_a, high_a = wilson_interval(successes_a, n_a)
+    low_b, high_b = wilson_interval(successes_b, n_b)
+    difference = p_b - p_a
+    low = difference - math.sqrt((p_b - low_b) ** 2 + (high_a - p_a) ** 2)
+    high = difference + math.sqrt((high_b - p_b) ** 2 + (p_a - low_a) ** 2)
+    return difference, low, high
+
+
+# -- rules --------------------------------------------------------------------
+def confident_failures(summary: dict) -> list[Observation]:
+    """Confident wrong predictions exist? Counts at confidence >= 0.9 and >= 0.99 per variant."""
+    failures = summary.get("failures")
+    if not failures:
+        return []
+    out = []
+    for v in VARIANTS:
+        f = failures[v]
+        at_90, at_99, n = f["confident_errors"]["0.9"], f["confident_errors"]["0.99"], f["n_images"]
+        low, high = wilson_interval(at_90, n)
+        out.append(Observation(
+            rule="confident_failures",
+            text=(f"{v} is wrong with confidence ≥ 0.9 on {at_90} of {n} test images "
+                  f"(≥ 0.99: {at_99}); it makes {f['n_errors']} errors in all."),
+            verdict=EFFECT if at_90 > 0 else NO_EFFECT,
+            uncertainty=f"rate of confident errors {number(at_90 / n)}, Wilson 95% CI {interval_text(low, high, sign=False)}",
+            figure=f"figures/failure_gallery_{v}.png",
+            evidence={"count_0.9": at_90, "count_0.99": at_99, "n_images": n, "n_errors": f["n_errors"], "rate_low": low, "rate_high": high},
+        ))
+    return out
+
+
+def _test_accuracy(summary: dict, variant: str) -> tuple[int, int]:
+    """(correct, total) on the test set: from the failure analysis, else from the training record."""
+    failures = summary.get("failures", {}).get(variant)
+    if failures:
+        n = int(failures["accuracy"]["n"])
+        return round(failures["accuracy"]["acc"] * n), n
+    n = int(summary["dataset"]["test"])
+    return round(summary["variants"][variant]["test_acc"] * n), n
+
+
+def clean_gain(summary: dict) -> list[Observation]:
+    """Did augmentation improve clean accuracy? Paired gain if the stress stage ran, else Newcombe/Wilson."""
+    gain = summary.get("robustness", {}).get("gain", {}).get("clean")
+    if gain:
+        mean, low, high, how = gain["mean"], gain["low"], gain["high"], f"paired 95% t-interval over {gain['n']} test images"
+    elif "variants" in summary and all(v in summary["variants"] for v in VARIANTS):
+        (s_a, n_a), (s_b, n_b) = _test_accuracy(summary, "baseline"), _test_accuracy(summary, "augmented")
+        mean, low, high = newcombe_interval(s_a, n_a, s_b, n_b)
+        how = f"95% interval from the two Wilson intervals (Newcombe), {n_a} and {n_b} test images, unpaired"
+    else:
+        return []
+    return [Observation(
+        rule="clean_gain",
+        text=(f"Augmentation changed clean accuracy by {signed(mean)} (augmented − baseline, 95% CI {interval_text(low, high)}): "
+              + direction(low, high, "it improved clean accuracy.", "it lowered clean accuracy.")),
+        verdict=verdict_of(low, high), uncertainty=how, figure="figures/training_curves.png",
+        evidence={"gain": mean, "low": low, "high": high},
+    )]
+
+
+def corruption_gain(summary: dict) -> list[Observation]:
+    """Did augmentation improve mean corruption accuracy?"""
+    robustness = summary.get("robustness")
+    gain = (robustness or {}).get("gain", {}).get("mean_corruption")
+    if not gain:
+        return []
+    accuracy = {v: robustness[v]["mean_corruption_acc"] for v in VARIANTS}
+    return [Observation(
+        rule="corruption_gain",
+        text=(f"Mean corruption accuracy is {number(accuracy['baseline'])} (baseline) and {number(accuracy['augmented'])} (augmented); "
+              f"the paired gain is {signed(gain['mean'])} (95% CI {interval_text(gain['low'], gain['high'])}): "
+              + direction(gain["low"], gain["high"], "augmentation made the model more robust to corruptions.",
+                          "augmentation made the model less robust to corruptions.")),
+        verdict=verdict_of(gain["low"], gain["high"]),
+        uncertainty=f"paired 95% t-interval over {gain['n']} images of each image's accuracy over all corruption cells",
+        figure="figures/severity_curves.png",
+        evidence={"baseline": accuracy["baseline"], "augmented": accuracy["augmented"], "gain": gain["mean"], "low": gain["low"], "high": gain["high"]},
+    )]
+
+
+def worst_corruptions(summary: dict, top: int = 3) -> list[Observation]:
+    """Which corruptions hurt most (largest drop from clean at the highest severity), and did augmentation help there?"""
+    robustness = summary.get("robustness")
+    if not robustness or not robustness[VARIANTS[0]].get("by_corruption"):
+        return []
+    gains = robustness.get("gain", {}).get("by_corruption", {})
+    out = []
+    for v in VARIANTS:
+        r = robustness[v]
+        severity = r["severities"][-1]
+        drops = {c: r["clean_acc"] - values[-1] for c, values in r["by_corruption"].items()}
+        ranked = sorted(drops, key=lambda c: (-drops[c], c))[:top]
+        worst, g = ranked[0], gains.get(ranked[0])
+        listing = ", ".join(f"{c} (−{number(drops[c])})" for c in ranked)
+        text = (f"For {v}, the corruptions that hurt most at severity {severity} are {listing}; under {worst} accuracy falls "
+                f"from {number(r['clean_acc'])} to {number(r['by_corruption'][worst][-1])}.")
+        if g:
+            text += (f" Augmentation changed accuracy under {worst} by {signed(g['mean'])} (95% CI {interval_text(g['low'], g['high'])}, "
+                     "mean over severities): " + direction(g["low"], g["high"], "it helped there.", "it hurt there."))
+        out.append(Observation(
+            rule="worst_corruptions", text=text,
+            verdict=verdict_of(g["low"], g["high"]) if g else INCONCLUSIVE,
+            uncertainty=f"paired 95% t-interval over {g['n']} images" if g else "no paired gain recorded",
+            figure="figures/gain_heatmap.png",
+            evidence={"corruption": worst, "drop": drops[worst], "clean": r["clean_acc"], "worst_accuracy": r["by_corruption"][worst][-1],
+                      **({"gain": g["mean"], "low": g["low"], "high": g["high"]} if g else {})},
+        ))
+    return out
+
+
+def _family_sentence(name: str, gain: dict) -> str:
+    return f"{name} {signed(gain['mean'])} {interval_text(gain['low'], gain['high'])}"
+
+
+def invariances(summary: dict) -> list[Observation]:
+    """Trained-for invariances (translation, flip) versus transfer (rotation, scale, corruptions)."""
+    gain = summary.get("robustness", {}).get("gain", {})
+    families = gain.get("shift_families")
+    if not families:
+        return []
+    out = []
+    groups = (("trained_invariances", "shifts the augmentation shows (trained for)", TRAINED_FOR, {}),
+              ("transfer", "shifts and corruptions it does not show (transfer)", NOT_TRAINED_FOR,
+               {"mean corruption": gain["mean_corruption"]} if "mean_corruption" in gain else {}))
+    for rule, label, names, extra in groups:
+        entries = {f: families[f] for f in names if f in families} | extra
+        if not entries:
+            continue
+        clear = [f for f, g in entries.items() if verdict_of(g["low"], g["high"]) == EFFECT]
+        verdict = EFFECT if clear else INCONCLUSIVE
+        conclusion = (f"the interval excludes 0 for {', '.join(clear)}." if clear else "every interval includes 0: inconclusive.")
+        out.append(Observation(
+            rule=rule,
+            text=f"Accuracy gain of augmentation on {label}: " + "; ".join(_family_sentence(f, g) for f, g in entries.items()) + f"; {conclusion}",
+            verdict=verdict,
+            uncertainty="paired 95% t-intervals over the stress images",
+            figure="figures/shift_families.png",
+            evidence={f"{f}_{k}": g[k] for f, g in entries.items() for k in ("mean", "low", "high")},
+        ))
+    return out
+
+
+def border_attention(summary: dict) -> list[Observation]:
+    """Do failures attend more to the border than successes? (centre share of the Grad-CAM mass)"""
+    explanations = summary.get("explanations")
+    if not explanations:
+        return []
+    out = []
+    for v in VARIANTS:
+        share = explanations[v]["centre_share"]
+        interval = share.get("difference_interval") or [None, None]
+        low, high = interval
+        failures, successes = share["failures"]["mean"], share["successes"]["mean"]
+        if verdict_of(low, high) == INCONCLUSIVE:
+            verdict, answer = INCONCLUSIVE, "the interval includes 0: inconclusive."
+        elif high < 0:
+            verdict, answer = EFFECT, "failures put less of their attention on the centre, more on the border."
+        else:
+            verdict, answer = NO_EFFECT, "failures put more of their attention on the centre, not the border."
+        out.append(Observation(
+            rule="border_attention",
+            text=(f"For {v}, the central window holds {number(failures)} of the Grad-CAM mass on failures and {number(successes)} "
+                  f"on successes (uniform attention: {number(share['area_share'], 2)}); difference {signed(failures - successes)} "
+                  f"(95% CI {interval_text(low, high)}): {answer}"),
+            verdict=verdict, uncertainty="bootstrap 95% interval of the difference of means",
+            figure="figures/centre_attention.png",
+            evidence={"failures": failures, "successes": successes, "low": low, "high": high, "cohens_d": share.get("cohens_d")},
+        ))
+    return out
+
+
+def sanity_check(summary: dict) -> list[Observation]:
+    """Do the maps pass the model-randomisation sanity check (low rank correlation with a random model)?"""
+    explanations = summary.get("explanations")
+    if not explanations:
+        return []
+    out = []
+    for v in VARIANTS:
+        check = explanations[v].get("sanity_check")
+        if not check or check.get("mean_rank_correlation") is None:
+            continue
+        mean, interval = check["mean_rank_correlation"], check["interval"]
+        high = interval.get("high")
+        if mean >= SANITY_THRESHOLD:
+            verdict, answer = NO_EFFECT, "fail: the maps barely change when the weights are randomised."
+        elif high is not None and high < SANITY_THRESHOLD:
+            verdict, answer = EFFECT, "pass: the maps depend on the learned weights."
+        else:
+            verdict, answer = INCONCLUSIVE, f"inconclusive: the interval reaches {number(SANITY_THRESHOLD, 1)}."
+        out.append(Observation(
+            rule="sanity_check",
+            text=(f"For {v}, the mean rank correlation between maps of the trained and of a randomised model is {number(mean)} "
+                  f"(95% CI {interval_text(interval.get('low'), high, sign=False)}, {interval['n']} images, threshold "
+                  f"{number(SANITY_THRESHOLD, 1)}): {answer}"),
+            verdict=verdict, uncertainty=f"95% t-interval over images; {check['undefined']} of {check['n_images']} correlations undefined",
+            figure="figures/faithfulness.png",
+            evidence={"mean_rank_correlation": mean, "low": interval.get("low"), "high": high},
+        ))
+    return out
+
+
+def faithfulness(summary: dict) -> list[Observation]:
+    """Are the maps faithful? Deletion in map order must lower the probability faster than random order."""
+    explanations = summary.get("explanations")
+    if not explanations:
+        return []
+    out = []
+    for v in VARIANTS:
+        f = explanations[v].get("faithfulness")
+        if not f:
+            continue
+        g = f["deletion_gain"]
+        verdict = verdict_of(g["low"], g["high"])
+        if verdict == EFFECT and g["high"] < 0:
+            verdict = NO_EFFECT
+        answer = {EFFECT: "faithful: deleting the highlighted pixels first removes the evidence faster than random deletion.",
+                  NO_EFFECT: "not faithful: random deletion removes the evidence faster.",
+                  INCONCLUSIVE: "the interval includes 0: inconclusive."}[verdict]
+        out.append(Observation(
+            rule="faithfulness",
+            text=(f"For {v}, the deletion AUC is {number(f['deletion_auc']['mean'])} in map order and "
+                  f"{number(f['random_deletion_auc']['mean'])} in random order (gain {signed(g['mean'])}, 95% CI "
+                  f"{interval_text(g['low'], g['high'])}, {f['n_images']} images); insertion AUC {number(f['insertion_auc']['mean'])} "
+                  f"vs {number(f['random_insertion_auc']['mean'])}: {answer}"),
+            verdict=verdict, uncertainty="paired 95% t-interval over images",
+            figure="figures/faithfulness.png",
+            evidence={"deletion_auc": f["deletion_auc"]["mean"], "random_deletion_auc": f["random_deletion_auc"]["mean"],
+                      "gain": g["mean"], "low": g["low"], "high": g["high"]},
+        ))
+    return out
+
+
+def calibration(summary: dict) -> list[Observation]:
+    """Calibration: ECE before and after temperature scaling (no interval is recorded for ECE)."""
+    results = summary.get("calibration")
+    if not results:
+        return []
+    out = []
+    for v in VARIANTS:
+        c = results[v]
+        n = sum(c["reliability"]["count"])
+        change = "lowered" if c["ece_after_temperature"] < c["ece"] else "raised"
+        out.append(Observation(
+            rule="calibration",
+            text=(f"For {v}, the expected calibration error is {number(c['ece'])}; temperature scaling (T = {number(c['temperature'], 2)}, "
+                  f"fitted on the validation split) {change} it to {number(c['ece_after_temperature'])}."),
+            verdict=INCONCLUSIVE,
+            uncertainty=f"no interval is recorded for ECE ({n} test images, {len(c['reliability']['count'])} bins): the change is not tested",
+            figure="figures/reliability.png",
+            evidence={"ece": c["ece"], "ece_after_temperature": c["ece_after_temperature"], "temperature": c["temperature"]},
+        ))
+    return out
+
+
+def characteristics(summary: dict) -> list[Observation]:
+    """Which image characteristics separate confident failures from confident successes?"""
+    failures = summary.get("failures")
+    if not failures:
+        return []
+    out = []
+    for v in VARIANTS:
+        comparison = failures[v]["characteristics"]["comparison"]
+        n_failures = min((entry["n_a"] for entry in comparison.values()), default=0)
+        separating = [name for name, entry in comparison.items() if entry.get("separates")]
+        if n_failures < 2:
+            text = f"For {v}, only {n_failures} confident failure(s): too few to compare characteristics."
+            verdict = INCONCLUSIVE
+        elif separating:
+            parts = [f"{name} (d = {signed(comparison[name].get('cohens_d'), 2)}, 95% CI "
+                     f"{interval_text(comparison[name].get('d_low'), comparison[name].get('d_high'), 2)})" for name in separating]
+            text = f"For {v}, confident failures ({n_failures} images) differ from confident successes in " + "; ".join(parts) + "."
+            verdict = EFFECT
+        else:
+            text = f"For {v}, no characteristic separates confident failures ({n_failures} images) from confident successes: every interval of d includes 0."
+            verdict = INCONCLUSIVE
+        out.append(Observation(
+            rule="characteristics", text=text, verdict=verdict,
+            uncertainty="Cohen's d (failures − successes) with a bootstrap 95% interval",
+            figure="figures/characteristics.png",
+            evidence={f"{name}_d": comparison[name].get("cohens_d") for name in comparison} | {"n_failures": n_failures},
+        ))
+    return out
+
+
+def shared_failures(summary: dict) -> list[Observation]:
+    """Do the two variants fail on different images? (discordant pairs, McNemar's exact test)"""
+    view = summary.get("failures", {}).get("cross_model")
+    if not view:
+        return []
+    counts, p = view["counts"], view["mcnemar_p"]
+    return [Observation(
+        rule="shared_failures",
+        text=(f"Only baseline is wrong on {counts['a_wrong_b_right']} images, only augmented on {counts['a_right_b_wrong']}, "
+              f"both on {counts['both_wrong']} ({counts['both_confidently_wrong']} of them confidently); McNemar p = {number(p)}."),
+        verdict=EFFECT if p < 0.05 else INCONCLUSIVE,
+        uncertainty="exact two-sided McNemar test on the discordant images (5% level)",
+        figure="figures/confusion_pairs.png",
+        evidence={**counts, "mcnemar_p": p},
+    )]
+
+
+RULES: tuple[Rule, ...] = (
+    confident_failures, clean_gain, corruption_gain, worst_corruptions, invariances,
+    border_attention, sanity_check, faithfulness, calibration, characteristics, shared_failures,
+)
+
+
+def derive_observations(summary: dict, rules: tuple[Rule, ...] = RULES) -> list[Observation]:
+    """Every observation the rules can make from `summary`, in rule order; missing sections are skipped."""
+    return [observation for rule in rules for observation in rule(summary)]

@@ -1,0 +1,371 @@
+"""The stress-test report: one self-contained HTML page and a Markdown twin, from the run folder alone.
+
+`build_report` reads only the run folder's JSON and PNG files (never a model, never the
+dataset). Sections are built once as a list of blocks (paragraph, table, figure, note)
+and rendered twice: HTML with every PNG embedded as a data URI, and Markdown with the
+figures linked relatively. A stage that did not run is replaced by a one-line note.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from stress.artifacts import RunFolder, read_json, write_bytes_atomic
+from stress.config import VARIANTS
+from stress.errors import StressError
+from stress.figures import figure_name
+from stress.observations import derive_observations, interval_text, number, signed
+from stress.stats import wilson_interval
+
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Note:
+    text: str  # e.g. "stage stress did not run"
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: str  # relative to the run folder: figures/<name>.png
+    caption: str
+
+
+@dataclass(frozen=True)
+class Section:
+    anchor: str
+    title: str
+    blocks: tuple
+
+
+def _table(headers, rows) -> Table:
+    return Table(tuple(str(h) for h in headers), tuple(tuple(str(c) for c in row) for row in rows))
+
+
+def _figure(name: str, caption: str) -> Figure:
+    return Figure(f"figures/{name}", caption)
+
+
+def _with_interval(value, low, high) -> str:
+    return MISSING if value is None else f"{number(value)} {interval_text(low, high, sign=False)}"
+
+
+def _not_run(stage: str, what: str) -> Note:
+    return Note(f"stage {stage} did not run ({what} not in summary.json)")
+
+
+# -- sections -----------------------------------------------------------------
+def headline(summary: dict) -> Section:
+    """Both variants: clean accuracy, mean corruption accuracy, ECE, confident-failure counts."""
+    failures, robustness, calibration = summary.get("failures"), summary.get("robustness"), summary.get("calibration")
+    rows = []
+    for v in VARIANTS:
+        if failures:
+            a = failures[v]["accuracy"]
+            clean = f"{_with_interval(a['acc'], a['low'], a['high'])} (n={a['n']})"
+        else:
+            n, acc = int(summary["dataset"]["test"]), summary["variants"][v]["test_acc"]
+            low, high = wilson_interval(round(acc * n), n)
+            clean = f"{_with_interval(acc, low, high)} (n={n})"
+        if robustness and robustness[v].get("mean_corruption_acc") is not None:
+            r = robustness[v]
+            corrupted = _with_interval(r["mean_corruption_acc"], *r["mean_corruption_acc_interval"])
+        else:
+            corrupted = MISSING
+        ece = f"{number(calibration[v]['ece'])} → {number(calibration[v]['ece_after_temperature'])}" if calibration else MISSING
+        confident = (f"{failures[v]['confident_errors']['0.9']} / {failures[v]['confident_errors']['0.99']}" if failures else MISSING)
+        rows.append((v, clean, corrupted, ece, confident))
+    headers = ("variant", "clean test accuracy [95% CI]", "mean corruption accuracy [95% CI]",
+               "ECE → after temperature", "confident failures ≥0.9 / ≥0.99")
+    blocks = [_table(headers, rows)]
+    if not robustness or not calibration:
+        blocks.append(Note(f"{MISSING}: stage stress did not run"))
+    return Section("headline", "Headline", tuple(blocks))
+
+
+def setup(summary: dict, config: dict, manifest: dict) -> Section:
+    """Data, split, model, optimiser, seeds, versions, hardware and stage times."""
+    dataset, model, train = summary.get("dataset", {}), config.get("model", {}), config.get("train", {})
+    versions = manifest.get("versions", {})
+    hardware = manifest.get("hardware", {})
+    seeds = manifest.get("seeds") or {"train": summary.get("run", {}).get("seed")}
+    rows = [
+        ("run", summary.get("run", {}).get("name", MISSING)),
+        ("data source", dataset.get("source", MISSING)),
+        ("split sizes (train / validation / test)", f"{dataset.get('train', MISSING)} / {dataset.get('val', MISSING)} / {dataset.get('test', MISSING)}"),
+        ("data sha256", dataset.get("sha256", MISSING)),
+        ("model", f"{model.get('name', MISSING)} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"),
+        ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
+        ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
+        ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
+        ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items())),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or MISSING),
+        ("git commit", manifest.get("git_commit") or MISSING),
+        ("hardware", ", ".join(f"{k} {v}" for k, v in hardware.items()) or MISSING),
+        ("started / finished (UTC)", f"{manifest.get('started', MISSING)} / {manifest.get('finished', MISSING)}"),
+    ]
+    blocks = [_table(("item", "value"), rows)]
+    stage_seconds = manifest.get("stage_seconds", {})
+    if stage_seconds:
+        blocks.append(_table(("stage", "seconds"), [(k, f"{v:.1f}") for k, v in stage_seconds.items()]))
+    return Section("setup", "Setup", tuple(blocks))
+
+
+def training(summary: dict) -> Section:
+    rows = [(v, e["epochs"], number(e["best_val_acc"]), number(e["test_acc"]), number(e["test_loss"]), f"{e['train_seconds']:.1f}",
+             f"{e['images_per_second']:.0f}") for v, e in summary["variants"].items()]
+    return Section("training", "Training", (
+        _table(("variant", "epochs", "best validation accuracy", "test accuracy", "test loss", "training seconds", "images/s"), rows),
+        _figure(figure_name("training"), "Training and validation loss and accuracy per epoch."),
+        *(_figure(figure_name("confusion", v), f"Confusion matrix of {v} on the test set (rows: true class).") for v in VARIANTS),
+    ))
+
+
+def failure_cases(summary: dict) -> Section:
+    failures = summary.get("failures")
+    if not failures:
+        return Section("failures", "Failure cases", (_not_run("evaluate", "failures"),))
+    blocks: list = [_table(
+        ("variant", "errors", "error rate", "confident errors ≥0.9", "≥0.99"),
+        [(v, f"{failures[v]['n_errors']} of {failures[v]['n_images']}", number(failures[v]["error_rate"]),
+          failures[v]["confident_errors"]["0.9"], failures[v]["confident_errors"]["0.99"]) for v in VARIANTS])]
+    for v in VARIANTS:
+        blocks.append(_figure(figure_name("gallery", v), f"The most confident failures of {v}: true / predicted class (confidence)."))
+    for v in VARIANTS:
+        cases = failures[v]["cases"]
+        blocks.append(Paragraph(f"Cases selected from the failures of {v} (Grad-CAM of both models, for each model's predicted class and the true class):"))
+        blocks.append(_table(("rank", "image", "true", f"{v} predicts", "other model predicts"), [
+            (c["rank"], c["index"], c["true_name"], f"{c['predicted_name']} ({number(c['confidence'], 2)})",
+             f"{c['other_variant']}: {c['other_predicted_name']} ({number(c['other_confidence'], 2)})") for c in cases]))
+        for c in cases:
+            blocks.append(Figure(c["figure"], f"{v} case {c['rank']}: image {c['index']}, true {c['true_name']}, "
+                                              f"{v} predicts {c['predicted_name']} ({number(c['confidence'], 2)})."))
+    blocks.append(_figure(figure_name("confusion_pairs"), "Most frequent confusions (true → predicted) per variant."))
+    blocks.append(Paragraph("Image characteristics of confident failures versus confident successes (confidence ≥ 0.9), Cohen's d with bootstrap 95% CI:"))
+    rows = []
+    for v in VARIANTS:
+        for name, e in failures[v]["characteristics"]["comparison"].items():
+            rows.append((v, name, number(e["mean_a"]), number(e["mean_b"]), f"{e['n_a']} / {e['n_b']}", signed(e.get("cohens_d"), 2),
+                         interval_text(e.get("d_low"), e.get("d_high"), 2), "yes" if e.get("separates") else "no"))
+    blocks.append(_table(("variant", "characteristic", "mean (failures)", "mean (successes)", "n", "d", "95% CI", "separates"), rows))
+    blocks.append(_figure(figure_name("characteristics"), "Distributions of each characteristic: confident failures versus confident successes."))
+    view = failures.get("cross_model")
+    if view:
+        counts = view["counts"]
+        blocks.append(_table(("only baseline wrong", "only augmented wrong", "both wrong", "both confidently wrong", "McNemar p"),
+                             [(counts["a_wrong_b_right"], counts["a_right_b_wrong"], counts["both_wrong"], counts["both_confidently_wrong"], number(view["mcnemar_p"]))]))
+    return Section("failures", "Failure cases", tuple(blocks))
+
+
+def explanations(summary: dict) -> Section:
+    results = summary.get("explanations")
+    if not results:
+        return Section("explanations", "Explanations", (_not_run("evaluate", "explanations"),))
+    rows = []
+    for v in VARIANTS:
+        share = results[v]["centre_share"]
+        f, s = share["failures"], share["successes"]
+        rows.append((v, _with_interval(f["mean"], f["low"], f["high"]), _with_interval(s["mean"], s["low"], s["high"]),
+                     interval_text(*(share.get("difference_interval") or (None, None))), signed(share.get("cohens_d"), 2)))
+    blocks: list = [
+        Paragraph("Share of the Grad-CAM mass (predicted class) inside the central window; uniform attention gives 0.25."),
+        _table(("variant", "failures [95% CI]", "successes [95% CI]", "difference 95% CI", "Cohen's d"), rows),
+        _figure(figure_name("centre_attention"), "Centre versus border attention of failures and successes."),
+    ]
+    faithful = [v for v in VARIANTS if "faithfulness" in results[v]]
+    if faithful:
+        keys = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "deletion_gain", "insertion_gain")
+        blocks.append(_table(("variant", *(k.replace("_", " ") for k in keys), "images"), [
+            (v, *(_with_interval(results[v]["faithfulness"][k]["mean"], results[v]["faithfulness"][k]["low"], results[v]["faithfulness"][k]["high"]) for k in keys),
+             results[v]["faithfulness"]["n_images"]) for v in faithful]))
+        blocks.append(_figure(figure_name("faithfulness"), "Deletion and insertion AUCs: Grad-CAM order versus random order (95% CI)."))
+        blocks.append(Paragraph("Sanity check (Adebayo et al. 2018): rank correlation between maps of the trained model and of a randomised model; low means the maps depend on the weights."))
+        blocks.append(_table(("variant", "mean rank correlation [95% CI]", "median", "undefined / images"), [
+            (v, _with_interval(c["mean_rank_correlation"], c["interval"]["low"], c["interval"]["high"]), number(c["median_rank_correlation"]),
+             f"{c['undefined']} / {c['n_images']}") for v in faithful for c in [results[v]["sanity_check"]]]))
+    return Section("explanations", "Explanations", tuple(blocks))
+
+
+def robustness(summary: dict) -> Section:
+    results, calibration = summary.get("robustness"), summary.get("calibration")
+    blocks: list = []
+    if results:
+        gain = results.get("gain", {})
+        rows = [(v, _with_interval(results[v]["clean_acc"], *results[v]["clean_acc_interval"]),
+                 _with_interval(results[v]["mean_corruption_acc"], *(results[v]["mean_corruption_acc_interval"] or (None, None))),
+                 number(results[v]["mce"]), number(results[v]["relative_mce"])) for v in VARIANTS]
+        blocks.append(Paragraph(f"On the first {results.get('images', MISSING)} test images; CE and mCE relative to the baseline (Hendrycks & Dietterich 2019)."))
+        blocks.append(_table(("variant", "clean accuracy", "mean corruption accuracy", "mCE", "relative mCE"), rows))
+        gains = [(name.replace("_", " "), signed(g["mean"]), interval_text(g["low"], g["high"])) for name, g in
+                 [("clean", gain.get("clean")), ("mean_corruption", gain.get("mean_corruption"))] + [(f"shift: {k}", g) for k, g in gain.get("shift_families", {}).items()] if g]
+        blocks.append(_table(("augmented − baseline", "gain", "95% CI (paired)"), gains))
+        blocks.append(_figure(figure_name("severity"), "Accuracy versus corruption severity, both variants."))
+        blocks.append(_figure(figure_name("gain_heatmap"), "Accuracy gain of augmentation per corruption and severity (blue: augmented better)."))
+        blocks.append(_figure(figure_name("translation"), "Accuracy under translations by (dx, dy) pixels."))
+        blocks.append(_figure(figure_name("shift_families"), "Accuracy per shift family and the paired gain."))
+    else:
+        blocks.append(_not_run("stress", "robustness"))
+    if calibration:
+        keys = ("ece", "ece_after_temperature", "temperature", "nll", "nll_after_temperature", "brier", "mean_corrupted_ece")
+        blocks.append(_table(("variant", *(k.replace("_", " ") for k in keys)), [(v, *(number(calibration[v][k]) for k in keys)) for v in VARIANTS]))
+        blocks.append(_figure(figure_name("reliability"), "Reliability diagrams before and after temperature scaling."))
+    else:
+        blocks.append(_not_run("stress", "calibration"))
+    return Section("robustness", "Robustness and calibration", tuple(blocks))
+
+
+def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, float):
+        return [(prefix, number(value))]
+    return [(prefix, str(value))]
+
+
+def seed_statistics(summary: dict) -> Section:
+    """Hook for the seed sweep's optional `seeds` section: shown as a flat key/value table."""
+    return Section("seeds", "Seed statistics", (_table(("statistic", "value"), _flatten(summary["seeds"])),))
+
+
+# Optional summary sections: shown only when present, before the observations.
+OPTIONAL_SECTIONS: dict[str, Callable[[dict], Section]] = {"seeds": seed_statistics}
+
+
+def observations(summary: dict) -> Section:
+    found = derive_observations(summary)
+    rows = [(o.verdict, o.text, o.uncertainty, o.figure or MISSING) for o in found]
+    return Section("observations", "Observations", (
+        Paragraph("Generated from the numbers above; an effect is claimed only where a 95% interval excludes 0."),
+        _table(("verdict", "observation", "uncertainty", "figure"), rows),
+    ))
+
+
+def compose(summary: dict, config: dict, manifest: dict) -> list[Section]:
+    """All sections in report order."""
+    sections = [headline(summary), setup(summary, config, manifest), training(summary), failure_cases(summary),
+                explanations(summary), robustness(summary)]
+    sections += [render(summary) for key, render in OPTIONAL_SECTIONS.items() if key in summary]
+    sections.append(observations(summary))
+    return sections
+
+
+# -- rendering ----------------------------------------------------------------
+CSS = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;line-height:1.5;color:#1b1b1b;background:#fff;margin:0}
+main{max-width:1100px;margin:0 auto;padding:1rem}
+h1{font-size:1.6rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+nav a{margin-right:.8rem;white-space:nowrap}
+.table-wrap{overflow-x:auto;margin:.8rem 0}
+table{border-collapse:collapse;font-size:.9rem}
+th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+td{overflow-wrap:break-word}
+figure{margin:1rem 0}
+img{max-width:100%;height:auto;display:block}
+figcaption{font-size:.85rem;color:#555}
+.note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4rem .6rem}
+.missing{color:#a00}
+"""
+
+
+def _anchor(figure_path: str) -> str:
+    return "fig-" + figure_path.removeprefix("figures/").removesuffix(".png").replace("/", "-")
+
+
+def _is_figure_path(text: str) -> bool:
+    return text.startswith("figures/") and text.endswith(".png") and " " not in text
+
+
+def _html_cell(text: str) -> str:
+    # A figure path in a table (the observations' figure column) links to that figure in the page.
+    return f'<a href="#{_anchor(text)}">{html.escape(text)}</a>' if _is_figure_path(text) else html.escape(text)
+
+
+def _html_block(block, run: RunFolder) -> str:
+    if isinstance(block, Paragraph):
+        return f"<p>{html.escape(block.text)}</p>"
+    if isinstance(block, Note):
+        return f'<p class="note">{html.escape(block.text)}</p>'
+    if isinstance(block, Table):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
+        body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+        return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    path = run.path(*block.path.split("/"))
+    anchor = _anchor(block.path)
+    if not path.is_file():
+        return f'<p class="note missing" id="{anchor}">figure {html.escape(block.path)} was not drawn</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    caption = html.escape(block.caption)
+    return f'<figure id="{anchor}"><img src="data:image/png;base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+
+
+def render_html(sections: list[Section], run: RunFolder, title: str) -> str:
+    nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    body = "\n".join(
+        f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>\n' + "\n".join(_html_block(b, run) for b in s.blocks) + "</section>"
+        for s in sections)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<link rel=\"icon\" href=\"data:,\"><title>{html.escape(title)}</title><style>{CSS}</style></head>\n"
+            f"<body><main><h1>{html.escape(title)}</h1><nav>{nav}</nav>\n{body}\n</main></body></html>\n")
+
+
+def _md_cell(text: str) -> str:
+    if _is_figure_path(text):
+        return f"[{text.removeprefix('figures/')}]({text})"
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_block(block, run: RunFolder) -> str:
+    if isinstance(block, Paragraph):
+        return block.text
+    if isinstance(block, Note):
+        return f"> **Note:** {block.text}"
+    if isinstance(block, Table):
+        lines = ["| " + " | ".join(map(_md_cell, block.headers)) + " |", "|" + "---|" * len(block.headers)]
+        lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block.rows]
+        return "\n".join(lines)
+    if not run.path(*block.path.split("/")).is_file():
+        return f"> figure {block.path} was not drawn"
+    return f"![{block.caption}]({block.path})\n\n*{block.caption}*"
+
+
+def render_markdown(sections: list[Section], run: RunFolder, title: str) -> str:
+    parts = [f"# {title}"]
+    for s in sections:
+        parts.append(f"## {s.title}")
+        parts += [_md_block(b, run) for b in s.blocks]
+    return "\n\n".join(parts) + "\n"
+
+
+def build_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write report.html (self-contained) and report.md into the run folder; returns their paths."""
+    run = RunFolder(run_dir)
+    if not run.root.is_dir():
+        raise StressError(f"{run.root}: no such run folder")
+    if not run.path("summary.json").is_file():
+        raise StressError(f"{run.root}: not a run folder (no summary.json)")
+    summary = read_json(run.path("summary.json"))
+    config = read_json(run.path("config.json")) if run.path("config.json").is_file() else {}
+    manifest = read_json(run.path("manifest.json")) if run.path("manifest.json").is_file() else {}
+    sections = compose(summary, config, manifest)
+    title = f"Stress-test report: {summary.get('run', {}).get('name', run.root.name)}"
+    html_path = write_bytes_atomic(run.path("report.html"), render_html(sections, run, title).encode())
+    md_path = write_bytes_atomic(run.path("report.md"), render_markdown(sections, run, title).encode())
+    return html_path, md_path

@@ -1,0 +1,85 @@
+"""The built report in a real headless Chromium: loads, every image decodes, no console errors, fits a phone."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from stress.artifacts import RunFolder
+from stress.figures import write_figures
+from stress.report import build_report
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "run_small"
+
+pytestmark = pytest.mark.browser
+
+
+def load_screenshot_job():
+    """jobs/screenshot.py holds the browser helpers (jobs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("screenshot_job", ROOT / "jobs" / "screenshot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    job = load_screenshot_job()
+    if job.find_browser() is None:
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
+    driver = job.start_chromium(tmp_path_factory.mktemp("chromium-profile"))  # a fresh --user-data-dir
+    yield job, driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report") / "run_small"
+    shutil.copytree(FIXTURE, root)
+    write_figures(RunFolder(root), log=lambda message: None)
+    return build_report(root)[0]
+
+
+def test_report_loads_with_every_image(browser, report, tmp_path):
+    job, driver = browser
+    job.set_viewport(driver, 1200, 900)
+    driver.get(report.as_uri())
+    assert driver.execute_script("return document.readyState") == "complete"
+    assert driver.title.startswith("Stress-test report")
+    images = driver.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+    assert len(images) > 20
+    assert all(complete and width > 0 and height > 0 for complete, width, height in images), images
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == []
+    shot = tmp_path / "report_wide.png"
+    shot.write_bytes(job.full_page_png(driver))
+    with Image.open(shot) as image:
+        assert image.width == 1200 and image.height > 2000  # the whole page, not the viewport
+
+
+def test_report_fits_a_phone(browser, report, tmp_path):
+    job, driver = browser
+    job.set_viewport(driver, 390, 844, mobile=True)
+    driver.get(report.as_uri())
+    inner, scroll = driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
+    assert inner == 390
+    assert scroll <= inner + 1, f"page is {scroll} px wide on a {inner} px screen"
+    widest = driver.execute_script("return Math.max(...Array.from(document.images).map(i => i.getBoundingClientRect().right))")
+    assert widest <= inner + 1
+    shot = tmp_path / "report_phone.png"
+    shot.write_bytes(job.full_page_png(driver))
+    with Image.open(shot) as image:
+        assert image.width == 390
+
+
+def test_screenshot_job_writes_a_png(browser, report, tmp_path):
+    job, _ = browser
+    out = job.screenshot_report(report, tmp_path / "readme.png", width=800, max_height=1500)
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (800, 1500)

@@ -1,0 +1,159 @@
+"""Observation rules on hand-built summaries where the answer is known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stress import observations as obs
+from stress.stats import wilson_interval
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run_small"
+
+
+def gain(mean, low, high, n=200):
+    return {"mean": mean, "low": low, "high": high, "n": n}
+
+
+def base_summary() -> dict:
+    return {"dataset": {"test": 400}, "variants": {"baseline": {"test_acc": 0.75}, "augmented": {"test_acc": 0.80}}}
+
+
+def robustness_summary(clean, corruption, by_corruption=None, families=None) -> dict:
+    per_variant = {
+        "clean_acc": 0.8, "mean_corruption_acc": 0.6, "severities": [1, 2, 3, 4, 5],
+        "by_corruption": {"fog": [0.7, 0.6, 0.5, 0.4, 0.3], "snow": [0.8, 0.7, 0.6, 0.5, 0.45], "blur": [0.79] * 5},
+    }
+    return {**base_summary(), "robustness": {
+        "baseline": per_variant, "augmented": {**per_variant, "mean_corruption_acc": 0.65},
+        "gain": {"clean": clean, "mean_corruption": corruption, "by_corruption": by_corruption or {}, "shift_families": families or {}},
+    }}
+
+
+def test_interval_excluding_zero_is_an_effect_and_numbers_match():
+    [found] = obs.clean_gain(robustness_summary(gain(0.031, 0.012, 0.050), gain(0, -1, 1)))
+    assert found.verdict == obs.EFFECT
+    assert "+0.031" in found.text and "[+0.012, +0.050]" in found.text and "improved" in found.text
+    [found] = obs.corruption_gain(robustness_summary(gain(0, -1, 1), gain(-0.04, -0.07, -0.01)))
+    assert found.verdict == obs.EFFECT and "less robust" in found.text
+    assert "0.600" in found.text and "0.650" in found.text and "-0.040" in found.text
+
+
+def test_interval_straddling_zero_is_inconclusive():
+    [found] = obs.clean_gain(robustness_summary(gain(0.005, -0.05, 0.06), gain(0, -1, 1)))
+    assert found.verdict == obs.INCONCLUSIVE and "inconclusive" in found.text
+    assert obs.verdict_of(None, None) == obs.INCONCLUSIVE
+    assert obs.verdict_of(0.0, 0.1) == obs.INCONCLUSIVE  # touching 0 is not excluding it
+
+
+def test_newcombe_interval_matches_the_published_example():
+    # Newcombe (1998), Statistics in Medicine 17:873, example 56/70 vs 48/80: method 10 gives 0.0524 to 0.3339.
+    difference, low, high = obs.newcombe_interval(48, 80, 56, 70)
+    assert difference == pytest.approx(0.2)
+    assert low == pytest.approx(0.0524, abs=1e-4) and high == pytest.approx(0.3339, abs=1e-4)
+
+
+def test_clean_gain_without_stress_uses_wilson_intervals():
+    [found] = obs.clean_gain(base_summary())  # 300/400 vs 320/400
+    difference, low, high = obs.newcombe_interval(300, 400, 320, 400)
+    assert found.evidence == {"gain": pytest.approx(difference), "low": pytest.approx(low), "high": pytest.approx(high)}
+    assert f"{difference:+.3f}" in found.text and "Newcombe" in found.uncertainty
+    assert found.verdict == (obs.EFFECT if low > 0 else obs.INCONCLUSIVE)
+
+
+def test_missing_sections_skip_their_rules():
+    found = obs.derive_observations(base_summary())
+    assert [o.rule for o in found] == ["clean_gain"]
+    for rule in obs.RULES:
+        if rule is not obs.clean_gain:
+            assert rule(base_summary()) == []
+
+
+def test_confident_failure_counts():
+    failures = {v: {"confident_errors": {"0.9": n, "0.99": m}, "n_images": 500, "n_errors": 90} for v, n, m in (("baseline", 7, 2), ("augmented", 0, 0))}
+    first, second = obs.confident_failures({"failures": failures})
+    assert first.verdict == obs.EFFECT and "on 7 of 500" in first.text and "(≥ 0.99: 2)" in first.text
+    low, high = wilson_interval(7, 500)
+    assert f"[{low:.3f}, {high:.3f}]" in first.uncertainty
+    assert second.verdict == obs.NO_EFFECT and "on 0 of 500" in second.text
+
+
+def test_worst_corruptions_and_local_gain():
+    summary = robustness_summary(gain(0, -1, 1), gain(0, -1, 1), by_corruption={"fog": gain(0.08, 0.02, 0.14), "snow": gain(0, -1, 1)})
+    first, _ = obs.worst_corruptions(summary)
+    # clean 0.8; severity 5: fog 0.3 (drop 0.5), snow 0.45 (0.35), blur 0.79 (0.01)
+    assert first.evidence["corruption"] == "fog" and first.evidence["drop"] == pytest.approx(0.5)
+    assert "fog (−0.500), snow (−0.350), blur (−0.010)" in first.text
+    assert first.verdict == obs.EFFECT and "helped" in first.text and "+0.080" in first.text
+
+
+def test_invariances_split_trained_and_transfer():
+    families = {"translation": gain(0.05, 0.01, 0.09), "flip": gain(0.0, -0.02, 0.02), "rotation": gain(0.0, -0.03, 0.03), "scale": gain(0.01, -0.02, 0.04)}
+    trained, transfer = obs.invariances(robustness_summary(gain(0, -1, 1), gain(-0.01, -0.03, 0.01), families=families))
+    assert trained.rule == "trained_invariances" and trained.verdict == obs.EFFECT and "excludes 0 for translation." in trained.text
+    assert transfer.verdict == obs.INCONCLUSIVE and "mean corruption -0.010 [-0.030, +0.010]" in transfer.text
+
+
+def explanations(difference, sanity_mean, sanity_high, deletion_gain):
+    entry = {
+        "centre_share": {"failures": {"mean": 0.40}, "successes": {"mean": 0.50}, "difference_interval": difference, "area_share": 0.25, "cohens_d": -0.5},
+        "sanity_check": {"mean_rank_correlation": sanity_mean, "interval": {"low": sanity_mean - 0.1, "high": sanity_high, "n": 40}, "undefined": 0, "n_images": 40},
+        "faithfulness": {"deletion_auc": {"mean": 0.2}, "random_deletion_auc": {"mean": 0.6}, "insertion_auc": {"mean": 0.8},
+                         "random_insertion_auc": {"mean": 0.7}, "deletion_gain": deletion_gain, "n_images": 40},
+    }
+    return {"explanations": {"baseline": entry, "augmented": entry}}
+
+
+def test_border_attention_direction():
+    [border, _] = obs.border_attention(explanations([-0.15, -0.05], 0.2, 0.3, gain(0.4, 0.3, 0.5)))
+    assert border.verdict == obs.EFFECT and "0.400" in border.text and "0.500" in border.text and "-0.100" in border.text
+    [border, _] = obs.border_attention(explanations([0.05, 0.15], 0.2, 0.3, gain(0.4, 0.3, 0.5)))
+    assert border.verdict == obs.NO_EFFECT
+    [border, _] = obs.border_attention(explanations([-0.05, 0.05], 0.2, 0.3, gain(0.4, 0.3, 0.5)))
+    assert border.verdict == obs.INCONCLUSIVE
+
+
+@pytest.mark.parametrize(("mean", "high", "verdict", "word"), [(0.2, 0.35, obs.EFFECT, "pass"), (0.4, 0.55, obs.INCONCLUSIVE, "inconclusive"), (0.7, 0.8, obs.NO_EFFECT, "fail")])
+def test_sanity_check_threshold(mean, high, verdict, word):
+    [check, _] = obs.sanity_check(explanations([-0.1, -0.05], mean, high, gain(0.4, 0.3, 0.5)))
+    assert check.verdict == verdict and word in check.text and f"{mean:.3f}" in check.text
+
+
+def test_faithfulness_sign():
+    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(0.4, 0.3, 0.5)))
+    assert f.verdict == obs.EFFECT and "+0.400" in f.text and "0.200" in f.text and "0.600" in f.text
+    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(-0.2, -0.3, -0.1)))
+    assert f.verdict == obs.NO_EFFECT
+    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(0.01, -0.1, 0.12)))
+    assert f.verdict == obs.INCONCLUSIVE
+
+
+def test_characteristics_separation():
+    def entry(n_a, separates, d=None, low=None, high=None):
+        return {"n_a": n_a, "n_b": 100, "cohens_d": d, "d_low": low, "d_high": high, "separates": separates, "mean_a": 0, "mean_b": 0}
+
+    failures = {
+        "baseline": {"characteristics": {"comparison": {"contrast": entry(9, True, -0.8, -1.1, -0.5), "brightness": entry(9, False, 0.1, -0.4, 0.6)}}},
+        "augmented": {"characteristics": {"comparison": {"contrast": entry(1, False), "brightness": entry(1, False)}}},
+    }
+    first, second = obs.characteristics({"failures": failures})
+    assert first.verdict == obs.EFFECT and "contrast (d = -0.80, 95% CI [-1.10, -0.50])" in first.text and "brightness" not in first.text
+    assert second.verdict == obs.INCONCLUSIVE and "only 1 confident failure" in second.text
+
+
+def test_fixture_observations_quote_the_summary():
+    summary = json.loads((FIXTURE / "summary.json").read_text())
+    found = {(o.rule, i): o for i, o in enumerate(obs.derive_observations(summary))}
+    rules = {rule for rule, _ in found}
+    assert {r.__name__ for r in obs.RULES} - {"invariances"} <= rules | {"invariances"}
+    assert {"trained_invariances", "transfer"} <= rules
+    for o in found.values():
+        assert o.verdict in (obs.EFFECT, obs.NO_EFFECT, obs.INCONCLUSIVE) and o.text and o.uncertainty
+    g = summary["robustness"]["gain"]["clean"]
+    [clean] = [o for (rule, _), o in found.items() if rule == "clean_gain"]
+    assert f"{g['mean']:+.3f}" in clean.text and f"[{g['low']:+.3f}, {g['high']:+.3f}]" in clean.text
+    [calibration, _] = [o for (rule, _), o in found.items() if rule == "calibration"]
+    c = summary["calibration"]["baseline"]
+    assert f"{c['ece']:.3f}" in calibration.text and f"{c['ece_after_temperature']:.3f}" in calibration.text
