@@ -317,12 +317,23 @@ def calibration(summary: dict) -> list[Observation]:
         c = results[v]
         n = sum(c["reliability"]["count"])
         change = "lowered" if c["ece_after_temperature"] < c["ece"] else "raised"
+        reduction = c.get("ece_reduction_interval")
+        if reduction and None not in reduction:
+            verdict = verdict_of(reduction[0], reduction[1])
+            uncertainty = (f"ECE 95% bootstrap CI {interval_text(*c['ece_interval'], sign=False)} before, "
+                           f"{interval_text(*c['ece_after_temperature_interval'], sign=False)} after; reduction {interval_text(*reduction)} "
+                           f"(paired over {n} test images, {len(c['reliability']['count'])} bins)")
+            if verdict == INCONCLUSIVE:
+                change += " (not significantly)"
+        else:
+            verdict = INCONCLUSIVE
+            uncertainty = f"no interval is recorded for ECE ({n} test images, {len(c['reliability']['count'])} bins): the change is not tested"
         out.append(Observation(
             rule="calibration",
             text=(f"For {v}, the expected calibration error is {number(c['ece'])}; temperature scaling (T = {number(c['temperature'], 2)}, "
                   f"fitted on the validation split) {change} it to {number(c['ece_after_temperature'])}."),
-            verdict=INCONCLUSIVE,
-            uncertainty=f"no interval is recorded for ECE ({n} test images, {len(c['reliability']['count'])} bins): the change is not tested",
+            verdict=verdict,
+            uncertainty=uncertainty,
             figure="figures/reliability.png",
             evidence={"ece": c["ece"], "ece_after_temperature": c["ece_after_temperature"], "temperature": c["temperature"]},
         ))

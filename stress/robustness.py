@@ -25,7 +25,7 @@ from stress.corruptions import corrupt
 from stress.evaluate import predict_logits
 from stress.shards import load_model, task_device
 from stress.shifts import apply_shift, shift_family
-from stress.stats import accuracy_with_interval, t_interval
+from stress.stats import accuracy_with_interval, bootstrap_ci, t_interval
 
 
 def corruption_seed(seed: int, name: str, severity: int, start: int) -> int:
@@ -130,6 +130,25 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
     return result
 
 
+def _ece_intervals(logits: np.ndarray, labels: np.ndarray, temperature: float, n_bins: int, n_boot: int = 1000) -> dict:
+    """95% bootstrap intervals over test images for ECE, ECE after temperature, and their difference (paired)."""
+    before, after = softmax(logits), softmax(np.asarray(logits) / temperature)
+    correct = (before.argmax(1) == labels).astype(np.float64)  # temperature does not change the argmax
+    table = np.stack([before.max(1), after.max(1), correct], axis=1)  # (n, 3): resampled together
+
+    def ece(column: int):
+        return lambda sample: expected_calibration_error_from_confidences(sample[:, column], sample[:, 2], n_bins)
+
+    def reduction(sample: np.ndarray) -> float:
+        return ece(0)(sample) - ece(1)(sample)
+
+    return {
+        "ece_interval": list(bootstrap_ci(ece(0), table, n_boot=n_boot)),
+        "ece_after_temperature_interval": list(bootstrap_ci(ece(1), table, n_boot=n_boot)),
+        "ece_reduction_interval": list(bootstrap_ci(reduction, table, n_boot=n_boot)),
+    }
+
+
 def _per_image_corruption_accuracy(merged: dict, variant: str, corruptions: list[str], severities: list[int]) -> np.ndarray:
     cells = [merged[f"{variant}|{c}|{s}"]["correct"] for c in corruptions for s in severities]
     return np.mean(np.stack(cells), axis=0) if cells else np.zeros(0)
@@ -197,9 +216,11 @@ def summarise_calibration(
         nll = {c: [float(merged[f"{v}|{c}|{s}"]["nll"].mean()) for s in severities] for c in corruptions}
         brier = {c: [float(merged[f"{v}|{c}|{s}"]["brier"].mean()) for s in severities] for c in corruptions}
         all_ece = [e for values in by_corruption.values() for e in values]
+        intervals = _ece_intervals(test_logits[v], test_labels, temperature, n_bins)
         result[v] = {
             "ece": clean["ece"],
             "ece_after_temperature": clean["ece_after_temperature"],
+            **intervals,
             "temperature": temperature,
             "nll": clean["nll"],
             "nll_after_temperature": clean["nll_after_temperature"],

@@ -157,3 +157,23 @@ def test_fixture_observations_quote_the_summary():
     [calibration, _] = [o for (rule, _), o in found.items() if rule == "calibration"]
     c = summary["calibration"]["baseline"]
     assert f"{c['ece']:.3f}" in calibration.text and f"{c['ece_after_temperature']:.3f}" in calibration.text
+
+
+def _calibration_summary(reduction):
+    entry = {
+        "ece": 0.10, "ece_after_temperature": 0.02, "temperature": 1.8,
+        "ece_interval": [0.09, 0.11], "ece_after_temperature_interval": [0.015, 0.025], "ece_reduction_interval": reduction,
+        "reliability": {"count": [10] * 15},
+    }
+    return {"calibration": {"baseline": entry, "augmented": dict(entry)}}
+
+
+def test_calibration_rule_uses_the_bootstrap_interval_of_the_reduction():
+    from stress.observations import EFFECT, INCONCLUSIVE, calibration
+
+    significant = calibration(_calibration_summary([0.07, 0.09]))
+    assert [o.verdict for o in significant] == [EFFECT, EFFECT]
+    assert "0.100" in significant[0].text and "0.020" in significant[0].text and "[0.090, 0.110]" in significant[0].uncertainty
+    straddling = calibration(_calibration_summary([-0.01, 0.05]))
+    assert [o.verdict for o in straddling] == [INCONCLUSIVE, INCONCLUSIVE]
+    assert "not significantly" in straddling[0].text
