@@ -30,13 +30,16 @@ def main() -> int:
     if not (folder / "summary.json").is_file():
         raise StressError(f"{folder}: not a run folder (no summary.json)")
 
-    from stress.artifacts import RunFolder
+    from stress.artifacts import RunFolder, read_json
     from stress.report import build_report
 
     if not args.no_figures:
-        from stress.figures import write_figures
-
-        write_figures(RunFolder(folder))
+        summary = read_json(folder / "summary.json")
+        if isinstance(summary, dict) and summary.get("kind") == "sweep":
+            from stress.sweep_report import write_sweep_figures as draw
+        else:
+            from stress.figures import write_figures as draw
+        draw(RunFolder(folder))
     html_path, md_path = build_report(folder)
     print(f"report: {html_path}")
     print(f"report: {md_path}")

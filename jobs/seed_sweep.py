@@ -41,7 +41,9 @@ def main() -> int:
     from stress import cluster
     from stress.artifacts import RunFolder
     from stress.data import load_dataset, split_dataset
+    from stress.report import build_report
     from stress.sweep import write_sweep_summary
+    from stress.sweep_report import write_sweep_figures
 
     root = RunFolder(Path(config.out).expanduser().resolve() / config.run_name)
     dataset = load_dataset(config.data)  # validate the input before starting anything
@@ -57,15 +59,9 @@ def main() -> int:
     if missing:
         raise StressError(f"trials for seeds {missing} did not finish; re-run with --resume")
     summary = write_sweep_summary(root.root, seeds, test_images)
-    try:
-        from stress.figures import write_sweep_figures
-        from stress.report import build_report
-
-        write_sweep_figures(root, print)
-        html, _ = build_report(root.root)
-        print(f"report: {html}")
-    except ImportError:
-        pass
+    write_sweep_figures(root, print)
+    html, _ = build_report(root.root)
+    print(f"report: {html}")
     aggregate = summary["aggregate"]
     if aggregate:
         for key in ("test_acc", "mean_corruption_acc"):

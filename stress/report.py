@@ -18,7 +18,7 @@ from stress.artifacts import RunFolder, read_json, write_bytes_atomic
 from stress.config import VARIANTS
 from stress.errors import StressError
 from stress.figures import figure_name
-from stress.observations import derive_observations, interval_text, number, signed
+from stress.observations import RULES, Rule, derive_observations, interval_text, number, signed
 from stress.stats import wilson_interval
 
 MISSING = "—"
@@ -44,6 +44,11 @@ class Table:
 class Figure:
     path: str  # relative to the run folder: figures/<name>.png
     caption: str
+
+
+@dataclass(frozen=True)
+class Links:
+    items: tuple[tuple[str, str], ...]  # (label, path relative to the run folder), e.g. a seed's own report.html
 
 
 @dataclass(frozen=True)
@@ -246,8 +251,8 @@ def seed_statistics(summary: dict) -> Section:
 OPTIONAL_SECTIONS: dict[str, Callable[[dict], Section]] = {"seeds": seed_statistics}
 
 
-def observations(summary: dict) -> Section:
-    found = derive_observations(summary)
+def observations(summary: dict, rules: tuple[Rule, ...] = RULES) -> Section:
+    found = derive_observations(summary, rules)
     rows = [(o.verdict, o.text, o.uncertainty, o.figure or MISSING) for o in found]
     return Section("observations", "Observations", (
         Paragraph("Generated from the numbers above; an effect is claimed only where a 95% interval excludes 0."),
@@ -302,6 +307,8 @@ def _html_block(block, run: RunFolder) -> str:
         return f"<p>{html.escape(block.text)}</p>"
     if isinstance(block, Note):
         return f'<p class="note">{html.escape(block.text)}</p>'
+    if isinstance(block, Links):
+        return "<ul>" + "".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in block.items) + "</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
         body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows)
@@ -337,6 +344,8 @@ def _md_block(block, run: RunFolder) -> str:
         return block.text
     if isinstance(block, Note):
         return f"> **Note:** {block.text}"
+    if isinstance(block, Links):
+        return "\n".join(f"- [{label}]({href})" for label, href in block.items)
     if isinstance(block, Table):
         lines = ["| " + " | ".join(map(_md_cell, block.headers)) + " |", "|" + "---|" * len(block.headers)]
         lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block.rows]
@@ -355,17 +364,28 @@ def render_markdown(sections: list[Section], run: RunFolder, title: str) -> str:
 
 
 def build_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write report.html (self-contained) and report.md into the run folder; returns their paths."""
+    """Write report.html (self-contained) and report.md into the run folder; returns their paths.
+
+    A seed-sweep folder (summary.json with kind "sweep") gets the sweep report of stress.sweep_report.
+    """
     run = RunFolder(run_dir)
     if not run.root.is_dir():
         raise StressError(f"{run.root}: no such run folder")
     if not run.path("summary.json").is_file():
         raise StressError(f"{run.root}: not a run folder (no summary.json)")
     summary = read_json(run.path("summary.json"))
-    config = read_json(run.path("config.json")) if run.path("config.json").is_file() else {}
-    manifest = read_json(run.path("manifest.json")) if run.path("manifest.json").is_file() else {}
-    sections = compose(summary, config, manifest)
-    title = f"Stress-test report: {summary.get('run', {}).get('name', run.root.name)}"
+    if not isinstance(summary, dict):
+        raise StressError(f"{run.path('summary.json')}: not a run summary (expected a JSON object)")
+    name = summary.get("run", {}).get("name", run.root.name)
+    if summary.get("kind") == "sweep":
+        # Imported here, not at the top: stress.sweep_report builds its sections from this module's blocks.
+        from stress.sweep_report import compose_sweep
+
+        sections, title = compose_sweep(summary, run), f"Seed-sweep report: {name}"
+    else:
+        config = read_json(run.path("config.json")) if run.path("config.json").is_file() else {}
+        manifest = read_json(run.path("manifest.json")) if run.path("manifest.json").is_file() else {}
+        sections, title = compose(summary, config, manifest), f"Stress-test report: {name}"
     html_path = write_bytes_atomic(run.path("report.html"), render_html(sections, run, title).encode())
     md_path = write_bytes_atomic(run.path("report.md"), render_markdown(sections, run, title).encode())
     return html_path, md_path
