@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -43,11 +45,16 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: 
             kwargs["include_dashboard"] = False
             if num_cpus:
                 kwargs["num_cpus"] = num_cpus
+        previous = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(**kwargs)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             target = address or os.environ.get("RAY_ADDRESS") or "a local instance"
             raise StressError(f"cannot connect to Ray at {target}: {str(exc).splitlines()[0]}") from None
+        # ray.init installs its own SIGTERM handler (exit without cleanup, then an abort in the
+        # core worker); the job's handler turns SIGTERM into a clean KeyboardInterrupt instead.
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     deadline = time.time() + timeout_s
     resources = ray.cluster_resources()
     while not resources.get("CPU") and time.time() < deadline:
