@@ -147,3 +147,22 @@ def test_corrupt_npz_and_unwritable_output(tmp_path):
     blocker.write_text("not a folder")
     result = run_job("--data", "synthetic", "--out", str(blocker / "runs"), timeout=120)
     assert result.returncode == 2 and "not writable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_ray_address_that_does_not_answer_fails_fast(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(JOB), "--data", "synthetic", "--val-size", "100", "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+    )
+    assert result.returncode == 2 and time.monotonic() - started < 60
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"Ray at 127.0.0.1:{port} does not answer" in lines[0]
+    assert not (tmp_path / "runs").exists()

@@ -93,3 +93,19 @@ def test_explanation_summary_matches_the_per_image_values(small_results):
     assert result["baseline"]["centre_share"]["failures"]["mean"] == pytest.approx(m["centre_share_predicted"][wrong].mean())
     assert result["baseline"]["faithfulness"]["n_images"] == 6
     assert result["baseline"]["faithfulness"]["deletion_auc"]["mean"] == pytest.approx(m["faithful_deletion_auc"].mean())
+
+
+def test_a_checkpoint_from_another_architecture_is_a_one_line_error(tmp_path):
+    from stress.artifacts import RunFolder, save_torch
+    from stress.errors import StressError
+    from stress.evaluation import load_weights
+
+    run = RunFolder(tmp_path / "run")
+    wide = create_model(ModelConfig(widths=(16, 32, 64))).state_dict()
+    for variant in ("baseline", "augmented"):
+        save_torch(run.variant_dir(variant) / "model.pt", {"model": wide})
+    config = {"name": "simple_cnn", "widths": [32, 64, 128], "hidden": 256, "num_classes": 10, "in_channels": 3, "image_size": 32}
+    with pytest.raises(StressError) as error:
+        load_weights(run, config)
+    message = str(error.value)
+    assert "model.pt: checkpoint does not match the configured model" in message and "\n" not in message
