@@ -170,16 +170,25 @@ def train_variants(
     data_ref = ray.put(arrays)
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
     pending = {_fit.remote(config.to_dict(), v, [data_ref], storage): v for v in variants}
+    _gather(pending, on_done, "training of {key} failed")
+
+
+def _gather(pending: dict, on_result: Callable[[str, Any], None], failure: str) -> None:
+    """Wait for every reference in `pending` (ref -> key); on_result(key, value) in completion order.
+
+    The first failure cancels the rest and becomes a one-line StressError (`failure` names the key).
+    """
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
-        variant = pending.pop(done[0])
+        key = pending.pop(done[0])
         try:
-            result = ray.get(done[0])
-        except ray.exceptions.RayTaskError as exc:
+            value = ray.get(done[0])
+        except ray.exceptions.RayError as exc:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            raise StressError(f"training of {variant} failed: {str(exc.cause).splitlines()[0]}") from None
-        on_done(variant, result)
+            cause = getattr(exc, "cause", None) or exc
+            raise StressError(f"{failure.format(key=key)}: {str(cause).strip().splitlines()[0]}") from None
+        on_result(key, value)
 
 
 def run_tasks(
@@ -204,19 +213,16 @@ def run_tasks(
         scheduling_strategy="DEFAULT",
     )
     pending = {remote.remote(*args, **kwargs): key for key, args, kwargs in calls}
-    total, finished, started = len(pending), 0, time.perf_counter()
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        key = pending.pop(done[0])
-        try:
-            value = ray.get(done[0])
-        except ray.exceptions.RayError as exc:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise StressError(f"task {key} failed after retries: {str(exc).splitlines()[0]}") from None
+    total, started = len(pending), time.perf_counter()
+    finished = 0
+
+    def report(key: str, value: Any) -> None:
+        nonlocal finished
         finished += 1
         progress(f"  [{finished}/{total}] {key} done ({time.perf_counter() - started:.0f} s)")
         on_result(key, value)
+
+    _gather(pending, report, "task {key} failed after retries")
 
 
 def put(value: Any) -> Any:
