@@ -10,22 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from ray_head import RayHead
 from stress.config import ModelConfig, ResourceConfig
 from stress.errors import StressError
 from stress.evaluation import merge_shards, shard_bounds
@@ -34,7 +29,6 @@ from stress.shards import evaluate_shard
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = REPO / "jobs" / "stress_test.py"
-RAY = Path(sys.executable).with_name("ray")  # this venv's CLI
 SMALL = [
     "--data", "synthetic", "--val-size", "200", "--test-limit", "200", "--skip-stress",
     "--faithfulness-images", "20", "--shards", "2",
@@ -257,134 +251,25 @@ class TestTaskLoss:
 
 
 # -- 2. a training worker killed mid-run, on a real `ray start` head ---------------------
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+def train_worker_pids(head: RayHead) -> list[int]:
+    """PIDs of the ALIVE RayTrainWorker actors, from the head's state API (in a subprocess,
+    so this test process keeps no Ray client state and no token in its environment)."""
+    script = (
+        "import json, sys\n"
+        "from ray.util.state import list_actors\n"
+        "actors = list_actors(address=sys.argv[1], filters=[('class_name', '=', 'RayTrainWorker'), ('state', '=', 'ALIVE')],"
+        " detail=True, raise_on_missing_output=False)\n"
+        "print(json.dumps([a.pid for a in actors]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, head.url], env=head.env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-class Head:
-    """`ray start --head --block` with token auth, own ports, own temp dir, own process group."""
-
-    def __init__(self, num_cpus: int = 2):
-        # Short path: Ray's unix socket paths must stay under ~107 bytes.
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="rf", dir="/tmp"))
-        self.token = secrets.token_hex(32)
-        self.token_file = self.temp_dir / "auth_token"
-        self.token_file.write_text(self.token)
-        self.token_file.chmod(0o600)
-        names = ("gcs", "dashboard", "client", "node_manager", "object_manager", "agent_http", "agent_grpc", "runtime_env", "metrics")
-        self.ports = dict(zip(names, free_ports(len(names))))
-        self.address = f"127.0.0.1:{self.ports['gcs']}"
-        self.url = f"http://127.0.0.1:{self.ports['dashboard']}"
-        self.num_cpus = num_cpus
-        self.process: subprocess.Popen | None = None
-
-    def env(self) -> dict[str, str]:
-        """Environment of the head and of every process that talks to it."""
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN")}
-        env["RAY_AUTH_MODE"] = "token"  # a client sends no token unless this is set
-        env["RAY_AUTH_TOKEN_PATH"] = str(self.token_file)  # this head's token, not ~/.ray/auth_token
-        env["RAY_USAGE_STATS_ENABLED"] = "0"
-        # Ray Train's PlacementGroupCleaner asks the state API without an address; name ours,
-        # since other Ray instances on this machine would make that lookup ambiguous.
-        env["RAY_API_SERVER_ADDRESS"] = self.url
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        return env
-
-    def start(self, timeout: float = 180) -> None:
-        p = self.ports
-        command = [
-            str(RAY), "start", "--head", "--block", f"--port={p['gcs']}",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",  # the state API lives there
-            f"--ray-client-server-port={p['client']}", f"--node-manager-port={p['node_manager']}",
-            f"--object-manager-port={p['object_manager']}", f"--dashboard-agent-listen-port={p['agent_http']}",
-            f"--dashboard-agent-grpc-port={p['agent_grpc']}", f"--runtime-env-agent-port={p['runtime_env']}",
-            f"--metrics-export-port={p['metrics']}", "--min-worker-port=0", "--max-worker-port=0",
-            f"--num-cpus={self.num_cpus}", "--num-gpus=0", "--object-store-memory=200000000",
-            f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-        ]
-        with open(self.temp_dir / "ray_start.log", "wb") as log:
-            self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.process.returncode}:\n{self.log_tail()}")
-            request = urllib.request.Request(f"{self.url}/api/version", headers={"Authorization": f"Bearer {self.token}"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.HTTPError):
-                pass
-            time.sleep(1.0)
-        raise RuntimeError(f"head not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        path = self.temp_dir / "ray_start.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    def train_worker_pids(self) -> list[int]:
-        """PIDs of the ALIVE RayTrainWorker actors, from this head's state API (in a subprocess,
-        so this test process keeps no Ray client state and no token in its environment)."""
-        script = (
-            "import json, sys\n"
-            "from ray.util.state import list_actors\n"
-            "actors = list_actors(address=sys.argv[1], filters=[('class_name', '=', 'RayTrainWorker'), ('state', '=', 'ALIVE')],"
-            " detail=True, raise_on_missing_output=False)\n"
-            "print(json.dumps([a.pid for a in actors]))\n"
-        )
-        result = subprocess.run([sys.executable, "-c", script, self.url], env=self.env(), capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-    def worker_log(self, pid: int) -> str:
-        """stdout of the Ray worker process `pid` (Ray names the file worker-<id>-<job>-<pid>.out)."""
-        logs = list(self.temp_dir.glob(f"session_*/logs/worker-*-{pid}.out"))
-        return "".join(p.read_text(errors="replace") for p in logs)
-
-    def own_pids(self) -> list[int]:
-        """Processes whose command line or environment names this head's temp dir."""
-        marker = str(self.temp_dir).encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if marker in (entry / "cmdline").read_bytes() or marker in (entry / "environ").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-        return pids
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-        # Workers start their own sessions; they carry the head's temp dir in their environment.
-        leftovers: list[int] = []
-        for _ in range(20):
-            leftovers = self.own_pids()
-            if not leftovers:
-                break
-            time.sleep(0.5)
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+def worker_log(head: RayHead, pid: int) -> str:
+    """stdout of the head's Ray worker process `pid` (Ray names the file worker-<id>-<job>-<pid>.out)."""
+    logs = list(head.temp_dir.glob(f"session_*/logs/worker-*-{pid}.out"))
+    return "".join(p.read_text(errors="replace") for p in logs)
 
 
 def baseline_checkpointed(run: Path) -> bool:
@@ -395,7 +280,7 @@ def baseline_checkpointed(run: Path) -> bool:
 
 @pytest.mark.e2e
 def test_training_resumes_from_its_checkpoint_after_a_worker_is_killed(tmp_path):
-    head = Head(num_cpus=2)
+    head = RayHead(num_cpus=2, prefix="rf", object_store_bytes=200_000_000)
     job = None
     log = tmp_path / "job.log"
     try:
@@ -412,13 +297,13 @@ def test_training_resumes_from_its_checkpoint_after_a_worker_is_killed(tmp_path)
         deadline = time.time() + 400
         while len(workers) < 2 and time.time() < deadline and job.poll() is None:
             time.sleep(1.0)
-            workers = head.train_worker_pids()
+            workers = train_worker_pids(head)
         assert len(workers) == 2, f"training workers not found ({workers}):\n{log.read_text()[-3000:]}"
         assert set(workers) <= set(head.own_pids())  # processes of our head, never another Ray instance's
 
         # The baseline's worker is the one whose own stdout holds the baseline's epochs.
         def victim() -> int | None:
-            owners = [pid for pid in workers if "[baseline] epoch" in head.worker_log(pid)]
+            owners = [pid for pid in workers if "[baseline] epoch" in worker_log(head, pid)]
             return owners[0] if len(owners) == 1 and baseline_checkpointed(run) else None
 
         assert wait_for(lambda: victim() is not None, 400, job, poll=0.1), f"no baseline checkpoint:\n{log.read_text()[-3000:]}"

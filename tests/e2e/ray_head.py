@@ -1,0 +1,175 @@
+"""A real `ray start --head --block` with token authentication, for the end-to-end tests.
+
+The head takes free ports, its own short temp dir and its own token file (not
+~/.ray/auth_token), so it cannot collide with another Ray instance on this machine. Its
+dashboard listens on loopback. It runs in its own process group and is stopped by
+signalling that group, then by the PIDs that name its temp dir: never `ray stop`, which
+would stop every Ray instance of the machine.
+
+Imported by the test modules as `from ray_head import RayHead`: pytest's default
+("prepend") import mode puts this folder, which has no __init__.py, on sys.path.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+RAY = Path(sys.executable).with_name("ray")  # the CLI of this venv, next to its python
+PORT_NAMES = ("gcs", "dashboard", "client", "node_manager", "object_manager",
+              "agent_http", "agent_grpc", "runtime_env_agent", "metrics")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that are free on 127.0.0.1 right now; all held at once so they are distinct."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def http_status(url: str, token: str | None) -> int:
+    """The HTTP status of a GET of `url`, with `token` as a bearer token when given."""
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+class RayHead:
+    """A Ray head (dashboard on loopback) with token auth, in its own process group and temp dir."""
+
+    def __init__(self, num_cpus: int = 2, prefix: str = "rh", object_store_bytes: int = 300_000_000):
+        # Short path: Ray's unix sockets live under it and their paths are limited to ~107 bytes.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.token = secrets.token_hex(32)
+        self.token_file = self.temp_dir / "auth_token"
+        self.token_file.write_text(self.token)
+        self.token_file.chmod(0o600)
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+        self.address = f"127.0.0.1:{self.ports['gcs']}"  # for RAY_ADDRESS of a driver
+        self.url = f"http://127.0.0.1:{self.ports['dashboard']}"  # jobs and state API
+        self.log_path = self.temp_dir / "ray_start.log"
+        self.num_cpus = num_cpus
+        self.object_store_bytes = object_store_bytes
+        self.process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        """Environment of the head itself and of every process that talks to it."""
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN")}
+        env["RAY_AUTH_MODE"] = "token"  # clients send no token unless this is set
+        env["RAY_AUTH_TOKEN_PATH"] = str(self.token_file)  # takes precedence over ~/.ray/auth_token
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Ray Train's PlacementGroupCleaner queries the state API without an address; with
+        # several Ray instances on one machine that lookup fails ("Found multiple active Ray
+        # instances"). Naming this head's API server in every process's environment fixes it.
+        env["RAY_API_SERVER_ADDRESS"] = self.url
+        # The job's entrypoint and Ray's workers find this venv's python first.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start the head; return once its Jobs API answers the token, raise RuntimeError otherwise."""
+        p = self.ports
+        command = [
+            str(RAY), "start", "--head", "--block",
+            f"--port={p['gcs']}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={p['dashboard']}",
+            f"--ray-client-server-port={p['client']}",
+            f"--node-manager-port={p['node_manager']}",
+            f"--object-manager-port={p['object_manager']}",
+            f"--dashboard-agent-listen-port={p['agent_http']}",
+            f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+            f"--runtime-env-agent-port={p['runtime_env_agent']}",
+            f"--metrics-export-port={p['metrics']}",
+            "--min-worker-port=0", "--max-worker-port=0",  # workers take random free ports
+            f"--num-cpus={self.num_cpus}", "--num-gpus=0",
+            f"--object-store-memory={self.object_store_bytes}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        ]
+        with open(self.log_path, "wb") as log:
+            # A new session makes the head and everything it spawns one process group.
+            self.process = subprocess.Popen(
+                command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if http_status(f"{self.url}/api/jobs/", self.token) == 200:
+                    return
+            except OSError:
+                pass  # dashboard not listening yet
+            time.sleep(1.0)
+        raise RuntimeError(f"dashboard not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of `ray start`'s own output."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def own_pids(self) -> list[int]:
+        """PIDs of processes whose command line or environment names this head's temp dir (ours alone)."""
+        marker = str(self.temp_dir).encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if marker in (entry / "cmdline").read_bytes() or marker in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+        return pids
+
+    def stop(self, keep_temp_dir: bool = False) -> list[int]:
+        """Terminate this head's process group; return the PIDs that needed SIGKILL afterwards."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=60)  # the head drains for up to 30 s first
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        # Workers start their own sessions (outside the group) but carry the head's temp dir
+        # in their environment; Ray's processes exit shortly after the head, give them a moment.
+        leftovers: list[int] = []
+        for _ in range(20):
+            leftovers = self.own_pids()
+            if not leftovers:
+                break
+            time.sleep(0.5)
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not keep_temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return leftovers
