@@ -32,6 +32,12 @@ def main() -> int:
     if args.run_name is None:
         args.run_name = "sweep"
     config = config_from_args(args)
+    source = config.data.source
+    if source not in ("torchvision", "synthetic") and not Path(source).expanduser().is_absolute():
+        # Tune runs each trial in its own folder: pin a relative data path to where the sweep was started.
+        from stress.config import merge
+
+        config = merge(config, {"data.source": str(Path(source).expanduser().resolve())})
     seeds = args.seeds if args.seeds else list(range(42, 42 + (args.num_seeds if args.num_seeds is not None else 3)))
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise StressError(f"--seeds/--num-seeds: need distinct non-negative seeds, got {seeds}")
