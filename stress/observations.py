@@ -185,6 +185,29 @@ def worst_corruptions(summary: dict, top: int = 3) -> list[Observation]:
     return out
 
 
+def corruption_gain_split(summary: dict) -> list[Observation]:
+    """Which corruptions augmentation helped and which it hurt, each judged by its own paired interval."""
+    gains = summary.get("robustness", {}).get("gain", {}).get("by_corruption")
+    if not gains:
+        return []
+    helped = sorted((c for c, g in gains.items() if g["low"] is not None and g["low"] > 0), key=lambda c: -gains[c]["mean"])
+    hurt = sorted((c for c, g in gains.items() if g["high"] is not None and g["high"] < 0), key=lambda c: gains[c]["mean"])
+    unclear = sorted(c for c in gains if c not in helped and c not in hurt)
+
+    def listing(names: list[str]) -> str:
+        return ", ".join(f"{c} {signed(gains[c]['mean'])} {interval_text(gains[c]['low'], gains[c]['high'])}" for c in names) or "none"
+
+    text = (f"Per corruption (mean over severities, augmented − baseline), augmentation helped on {len(helped)}: {listing(helped)}; "
+            f"it hurt on {len(hurt)}: {listing(hurt)}; inconclusive on {len(unclear)}" + (f": {', '.join(unclear)}." if unclear else "."))
+    n = next(iter(gains.values()))["n"]
+    return [Observation(
+        rule="corruption_gain_split", text=text, verdict=EFFECT if helped or hurt else INCONCLUSIVE,
+        uncertainty=f"paired 95% t-interval over {n} images per corruption (not corrected for {len(gains)} comparisons)",
+        figure="figures/gain_heatmap.png",
+        evidence={"helped": helped, "hurt": hurt, "inconclusive": unclear},
+    )]
+
+
 def _family_sentence(name: str, gain: dict) -> str:
     return f"{name} {signed(gain['mean'])} {interval_text(gain['low'], gain['high'])}"
 
@@ -388,7 +411,7 @@ def shared_failures(summary: dict) -> list[Observation]:
 
 
 RULES: tuple[Rule, ...] = (
-    confident_failures, clean_gain, corruption_gain, worst_corruptions, invariances,
+    confident_failures, clean_gain, corruption_gain, worst_corruptions, corruption_gain_split, invariances,
     border_attention, sanity_check, faithfulness, calibration, characteristics, shared_failures,
 )
 

@@ -177,3 +177,19 @@ def test_calibration_rule_uses_the_bootstrap_interval_of_the_reduction():
     straddling = calibration(_calibration_summary([-0.01, 0.05]))
     assert [o.verdict for o in straddling] == [INCONCLUSIVE, INCONCLUSIVE]
     assert "not significantly" in straddling[0].text
+
+
+def test_corruption_gain_split_sorts_corruptions_by_their_own_interval():
+    from stress.observations import EFFECT, corruption_gain_split
+
+    gains = {
+        "fog": {"mean": 0.06, "low": 0.05, "high": 0.07, "n": 100},
+        "gaussian_noise": {"mean": -0.04, "low": -0.05, "high": -0.03, "n": 100},
+        "snow": {"mean": 0.01, "low": -0.01, "high": 0.03, "n": 100},
+    }
+    [observation] = corruption_gain_split({"robustness": {"gain": {"by_corruption": gains}}})
+    assert observation.verdict == EFFECT
+    assert observation.evidence == {"helped": ["fog"], "hurt": ["gaussian_noise"], "inconclusive": ["snow"]}
+    assert "helped on 1: fog +0.060 [+0.050, +0.070]" in observation.text
+    assert "hurt on 1: gaussian_noise −0.040" in observation.text or "hurt on 1: gaussian_noise -0.040" in observation.text
+    assert corruption_gain_split({"robustness": {"gain": {}}}) == []
