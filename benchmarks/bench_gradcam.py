@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda; on cuda the primary timer is wall time")
-    parser.add_argument("--channels-last", choices=("none", "both", "ours"), default="none",
+    parser.add_argument("--channels-last", choices=("none", "both", "ours"), default="ours",
                         help="convert the model(s) to channels_last: 'both' like-for-like, 'ours' = the project side only "
                              "(what a channels_last model in stress.shards.load_model would give; see README)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |difference| of the [0, 1] maps")

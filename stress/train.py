@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 import time
 from typing import Callable
 
@@ -59,8 +60,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def to_device_arrays(arrays: dict[str, np.ndarray], device: torch.device | str) -> dict[str, torch.Tensor]:
-    """Move the split's numpy arrays to `device` once; images stay uint8."""
-    return {name: torch.tensor(np.asarray(value), device=device) for name, value in arrays.items()}  # copies: object-store arrays are read-only
+    """Move the split's numpy arrays to `device` once; images stay uint8.
+
+    On the CPU the tensors share the arrays' memory: object-store arrays are read-only
+    shared memory, so every worker on a node reads the same single copy. The training
+    loop only ever indexes them (which copies), never writes to them.
+    """
+    if torch.device(device).type != "cpu":
+        return {name: torch.tensor(np.asarray(value), device=device) for name, value in arrays.items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return {name: torch.from_numpy(np.asarray(value)) for name, value in arrays.items()}
 
 
 def train_variant(

@@ -222,3 +222,15 @@ def test_confusion_matrix_matches_a_loop():
     for true, predicted in zip(labels, predictions):
         expected[true, predicted] += 1
     np.testing.assert_array_equal(confusion_matrix(labels, predictions, 4), expected)
+
+
+def test_cpu_training_data_shares_memory_with_the_object_store_arrays():
+    # Object-store arrays are read-only shared memory; the CPU tensors must view them, not copy them.
+    import numpy as np
+
+    from stress.train import to_device_arrays
+
+    images = np.zeros((4, 3, 32, 32), dtype=np.uint8)
+    images.setflags(write=False)
+    tensors = to_device_arrays({"train_x": images}, "cpu")
+    assert tensors["train_x"].data_ptr() == images.ctypes.data
