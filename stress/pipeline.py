@@ -13,6 +13,7 @@ with the same run name skips what finished and resumes what did not:
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import subprocess
 import time
@@ -38,7 +39,7 @@ def _git_commit() -> str | None:
 def _hardware() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": __import__("os").cpu_count()}
+    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
