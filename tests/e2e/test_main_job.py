@@ -145,7 +145,7 @@ def test_corrupt_npz_and_unwritable_output(tmp_path):
     assert result.returncode == 2 and str(bad) in result.stderr and len(result.stderr.strip().splitlines()) == 1
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = run_job("--data", "synthetic", "--out", str(blocker / "runs"), timeout=120)
+    result = run_job("--data", "synthetic", "--val-size", "100", "--out", str(blocker / "runs"), timeout=120)
     assert result.returncode == 2 and "not writable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
