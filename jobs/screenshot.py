@@ -61,11 +61,31 @@ def set_viewport(driver, width: int, height: int, mobile: bool = False) -> None:
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
 
 
+def wait_until_loaded(driver, timeout: float = 30.0) -> None:
+    """Wait until the document and its images have loaded and the page has a laid-out size."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete'"
+        " && Array.from(document.images).every(i => i.complete)"
+        " && document.documentElement.getBoundingClientRect().width > 0"))
+
+
+def page_size(driver) -> tuple[int, int]:
+    """(width, height) of the whole laid-out page in CSS pixels, as the DOM reports it."""
+    width, height = driver.execute_script(
+        "const e = document.documentElement;"
+        " return [Math.max(e.scrollWidth, window.innerWidth), Math.max(e.scrollHeight, document.body.scrollHeight)]")
+    return int(width), int(height)
+
+
 def full_page_png(driver, max_height: int = 30000) -> bytes:
     """PNG of the whole page (not just the viewport), at most `max_height` CSS pixels tall."""
-    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
-    size = metrics.get("cssContentSize") or metrics["contentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
+    wait_until_loaded(driver)
+    width, height = page_size(driver)
+    if width <= 0 or height <= 0:
+        raise StressError(f"the page has no laid-out size ({width}x{height} CSS pixels); nothing to capture")
+    clip = {"x": 0, "y": 0, "width": width, "height": min(height, max_height), "scale": 1}
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
     return base64.b64decode(shot["data"])
 
