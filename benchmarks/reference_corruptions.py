@@ -9,6 +9,10 @@ Every function takes one uint8 image (H, W, 3), a severity 1..5 and `draws`: thi
 random draws as numpy arrays in the layout `stress.corruptions.draw_corruption_noise`
 produces (channels first), so that tests can feed both implementations identical noise.
 It returns floats in [0, 255] (clipped, not rounded). Used by the unit tests and the benchmark.
+
+`reference_generate` is the whole per-image generation as imagecorruptions does it: each call
+draws its own randomness from numpy's global generator (`reference_draws`, the same layout),
+applies the corruption and returns uint8. The benchmark times it against `stress.corruptions.corrupt`.
 """
 
 from __future__ import annotations
@@ -282,3 +286,45 @@ def reference_corrupt(images: np.ndarray, name: str, severity: int, draws: dict)
     function = REFERENCES[name]
     return np.stack([function(image, severity, {k: v[i] for k, v in draws.items()})
                      for i, image in enumerate(images)])
+
+
+def reference_draws(image: np.ndarray, name: str, severity: int) -> dict:
+    """One image's random draws from numpy's global generator, as the per-image code draws them
+    (np.random.normal / poisson / uniform / randint, skimage's salt & pepper), in the layout of
+    `stress.corruptions.draw_corruption_noise` (channels first, no batch axis)."""
+    h, w = image.shape[:2]
+    index = severity - 1
+    if name in ("gaussian_noise", "speckle_noise"):
+        return {"normal": np.random.normal(size=(3, h, w))}
+    if name == "shot_noise":
+        return {"counts": np.random.poisson(np.moveaxis(image, -1, 0) / 255.0 * table.SHOT_NOISE[index]).astype(np.float64)}
+    if name == "impulse_noise":  # skimage.util.random_noise(mode="s&p"): two uniform fields
+        return {"flipped": np.random.random((3, h, w)) < table.IMPULSE_NOISE[index],
+                "salted": np.random.random((3, h, w)) < 0.5}
+    if name == "glass_blur":  # the original calls np.random.randint per pixel; one call is cheaper
+        _, delta, iterations = table.GLASS_BLUR[index]
+        positions = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
+        return {"shifts": np.random.randint(-delta, delta, size=(iterations, positions, 2))}
+    if name == "motion_blur":
+        return {"angles": np.random.uniform(-45, 45)}
+    if name == "snow":
+        return {"normal": np.random.normal(size=(1, h, w)), "angles": np.random.uniform(-135, -45)}
+    if name == "fog":
+        size = max(32, 1 << (max(h, w) - 1).bit_length())
+        return {f"plasma_{level}_{part}": np.random.uniform(-1, 1, (2**level, 2**level))
+                for level in range(int(math.log2(size))) for part in range(3)}
+    if name == "elastic_transform":
+        jitter = table.ELASTIC[index][2]
+        return {"affine": np.random.uniform(-jitter, jitter, size=(3, 2)),
+                "dx": np.random.uniform(-1, 1, size=(h, w)), "dy": np.random.uniform(-1, 1, size=(h, w))}
+    return {}
+
+
+def reference_generate(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
+    """imagecorruptions-style generation: per image, draw, corrupt, round to uint8. (N, H, W, 3) uint8 in and out."""
+    np.random.seed(seed)
+    function = REFERENCES[name]
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        out[i] = np.uint8(np.round(function(image, severity, reference_draws(image, name, severity))))
+    return out

@@ -205,3 +205,106 @@ def test_pixelate_weights_match_pil_on_float_images() -> None:
         identity = Image.fromarray(np.eye(in_size, dtype=np.float32), mode="F")
         expected = np.asarray(identity.resize((out_size, in_size), Image.BOX)).T  # (out, in)
         np.testing.assert_allclose(corruptions.pil_resize_weights(in_size, out_size, True), expected, atol=1e-6)
+
+
+def explicit_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
+    """Bilinear lookup of x (N, C, H, W) at float coordinates rows, cols (N, H', W').
+
+    mode 'mirror': taps outside the image are reflected (OpenCV BORDER_REFLECT_101).
+    mode 'symmetric': the coordinate is first folded into [-0.5, size - 0.5] by half-sample
+    reflection, then taps are reflected the same way (scipy map_coordinates mode='reflect').
+    """
+    n, c, h, w = x.shape
+    if mode == "symmetric":
+        rows = fold_coordinate(rows, h)
+        cols = fold_coordinate(cols, w)
+    row0, col0 = torch.floor(rows), torch.floor(cols)
+    row_fraction, col_fraction = (rows - row0).unsqueeze(1), (cols - col0).unsqueeze(1)
+    row0, col0 = row0.long(), col0.long()
+    flat = x.reshape(n, c, h * w)
+
+    def tap(row_index: torch.Tensor, col_index: torch.Tensor) -> torch.Tensor:
+        index = corruptions.fold_indices(row_index, h, mode) * w + corruptions.fold_indices(col_index, w, mode)
+        return flat.gather(2, index.view(n, 1, -1).expand(n, c, -1)).view(n, c, *rows.shape[1:])
+
+    top = tap(row0, col0) * (1 - col_fraction) + tap(row0, col0 + 1) * col_fraction
+    bottom = tap(row0 + 1, col0) * (1 - col_fraction) + tap(row0 + 1, col0 + 1) * col_fraction
+    return top * (1 - row_fraction) + bottom * row_fraction
+
+
+def fold_coordinate(coordinate: torch.Tensor, size: int) -> torch.Tensor:
+    period = 2.0 * size
+    folded = (coordinate + 0.5).remainder(period)
+    return torch.where(folded > size, period - folded, folded) - 0.5
+
+
+@pytest.mark.parametrize("mode", ["mirror", "symmetric"])
+def test_grid_sample_bilinear_equals_the_explicit_taps(mode: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 9, 13, generator=generator)
+    rows = torch.rand(3, 9, 13, generator=generator) * 40 - 15  # far outside the image too
+    cols = torch.rand(3, 9, 13, generator=generator) * 50 - 18
+    torch.testing.assert_close(corruptions.grid_sample_bilinear(x, rows, cols, mode),
+                               explicit_bilinear(x, rows, cols, mode), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["zoom_blur", "defocus_blur"])
+def test_sparse_plane_operator_equals_the_dense_transform(name: str) -> None:
+    x = natural_images(4, seed=5, size=32).double()[:, :, :24, :] / 255  # non-square planes
+    for severity in (1, 5):
+        dense = apply_corruption(x, name, severity, {})  # float64 takes the dense path
+        sparse = apply_corruption(x.float(), name, severity, {})
+        np.testing.assert_allclose(sparse.double().numpy(), dense.numpy(), atol=2e-6)
+
+
+def test_poisson_inversion_matches_a_per_value_search_and_the_moments() -> None:
+    generator = torch.Generator().manual_seed(1)
+    levels = torch.randint(0, 256, (20000,), generator=generator)
+    u = torch.rand(20000, generator=generator, dtype=torch.float64)
+    u[:4] = torch.tensor([0.0, 1 - 2**-53, 0.5, 1e-12], dtype=torch.float64)  # the ends of [0, 1)
+    for scale in (50.0, 500.0):
+        counts = corruptions.poisson_inverse_cdf(levels, u, scale)
+        cdf, _ = corruptions.poisson_tables(scale)
+        slow = [int(np.searchsorted(cdf[level], value, side="right")) for level, value in zip(levels.tolist(), u.tolist())]
+        assert counts.tolist() == slow
+    # and the law: mean and variance of many draws at one rate equal the rate (z < 5)
+    rate_level, scale, n = 200, 100.0, 200000
+    draws = corruptions.poisson_inverse_cdf(torch.full((n,), rate_level), torch.rand(n, generator=generator, dtype=torch.float64), scale)
+    rate = rate_level / 255 * scale
+    assert abs(draws.double().mean().item() - rate) < 5 * (rate / n) ** 0.5
+    assert abs(draws.double().var().item() / rate - 1) < 5 * (2 / n) ** 0.5
+
+
+def test_shot_noise_of_8_bit_images_is_poisson_at_every_level() -> None:
+    """The inversion path (taken for 8-bit inputs) has the mean and variance of Poisson(x * c)."""
+    clean = torch.full((400, 3, 32, 32), 77, dtype=torch.uint8)
+    x = clean.float() / 255
+    counts = draw_corruption_noise(x, "shot_noise", 1, make_generator(3, x.device))["counts"].double()
+    rate = 77 / 255 * corruptions.SHOT_NOISE[0]
+    n = counts.numel()
+    assert abs(counts.mean().item() - rate) < 5 * (rate / n) ** 0.5
+    assert abs(counts.var().item() / rate - 1) < 5 * (2 / n) ** 0.5
+
+
+def test_impulse_noise_flips_and_salts_at_the_table_rates() -> None:
+    x = torch.full((400, 3, 32, 32), 0.5)
+    draws = draw_corruption_noise(x, "impulse_noise", 5, make_generator(2, x.device))
+    p, n = corruptions.IMPULSE_NOISE[4], x.numel()
+    flipped = draws["flipped"].double().mean().item()
+    assert abs(flipped - p) < 5 * (p * (1 - p) / n) ** 0.5
+    salt_share = draws["salted"][draws["flipped"]].double().mean().item()
+    assert abs(salt_share - 0.5) < 5 * (0.25 / (p * n)) ** 0.5
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_reference_draws_have_the_batched_layout(name: str) -> None:
+    """The benchmark's per-image generator draws the same randomness the batched one does."""
+    clean = natural_images(2, seed=4)
+    x = clean.float() / 255
+    batched = draw_corruption_noise(x, name, 4, make_generator(0, x.device))
+    single = reference.reference_draws(clean[0].permute(1, 2, 0).numpy(), name, 4)
+    assert sorted(single) == sorted(batched)
+    for key, value in batched.items():
+        assert np.shape(single[key]) == tuple(value.shape[1:]), key
+    out = reference.reference_generate(clean.permute(0, 2, 3, 1).numpy(), name, 4)
+    assert out.dtype == np.uint8 and out.shape == (2, 32, 32, 3)
