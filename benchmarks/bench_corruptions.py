@@ -1,6 +1,6 @@
 """Corruption generation throughput: batched `stress.corruptions` vs per-image numpy (run by hand).
 
-    .venv/bin/python benchmarks/bench_corruptions.py --images 300 --out benchmarks/results/corruptions.json
+    .venv/bin/python benchmarks/bench_corruptions.py [--images 1000] [--batch 500] [--out benchmarks/results/corruptions.json]
 
 Primary figure, per corruption and for the whole suite: end-to-end generation, uint8 images in,
 uint8 corrupted images out, randomness included. The batched side is `corrupt` (one call per
@@ -60,10 +60,40 @@ def geometric_mean(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(values))))
 
 
+def measure(images: torch.Tensor, images_hwc: np.ndarray, name: str, severity: int, args) -> dict:
+    """CPU seconds of batched and reference generation (and of the transforms alone) for one (name, severity)."""
+    batched_s = time_call(lambda: [corrupt(images[i: i + args.batch], name, severity, seed=i)
+                                   for i in range(0, len(images), args.batch)], args.repeats)
+    reference_s = time_call(lambda: reference_generate(images_hwc, name, severity, seed=0), args.reference_repeats)
+    x = images.float() / 255
+    draws = draw_corruption_noise(x, name, severity, make_generator(0, x.device))
+    draws_np = {key: value.numpy() for key, value in draws.items()}
+
+    def transform() -> torch.Tensor:
+        return torch.round(apply_corruption(x, name, severity, draws).clamp(0, 1) * 255).to(torch.uint8)
+
+    transform_s = time_call(transform, args.repeats)
+    reference_transform_s = time_call(lambda: reference_corrupt(images_hwc, name, severity, draws_np), args.reference_repeats)
+    return {"corruption": name, "severity": severity, "images": len(images),
+            "batched_seconds": batched_s, "reference_seconds": reference_s,
+            "transform_batched_seconds": transform_s, "transform_reference_seconds": reference_transform_s}
+
+
+def totals(rows: list[dict], images: int) -> dict:
+    """Throughputs and speed-ups of a group of rows, from their summed times."""
+    batched, reference = sum(r["batched_seconds"] for r in rows), sum(r["reference_seconds"] for r in rows)
+    transform = sum(r["transform_batched_seconds"] for r in rows)
+    reference_transform = sum(r["transform_reference_seconds"] for r in rows)
+    return {"batched_images_per_s": images * len(rows) / batched, "reference_images_per_s": images * len(rows) / reference,
+            "speedup": reference / batched, "transform_speedup": reference_transform / transform}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--severity", type=int, default=3)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities [1,2,3,4,5]")
+    parser.add_argument("--batch", type=int, default=500,
+                        help="images per batched call, as stress.robustness.stress_shard generates them [500]")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the batched side")
     parser.add_argument("--repeats", type=int, default=3, help="batched timing repeats (best is kept)")
     parser.add_argument("--reference-repeats", type=int, default=1, help="reference timing repeats (best is kept)")
@@ -71,52 +101,34 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/corruptions.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    severities = [int(value) for value in args.severities.split(",")]
 
     images = synthetic_images(args.images, seed=0)
     images_hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
     corrupt(images[:2], "jpeg_compression", 1)  # load torchvision's codecs before timing
-    rows = []
-    print(f"{'corruption':<19}{'batched img/s':>14}{'reference img/s':>16}{'speed-up':>9}"
-          f"{'| transform only:':>18}{'batched':>9}{'reference':>10}{'speed-up':>9}")
+    rows, per_corruption = [], {}
+    print(f"severities {args.severities}, {args.images} images, batches of {args.batch}, {args.threads} torch thread(s)")
+    print(f"{'corruption':<19}{'batched img/s':>14}{'reference img/s':>16}{'speed-up':>9}{'transform only':>16}")
     for name in args.only or CORRUPTIONS:
-        batched_s = time_call(lambda: corrupt(images, name, args.severity, seed=0), args.repeats)
-        reference_s = time_call(lambda: reference_generate(images_hwc, name, args.severity, seed=0), args.reference_repeats)
-        x = images.float() / 255
-        draws = draw_corruption_noise(x, name, args.severity, make_generator(0, x.device))
-        draws_np = {key: value.numpy() for key, value in draws.items()}
-
-        def transform() -> torch.Tensor:
-            return torch.round(apply_corruption(x, name, args.severity, draws).clamp(0, 1) * 255).to(torch.uint8)
-
-        transform_s = time_call(transform, args.repeats)
-        reference_transform_s = time_call(lambda: reference_corrupt(images_hwc, name, args.severity, draws_np),
-                                          args.reference_repeats)
-        row = {"corruption": name, "severity": args.severity, "images": args.images,
-               "batched_seconds": batched_s, "reference_seconds": reference_s,
-               "batched_images_per_s": args.images / batched_s, "reference_images_per_s": args.images / reference_s,
-               "speedup": reference_s / batched_s,
-               "transform_batched_images_per_s": args.images / transform_s,
-               "transform_reference_images_per_s": args.images / reference_transform_s,
-               "transform_speedup": reference_transform_s / transform_s}
-        rows.append(row)
+        group = [measure(images, images_hwc, name, severity, args) for severity in severities]
+        rows += group
+        per_corruption[name] = totals(group, args.images)
+        row = per_corruption[name]
         print(f"{name:<19}{row['batched_images_per_s']:>14.0f}{row['reference_images_per_s']:>16.0f}{row['speedup']:>8.1f}x"
-              f"{'|':>18}{row['transform_batched_images_per_s']:>9.0f}{row['transform_reference_images_per_s']:>10.0f}"
-              f"{row['transform_speedup']:>8.1f}x")
-    batched_total = sum(row["batched_seconds"] for row in rows)
-    reference_total = sum(row["reference_seconds"] for row in rows)
-    suite = {"corruptions": len(rows), "images": args.images,
-             "batched_images_per_s": args.images * len(rows) / batched_total,
-             "reference_images_per_s": args.images * len(rows) / reference_total,
-             "speedup": reference_total / batched_total,
-             "geometric_mean_speedup": geometric_mean([row["speedup"] for row in rows]),
-             "minimum_speedup": min(row["speedup"] for row in rows),
-             "transform_geometric_mean_speedup": geometric_mean([row["transform_speedup"] for row in rows])}
-    print(f"suite ({len(rows)} corruptions, severity {args.severity}): batched {suite['batched_images_per_s']:.0f} img/s, "
-          f"reference {suite['reference_images_per_s']:.0f} img/s, speed-up {suite['speedup']:.1f}x "
-          f"(per corruption: geometric mean {suite['geometric_mean_speedup']:.1f}x, minimum {suite['minimum_speedup']:.1f}x)")
+              f"{row['transform_speedup']:>15.1f}x")
+    suite = totals(rows, args.images)
+    speedups = [row["speedup"] for row in per_corruption.values()]
+    suite.update({"corruptions": len(per_corruption), "severities": severities, "images": args.images,
+                  "geometric_mean_speedup": geometric_mean(speedups), "minimum_speedup": min(speedups),
+                  "corruptions_at_least_10x": sorted(n for n, r in per_corruption.items() if r["speedup"] >= 10)})
+    print(f"suite ({len(per_corruption)} corruptions x {len(severities)} severities): batched "
+          f"{suite['batched_images_per_s']:.0f} img/s, reference {suite['reference_images_per_s']:.0f} img/s, "
+          f"speed-up {suite['speedup']:.1f}x (transforms alone {suite['transform_speedup']:.1f}x); per corruption: "
+          f"geometric mean {suite['geometric_mean_speedup']:.1f}x, minimum {suite['minimum_speedup']:.1f}x")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"threads": args.threads, "torch": torch.__version__, "timer": "process_time", "suite": suite, "results": rows}
+    summary = {"threads": args.threads, "batch": args.batch, "torch": torch.__version__, "timer": "process_time",
+               "suite": suite, "per_corruption": per_corruption, "results": rows}
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
 

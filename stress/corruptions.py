@@ -197,9 +197,9 @@ def resize_like_pil(x255: torch.Tensor, height: int, width: int, box: bool = Tru
     rows = torch.as_tensor(pil_resize_weights(x255.shape[2], height, box), dtype=x255.dtype, device=x255.device)
     cols = torch.as_tensor(pil_resize_weights(x255.shape[3], width, box), dtype=x255.dtype, device=x255.device)
     if width != x255.shape[3]:
-        x255 = torch.floor(torch.einsum("nchw,vw->nchv", x255, cols) + 0.5 + 1e-4).clamp(0, 255)
+        x255 = torch.floor(torch.matmul(x255, cols.T).add_(0.5 + 1e-4)).clamp_(0, 255)
     if height != x255.shape[2]:
-        x255 = torch.floor(torch.einsum("nchw,uh->ncuw", x255, rows) + 0.5 + 1e-4).clamp(0, 255)
+        x255 = torch.floor(torch.matmul(rows, x255).add_(0.5 + 1e-4)).clamp_(0, 255)
     return x255
 
 
@@ -580,16 +580,27 @@ def _fog(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
 
 
 def _brightness(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
-    hsv = rgb_to_hsv(x)
-    hsv[:, 2] = (hsv[:, 2] + BRIGHTNESS[i]).clamp(0, 1)
-    return hsv_to_rgb(hsv)
+    """HSV value + c, clipped. Hue and saturation stay, so each pixel is scaled by V' / V
+    (a black pixel, whose saturation is 0, becomes the grey V'): the HSV round trip
+    (`rgb_to_hsv`, `hsv_to_rgb`) in closed form, tested equal to it."""
+    value = x.amax(1, keepdim=True)
+    new_value = (value + BRIGHTNESS[i]).clamp(0, 1)
+    return torch.where(value > 0, x * (new_value / torch.where(value > 0, value, 1.0)), new_value)
 
 
 def _saturate(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
+    """HSV saturation * a + b, clipped, in closed form: with hue and value fixed, each channel is
+    V - V * S' * (V - channel) / (V - min). Greys have hue 0 (red), as in scikit-image, so a
+    positive shift b tints them red: V * (1, 1 - S', 1 - S'). Tested equal to the HSV round trip."""
     scale, shift = SATURATE[i]
-    hsv = rgb_to_hsv(x)
-    hsv[:, 1] = (hsv[:, 1] * scale + shift).clamp(0, 1)
-    return hsv_to_rgb(hsv)
+    value = x.amax(1, keepdim=True)
+    delta = value - x.amin(1, keepdim=True)
+    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, 1.0), 0.0)
+    new_saturation = (saturation * scale + shift).clamp(0, 1)
+    coloured = value - value * new_saturation * (value - x) / torch.where(delta > 0, delta, 1.0)
+    fade = 1 - new_saturation
+    grey = value * torch.cat([torch.ones_like(fade), fade, fade], 1)
+    return torch.where(delta > 0, coloured, grey)
 
 
 def _contrast(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:

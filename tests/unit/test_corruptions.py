@@ -308,3 +308,19 @@ def test_reference_draws_have_the_batched_layout(name: str) -> None:
         assert np.shape(single[key]) == tuple(value.shape[1:]), key
     out = reference.reference_generate(clean.permute(0, 2, 3, 1).numpy(), name, 4)
     assert out.dtype == np.uint8 and out.shape == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize("name", ["brightness", "saturate"])
+def test_closed_form_hsv_corruptions_equal_the_hsv_round_trip(name: str) -> None:
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x[0, :, :2, :2] = 0.0  # black
+    x[1, :, :2, :2] = 0.4  # grey
+    x[2, 0, :2, :2], x[2, 1:, :2, :2] = 0.9, 0.3  # a tie between two minima
+    for severity in range(1, 6):
+        hsv = corruptions.rgb_to_hsv(x)
+        if name == "brightness":
+            hsv[:, 2] = (hsv[:, 2] + corruptions.BRIGHTNESS[severity - 1]).clamp(0, 1)
+        else:
+            scale, shift = corruptions.SATURATE[severity - 1]
+            hsv[:, 1] = (hsv[:, 1] * scale + shift).clamp(0, 1)
+        torch.testing.assert_close(apply_corruption(x, name, severity, {}), corruptions.hsv_to_rgb(hsv), atol=1e-12, rtol=0)
