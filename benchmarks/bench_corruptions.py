@@ -12,9 +12,11 @@ corruptions divided by the batched total (what generating the whole stress suite
 Secondary figure: the transforms alone on identical pre-drawn noise (`apply_corruption` vs
 `reference_corrupt`), which isolates the arithmetic from the random number generators.
 
-Times are process CPU seconds (best of a few runs) with one torch thread: the 2-core machine is
-shared, and CPU time is far less disturbed by other processes than wall time. The reference is
-single-threaded numpy, so one torch thread compares like with like.
+Times are process CPU seconds, the best of --repeats runs on each side, with one torch thread: the
+2-core machine is shared, and CPU time is far less disturbed by other processes than wall time. The
+reference is single-threaded numpy, so one torch thread compares like with like. Every batched run
+starts cold: stress.corruptions' caches (sparse operators, Poisson tables, filter weights) are
+emptied first, so building them is timed too, once per (corruption, severity) and --images images.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from reference_corruptions import reference_corrupt, reference_generate  # noqa: E402
 
+from stress import corruptions  # noqa: E402
 from stress.corruptions import (  # noqa: E402
     CORRUPTIONS, apply_corruption, corrupt, draw_corruption_noise, make_generator,
 )
@@ -60,20 +63,33 @@ def geometric_mean(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(values))))
 
 
+def cold(function):
+    """`function` preceded by emptying stress.corruptions' caches (kernels, resize and zoom weights,
+    sparse operators, Poisson tables), so that every timed call pays for building them."""
+    def run():
+        for value in vars(corruptions).values():
+            if hasattr(value, "cache_clear"):
+                value.cache_clear()
+        return function()
+    return run
+
+
 def measure(images: torch.Tensor, images_hwc: np.ndarray, name: str, severity: int, args) -> dict:
     """CPU seconds of batched and reference generation (and of the transforms alone) for one (name, severity)."""
-    batched_s = time_call(lambda: [corrupt(images[i: i + args.batch], name, severity, seed=i)
-                                   for i in range(0, len(images), args.batch)], args.repeats)
-    reference_s = time_call(lambda: reference_generate(images_hwc, name, severity, seed=0), args.reference_repeats)
+    batched_s = time_call(cold(lambda: [corrupt(images[i: i + args.batch], name, severity, seed=i)
+                                        for i in range(0, len(images), args.batch)]), args.repeats)
+    reference_s = time_call(lambda: reference_generate(images_hwc, name, severity, seed=0), args.repeats)
     x = images.float() / 255
     draws = draw_corruption_noise(x, name, severity, make_generator(0, x.device))
     draws_np = {key: value.numpy() for key, value in draws.items()}
 
-    def transform() -> torch.Tensor:
-        return torch.round(apply_corruption(x, name, severity, draws).clamp(0, 1) * 255).to(torch.uint8)
+    def transform() -> torch.Tensor:  # uint8 in, uint8 out on both sides
+        out = apply_corruption(images.float() / 255, name, severity, draws)
+        return torch.round(out.clamp(0, 1) * 255).to(torch.uint8)
 
-    transform_s = time_call(transform, args.repeats)
-    reference_transform_s = time_call(lambda: reference_corrupt(images_hwc, name, severity, draws_np), args.reference_repeats)
+    transform_s = time_call(cold(transform), args.repeats)
+    reference_transform_s = time_call(
+        lambda: np.round(reference_corrupt(images_hwc, name, severity, draws_np)).astype(np.uint8), args.repeats)
     return {"corruption": name, "severity": severity, "images": len(images),
             "batched_seconds": batched_s, "reference_seconds": reference_s,
             "transform_batched_seconds": transform_s, "transform_reference_seconds": reference_transform_s}
@@ -95,8 +111,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500,
                         help="images per batched call, as stress.robustness.stress_shard generates them [500]")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the batched side")
-    parser.add_argument("--repeats", type=int, default=3, help="batched timing repeats (best is kept)")
-    parser.add_argument("--reference-repeats", type=int, default=1, help="reference timing repeats (best is kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats of each side (best is kept) [3]")
     parser.add_argument("--only", nargs="*", default=None, help="subset of corruptions")
     parser.add_argument("--out", default="benchmarks/results/corruptions.json")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from stress import corruptions
@@ -265,6 +266,8 @@ def test_poisson_inversion_matches_a_per_value_search_and_the_moments() -> None:
     for scale in (50.0, 500.0):
         counts = corruptions.poisson_inverse_cdf(levels, u, scale)
         cdf, _ = corruptions.poisson_tables(scale)
+        expected_cdf = scipy.stats.poisson.cdf(np.arange(cdf.shape[1])[None, :], (np.arange(256) / 255 * scale)[:, None])
+        np.testing.assert_allclose(cdf[:, :-1], expected_cdf[:, :-1], rtol=0, atol=1e-11)
         slow = [int(np.searchsorted(cdf[level], value, side="right")) for level, value in zip(levels.tolist(), u.tolist())]
         assert counts.tolist() == slow
     # and the law: mean and variance of many draws at one rate equal the rate (z < 5)
@@ -324,3 +327,9 @@ def test_closed_form_hsv_corruptions_equal_the_hsv_round_trip(name: str) -> None
             scale, shift = corruptions.SATURATE[severity - 1]
             hsv[:, 1] = (hsv[:, 1] * scale + shift).clamp(0, 1)
         torch.testing.assert_close(apply_corruption(x, name, severity, {}), corruptions.hsv_to_rgb(hsv), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_an_empty_batch_stays_empty(name: str) -> None:
+    empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+    assert corrupt(empty, name, 3).shape == empty.shape
