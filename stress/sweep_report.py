@@ -96,6 +96,13 @@ def _per_seed_values(summary: dict, variant: str, key: str) -> list[float] | Non
     return None if any(x is None for x in values) else [float(x) for x in values]
 
 
+def _corruption_list(names: list[str] | None) -> str:
+    """The config's corruption list; an empty list means every implemented corruption."""
+    if names is None:
+        return MISSING
+    return ", ".join(names) if names else "all implemented"
+
+
 def _value_text(value) -> str:
     # Counts (errors, confident errors) are integers in each seed's summary: print them as such.
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else number(value)
@@ -275,7 +282,7 @@ def setup(summary: dict, config: dict, manifest: dict, source: str) -> Section:
             ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
             ("augmentation (augmented variant)",
              f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
-            ("corruptions / severities", f"{', '.join(stress.get('corruptions', [])) or MISSING} / {stress.get('severities', MISSING)}"),
+            ("corruptions / severities", f"{_corruption_list(stress.get('corruptions'))} / {stress.get('severities', MISSING)}"),
         ]
     if manifest:
         rows += [

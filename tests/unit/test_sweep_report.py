@@ -255,3 +255,14 @@ def test_rebuilding_gives_the_same_bytes_and_the_job_works(sweep):
     done = subprocess.run([sys.executable, str(ROOT / "jobs" / "report.py"), "--no-figures", str(sweep)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert section_ids((sweep / "report.html").read_text()) == SECTIONS
+
+
+def test_setup_names_the_corruptions_and_says_all_for_an_empty_list(sweep):
+    rows = table_rows(section(build_report(sweep)[0].read_text(), "setup"))
+    assert rows["corruptions / severities"][0].startswith("gaussian_noise, fog / ")
+    config_path = sweep / "seed_42" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stress"]["corruptions"] = []  # the default: every implemented corruption
+    config_path.write_text(json.dumps(config))
+    rows = table_rows(section(build_report(sweep)[0].read_text(), "setup"))
+    assert rows["corruptions / severities"][0].startswith("all implemented / ")
