@@ -61,8 +61,11 @@ def set_viewport(driver, width: int, height: int, mobile: bool = False) -> None:
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
 
 
-def wait_until_loaded(driver, timeout: float = 30.0) -> None:
-    """Wait until the document and its images have loaded and the page has a laid-out size."""
+def wait_until_loaded(driver, timeout: float = 60.0) -> None:
+    """Wait until the document and its images have loaded and the page has a laid-out size.
+
+    `driver.get` does not always wait: on a busy machine it has returned while a large, self-contained
+    file:// report was still in readyState 'loading'."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: d.execute_script(
@@ -98,6 +101,7 @@ def screenshot_report(report_html: str | Path, out_png: str | Path, width: int =
         try:
             set_viewport(driver, width, 900, mobile=width < 600)
             driver.get(report_html.as_uri())
+            wait_until_loaded(driver)
             out_png.parent.mkdir(parents=True, exist_ok=True)
             out_png.write_bytes(full_page_png(driver, max_height))
         finally:

@@ -50,7 +50,7 @@ def test_report_loads_with_every_image(browser, report, tmp_path):
     job, driver = browser
     job.set_viewport(driver, 1200, 900)
     driver.get(report.as_uri())
-    assert driver.execute_script("return document.readyState") == "complete"
+    job.wait_until_loaded(driver)  # driver.get can return while a large file:// page is still loading
     assert driver.title.startswith("Stress-test report")
     images = driver.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
     assert len(images) > 20
@@ -67,6 +67,7 @@ def test_report_fits_a_phone(browser, report, tmp_path):
     job, driver = browser
     job.set_viewport(driver, 390, 844, mobile=True)
     driver.get(report.as_uri())
+    job.wait_until_loaded(driver)
     inner, scroll = driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
     assert inner == 390
     assert scroll <= inner + 1, f"page is {scroll} px wide on a {inner} px screen"
