@@ -81,7 +81,9 @@ def glass_blur(image, severity, draws):
             for col in range(w - delta, delta, -1):
                 dx, dy = shifts[iteration, position]
                 other_row, other_col = row + dy, col + dx
-                x[row, col], x[other_row, other_col] = x[other_row, other_col].copy(), x[row, col].copy()
+                # The original's line, verbatim in effect: both sides are numpy views of x, so
+                # (row, col) receives the neighbour and the neighbour keeps its value (a copy, not a swap).
+                x[row, col], x[other_row, other_col] = x[other_row, other_col], x[row, col]
                 position += 1
     return _finish(_blur(x / 255.0, sigma))
 

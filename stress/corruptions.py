@@ -45,6 +45,12 @@ CORRUPTIONS: tuple[str, ...] = (
     "jpeg_compression", "speckle_noise", "gaussian_blur", "saturate",
 )
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+# CIFAR-10-C's 15 main corruptions, whose mean RobustBench reports (the other four are the
+# "extra" set). Frost is not implemented, so means over this list use 14 of them.
+CIFAR10_C_MAIN: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
 
 # Severity tables of make_cifar_c.py (index = severity - 1).
 GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)
@@ -510,17 +516,21 @@ def _gaussian_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     return gaussian_filter(x, GAUSSIAN_BLUR[i])
 
 
-def glass_permutation(shifts: np.ndarray, h: int, w: int, delta: int) -> np.ndarray:
-    """Source pixel of every position after the original's sequential neighbour swaps.
+def glass_sources(shifts: np.ndarray, h: int, w: int, delta: int) -> np.ndarray:
+    """Source pixel of every position after the original's sequential neighbour copies.
 
-    shifts: (N, iterations, positions, 2) integer (dx, dy) draws. Positions are visited from the
-    bottom-right to the top-left, one swap at a time, exactly as the original loop; the swaps are
-    applied to a permutation of flat pixel indices (N, H*W) for all images at once. This is pure
-    index bookkeeping, so it runs in numpy, whose per-call overhead is far below torch's.
+    shifts: (N, iterations, positions, 2) integer (dx, dy) draws. make_cifar_c.py writes
+    `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on a (H, W, 3) numpy array, where both right-hand
+    sides are views: (h, w) receives the neighbour's pixel, and the neighbour then receives
+    (h, w)'s *new* value, i.e. its own. So each step copies, it does not swap, and a pixel
+    moves at most one neighbour step per iteration. Positions are visited from the bottom-right
+    to the top-left, one copy at a time, exactly as the original loop; the copies are tracked
+    as a map of source indices (N, H*W) for all images at once. This is pure index
+    bookkeeping, so it runs in numpy, whose per-call overhead is far below torch's.
     """
     n, iterations = shifts.shape[:2]
     # Flat (H*W*N,) layout, position-major, so each step touches one contiguous run of N entries.
-    permutation = np.repeat(np.arange(h * w), n)
+    sources = np.repeat(np.arange(h * w), n)
     images = np.arange(n)
     offsets = shifts[..., 1] * w + shifts[..., 0]  # (N, iterations, positions) flat index offsets
     for iteration in range(iterations):
@@ -529,23 +539,21 @@ def glass_permutation(shifts: np.ndarray, h: int, w: int, delta: int) -> np.ndar
             for col in range(w - delta, delta, -1):
                 here = row * w + col
                 there = (here + offsets[:, iteration, position]) * n + images
-                source_here = permutation[here * n: (here + 1) * n].copy()
-                permutation[here * n: (here + 1) * n] = permutation[there]
-                permutation[there] = source_here
+                sources[here * n: (here + 1) * n] = sources[there]
                 position += 1
-    return permutation.reshape(h * w, n).T.copy()
+    return sources.reshape(h * w, n).T.copy()
 
 
 def _glass_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
-    """Blur, truncate to 8 bits, swap each pixel with a random neighbour (sequentially, bottom-right
-    to top-left, as the original), blur again. The swaps are tracked as a permutation of pixel
-    positions, vectorised over the batch (see glass_permutation); only the position loop is Python."""
+    """Blur, truncate to 8 bits, replace each pixel by a random neighbour's (sequentially,
+    bottom-right to top-left, with the original's copy semantics: see glass_sources), blur
+    again. Vectorised over the batch; only the position loop is Python."""
     sigma, delta, iterations = GLASS_BLUR[i]
     n, c, h, w = x.shape
     # np.uint8(blur * 255) truncates; blurring on the 0..255 scale keeps float32 error below the epsilon.
     blurred = torch.floor(gaussian_filter(x * 255, sigma) + 1e-4).clamp(0, 255)
-    permutation = torch.from_numpy(glass_permutation(draws["shifts"].cpu().numpy(), h, w, delta)).to(x.device)
-    shuffled = blurred.reshape(n, c, h * w).gather(2, permutation.view(n, 1, h * w).expand(n, c, h * w))
+    sources = torch.from_numpy(glass_sources(draws["shifts"].cpu().numpy(), h, w, delta)).to(x.device)
+    shuffled = blurred.reshape(n, c, h * w).gather(2, sources.view(n, 1, h * w).expand(n, c, h * w))
     return gaussian_filter(shuffled.view(n, c, h, w) / 255.0, sigma)
 
 

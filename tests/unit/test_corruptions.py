@@ -9,6 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 import scipy.stats
+from scipy import ndimage
 import torch
 
 from stress import corruptions
@@ -81,6 +82,54 @@ def test_glass_blur_more_swaps_distort_more() -> None:
     restarts at smaller sigma), but at equal sigma two passes must distort more than one."""
     changes = _mean_abs_change(natural_images(8, seed=3), "glass_blur")
     assert changes[3] > changes[1] and changes[4] > changes[2], changes
+
+
+def _original_glass_blur(image: np.ndarray, severity: int, shifts: np.ndarray, swap: bool) -> np.ndarray:
+    """make_cifar_c.py's glass_blur, its pixel loop written out literally on a (H, W, 3) uint8 array.
+
+    swap=False runs the original statement as it is (numpy views: a copy); swap=True exchanges
+    the two pixels, which is what the statement looks as if it did.
+    """
+    sigma, delta, iterations = corruptions.GLASS_BLUR[severity - 1]
+    h, w = image.shape[:2]
+    x = np.uint8(ndimage.gaussian_filter(image / 255.0, (sigma, sigma, 0), mode="nearest") * 255)
+    for i in range(iterations):
+        position = 0
+        for row in range(h - delta, delta, -1):
+            for col in range(w - delta, delta, -1):
+                dx, dy = shifts[i, position]
+                row_prime, col_prime = row + dy, col + dx
+                if swap:
+                    x[row, col], x[row_prime, col_prime] = x[row_prime, col_prime].copy(), x[row, col].copy()
+                else:
+                    x[row, col], x[row_prime, col_prime] = x[row_prime, col_prime], x[row, col]
+                position += 1
+    return np.clip(ndimage.gaussian_filter(x / 255.0, (sigma, sigma, 0), mode="nearest"), 0, 1) * 255
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_glass_blur_has_the_original_copy_semantics(severity: int) -> None:
+    images = natural_images(4, seed=11)
+    x = images.float() / 255.0
+    draws = draw_corruption_noise(x, "glass_blur", severity, make_generator(severity, x.device))
+    ours = np.round((apply_corruption(x, "glass_blur", severity, draws).clamp(0, 1) * 255).permute(0, 2, 3, 1).double().numpy())
+    hwc, shifts = images.permute(0, 2, 3, 1).numpy(), draws["shifts"].numpy()
+
+    def gap(swap: bool) -> float:
+        return max(float(np.abs(ours[k] - np.round(_original_glass_blur(hwc[k], severity, shifts[k], swap))).max())
+                   for k in range(len(hwc)))
+
+    assert gap(swap=False) <= 1  # agrees with the literal original loop to one grey level
+    assert gap(swap=True) > 1  # and the check tells it apart from a swapping implementation
+
+
+def test_glass_blur_moves_a_pixel_at_most_one_step_per_iteration() -> None:
+    shifts = np.random.default_rng(0).integers(-1, 1, size=(3, 1, 30 * 30, 2))
+    sources = corruptions.glass_sources(shifts, 32, 32, 1)  # (3, 1024)
+    rows, cols = np.divmod(sources, 32)
+    here_rows, here_cols = np.divmod(np.arange(32 * 32), 32)
+    assert np.abs(rows - here_rows).max() <= 1 and np.abs(cols - here_cols).max() <= 1
+    assert (sources != np.arange(32 * 32)).any()
 
 
 def test_motion_blur_grows_except_between_nearly_equal_kernels() -> None:
