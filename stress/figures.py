@@ -228,25 +228,38 @@ def plot_centre_attention(explanations: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+FAITHFULNESS_PANELS = (
+    ("road", "ROAD, noisy linear imputation (structure-matched random order)",
+     (("road_morf_auc", "most relevant first: map"), ("road_random_morf_auc", "most relevant first: random"),
+      ("road_lerf_auc", "least relevant first: map"), ("road_random_lerf_auc", "least relevant first: random"))),
+    ("faithfulness", "Constant fill (i.i.d. random pixel order)",
+     (("deletion_auc", "deletion: map order"), ("random_deletion_auc", "deletion: random order"),
+      ("insertion_auc", "insertion: map order"), ("random_insertion_auc", "insertion: random order"))),
+)
+
+
 def plot_faithfulness(explanations: dict, path: Path) -> Path:
-    """Deletion and insertion AUCs in Grad-CAM order versus random order, with 95% CIs."""
-    keys = (("deletion_auc", "deletion: map order"), ("random_deletion_auc", "deletion: random order"),
-            ("insertion_auc", "insertion: map order"), ("random_insertion_auc", "insertion: random order"))
-    variants = [v for v in VARIANTS if "faithfulness" in explanations.get(v, {})]
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    width = 0.8 / len(keys)
-    for k, v in enumerate(variants):
-        f = explanations[v]["faithfulness"]
-        for j, (key, label) in enumerate(keys):
-            g = f[key]
-            ax.bar(k + (j - 1.5) * width, g["mean"], width, yerr=np.array([_errors(g["mean"], g["low"], g["high"])]).T, capsize=3,
-                   color=COLOURS[v], alpha=1.0 if "random" not in key else 0.4, hatch="//" if "insertion" in key else "",
-                   edgecolor="black", label=label if k == 0 else None)
-    ax.set_xticks(range(len(variants)), [f"{v} (n={explanations[v]['faithfulness']['n_images']})" for v in variants])
-    ax.set_ylabel("area under the probability curve")
-    ax.set_title("Deletion (lower = faithful) and insertion (higher = faithful)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
+    """ROAD (MoRF lower and LeRF higher = faithful) and constant-fill deletion/insertion AUCs,
+    Grad-CAM order versus random order, with 95% CIs; one panel per protocol that was run."""
+    panels = [p for p in FAITHFULNESS_PANELS if any(p[0] in explanations.get(v, {}) for v in VARIANTS)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels), 4.2), squeeze=False)
+    for ax, (block, title, keys) in zip(axes[0], panels):
+        variants = [v for v in VARIANTS if block in explanations.get(v, {})]
+        width = 0.8 / len(keys)
+        for k, v in enumerate(variants):
+            f = explanations[v][block]
+            for j, (key, label) in enumerate(keys):
+                g = f[key]
+                if g["mean"] is None:
+                    continue
+                ax.bar(k + (j - 1.5) * width, g["mean"], width, yerr=np.array([_errors(g["mean"], g["low"], g["high"])]).T, capsize=3,
+                       color=COLOURS[v], alpha=1.0 if "random" not in key else 0.4,
+                       hatch="//" if ("insertion" in key or "lerf" in key) else "", edgecolor="black", label=label if k == 0 else None)
+        ax.set_xticks(range(len(variants)), [f"{v} (n={explanations[v][block]['n_images']})" for v in variants])
+        ax.set_ylabel("mean target probability along the curve")
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 
@@ -298,12 +311,12 @@ def plot_gain_heatmap(robustness: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _translation_grid(shifts: dict) -> tuple[list[int], list[int], np.ndarray]:
-    """(dx values, dy values, accuracy (len(dy), len(dx))) from translate_<dx>_<dy> entries."""
+def _translation_grid(shifts: dict, prefix: str = "translate_") -> tuple[list[int], list[int], np.ndarray]:
+    """(dx values, dy values, accuracy (len(dy), len(dx))) from <prefix><dx>_<dy> entries."""
     cells = {}
     for name, accuracy in shifts.items():
-        if name.startswith("translate_"):
-            dx, dy = (int(t) for t in name[len("translate_"):].split("_"))
+        if name.startswith(prefix):
+            dx, dy = (int(t) for t in name[len(prefix):].split("_"))
             cells[(dx, dy)] = accuracy
     xs, ys = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
     grid = np.full((len(ys), len(xs)), np.nan)
@@ -312,24 +325,31 @@ def _translation_grid(shifts: dict) -> tuple[list[int], list[int], np.ndarray]:
     return xs, ys, grid
 
 
+TRANSLATION_FILLS = (("translate_", "edge-replicated border"), ("zerofill_translate_", "black (zero) border"))
+
+
 def plot_translation_grids(robustness: dict, path: Path) -> Path:
-    """Accuracy per (dx, dy) translation, one panel per variant, one shared colour scale."""
-    grids = {v: _translation_grid(robustness[v]["shifts"]) for v in VARIANTS}
+    """Accuracy per (dx, dy) translation: one panel per variant and border fill, one shared colour scale."""
+    fills = [(prefix, label) for prefix, label in TRANSLATION_FILLS
+             if any(name.startswith(prefix) for name in robustness[VARIANTS[0]]["shifts"])]
+    grids = {(v, prefix): _translation_grid(robustness[v]["shifts"], prefix) for v in VARIANTS for prefix, _ in fills}
     low = min(float(np.nanmin(g[2])) for g in grids.values())
     high = max(float(np.nanmax(g[2])) for g in grids.values())
-    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(4.6 * len(VARIANTS), 4.0), squeeze=False)
-    for ax, v in zip(axes[0], VARIANTS):
-        xs, ys, grid = grids[v]
-        image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, origin="upper")
-        for i in range(len(ys)):
-            for j in range(len(xs)):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if grid[i, j] < (low + high) / 2 else "black")
-        ax.set_xticks(range(len(xs)), xs)
-        ax.set_yticks(range(len(ys)), ys)
-        ax.set_xlabel("dx (pixels, right)")
-        ax.set_ylabel("dy (pixels, down)")
-        ax.set_title(v)
-    fig.colorbar(image, ax=list(axes[0]), label="accuracy")
+    fig, axes = plt.subplots(len(fills), len(VARIANTS), figsize=(4.6 * len(VARIANTS), 4.0 * len(fills)), squeeze=False)
+    for row, (prefix, label) in enumerate(fills):
+        for ax, v in zip(axes[row], VARIANTS):
+            xs, ys, grid = grids[v, prefix]
+            image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, origin="upper")
+            for i in range(len(ys)):
+                for j in range(len(xs)):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if grid[i, j] < (low + high) / 2 else "black")
+            ax.set_xticks(range(len(xs)), xs)
+            ax.set_yticks(range(len(ys)), ys)
+            ax.set_xlabel("dx (pixels, right)")
+            ax.set_ylabel("dy (pixels, down)")
+            ax.set_title(f"{v}, {label}")
+    fig.colorbar(image, ax=list(axes.ravel()), label="accuracy")
     fig.suptitle("Accuracy under translation by (dx, dy)")
     return save_figure(fig, path)
 
