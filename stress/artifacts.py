@@ -126,11 +126,22 @@ def load_torch(path: str | Path) -> Any:
         raise StressError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
 
 
-def config_key(config_dict: dict, sections: tuple[str, ...]) -> str:
-    """A short hash of the config sections a stage depends on."""
+def config_key(config_dict: dict, sections: tuple[str, ...], fields: dict[str, tuple[str, ...]] | None = None,
+               version: int | None = None) -> str:
+    """A short hash of the config sections (and single `fields` of other sections) a stage depends on.
+
+    fields: {"stress": ("num_cases", ...)} adds just those keys of a section. version: the
+    stage's code version; bumping it when a stage's computation changes makes old records
+    and saved shards of that stage stale.
+    """
     import hashlib
 
-    text = json.dumps({k: config_dict[k] for k in sections}, sort_keys=True)
+    chosen: dict = {k: config_dict[k] for k in sections}
+    for section, names in (fields or {}).items():
+        chosen[f"{section}:fields"] = {name: config_dict[section].get(name) for name in names}
+    if version is not None:
+        chosen["version"] = version
+    text = json.dumps(chosen, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -264,31 +264,40 @@ def _seed_trial(trial_config: dict) -> None:
     tune.report({f"{v}_test_acc": summary["variants"][v]["test_acc"] for v in summary["variants"]} | {"seed": seed})
 
 
+# What a trial driver reserves: memory, not CPU. Any CPU share would be missing for the
+# trial's own training workers (two 1-CPU trainers and a 0.01-CPU trial do not fit on 2 CPUs,
+# and the second trainer would wait for the first); Tune refuses an all-zero request.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
+
+
 def run_seed_sweep(base: ExperimentConfig, seeds: list[int], root: str, resume: bool, max_concurrent: int) -> list[int]:
     """Run `_seed_trial` for every seed through Ray Tune; return the seeds whose trial finished.
 
-    Each trial reserves almost no CPU itself (its trainers and tasks ask for their own), and at
-    most `max_concurrent` trials run at once, so trials queue instead of deadlocking on a small cluster.
+    Each trial reserves no CPU itself (its trainers and tasks ask for their own), and at most
+    `max_concurrent` trials run at once, so trials queue instead of deadlocking on a small cluster.
+
+    Resuming starts a new Tune experiment (`tune/attempt_<k>`) over every seed: the per-seed run
+    folders carry the state (stage records, training checkpoints, saved shards), so a finished
+    seed costs only its report, an interrupted one continues where it stopped, and a seed whose
+    evaluation or stress options changed re-runs only the stages that read them.
     """
     from ray import tune
 
-    tune_path = Path(root) / "tune"
-    trainable = tune.with_resources(_seed_trial, {"cpu": 0.01})
-    if resume:
-        if not tune.Tuner.can_restore(str(tune_path)):
-            raise StressError(f"{tune_path}: no sweep to resume (run without --resume first)")
-        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True, restart_errored=False)
-    else:
-        if tune_path.exists():
-            raise StressError(f"{tune_path} exists: pass --resume to continue that sweep, or choose another --run-name")
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"seed": tune.grid_search(seeds), "base": base.to_dict(), "root": str(root)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-            run_config=tune.RunConfig(
-                name="tune", storage_path=str(root), failure_config=tune.FailureConfig(max_failures=1), verbose=1
-            ),
-        )
+    tune_root = Path(root) / "tune"
+    if resume and not tune_root.is_dir():
+        raise StressError(f"{tune_root}: no sweep to resume (run without --resume first)")
+    if not resume and tune_root.exists():
+        raise StressError(f"{tune_root} exists: pass --resume to continue that sweep, or choose another --run-name")
+    attempt = 1 + sum(1 for p in tune_root.glob("attempt_*") if p.is_dir()) if tune_root.is_dir() else 1
+    tuner = tune.Tuner(
+        tune.with_resources(_seed_trial, TRIAL_RESOURCES),
+        param_space={"seed": tune.grid_search(seeds), "base": base.to_dict(), "root": str(root)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(
+            name=f"attempt_{attempt}", storage_path=str(tune_root),
+            failure_config=tune.FailureConfig(max_failures=1), verbose=1,
+        ),
+    )
     results = tuner.fit()
     finished = []
     for result in results:

@@ -22,9 +22,33 @@ from stress.shards import evaluate_shard, load_model
 PER_IMAGE_KEYS = ("indices", "logits", "predicted", "confidence", "correct", "centre_share_predicted", "centre_share_true")
 
 
+# Bumped whenever the evaluate stage computes something differently, so that run folders and
+# saved shards from older code are recomputed instead of mixed with new results.
+EVALUATE_VERSION = 2
+EVALUATE_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps")  # stress.* read here
+STAGE_KEY = "stage_key"  # entry of every saved shard file: the key of the stage that wrote it
+
+
 def evaluation_key(config) -> str:
-    """Evaluation results depend on everything but where and with what resources they ran."""
-    return config_key(config.to_dict(), ("data", "model", "train", "stress"))
+    """The evaluate stage's inputs: the trained models' options and the stress options it reads."""
+    return config_key(config.to_dict(), ("data", "model", "train"), {"stress": EVALUATE_OPTIONS}, EVALUATE_VERSION)
+
+
+def load_saved_shard(path, key: str, log) -> dict[str, np.ndarray] | None:
+    """A saved shard's arrays if it was written under stage key `key`, else None (and say why)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = dict(saved)
+    except (OSError, ValueError, EOFError) as exc:
+        log(f"{path.name}: unreadable saved shard ({type(exc).__name__}): recomputed")
+        return None
+    stored = arrays.pop(STAGE_KEY, None)
+    if stored is None or str(stored) != key:
+        log(f"{path.name}: saved under other options or older code: recomputed")
+        return None
+    return arrays
 
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
@@ -65,16 +89,16 @@ def load_weights(run: RunFolder, model_config: dict) -> dict[str, dict]:
 def predict_all(pipeline, weights_ref, images_ref, labels_ref, n: int, shards: int) -> dict[str, dict[str, np.ndarray]]:
     """Run evaluate_shard for every (variant, shard) as Ray tasks; merged per-image results per variant."""
     run, config = pipeline.run, pipeline.config
+    key = evaluation_key(config)
     folder = run.path("eval", "shards")
     bounds = shard_bounds(n, shards)
     parts: dict[str, list] = {v: [] for v in VARIANTS}
     calls = []
     for v in VARIANTS:
         for start, stop in bounds:
-            path = folder / f"{v}_{start}_{stop}.npz"
-            if path.is_file():
-                with np.load(path) as saved:
-                    parts[v].append(dict(saved))
+            saved = load_saved_shard(folder / f"{v}_{start}_{stop}.npz", key, pipeline.log)
+            if saved is not None:
+                parts[v].append(saved)
                 continue
             args = (weights_ref[v], config.to_dict()["model"], images_ref, labels_ref, start, stop)
             kwargs = {
@@ -89,7 +113,7 @@ def predict_all(pipeline, weights_ref, images_ref, labels_ref, n: int, shards: i
     def on_result(key: str, value: dict) -> None:
         variant, span = key.split(":")
         start, stop = span.split("-")
-        write_npz(folder / f"{variant}_{start}_{stop}.npz", **value)
+        write_npz(folder / f"{variant}_{start}_{stop}.npz", **value, **{STAGE_KEY: np.array(key)})
         parts[variant].append(value)
 
     cluster.run_tasks(evaluate_shard, calls, config.resources, on_result, pipeline.log)

@@ -11,15 +11,23 @@ import time
 import numpy as np
 
 from stress import cluster
-from stress.artifacts import write_json, write_npz
+from stress.artifacts import config_key, write_json, write_npz
 from stress.config import VARIANTS
 from stress.corruptions import CORRUPTIONS
-from stress.evaluation import evaluation_key, shard_bounds
+from stress.evaluation import STAGE_KEY, load_saved_shard, shard_bounds
 from stress.robustness import stress_shard, summarise_calibration, summarise_robustness
 from stress.shards import evaluate_shard
 from stress.shifts import list_shifts
 
 SHIFTS_PER_TASK = 6
+# Bumped whenever the stress stage computes something differently (see EVALUATE_VERSION).
+STRESS_VERSION = 2
+STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins")  # stress.* read here
+
+
+def stress_key(config) -> str:
+    """The stress stage's inputs: the trained models' options and the stress options it reads."""
+    return config_key(config.to_dict(), ("data", "model", "train"), {"stress": STRESS_OPTIONS}, STRESS_VERSION)
 FIELDS = ("correct", "confidence", "nll", "brier")
 
 
@@ -30,7 +38,7 @@ def _task_key(group: str, start: int, stop: int) -> str:
 def run_stress(pipeline) -> None:
     """Corruptions x severities, shifts and calibration for both variants."""
     run, config, splits = pipeline.run, pipeline.config, pipeline.splits
-    key = evaluation_key(config)
+    key = stress_key(config)
     if config.stress.skip_stress:
         pipeline.log("stress: skipped (--skip-stress)")
         return
@@ -60,10 +68,9 @@ def run_stress(pipeline) -> None:
     for group, perturbations in groups.items():
         for start, stop in bounds:
             task = _task_key(group, start, stop)
-            path = folder / f"{task}.npz"
-            if path.is_file():
-                with np.load(path) as saved:
-                    results[task] = _unflatten(dict(saved))
+            saved = load_saved_shard(folder / f"{task}.npz", key, pipeline.log)
+            if saved is not None:
+                results[task] = _unflatten(saved)
                 continue
             calls.append((task, (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations), {"seed": config.train.seed}))
     # Validation logits for temperature scaling, one task per variant.
@@ -79,7 +86,7 @@ def run_stress(pipeline) -> None:
         if task.startswith("val:"):
             val_logits[task[4:]] = value["logits"]
             return
-        write_npz(folder / f"{task}.npz", **_flatten(value))
+        write_npz(folder / f"{task}.npz", **_flatten(value), **{STAGE_KEY: np.array(key)})
         results[task] = value
 
     cluster.run_tasks(evaluate_shard, val_calls, config.resources, on_result, pipeline.log)
