@@ -79,6 +79,26 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
     return result
 
 
+def summarise_road(m: dict) -> dict:
+    """ROAD AUCs (target probability averaged over removal fractions) and the paired gains over
+    the structure-matched random order: MoRF (random − map: > 0 when removing the map's top
+    first destroys the evidence faster), LeRF (map − random: > 0 when removing its bottom first
+    keeps the evidence longer), and their mean, ROAD's combined score (LeRF − MoRF) / 2 of the map
+    minus that of the random order, which the faithfulness verdict uses."""
+    keys = ("road_morf_auc", "road_lerf_auc", "road_random_morf_auc", "road_random_lerf_auc")
+    morf_gain = m["faithful_road_random_morf_auc"] - m["faithful_road_morf_auc"]
+    lerf_gain = m["faithful_road_lerf_auc"] - m["faithful_road_random_lerf_auc"]
+    return {
+        **{k: _mean_interval(m[f"faithful_{k}"]) for k in keys},
+        "morf_gain": _mean_interval(morf_gain),
+        "lerf_gain": _mean_interval(lerf_gain),
+        "combined_gain": _mean_interval((morf_gain + lerf_gain) / 2),
+        "n_images": int(len(m["faithful_indices"])),
+        "imputation": "noisy linear (Rong et al. 2022)",
+        "random_order": "structure-matched: uniform noise at the CAM resolution, upsampled like the CAM",
+    }
+
+
 def analyse_explanations(merged: dict) -> dict:
     """Centre-versus-border attention of failures and successes, deletion/insertion AUCs, sanity check."""
     result = {}
@@ -111,6 +131,8 @@ def analyse_explanations(merged: dict) -> dict:
                 "deletion_gain": _mean_interval(m["faithful_random_deletion_auc"] - m["faithful_deletion_auc"]),
                 "insertion_gain": _mean_interval(m["faithful_insertion_auc"] - m["faithful_random_insertion_auc"]),
             }
+            if "faithful_road_morf_auc" in m:
+                entry["road"] = summarise_road(m)
             entry["sanity_check"] = {
                 "mean_rank_correlation": float(defined.mean()) if defined.size else None,
                 "median_rank_correlation": float(np.median(defined)) if defined.size else None,

@@ -140,6 +140,18 @@ def gradcam(
     return gradcam_for_targets(model, images, {"target": targets}, layer, batch_size)["target"]
 
 
+def cam_resolution(model: nn.Module, images: torch.Tensor, layer: str = GRADCAM_LAYER) -> tuple[int, int]:
+    """(h, w) of the Grad-CAM layer's output for images of this size, before upsampling."""
+    with torch.no_grad(), ActivationsAndGradients(model, layer) as hooks:
+        was_training = model.training
+        model.eval()
+        try:
+            model(images[:1])
+        finally:
+            model.train(was_training)
+        return tuple(hooks.activations.shape[-2:])
+
+
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """(N, H, W) -> the same maps divided by their per-image maximum; all-zero maps stay zero."""
     peak = maps.amax(dim=(1, 2), keepdim=True)  # (N, 1, 1)

@@ -92,24 +92,33 @@ def evaluate_shard(
     return out
 
 
+FAITHFUL_KEYS = (
+    "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",  # Petsiuk et al., i.i.d. random order
+    "road_morf_auc", "road_lerf_auc", "road_random_morf_auc", "road_random_lerf_auc",  # ROAD, structure-matched random order
+)
+
+
 def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed: int, batch_size: int) -> dict:
-    """Deletion/insertion AUCs and the randomisation sanity check on every `every`-th image."""
-    from stress.gradcam import deletion_insertion, gradcam, sanity_check
+    """Deletion/insertion and ROAD AUCs and the randomisation sanity check on every `every`-th image."""
+    from stress.faithfulness import road_curves, structured_random_maps
+    from stress.gradcam import cam_resolution, deletion_insertion, gradcam, sanity_check
 
     first = (-start) % every
     local = torch.arange(first, len(x), every, device=x.device)
-    keys = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
     if len(local) == 0:
-        return {"faithful_indices": np.zeros(0, dtype=np.int64), **{f"faithful_{k}": np.zeros(0) for k in keys},
+        return {"faithful_indices": np.zeros(0, dtype=np.int64), **{f"faithful_{k}": np.zeros(0) for k in FAITHFUL_KEYS},
                 "faithful_randomisation_correlation": np.zeros(0)}
     images, targets = normalize(x[local]), predicted[local]
     maps = gradcam(model, images, targets)
     generator = torch.Generator().manual_seed(seed * 7919 + start)
     curves = deletion_insertion(model, images, maps, targets, steps=steps, generator=generator, batch_size=batch_size * 2)
+    random_maps = structured_random_maps(len(local), cam_resolution(model, images), tuple(images.shape[-2:]), generator, x.device)
+    road = road_curves(model, images, {"road": maps, "road_random": random_maps}, targets, generator=generator, batch_size=batch_size)
+    curves.update(road)
     # The same randomised weights for every shard: seeded by `seed` alone.
     sanity = sanity_check(model, images, targets, generator=torch.Generator().manual_seed(seed))
     return {
         "faithful_indices": (local + start).cpu().numpy(),
-        **{f"faithful_{k}": curves[k].cpu().numpy() for k in keys},
+        **{f"faithful_{k}": curves[k].cpu().numpy() for k in FAITHFUL_KEYS},
         "faithful_randomisation_correlation": sanity["correlations"].cpu().numpy(),
     }
