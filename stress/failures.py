@@ -20,7 +20,9 @@ from scipy import stats as scipy_stats
 
 from stress.data import CLASSES  # re-exported: class names for reports that index by label
 from stress.errors import StressError
-from stress.stats import bootstrap_ci, cohens_d
+from stress.stats import bootstrap_ci, cohens_d, holm_bonferroni
+
+HOLM_ALPHA = 0.05  # family-wise error rate over the characteristics compared
 
 __all__ = [
     "CLASSES",
@@ -180,16 +182,21 @@ def _effect_size(first: np.ndarray, second: np.ndarray, seed: int) -> dict:
     effect = cohens_d(first, second)
     if math.isinf(effect):
         # Both groups constant at different values: every resample is the same perfect split.
-        return {"separates": True}
+        return {"interval_excludes_zero": True, "p": 0.0}
     # Resamples that happen to be constant give infinite d; a quantile between two
     # infinities is NaN (reported as None), which must not count as separation.
     with np.errstate(invalid="ignore"):
         low, high = bootstrap_ci(cohens_d, first, second, seed=seed)
+    from scipy import stats as scipy_stats
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = float(scipy_stats.ttest_ind(first, second, equal_var=False).pvalue)  # Welch's t-test
     return {
         "cohens_d": _finite_or_none(effect),
         "d_low": _finite_or_none(low),
         "d_high": _finite_or_none(high),
-        "separates": bool(low > 0 or high < 0),
+        "interval_excludes_zero": bool(low > 0 or high < 0),
+        "p": p if math.isfinite(p) else None,
     }
 
 
@@ -199,10 +206,13 @@ def compare_groups(
     """Per characteristic: group means and sizes, Cohen's d of a vs b with a bootstrap 95% CI, and whether it separates.
 
     group_a, group_b: boolean (N,) masks, e.g. confident failures vs confident successes.
-    "separates" is True when the bootstrap interval of d excludes 0. With fewer than two
-    images in a group, d and its interval are None and "separates" is False. Infinite values
-    (zero spread, e.g. both groups constant) are reported as None because JSON cannot hold them;
-    two constant groups at different values count as separated.
+    Several characteristics are compared at once, so "separates" is corrected for that
+    multiplicity: Welch's t-test per characteristic ("p"), Holm's step-down over all the
+    characteristics compared at family-wise alpha 0.05, and the bootstrap interval of d must
+    exclude 0 as well ("interval_excludes_zero", uncorrected). With fewer than two images in a
+    group, d, its interval and p are None and "separates" is False. Infinite values (zero spread,
+    e.g. both groups constant) are reported as None because JSON cannot hold them; two constant
+    groups at different values count as separated.
     """
     mask_a = np.asarray(group_a, dtype=bool).reshape(-1)
     mask_b = np.asarray(group_b, dtype=bool).reshape(-1)
@@ -220,11 +230,19 @@ def compare_groups(
             "cohens_d": None,
             "d_low": None,
             "d_high": None,
+            "interval_excludes_zero": False,
+            "p": None,
             "separates": False,
         }
         if first.size >= 2 and second.size >= 2:
             entry.update(_effect_size(first, second, seed))
         result[name] = entry
+    tested = [name for name, entry in result.items() if entry["p"] is not None]
+    if tested:
+        rejected = holm_bonferroni([result[name]["p"] for name in tested], HOLM_ALPHA)
+        for name, reject in zip(tested, rejected):
+            result[name]["separates"] = bool(reject and result[name]["interval_excludes_zero"])
+            result[name]["holm_family"] = len(tested)
     return result
 
 

@@ -4,12 +4,23 @@ Every rule is a function summary -> list[Observation]; a rule whose section is m
 from the summary (its stage did not run) returns an empty list. Nothing here is written
 by hand as a result: each number in a sentence is a formatted field of the summary.
 
+Two kinds of statement are kept apart (`scope`):
+- "model": about these trained models ("this model is wrong on these images", "its ECE is
+  0.19"). Intervals over the test images are the right uncertainty for them.
+- "intervention": about the augmentation's effect ("augmentation makes the network more
+  robust to fog"). That needs the variation between trainings, i.e. seeds. A single run
+  holds one trained pair, so these rules never give an "effect" verdict here: they say what
+  this pair shows, that training-to-training variation was not measured, and which sweep
+  command measures it (verdict "one pair only"). The sweep report (stress.sweep_report)
+  gives intervention verdicts from seed-level intervals.
+
 Verdicts:
 - "effect": an interval excludes 0 in the direction the rule asks about, or a count is > 0
   (or, for a check, the check passes with its interval on the right side of the threshold);
 - "no effect": the data show the opposite (a zero count, an interval on the other side,
   a failed check);
-- "inconclusive": the interval includes 0, or no interval exists.
+- "inconclusive": the interval includes 0, or no interval exists;
+- "one pair only": an intervention statement from a single trained pair, not tested.
 """
 
 from __future__ import annotations
@@ -22,8 +33,10 @@ from stress.config import VARIANTS
 from stress.stats import wilson_interval
 
 EFFECT, NO_EFFECT, INCONCLUSIVE = "effect", "no effect", "inconclusive"
+ONE_PAIR = "one pair only"  # an intervention statement from one trained pair: not a verdict on the augmentation
+MODEL, INTERVENTION = "model", "intervention"  # Observation.scope
 SANITY_THRESHOLD = 0.5  # mean rank correlation with a randomised model below this: maps depend on the weights
-TRAINED_FOR = ("translation", "flip")  # what RandomCrop + RandomHorizontalFlip shows the model
+TRAINED_FOR = ("translation", "flip")  # what RandomCrop + RandomHorizontalFlip shows the model (edge-filled shifts)
 NOT_TRAINED_FOR = ("rotation", "scale")
 
 
@@ -37,6 +50,7 @@ class Observation:
     uncertainty: str
     figure: str | None = None  # path relative to the run folder, e.g. figures/gain_heatmap.png
     evidence: dict[str, float | int | None] = field(default_factory=dict)
+    scope: str = MODEL  # MODEL: about these trained models; INTERVENTION: about the augmentation's effect
 
 
 Rule = Callable[[dict], list[Observation]]
@@ -80,6 +94,26 @@ def newcombe_interval(successes_a: int, n_a: int, successes_b: int, n_b: int) ->
     low = difference - math.sqrt((p_b - low_b) ** 2 + (high_a - p_a) ** 2)
     high = difference + math.sqrt((high_b - p_b) ** 2 + (p_a - low_a) ** 2)
     return difference, low, high
+
+
+def sweep_command(summary: dict) -> str:
+    """The command that measures training-to-training variation for this run's data."""
+    source = summary.get("dataset", {}).get("source") or "SOURCE"
+    return f"python jobs/seed_sweep.py --data {source} --num-seeds 5"
+
+
+def one_pair(summary: dict, finding: str) -> str:
+    """`finding` (what this pair of models shows) plus the sentence that scopes it."""
+    return (f"{finding} This compares one trained pair: training-to-training variation (initialisation, data order, "
+            f"augmentation draws) was not measured, so it is not evidence about the augmentation itself; "
+            f"`{sweep_command(summary)}` measures that.")
+
+
+def pair_difference(mean: float | None, low: float | None, high: float | None) -> str:
+    """How an image-level interval of a difference between the two models reads: about these models only."""
+    if verdict_of(low, high) == INCONCLUSIVE:
+        return "on these test images the two models are not distinguishable"
+    return f"these two models differ ({'augmented higher' if low > 0 else 'augmented lower'})"
 
 
 # -- rules --------------------------------------------------------------------
@@ -128,59 +162,68 @@ def clean_gain(summary: dict) -> list[Observation]:
         return []
     return [Observation(
         rule="clean_gain",
-        text=(f"Augmentation changed clean accuracy by {signed(mean)} (augmented − baseline, 95% CI {interval_text(low, high)}): "
-              + direction(low, high, "it improved clean accuracy.", "it lowered clean accuracy.")),
-        verdict=verdict_of(low, high), uncertainty=how, figure="figures/training_curves.png",
-        evidence={"gain": mean, "low": low, "high": high},
+        text=one_pair(summary, f"Clean accuracy of augmented − baseline is {signed(mean)} (95% CI over test images "
+                               f"{interval_text(low, high)}): {pair_difference(mean, low, high)}."),
+        verdict=ONE_PAIR, uncertainty=how + "; one trained pair", figure="figures/training_curves.png",
+        evidence={"gain": mean, "low": low, "high": high}, scope=INTERVENTION,
     )]
 
 
 def corruption_gain(summary: dict) -> list[Observation]:
-    """Did augmentation improve mean corruption accuracy?"""
+    """Absolute accuracy under corruption and the drop from clean, read together, for this pair."""
     robustness = summary.get("robustness")
     gain = (robustness or {}).get("gain", {}).get("mean_corruption")
     if not gain:
         return []
     accuracy = {v: robustness[v]["mean_corruption_acc"] for v in VARIANTS}
+    drop = {v: robustness[v].get("corruption_drop") for v in VARIANTS}
+    drop_gain = robustness["gain"].get("corruption_drop")
+    finding = (f"Mean corruption accuracy is {number(accuracy['baseline'])} (baseline) and {number(accuracy['augmented'])} "
+               f"(augmented), a paired difference of {signed(gain['mean'])} (95% CI over test images {interval_text(gain['low'], gain['high'])})")
+    evidence = {"baseline": accuracy["baseline"], "augmented": accuracy["augmented"], "gain": gain["mean"], "low": gain["low"], "high": gain["high"]}
+    if drop_gain and None not in drop.values():
+        finding += (f"; the drop from clean is {number(drop['baseline'])} and {number(drop['augmented'])}, a difference of "
+                    f"{signed(drop_gain['mean'])} {interval_text(drop_gain['low'], drop_gain['high'])}")
+        higher, larger = gain["mean"] > 0, drop_gain["mean"] > 0
+        finding += (": " + ("higher" if higher else "lower") + " accuracy under corruption, but a " if higher == larger else
+                    ": " + ("higher" if higher else "lower") + " accuracy under corruption and a ")
+        finding += ("larger" if larger else "smaller") + " drop from clean for the augmented model."
+        evidence |= {"drop_baseline": drop["baseline"], "drop_augmented": drop["augmented"], "drop_gain": drop_gain["mean"],
+                     "drop_low": drop_gain["low"], "drop_high": drop_gain["high"]}
+    else:
+        finding += "."
     return [Observation(
-        rule="corruption_gain",
-        text=(f"Mean corruption accuracy is {number(accuracy['baseline'])} (baseline) and {number(accuracy['augmented'])} (augmented); "
-              f"the paired gain is {signed(gain['mean'])} (95% CI {interval_text(gain['low'], gain['high'])}): "
-              + direction(gain["low"], gain["high"], "augmentation made the model more robust to corruptions.",
-                          "augmentation made the model less robust to corruptions.")),
-        verdict=verdict_of(gain["low"], gain["high"]),
-        uncertainty=f"paired 95% t-interval over {gain['n']} images of each image's accuracy over all corruption cells",
-        figure="figures/severity_curves.png",
-        evidence={"baseline": accuracy["baseline"], "augmented": accuracy["augmented"], "gain": gain["mean"], "low": gain["low"], "high": gain["high"]},
+        rule="corruption_gain", text=one_pair(summary, finding), verdict=ONE_PAIR,
+        uncertainty=f"paired 95% t-intervals over {gain['n']} test images of one trained pair (each image's accuracy over all corruption cells)",
+        figure="figures/severity_curves.png", evidence=evidence, scope=INTERVENTION,
     )]
 
 
 def worst_corruptions(summary: dict, top: int = 3) -> list[Observation]:
-    """Which corruptions hurt most (largest drop from clean at the highest severity), and did augmentation help there?"""
+    """Which corruptions hurt each model most (largest drop from clean at the highest severity)?"""
     robustness = summary.get("robustness")
     if not robustness or not robustness[VARIANTS[0]].get("by_corruption"):
         return []
-    gains = robustness.get("gain", {}).get("by_corruption", {})
     out = []
     for v in VARIANTS:
         r = robustness[v]
         severity = r["severities"][-1]
         drops = {c: r["clean_acc"] - values[-1] for c, values in r["by_corruption"].items()}
         ranked = sorted(drops, key=lambda c: (-drops[c], c))[:top]
-        worst, g = ranked[0], gains.get(ranked[0])
+        worst = ranked[0]
+        worst_low, worst_high = r["by_corruption_interval"][worst][-1]
+        clean_low, clean_high = r["clean_acc_interval"]
         listing = ", ".join(f"{c} (−{number(drops[c])})" for c in ranked)
-        text = (f"For {v}, the corruptions that hurt most at severity {severity} are {listing}; under {worst} accuracy falls "
-                f"from {number(r['clean_acc'])} to {number(r['by_corruption'][worst][-1])}.")
-        if g:
-            text += (f" Augmentation changed accuracy under {worst} by {signed(g['mean'])} (95% CI {interval_text(g['low'], g['high'])}, "
-                     "mean over severities): " + direction(g["low"], g["high"], "it helped there.", "it hurt there."))
+        separated = None not in (worst_high, clean_low) and worst_high < clean_low
         out.append(Observation(
-            rule="worst_corruptions", text=text,
-            verdict=verdict_of(g["low"], g["high"]) if g else INCONCLUSIVE,
-            uncertainty=f"paired 95% t-interval over {g['n']} images" if g else "no paired gain recorded",
-            figure="figures/gain_heatmap.png",
-            evidence={"corruption": worst, "drop": drops[worst], "clean": r["clean_acc"], "worst_accuracy": r["by_corruption"][worst][-1],
-                      **({"gain": g["mean"], "low": g["low"], "high": g["high"]} if g else {})},
+            rule="worst_corruptions",
+            text=(f"For {v}, the corruptions that hurt most at severity {severity} are {listing}; under {worst} accuracy falls "
+                  f"from {number(r['clean_acc'])} to {number(r['by_corruption'][worst][-1])}."),
+            verdict=EFFECT if separated else INCONCLUSIVE,
+            uncertainty=(f"Wilson 95% CIs over test images: clean {interval_text(clean_low, clean_high, sign=False)}, "
+                         f"{worst} {interval_text(worst_low, worst_high, sign=False)}"),
+            figure="figures/severity_curves.png",
+            evidence={"corruption": worst, "drop": drops[worst], "clean": r["clean_acc"], "worst_accuracy": r["by_corruption"][worst][-1]},
         ))
     return out
 
@@ -197,14 +240,16 @@ def corruption_gain_split(summary: dict) -> list[Observation]:
     def listing(names: list[str]) -> str:
         return ", ".join(f"{c} {signed(gains[c]['mean'])} {interval_text(gains[c]['low'], gains[c]['high'])}" for c in names) or "none"
 
-    text = (f"Per corruption (mean over severities, augmented − baseline), augmentation helped on {len(helped)}: {listing(helped)}; "
-            f"it hurt on {len(hurt)}: {listing(hurt)}; inconclusive on {len(unclear)}" + (f": {', '.join(unclear)}." if unclear else "."))
+    text = (f"Per corruption (mean over severities, augmented − baseline), the augmented model of this pair is more accurate on "
+            f"{len(helped)}: {listing(helped)}; less accurate on {len(hurt)}: {listing(hurt)}; not distinguishable on {len(unclear)}"
+            + (f": {', '.join(unclear)}." if unclear else "."))
     n = next(iter(gains.values()))["n"]
     return [Observation(
-        rule="corruption_gain_split", text=text, verdict=EFFECT if helped or hurt else INCONCLUSIVE,
-        uncertainty=f"paired 95% t-interval over {n} images per corruption (not corrected for {len(gains)} comparisons)",
+        rule="corruption_gain_split", text=one_pair(summary, text), verdict=ONE_PAIR,
+        uncertainty=(f"paired 95% t-intervals over {n} test images of one trained pair, per corruption; not corrected for the "
+                     f"{len(gains)} comparisons (the sweep report applies Holm over seeds)"),
         figure="figures/gain_heatmap.png",
-        evidence={"helped": helped, "hurt": hurt, "inconclusive": unclear},
+        evidence={"helped": helped, "hurt": hurt, "inconclusive": unclear}, scope=INTERVENTION,
     )]
 
 
@@ -227,17 +272,38 @@ def invariances(summary: dict) -> list[Observation]:
         if not entries:
             continue
         clear = [f for f, g in entries.items() if verdict_of(g["low"], g["high"]) == EFFECT]
-        verdict = EFFECT if clear else INCONCLUSIVE
-        conclusion = (f"the interval excludes 0 for {', '.join(clear)}." if clear else "every interval includes 0: inconclusive.")
+        conclusion = (f"the image-level interval excludes 0 for {', '.join(clear)}." if clear else "every interval includes 0.")
         out.append(Observation(
             rule=rule,
-            text=f"Accuracy gain of augmentation on {label}: " + "; ".join(_family_sentence(f, g) for f, g in entries.items()) + f"; {conclusion}",
-            verdict=verdict,
-            uncertainty="paired 95% t-intervals over the stress images",
+            text=one_pair(summary, f"Accuracy of augmented − baseline on {label}: "
+                                   + "; ".join(_family_sentence(f, g) for f, g in entries.items()) + f"; {conclusion}"),
+            verdict=ONE_PAIR,
+            uncertainty="paired 95% t-intervals over the stress images of one trained pair; shifts fill uncovered pixels from the edge",
             figure="figures/shift_families.png",
-            evidence={f"{f}_{k}": g[k] for f, g in entries.items() for k in ("mean", "low", "high")},
+            evidence={f"{f}_{k}": g[k] for f, g in entries.items() for k in ("mean", "low", "high")}, scope=INTERVENTION,
         ))
     return out
+
+
+def black_borders(summary: dict) -> list[Observation]:
+    """How much of the translation gain under zero fill is familiarity with black borders?"""
+    border = summary.get("robustness", {}).get("gain", {}).get("border_effect")
+    if not border:
+        return []
+    share = border.get("share_of_zero_fill_gain")
+    finding = (f"Under translations, augmented − baseline accuracy is {signed(border['gain_zero_fill'])} with black (zero) borders and "
+               f"{signed(border['gain_edge_fill'])} with edge-replicated borders; the difference, {signed(border['mean'])} "
+               f"(95% CI over test images {interval_text(border['low'], border['high'])}), is what familiarity with the black borders "
+               "of zero-padded RandomCrop is worth to the augmented model"
+               + (f": {100 * share:.0f}% of its zero-fill translation gain." if share is not None else "."))
+    return [Observation(
+        rule="black_borders", text=one_pair(summary, finding), verdict=ONE_PAIR,
+        uncertainty="paired 95% t-interval over the stress images of one trained pair",
+        figure="figures/translation_grid.png",
+        evidence={"difference": border["mean"], "low": border["low"], "high": border["high"], "share": share,
+                  "gain_zero_fill": border["gain_zero_fill"], "gain_edge_fill": border["gain_edge_fill"]},
+        scope=INTERVENTION,
+    )]
 
 
 def border_attention(summary: dict) -> list[Observation]:
@@ -299,33 +365,53 @@ def sanity_check(summary: dict) -> list[Observation]:
     return out
 
 
+def road_verdict(road: dict) -> str:
+    """ROAD's combined score (LeRF − MoRF) / 2, map minus structure-matched random order, paired over
+    images: EFFECT (faithful) when its interval lies above 0, NO_EFFECT when below, else INCONCLUSIVE.
+    Deletion (MoRF) and insertion-like (LeRF) evidence thus enter with equal weight."""
+    combined = road["combined_gain"]
+    verdict = verdict_of(combined["low"], combined["high"])
+    if verdict == EFFECT and combined["high"] < 0:
+        return NO_EFFECT
+    return verdict
+
+
 def faithfulness(summary: dict) -> list[Observation]:
-    """Are the maps faithful? Deletion in map order must lower the probability faster than random order."""
+    """Are the maps faithful? ROAD (noisy linear imputation) most- and least-relevant-first against a
+    structure-matched random order; the constant-fill deletion against i.i.d. random order is quoted beside it."""
     explanations = summary.get("explanations")
     if not explanations:
         return []
     out = []
     for v in VARIANTS:
-        f = explanations[v].get("faithfulness")
-        if not f:
+        road, legacy = explanations[v].get("road"), explanations[v].get("faithfulness")
+        if not road:
             continue
-        g = f["deletion_gain"]
-        verdict = verdict_of(g["low"], g["high"])
-        if verdict == EFFECT and g["high"] < 0:
-            verdict = NO_EFFECT
-        answer = {EFFECT: "faithful: deleting the highlighted pixels first removes the evidence faster than random deletion.",
-                  NO_EFFECT: "not faithful: random deletion removes the evidence faster.",
-                  INCONCLUSIVE: "the interval includes 0: inconclusive."}[verdict]
+        verdict = road_verdict(road)
+        morf, lerf, combined = road["morf_gain"], road["lerf_gain"], road["combined_gain"]
+        answer = {EFFECT: "faithful: taken together, the map's order removes the evidence faster from the top and more slowly "
+                          "from the bottom than the random order does.",
+                  NO_EFFECT: "not faithful: taken together, the map does worse than the structure-matched random order.",
+                  INCONCLUSIVE: "inconclusive: the interval of the combined gain includes 0."}[verdict]
+        text = (f"For {v}, ROAD (noisy linear imputation, {road['n_images']} images) gives a most-relevant-first AUC of "
+                f"{number(road['road_morf_auc']['mean'])} against {number(road['road_random_morf_auc']['mean'])} for a "
+                f"structure-matched random order (gain {signed(morf['mean'])}, 95% CI {interval_text(morf['low'], morf['high'])}) "
+                f"and a least-relevant-first AUC of {number(road['road_lerf_auc']['mean'])} against "
+                f"{number(road['road_random_lerf_auc']['mean'])} (gain {signed(lerf['mean'])}, {interval_text(lerf['low'], lerf['high'])}); "
+                f"combined gain (ROAD's (LeRF − MoRF) / 2, map − random) {signed(combined['mean'])} "
+                f"{interval_text(combined['low'], combined['high'])}: {answer}")
+        if legacy:
+            g = legacy["deletion_gain"]
+            text += (f" With a constant fill and i.i.d. random pixels instead, the deletion gain is {signed(g['mean'])} "
+                     f"{interval_text(g['low'], g['high'])}: scattered constant holes are out of distribution, which makes "
+                     "that random baseline unusually destructive.")
         out.append(Observation(
-            rule="faithfulness",
-            text=(f"For {v}, the deletion AUC is {number(f['deletion_auc']['mean'])} in map order and "
-                  f"{number(f['random_deletion_auc']['mean'])} in random order (gain {signed(g['mean'])}, 95% CI "
-                  f"{interval_text(g['low'], g['high'])}, {f['n_images']} images); insertion AUC {number(f['insertion_auc']['mean'])} "
-                  f"vs {number(f['random_insertion_auc']['mean'])}: {answer}"),
-            verdict=verdict, uncertainty="paired 95% t-interval over images",
+            rule="faithfulness", text=text, verdict=verdict,
+            uncertainty="paired 95% t-intervals over images (this trained model)",
             figure="figures/faithfulness.png",
-            evidence={"deletion_auc": f["deletion_auc"]["mean"], "random_deletion_auc": f["random_deletion_auc"]["mean"],
-                      "gain": g["mean"], "low": g["low"], "high": g["high"]},
+            evidence={"combined_gain": combined["mean"], "combined_low": combined["low"], "combined_high": combined["high"],
+                      "morf_gain": morf["mean"], "morf_low": morf["low"], "morf_high": morf["high"],
+                      "lerf_gain": lerf["mean"], "lerf_low": lerf["low"], "lerf_high": lerf["high"]},
         ))
     return out
 
@@ -386,7 +472,8 @@ def characteristics(summary: dict) -> list[Observation]:
             verdict = INCONCLUSIVE
         out.append(Observation(
             rule="characteristics", text=text, verdict=verdict,
-            uncertainty="Cohen's d (failures − successes) with a bootstrap 95% interval",
+            uncertainty=(f"Cohen's d (failures − successes) with a bootstrap 95% interval over images; 'differ' needs Welch's test "
+                         f"to survive Holm's correction over the {len(comparison)} characteristics (α = 0.05) and the interval to exclude 0"),
             figure="figures/characteristics.png",
             evidence={f"{name}_d": comparison[name].get("cohens_d") for name in comparison} | {"n_failures": n_failures},
         ))
@@ -411,7 +498,7 @@ def shared_failures(summary: dict) -> list[Observation]:
 
 
 RULES: tuple[Rule, ...] = (
-    confident_failures, clean_gain, corruption_gain, worst_corruptions, corruption_gain_split, invariances,
+    confident_failures, clean_gain, corruption_gain, worst_corruptions, corruption_gain_split, invariances, black_borders,
     border_attention, sanity_check, faithfulness, calibration, characteristics, shared_failures,
 )
 

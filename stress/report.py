@@ -97,7 +97,9 @@ def headline(summary: dict) -> Section:
         rows.append((v, clean, corrupted, ece, confident))
     headers = ("variant", "clean test accuracy [95% CI]", "mean corruption accuracy [95% CI]",
                "ECE → after temperature", "confident failures ≥0.9 / ≥0.99")
-    blocks = [_table(headers, rows)]
+    blocks = [_table(headers, rows), Paragraph(
+        "Intervals are 95%, over the test images, for these two trained models. They say how precisely these models were "
+        "measured, not whether the augmentation itself changes anything: that needs several trainings (a seed sweep).")]
     if not robustness or not calibration:
         blocks.append(Note(f"{MISSING}: stage stress did not run"))
     return Section("headline", "Headline", tuple(blocks))
@@ -195,10 +197,22 @@ def explanations(summary: dict) -> Section:
     faithful = [v for v in VARIANTS if "faithfulness" in results[v]]
     if faithful:
         keys = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "deletion_gain", "insertion_gain")
+        blocks.append(Paragraph("Constant-fill deletion and blurred-start insertion (Petsiuk et al. 2018) against an i.i.d. random pixel order:"))
         blocks.append(_table(("variant", *(k.replace("_", " ") for k in keys), "images"), [
             (v, *(_with_interval(results[v]["faithfulness"][k]["mean"], results[v]["faithfulness"][k]["low"], results[v]["faithfulness"][k]["high"]) for k in keys),
              results[v]["faithfulness"]["n_images"]) for v in faithful]))
-        blocks.append(_figure(figure_name("faithfulness"), "Deletion and insertion AUCs: Grad-CAM order versus random order (95% CI)."))
+        road = [v for v in faithful if "road" in results[v]]
+        if road:
+            blocks.append(Paragraph(
+                "ROAD (Rong et al. 2022): pixels are removed in map order and filled by noisy linear imputation, most relevant first "
+                "(MoRF: a faithful map makes the probability fall fast) and least relevant first (LeRF: it falls slowly). The random "
+                "order has the map's structure: uniform noise at the CAM's resolution, upsampled like the CAM. Gains are paired over "
+                "images, positive when the map beats random; the verdict uses their mean, ROAD's combined score (LeRF − MoRF) / 2."))
+            keys = ("road_morf_auc", "road_random_morf_auc", "morf_gain", "road_lerf_auc", "road_random_lerf_auc", "lerf_gain", "combined_gain")
+            blocks.append(_table(("variant", *(k.replace("road_", "").replace("_", " ") for k in keys), "images"), [
+                (v, *(_with_interval(results[v]["road"][k]["mean"], results[v]["road"][k]["low"], results[v]["road"][k]["high"]) for k in keys),
+                 results[v]["road"]["n_images"]) for v in road]))
+        blocks.append(_figure(figure_name("faithfulness"), "ROAD and constant-fill deletion/insertion: Grad-CAM order versus random order (95% CI over images)."))
         blocks.append(Paragraph("Sanity check (Adebayo et al. 2018): rank correlation between maps of the trained model and of a randomised model; low means the maps depend on the weights."))
         blocks.append(_table(("variant", "mean rank correlation [95% CI]", "median", "undefined / images"), [
             (v, _with_interval(c["mean_rank_correlation"], c["interval"]["low"], c["interval"]["high"]), number(c["median_rank_correlation"]),
@@ -211,17 +225,41 @@ def robustness(summary: dict) -> Section:
     blocks: list = []
     if results:
         gain = results.get("gain", {})
+        n = results.get("images", MISSING)
+        main = results[VARIANTS[0]].get("main_corruptions") or []
+        missing = results[VARIANTS[0]].get("main_corruptions_missing") or []
         rows = [(v, _with_interval(results[v]["clean_acc"], *results[v]["clean_acc_interval"]),
                  _with_interval(results[v]["mean_corruption_acc"], *(results[v]["mean_corruption_acc_interval"] or (None, None))),
+                 _with_interval(results[v].get("mean_corruption_acc_main"), *(results[v].get("mean_corruption_acc_main_interval") or (None, None))),
+                 _with_interval(results[v].get("corruption_drop"), *(results[v].get("corruption_drop_interval") or (None, None))),
                  number(results[v]["mce"]), number(results[v]["relative_mce"])) for v in VARIANTS]
-        blocks.append(Paragraph(f"On the first {results.get('images', MISSING)} test images; CE and mCE relative to the baseline (Hendrycks & Dietterich 2019)."))
-        blocks.append(_table(("variant", "clean accuracy", "mean corruption accuracy", "mCE", "relative mCE"), rows))
-        gains = [(name.replace("_", " "), signed(g["mean"]), interval_text(g["low"], g["high"])) for name, g in
-                 [("clean", gain.get("clean")), ("mean_corruption", gain.get("mean_corruption"))] + [(f"shift: {k}", g) for k, g in gain.get("shift_families", {}).items()] if g]
-        blocks.append(_table(("augmented − baseline", "gain", "95% CI (paired)"), gains))
+        blocks.append(Paragraph(
+            f"On the first {n} test images. Every interval in this section is a 95% interval over these {n} test images of this one "
+            "trained pair: it describes these two models, not the augmentation in general (training-to-training variation is not in it). "
+            "Drop = clean − mean corruption accuracy. CE and mCE are relative to this run's baseline (Hendrycks & Dietterich 2019, "
+            "with the baseline in AlexNet's role), so they cannot be compared with published mCE figures."))
+        blocks.append(_table(("variant", "clean accuracy", "mean corruption accuracy", f"mean over CIFAR-10-C main set ({len(main)} of 15)",
+                              "drop from clean", "mCE", "relative mCE"), rows))
+        if missing:
+            blocks.append(Note(f"CIFAR-10-C main set without {', '.join(missing)} (not implemented): it compares with RobustBench's "
+                               "CIFAR-10-C column only approximately, and this copy of CIFAR-10 is JPEG-decoded"))
+        labels = [("clean", "clean"), ("mean_corruption", "mean corruption"), ("mean_corruption_main", "mean corruption, main set"),
+                  ("corruption_drop", "drop from clean (+: augmented loses more)")]
+        gains = [(label, signed(g["mean"]), interval_text(g["low"], g["high"])) for label, g in
+                 [(label, gain.get(key)) for key, label in labels] + [(f"shift: {k.replace('_', ' ')}", g) for k, g in gain.get("shift_families", {}).items()] if g]
+        border = gain.get("border_effect")
+        if border:
+            gains.append(("black-border effect (zero-fill − edge-fill translation gain)", signed(border["mean"]), interval_text(border["low"], border["high"])))
+        blocks.append(_table(("augmented − baseline, this pair", "difference", "95% CI (paired, over test images)"), gains))
+        if border and border.get("share_of_zero_fill_gain") is not None:
+            blocks.append(Paragraph(
+                f"Translations with black borders favour the augmented model, which saw zero-padded borders in training: its translation "
+                f"gain is {signed(border['gain_zero_fill'])} with zero fill and {signed(border['gain_edge_fill'])} with edge fill, so "
+                f"{100 * border['share_of_zero_fill_gain']:.0f}% of the zero-fill gain is familiarity with black borders. "
+                "Shifts default to edge fill for that reason."))
         blocks.append(_figure(figure_name("severity"), "Accuracy versus corruption severity, both variants."))
         blocks.append(_figure(figure_name("gain_heatmap"), "Accuracy gain of augmentation per corruption and severity (blue: augmented better)."))
-        blocks.append(_figure(figure_name("translation"), "Accuracy under translations by (dx, dy) pixels."))
+        blocks.append(_figure(figure_name("translation"), "Accuracy under translations by (dx, dy) pixels, with edge-replicated and with black borders."))
         blocks.append(_figure(figure_name("shift_families"), "Accuracy per shift family and the paired gain."))
     else:
         blocks.append(_not_run("stress", "robustness"))

@@ -21,7 +21,7 @@ from stress.calibration import (
     softmax,
 )
 from stress.config import VARIANTS
-from stress.corruptions import corrupt
+from stress.corruptions import CIFAR10_C_MAIN, corrupt
 from stress.evaluate import predict_logits
 from stress.shards import load_model, task_device
 from stress.shifts import apply_shift, shift_family
@@ -85,9 +85,15 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
     CE and relative CE follow Hendrycks & Dietterich (2019) with the baseline model in the
     role of AlexNet: CE_c = sum_s E(model, c, s) / sum_s E(baseline, c, s), relative CE_c =
     sum_s (E(model, c, s) - E_clean(model)) / sum_s (E(baseline, c, s) - E_clean(baseline));
-    mCE is their mean over corruptions (so the baseline's mCE is 1 by construction).
+    mCE is their mean over corruptions (so the baseline's mCE is 1 by construction), hence
+    relative to this run's own baseline and not comparable with published mCE figures.
+
+    Alongside absolute accuracy: the drop from clean (clean − mean corruption accuracy) and the
+    mean over the CIFAR-10-C main corruptions that are implemented. Every interval here is over
+    the test images of this one trained pair (`interval_unit`).
     """
-    result: dict = {}
+    result: dict = {"interval_unit": IMAGE_UNIT}
+    main = [c for c in CIFAR10_C_MAIN if c in corruptions]
     clean_error = {v: 1 - float(clean_correct[v].mean()) for v in VARIANTS}
     error = {v: {c: [1 - float(merged[f"{v}|{c}|{s}"]["correct"].mean()) for s in severities] for c in corruptions} for v in VARIANTS}
     for v in VARIANTS:
@@ -109,10 +115,20 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
         families: dict[str, list[float]] = {}
         for s in shifts:
             families.setdefault(shift_family(s), []).append(shift_acc[s])
+        main_per_image = _per_image_corruption_accuracy(merged, v, main, severities)
+        drop_per_image = clean_correct[v].astype(np.float64) - per_image if corruptions else np.zeros(0)
         result[v] = {
             "clean_acc": clean["acc"],
             "clean_acc_interval": [clean["low"], clean["high"]],
             "mean_corruption_acc": float(per_image.mean()) if corruptions else None,
+            # Clean minus corrupted: how much accuracy the corruptions cost this model.
+            "corruption_drop": float(drop_per_image.mean()) if corruptions else None,
+            "corruption_drop_interval": _interval(drop_per_image) if corruptions else None,
+            # The CIFAR-10-C main set (15 corruptions) as far as implemented: frost is missing.
+            "mean_corruption_acc_main": float(main_per_image.mean()) if main else None,
+            "mean_corruption_acc_main_interval": _interval(main_per_image) if main else None,
+            "main_corruptions": main,
+            "main_corruptions_missing": [c for c in CIFAR10_C_MAIN if c not in main],
             # Evaluations of one image are correlated, so the interval is over images: a t-interval
             # of each image's accuracy over all (corruption, severity) cells.
             "mean_corruption_acc_interval": _interval(per_image) if corruptions else None,
@@ -149,6 +165,9 @@ def _ece_intervals(logits: np.ndarray, labels: np.ndarray, temperature: float, n
     }
 
 
+IMAGE_UNIT = "test images of one trained pair"
+
+
 def _per_image_corruption_accuracy(merged: dict, variant: str, corruptions: list[str], severities: list[int]) -> np.ndarray:
     cells = [merged[f"{variant}|{c}|{s}"]["correct"] for c in corruptions for s in severities]
     return np.mean(np.stack(cells), axis=0) if cells else np.zeros(0)
@@ -167,12 +186,17 @@ def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities
         interval = t_interval(difference)
         return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "n": interval["n"]}
 
-    gains = {"clean": paired(clean_correct["baseline"], clean_correct["augmented"])}
+    gains = {"unit": IMAGE_UNIT, "clean": paired(clean_correct["baseline"], clean_correct["augmented"])}
     if corruptions:
-        gains["mean_corruption"] = paired(
-            _per_image_corruption_accuracy(merged, "baseline", corruptions, severities),
-            _per_image_corruption_accuracy(merged, "augmented", corruptions, severities),
-        )
+        corrupted = {v: _per_image_corruption_accuracy(merged, v, corruptions, severities) for v in VARIANTS}
+        gains["mean_corruption"] = paired(corrupted["baseline"], corrupted["augmented"])
+        # Change of the drop from clean (positive: the augmented model loses more to corruptions).
+        gains["corruption_drop"] = paired(clean_correct["baseline"] - corrupted["baseline"],
+                                          clean_correct["augmented"] - corrupted["augmented"])
+        main = [c for c in CIFAR10_C_MAIN if c in corruptions]
+        if main:
+            gains["mean_corruption_main"] = paired(_per_image_corruption_accuracy(merged, "baseline", main, severities),
+                                                   _per_image_corruption_accuracy(merged, "augmented", main, severities))
         gains["by_corruption"] = {
             c: paired(
                 _per_image_corruption_accuracy(merged, "baseline", [c], severities),
@@ -187,13 +211,23 @@ def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities
     families: dict[str, list[str]] = {}
     for name in shifts:
         families.setdefault(shift_family(name), []).append(name)
-    gains["shift_families"] = {
-        family: paired(
-            np.mean([merged[f"baseline|{n}|0"]["correct"] for n in names], axis=0),
-            np.mean([merged[f"augmented|{n}|0"]["correct"] for n in names], axis=0),
-        )
-        for family, names in families.items()
+    family_accuracy = {
+        (v, family): np.mean([merged[f"{v}|{n}|0"]["correct"] for n in names], axis=0)
+        for v in VARIANTS for family, names in families.items()
     }
+    gains["shift_families"] = {
+        family: paired(family_accuracy["baseline", family], family_accuracy["augmented", family]) for family in families
+    }
+    if "translation" in families and "translation_zerofill" in families:
+        # The black-border effect: how much more the augmented model gains when translations
+        # leave black borders (which it saw in training) than when they replicate the edge.
+        per_variant = {v: family_accuracy[v, "translation_zerofill"] - family_accuracy[v, "translation"] for v in VARIANTS}
+        zero, edge = gains["shift_families"]["translation_zerofill"]["mean"], gains["shift_families"]["translation"]["mean"]
+        gains["border_effect"] = {
+            **paired(per_variant["baseline"], per_variant["augmented"]),
+            "gain_zero_fill": zero, "gain_edge_fill": edge,
+            "share_of_zero_fill_gain": (zero - edge) / zero if zero else None,
+        }
     return gains
 
 

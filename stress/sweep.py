@@ -24,11 +24,23 @@ def seed_metrics(summary: dict) -> dict[str, dict]:
         if robustness:
             entry["clean_acc"] = robustness["clean_acc"]
             entry["mean_corruption_acc"] = robustness["mean_corruption_acc"]
+            for key in ("mean_corruption_acc_main", "corruption_drop"):
+                if robustness.get(key) is not None:
+                    entry[key] = robustness[key]
+            families = robustness.get("shift_families", {})
+            for family, accuracy in families.items():
+                entry[f"shift_{family}_acc"] = accuracy
+            if "translation" in families and "translation_zerofill" in families:
+                # Paired across variants, this is the black-border effect (see robustness.border_effect).
+                entry["translation_zero_fill_advantage"] = families["translation_zerofill"] - families["translation"]
             entry["by_corruption"] = {c: float(np.mean(accs)) for c, accs in robustness["by_corruption"].items()}
         calibration = summary.get("calibration", {}).get(v)
         if calibration:
             entry["ece"] = calibration["ece"]
             entry["ece_after_temperature"] = calibration["ece_after_temperature"]
+        road = summary.get("explanations", {}).get(v, {}).get("road")
+        if road and road["combined_gain"]["mean"] is not None:
+            entry["road_combined_gain"] = road["combined_gain"]["mean"]
         failures = summary.get("failures", {}).get(v)
         if failures:
             entry["errors"] = failures["n_errors"]
@@ -46,8 +58,10 @@ def _interval(values: list[float]) -> dict:
 def aggregate(per_seed: dict[int, dict[str, dict]], alpha: float = 0.05) -> dict:
     """Mean, SD and 95% t-interval per variant and metric; paired differences with Holm-corrected corruptions."""
     seeds = sorted(per_seed)
-    scalar_keys = [k for k, v in per_seed[seeds[0]]["baseline"].items() if not isinstance(v, dict)]
-    result: dict = {"n_seeds": len(seeds), "variants": {}, "paired": {}}
+    # Only metrics every seed has (a seed run before a metric existed lacks it).
+    scalar_keys = [k for k, v in per_seed[seeds[0]]["baseline"].items()
+                   if not isinstance(v, dict) and all(k in per_seed[s][variant] for s in seeds for variant in VARIANTS)]
+    result: dict = {"n_seeds": len(seeds), "interval_unit": "seeds (independent trainings of both models)", "variants": {}, "paired": {}}
     for v in VARIANTS:
         block = {k: _interval([per_seed[s][v][k] for s in seeds]) for k in scalar_keys}
         if "by_corruption" in per_seed[seeds[0]][v]:

@@ -25,9 +25,9 @@ from stress.data import CLASSES  # noqa: E402
 from stress.errors import StressError  # noqa: E402
 from stress.figures import COLOURS, load_arrays, save_figure  # noqa: E402
 from stress.observations import (  # noqa: E402
-    EFFECT, INCONCLUSIVE, NO_EFFECT, Observation, direction, interval_text, number, signed, verdict_of)
+    EFFECT, INCONCLUSIVE, INTERVENTION, NO_EFFECT, Observation, direction, interval_text, number, signed, verdict_of)
 from stress.report import MISSING, Figure, Links, Note, Paragraph, Section, Table, observations  # noqa: E402
-from stress.stats import wilson_interval  # noqa: E402
+from stress.stats import holm_bonferroni, wilson_interval  # noqa: E402
 
 SIGNIFICANT_COLOUR = "#2ca02c"  # corruption gains significant after Holm
 SWEEP_FIGURES = {
@@ -53,12 +53,21 @@ class Metric:
 HEADLINE_METRICS = (
     Metric("test_acc", "test accuracy", 100.0, " points", 2, False),
     Metric("mean_corruption_acc", "mean corruption accuracy", 100.0, " points", 2, False),
+    Metric("mean_corruption_acc_main", "mean accuracy over the implemented CIFAR-10-C main corruptions", 100.0, " points", 2, False),
+    Metric("corruption_drop", "drop from clean to corrupted accuracy", 100.0, " points", 2, True),
+    Metric("shift_translation_acc", "accuracy under translation (edge-filled borders)", 100.0, " points", 2, False),
+    Metric("translation_zero_fill_advantage", "advantage of black over edge-filled borders under translation", 100.0, " points", 2, False),
+    Metric("shift_rotation_acc", "accuracy under rotation", 100.0, " points", 2, False),
+    Metric("shift_scale_acc", "accuracy under scaling", 100.0, " points", 2, False),
     Metric("ece", "expected calibration error", 1.0, "", 3, True),
     Metric("confident_errors_0.9", "confident failures (confidence ≥ 0.9)", 1.0, " images", 2, True),
 )
+HOLM_ALPHA = 0.05  # family-wise error rate over the headline metrics
 # Every scalar the sweep aggregates, in table order (see stress.sweep.seed_metrics).
-ALL_METRICS = ("test_acc", "clean_acc", "mean_corruption_acc", "ece", "ece_after_temperature", "errors",
-               "confident_errors_0.9", "confident_errors_0.99")
+ALL_METRICS = ("test_acc", "clean_acc", "mean_corruption_acc", "mean_corruption_acc_main", "corruption_drop",
+               "shift_translation_acc", "shift_translation_zerofill_acc", "translation_zero_fill_advantage", "shift_flip_acc",
+               "shift_rotation_acc", "shift_scale_acc", "ece", "ece_after_temperature", "errors",
+               "confident_errors_0.9", "confident_errors_0.99", "road_combined_gain")
 
 
 def sweep_figure(key: str, variant: str = "") -> str:
@@ -241,26 +250,42 @@ def _paired_cell(entry: dict | None) -> str:
     return MISSING if not entry else f"{signed(entry['mean'])} {interval_text(entry['low'], entry['high'])}, {_p_text(entry.get('p'))}"
 
 
+HEADLINE_TABLE = ("test_acc", "mean_corruption_acc", "corruption_drop", "shift_translation_acc", "ece", "confident_errors_0.9")
+
+
+def headline_metrics(summary: dict) -> list[Metric]:
+    """The headline table's metrics that these seeds measured (a seed run lacks a metric when its stage did not run)."""
+    chosen = [m for m in HEADLINE_METRICS if m.key in HEADLINE_TABLE]
+    aggregate = summary.get("aggregate")
+    if aggregate:
+        return [m for m in chosen if m.key in aggregate["paired"]]
+    return [m for m in chosen if all(_per_seed_values(summary, v, m.key) is not None for v in VARIANTS)]
+
+
 def headline(summary: dict) -> Section:
     """Per variant: mean [95% CI] over seeds of the headline metrics, and the paired augmented − baseline difference."""
     aggregate, seeds = summary.get("aggregate"), summary["seeds"]
-    headers = ("", *(m.label for m in HEADLINE_METRICS))
+    metrics = headline_metrics(summary)
+    headers = ("", *(m.label for m in metrics))
     blocks: list = []
     if aggregate:
-        rows = [(v, *(_mean_cell(aggregate["variants"][v].get(m.key)) for m in HEADLINE_METRICS)) for v in VARIANTS]
-        rows.append(("augmented − baseline", *(_paired_cell(aggregate["paired"].get(m.key)) for m in HEADLINE_METRICS)))
-        blocks.append(Paragraph(f"Mean over {aggregate['n_seeds']} seeds [95% t-interval]; the last row is the paired "
-                                "difference (augmented − baseline, same seed) with its 95% interval and paired t-test p."))
+        rows = [(v, *(_mean_cell(aggregate["variants"][v].get(m.key)) for m in metrics)) for v in VARIANTS]
+        rows.append(("augmented − baseline", *(_paired_cell(aggregate["paired"].get(m.key)) for m in metrics)))
+        blocks.append(Paragraph(f"Mean over {aggregate['n_seeds']} seeds [95% t-interval over seeds]; the last row is the paired "
+                                "difference (augmented − baseline, same seed) with its 95% interval over seeds and paired t-test p. "
+                                "These intervals contain the variation between trainings, so they are the ones that speak about "
+                                "the augmentation itself."))
         blocks.append(_table(headers, rows))
     else:
-        values = {v: [_per_seed_values(summary, v, m.key) for m in HEADLINE_METRICS] for v in VARIANTS}
+        values = {v: [_per_seed_values(summary, v, m.key) for m in metrics] for v in VARIANTS}
         rows = [(v, *(MISSING if x is None else f"{number(x[0])} (no interval)" for x in values[v])) for v in VARIANTS]
         rows.append(("augmented − baseline", *(MISSING if a is None or b is None else f"{signed(b[0] - a[0])} (no interval)"
                                                for a, b in zip(values["baseline"], values["augmented"]))))
         blocks.append(_table(headers, rows))
         blocks.append(Note(f"aggregate is null in summary.json: a single seed ({seeds[0]}) cannot give an interval"))
-    if MISSING in {cell for row in rows for cell in row}:
-        blocks.append(Note(f"{MISSING}: not measured in these seeds (a stage did not run)"))
+    absent = [m.label for m in HEADLINE_METRICS if m.key in HEADLINE_TABLE and m not in metrics]
+    if absent:
+        blocks.append(Note(f"not measured in these seeds (a stage did not run): {', '.join(absent)}"))
     return Section("headline", "Headline", tuple(blocks))
 
 
@@ -384,23 +409,33 @@ def single_seed(summary: dict) -> list[Observation]:
 
 
 def paired_effects(summary: dict) -> list[Observation]:
-    """For each headline metric: did augmentation change it, across seeds (paired t-interval)?"""
+    """For each headline metric: did augmentation change it, across seeds? Paired t-interval over
+    seeds; an effect needs the interval to exclude 0 and the paired t-test to survive Holm's
+    correction over the headline metrics that were measured."""
     aggregate = summary.get("aggregate")
     if not aggregate:
         return []
+    measured = [(m, aggregate["paired"][m.key]) for m in HEADLINE_METRICS if aggregate["paired"].get(m.key)]
+    rejected = holm_bonferroni([g["p"] if g.get("p") is not None else 1.0 for _, g in measured], HOLM_ALPHA) if measured else []
     out = []
-    for m in HEADLINE_METRICS:
-        g = aggregate["paired"].get(m.key)
-        if not g:
-            continue
+    for (m, g), significant in zip(measured, rejected):
         worse, better = (" (worse)", " (better)") if m.lower_is_better else ("", "")
+        verdict = verdict_of(g["low"], g["high"]) if significant else INCONCLUSIVE
+        if verdict == EFFECT:
+            reading = direction(g["low"], g["high"], f"augmentation raised {m.label}{worse}.", f"augmentation lowered {m.label}{better}.")
+        elif verdict_of(g["low"], g["high"]) == EFFECT:
+            reading = f"the interval excludes 0, but not after Holm's correction over {len(measured)} metrics: inconclusive."
+        else:
+            reading = "the 95% interval includes 0, so the direction is inconclusive."
         text = (f"Across {g['n']} seeds, augmentation changed {m.label} by {g['mean'] * m.scale:+.{m.digits}f}{m.unit} "
-                f"(95% CI {_range_text(g['low'], g['high'], m.scale, m.digits)}, paired t-test {_p_text(g.get('p'))}, n={g['n']}): "
-                + direction(g["low"], g["high"], f"augmentation raised {m.label}{worse}.", f"augmentation lowered {m.label}{better}."))
+                f"(95% CI over seeds {_range_text(g['low'], g['high'], m.scale, m.digits)}, paired t-test {_p_text(g.get('p'))}, "
+                f"n={g['n']}): " + reading)
         out.append(Observation(
-            rule="paired_effect", text=text, verdict=verdict_of(g["low"], g["high"]),
-            uncertainty=f"paired 95% t-interval over {g['n']} seeds", figure=sweep_figure("seed_metrics"),
-            evidence={"metric": m.key, "mean": g["mean"], "low": g["low"], "high": g["high"], "p": g.get("p"), "n": g["n"]}))
+            rule="paired_effect", text=text, verdict=verdict, scope=INTERVENTION,
+            uncertainty=f"paired 95% t-interval over {g['n']} seeds; Holm over {len(measured)} headline metrics at α={HOLM_ALPHA}",
+            figure=sweep_figure("seed_metrics"),
+            evidence={"metric": m.key, "mean": g["mean"], "low": g["low"], "high": g["high"], "p": g.get("p"), "n": g["n"],
+                      "significant_holm": bool(significant)}))
     return out
 
 
@@ -420,7 +455,7 @@ def significant_corruptions(summary: dict) -> list[Observation]:
     else:
         text = lead + "the corruptions with a significant change of accuracy are: none."
     return [Observation(
-        rule="significant_corruptions", text=text, verdict=EFFECT if significant else INCONCLUSIVE,
+        rule="significant_corruptions", text=text, verdict=EFFECT if significant else INCONCLUSIVE, scope=INTERVENTION,
         uncertainty=f"paired t-tests over {n} seeds, Holm step-down at α={alpha}", figure=sweep_figure("corruption_gain"),
         evidence={"significant": len(significant), "corruptions": len(gains)})]
 

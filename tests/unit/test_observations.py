@@ -32,18 +32,33 @@ def robustness_summary(clean, corruption, by_corruption=None, families=None) -> 
     }}
 
 
-def test_interval_excluding_zero_is_an_effect_and_numbers_match():
+def test_single_pair_intervention_rules_report_the_pair_and_claim_no_effect():
     [found] = obs.clean_gain(robustness_summary(gain(0.031, 0.012, 0.050), gain(0, -1, 1)))
-    assert found.verdict == obs.EFFECT
-    assert "+0.031" in found.text and "[+0.012, +0.050]" in found.text and "improved" in found.text
+    assert found.scope == obs.INTERVENTION and found.verdict == obs.ONE_PAIR  # although the image-level interval excludes 0
+    assert "+0.031" in found.text and "[+0.012, +0.050]" in found.text and "these two models differ" in found.text
+    assert "training-to-training variation" in found.text and "was not measured" in found.text
+    assert "python jobs/seed_sweep.py" in found.text and "one trained pair" in found.uncertainty
     [found] = obs.corruption_gain(robustness_summary(gain(0, -1, 1), gain(-0.04, -0.07, -0.01)))
-    assert found.verdict == obs.EFFECT and "less robust" in found.text
+    assert found.verdict == obs.ONE_PAIR and "more robust" not in found.text and "less robust" not in found.text
     assert "0.600" in found.text and "0.650" in found.text and "-0.040" in found.text
 
 
-def test_interval_straddling_zero_is_inconclusive():
+def test_corruption_gain_reads_absolute_accuracy_and_the_drop_together():
+    summary = robustness_summary(gain(0.042, 0.033, 0.050), gain(0.023, 0.018, 0.028))
+    summary["robustness"]["baseline"]["corruption_drop"] = 0.116
+    summary["robustness"]["augmented"] = {**summary["robustness"]["augmented"], "corruption_drop": 0.135}
+    summary["robustness"]["gain"]["corruption_drop"] = gain(0.019, 0.012, 0.026)
+    [found] = obs.corruption_gain(summary)
+    assert "higher accuracy under corruption, but a larger drop from clean" in found.text
+    assert "0.116" in found.text and "0.135" in found.text and "+0.019 [+0.012, +0.026]" in found.text
+    summary["robustness"]["gain"]["corruption_drop"] = gain(-0.01, -0.02, 0.0)
+    [found] = obs.corruption_gain(summary)
+    assert "higher accuracy under corruption and a smaller drop from clean" in found.text
+
+
+def test_interval_straddling_zero_does_not_tell_the_models_apart():
     [found] = obs.clean_gain(robustness_summary(gain(0.005, -0.05, 0.06), gain(0, -1, 1)))
-    assert found.verdict == obs.INCONCLUSIVE and "inconclusive" in found.text
+    assert found.verdict == obs.ONE_PAIR and "not distinguishable" in found.text
     assert obs.verdict_of(None, None) == obs.INCONCLUSIVE
     assert obs.verdict_of(0.0, 0.1) == obs.INCONCLUSIVE  # touching 0 is not excluding it
 
@@ -60,7 +75,7 @@ def test_clean_gain_without_stress_uses_wilson_intervals():
     difference, low, high = obs.newcombe_interval(300, 400, 320, 400)
     assert found.evidence == {"gain": pytest.approx(difference), "low": pytest.approx(low), "high": pytest.approx(high)}
     assert f"{difference:+.3f}" in found.text and "Newcombe" in found.uncertainty
-    assert found.verdict == (obs.EFFECT if low > 0 else obs.INCONCLUSIVE)
+    assert found.verdict == obs.ONE_PAIR and found.scope == obs.INTERVENTION
 
 
 def test_missing_sections_skip_their_rules():
@@ -80,24 +95,43 @@ def test_confident_failure_counts():
     assert second.verdict == obs.NO_EFFECT and "on 0 of 500" in second.text
 
 
-def test_worst_corruptions_and_local_gain():
-    summary = robustness_summary(gain(0, -1, 1), gain(0, -1, 1), by_corruption={"fog": gain(0.08, 0.02, 0.14), "snow": gain(0, -1, 1)})
+def test_worst_corruptions_describe_each_model():
+    summary = robustness_summary(gain(0, -1, 1), gain(0, -1, 1))
+    for v in ("baseline", "augmented"):
+        summary["robustness"][v] = {**summary["robustness"][v], "clean_acc_interval": [0.76, 0.84],
+                                    "by_corruption_interval": {"fog": [[0, 1]] * 4 + [[0.25, 0.35]], "snow": [[0, 1]] * 5, "blur": [[0, 1]] * 5}}
     first, _ = obs.worst_corruptions(summary)
     # clean 0.8; severity 5: fog 0.3 (drop 0.5), snow 0.45 (0.35), blur 0.79 (0.01)
     assert first.evidence["corruption"] == "fog" and first.evidence["drop"] == pytest.approx(0.5)
     assert "fog (−0.500), snow (−0.350), blur (−0.010)" in first.text
-    assert first.verdict == obs.EFFECT and "helped" in first.text and "+0.080" in first.text
+    assert first.verdict == obs.EFFECT and first.scope == obs.MODEL  # [0.25, 0.35] lies below [0.76, 0.84]
+    summary["robustness"]["baseline"]["by_corruption_interval"]["fog"][-1] = [0.2, 0.8]
+    assert obs.worst_corruptions(summary)[0].verdict == obs.INCONCLUSIVE
 
 
 def test_invariances_split_trained_and_transfer():
     families = {"translation": gain(0.05, 0.01, 0.09), "flip": gain(0.0, -0.02, 0.02), "rotation": gain(0.0, -0.03, 0.03), "scale": gain(0.01, -0.02, 0.04)}
     trained, transfer = obs.invariances(robustness_summary(gain(0, -1, 1), gain(-0.01, -0.03, 0.01), families=families))
-    assert trained.rule == "trained_invariances" and trained.verdict == obs.EFFECT and "excludes 0 for translation." in trained.text
-    assert transfer.verdict == obs.INCONCLUSIVE and "mean corruption -0.010 [-0.030, +0.010]" in transfer.text
+    assert trained.rule == "trained_invariances" and trained.verdict == obs.ONE_PAIR and "excludes 0 for translation." in trained.text
+    assert transfer.verdict == obs.ONE_PAIR and "mean corruption -0.010 [-0.030, +0.010]" in transfer.text
+    assert "every interval includes 0" in transfer.text
 
 
-def explanations(difference, sanity_mean, sanity_high, deletion_gain):
+def test_black_borders_quote_both_fills_and_the_share():
+    summary = robustness_summary(gain(0, -1, 1), gain(0, -1, 1))
+    summary["robustness"]["gain"]["border_effect"] = {**gain(0.06, 0.05, 0.07), "gain_zero_fill": 0.24, "gain_edge_fill": 0.18,
+                                                      "share_of_zero_fill_gain": 0.25}
+    [found] = obs.black_borders(summary)
+    assert found.verdict == obs.ONE_PAIR and "+0.240" in found.text and "+0.180" in found.text and "25%" in found.text
+    assert obs.black_borders(robustness_summary(gain(0, -1, 1), gain(0, -1, 1))) == []
+
+
+def explanations(difference, sanity_mean, sanity_high, deletion_gain, combined=None):
+    combined = combined or gain(0.1, 0.05, 0.15)
     entry = {
+        "road": {"road_morf_auc": {"mean": 0.3}, "road_random_morf_auc": {"mean": 0.5}, "road_lerf_auc": {"mean": 0.9},
+                 "road_random_lerf_auc": {"mean": 0.7}, "morf_gain": gain(0.2, 0.1, 0.3), "lerf_gain": gain(0.2, 0.1, 0.3),
+                 "combined_gain": combined, "n_images": 40},
         "centre_share": {"failures": {"mean": 0.40}, "successes": {"mean": 0.50}, "difference_interval": difference, "area_share": 0.25, "cohens_d": -0.5},
         "sanity_check": {"mean_rank_correlation": sanity_mean, "interval": {"low": sanity_mean - 0.1, "high": sanity_high, "n": 40}, "undefined": 0, "n_images": 40},
         "faithfulness": {"deletion_auc": {"mean": 0.2}, "random_deletion_auc": {"mean": 0.6}, "insertion_auc": {"mean": 0.8},
@@ -121,13 +155,18 @@ def test_sanity_check_threshold(mean, high, verdict, word):
     assert check.verdict == verdict and word in check.text and f"{mean:.3f}" in check.text
 
 
-def test_faithfulness_sign():
-    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(0.4, 0.3, 0.5)))
-    assert f.verdict == obs.EFFECT and "+0.400" in f.text and "0.200" in f.text and "0.600" in f.text
-    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(-0.2, -0.3, -0.1)))
-    assert f.verdict == obs.NO_EFFECT
-    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(0.01, -0.1, 0.12)))
+def test_faithfulness_verdict_follows_the_road_combined_gain():
+    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(-0.2, -0.3, -0.1), combined=gain(0.1, 0.05, 0.15)))
+    assert f.verdict == obs.EFFECT and "faithful:" in f.text and "+0.100 [+0.050, +0.150]" in f.text
+    assert "0.300" in f.text and "0.500" in f.text and "-0.200 [-0.300, -0.100]" in f.text  # the constant-fill result, quoted beside
+    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(0.4, 0.3, 0.5), combined=gain(-0.1, -0.15, -0.05)))
+    assert f.verdict == obs.NO_EFFECT and "not faithful" in f.text
+    [f, _] = obs.faithfulness(explanations([-0.1, -0.05], 0.2, 0.3, gain(0.4, 0.3, 0.5), combined=gain(0.01, -0.1, 0.12)))
     assert f.verdict == obs.INCONCLUSIVE
+    no_road = explanations([-0.1, -0.05], 0.2, 0.3, gain(0.4, 0.3, 0.5))
+    for entry in no_road["explanations"].values():
+        entry.pop("road", None)  # both variants share one dict here
+    assert obs.faithfulness(no_road) == []  # a run folder from before ROAD: no verdict from the biased protocol
 
 
 def test_characteristics_separation():
@@ -150,7 +189,7 @@ def test_fixture_observations_quote_the_summary():
     assert {r.__name__ for r in obs.RULES} - {"invariances"} <= rules | {"invariances"}
     assert {"trained_invariances", "transfer"} <= rules
     for o in found.values():
-        assert o.verdict in (obs.EFFECT, obs.NO_EFFECT, obs.INCONCLUSIVE) and o.text and o.uncertainty
+        assert o.verdict in (obs.EFFECT, obs.NO_EFFECT, obs.INCONCLUSIVE, obs.ONE_PAIR) and o.text and o.uncertainty
     g = summary["robustness"]["gain"]["clean"]
     [clean] = [o for (rule, _), o in found.items() if rule == "clean_gain"]
     assert f"{g['mean']:+.3f}" in clean.text and f"[{g['low']:+.3f}, {g['high']:+.3f}]" in clean.text
@@ -180,7 +219,7 @@ def test_calibration_rule_uses_the_bootstrap_interval_of_the_reduction():
 
 
 def test_corruption_gain_split_sorts_corruptions_by_their_own_interval():
-    from stress.observations import EFFECT, corruption_gain_split
+    from stress.observations import corruption_gain_split
 
     gains = {
         "fog": {"mean": 0.06, "low": 0.05, "high": 0.07, "n": 100},
@@ -188,8 +227,27 @@ def test_corruption_gain_split_sorts_corruptions_by_their_own_interval():
         "snow": {"mean": 0.01, "low": -0.01, "high": 0.03, "n": 100},
     }
     [observation] = corruption_gain_split({"robustness": {"gain": {"by_corruption": gains}}})
-    assert observation.verdict == EFFECT
+    assert observation.verdict == obs.ONE_PAIR and observation.scope == obs.INTERVENTION
     assert observation.evidence == {"helped": ["fog"], "hurt": ["gaussian_noise"], "inconclusive": ["snow"]}
-    assert "helped on 1: fog +0.060 [+0.050, +0.070]" in observation.text
-    assert "hurt on 1: gaussian_noise −0.040" in observation.text or "hurt on 1: gaussian_noise -0.040" in observation.text
+    assert "more accurate on 1: fog +0.060 [+0.050, +0.070]" in observation.text
+    assert "less accurate on 1: gaussian_noise -0.040" in observation.text and "Holm" in observation.uncertainty
     assert corruption_gain_split({"robustness": {"gain": {}}}) == []
+
+
+def test_no_augmentation_effect_is_claimed_from_one_trained_pair():
+    """On the fixture run, and on a copy whose image-level intervals all exclude 0, no rule about
+    the augmentation's effect says "effect" (or "no effect"); the model-level rules still do."""
+    summary = json.loads((FIXTURE / "summary.json").read_text())
+    planted = json.loads(json.dumps(summary))
+    gains = planted["robustness"]["gain"]
+    for block in [gains["clean"], gains["mean_corruption"], *gains["by_corruption"].values(), *gains["shift_families"].values()]:
+        block.update(mean=0.05, low=0.03, high=0.07)  # what image-level intervals alone would call an effect
+    for case in (summary, planted):
+        found = obs.derive_observations(case)
+        about_augmentation = [o for o in found if o.scope == obs.INTERVENTION]
+        assert {o.rule for o in about_augmentation} >= {"clean_gain", "corruption_gain", "corruption_gain_split", "trained_invariances"}
+        assert all(o.verdict == obs.ONE_PAIR for o in about_augmentation), [(o.rule, o.verdict) for o in about_augmentation]
+        assert all("not measured" in o.text for o in about_augmentation)
+        assert any(o.verdict == obs.EFFECT for o in found if o.scope == obs.MODEL)  # the check can see effects at all
+    # The same interval-based verdict that the model-level rules use would have called every planted gain an effect.
+    assert all(obs.verdict_of(b["low"], b["high"]) == obs.EFFECT for b in gains["by_corruption"].values())
