@@ -306,7 +306,7 @@ def plot_gain_heatmap(robustness: dict, path: Path) -> Path:
     ax.set_xticks(range(len(severities)), [str(s) for s in severities])
     ax.set_yticks(range(len(names)), [c.replace("_", " ") for c in names])
     ax.set_xlabel("severity")
-    ax.set_title("Accuracy gain of augmentation (augmented − baseline)")
+    ax.set_title("Augmented − baseline accuracy (this trained pair)")
     fig.colorbar(image, ax=ax, label="accuracy difference")
     return save_figure(fig, path)
 
@@ -375,7 +375,7 @@ def plot_shift_families(robustness: dict, path: Path) -> Path:
     axes[1].axhline(0, color="grey", linestyle=":")
     axes[1].set_xticks(range(len(shown)), shown)
     axes[1].set_ylabel("augmented − baseline accuracy")
-    axes[1].set_title("Paired gain per family (95% CI)")
+    axes[1].set_title("Augmented − baseline per family (95% CI over images, this pair)")
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)

@@ -104,9 +104,9 @@ def sweep_command(summary: dict) -> str:
 
 def one_pair(summary: dict, finding: str) -> str:
     """`finding` (what this pair of models shows) plus the sentence that scopes it."""
-    return (f"{finding} This compares one trained pair: training-to-training variation (initialisation, data order, "
-            f"augmentation draws) was not measured, so it is not evidence about the augmentation itself; "
-            f"`{sweep_command(summary)}` measures that.")
+    return (f"{finding} One trained pair: the variation between trainings (initialisation, data order, augmentation "
+            f"draws) was not measured, so this is not evidence about the augmentation itself; `{sweep_command(summary)}` "
+            "measures that.")
 
 
 def pair_difference(mean: float | None, low: float | None, high: float | None) -> str:
@@ -293,8 +293,8 @@ def black_borders(summary: dict) -> list[Observation]:
     share = border.get("share_of_zero_fill_gain")
     finding = (f"Under translations, augmented − baseline accuracy is {signed(border['gain_zero_fill'])} with black (zero) borders and "
                f"{signed(border['gain_edge_fill'])} with edge-replicated borders; the difference, {signed(border['mean'])} "
-               f"(95% CI over test images {interval_text(border['low'], border['high'])}), is what familiarity with the black borders "
-               "of zero-padded RandomCrop is worth to the augmented model"
+               f"(95% CI over test images {interval_text(border['low'], border['high'])}), measures what the black borders "
+               "it saw in zero-padded RandomCrop training are worth to the augmented model"
                + (f": {100 * share:.0f}% of its zero-fill translation gain." if share is not None else "."))
     return [Observation(
         rule="black_borders", text=one_pair(summary, finding), verdict=ONE_PAIR,

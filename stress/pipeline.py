@@ -46,6 +46,16 @@ def _hardware() -> dict:
 
 
 TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depend on
+# What every interval in a single run's summary.json is taken over. None of them contains the
+# variation between trainings: statements about the augmentation itself need a seed sweep,
+# whose summary.json says "seeds" (aggregate.interval_unit).
+INTERVAL_UNITS = {
+    "failures": "test images of each trained model (Wilson intervals; bootstrap over images for Cohen's d)",
+    "explanations": "test images of each trained model (t-intervals, paired where two orders are compared)",
+    "robustness": "test images of one trained pair (t-intervals over images, paired for augmented − baseline)",
+    "calibration": "test images of each trained model (bootstrap over images)",
+    "intervention": "not measured in a single run: one trained pair; run jobs/seed_sweep.py",
+}
 
 
 def check_resume(run: RunFolder, config: ExperimentConfig) -> None:
@@ -180,6 +190,7 @@ class Pipeline:
             path = run.path("eval", f"{section}.json")
             if path.is_file():
                 summary[section] = read_json(path)
+        summary["interval_units"] = INTERVAL_UNITS
         write_json(run.path("summary.json"), summary)
         return summary
 

@@ -163,7 +163,9 @@ def failure_cases(summary: dict) -> Section:
             blocks.append(Figure(c["figure"], f"{v} case {c['rank']}: image {c['index']}, true {c['true_name']}, "
                                               f"{v} predicts {c['predicted_name']} ({number(c['confidence'], 2)})."))
     blocks.append(_figure(figure_name("confusion_pairs"), "Most frequent confusions (true → predicted) per variant."))
-    blocks.append(Paragraph("Image characteristics of confident failures versus confident successes (confidence ≥ 0.9), Cohen's d with bootstrap 95% CI:"))
+    blocks.append(Paragraph("Image characteristics of confident failures versus confident successes (confidence ≥ 0.9): Cohen's d with "
+                            "a bootstrap 95% CI over images. 'Separates' needs Welch's test to survive Holm's correction over the "
+                            "characteristics compared (family-wise α = 0.05) and the interval to exclude 0."))
     rows = []
     for v in VARIANTS:
         for name, e in failures[v]["characteristics"]["comparison"].items():
@@ -190,7 +192,8 @@ def explanations(summary: dict) -> Section:
         rows.append((v, _with_interval(f["mean"], f["low"], f["high"]), _with_interval(s["mean"], s["low"], s["high"]),
                      interval_text(*(share.get("difference_interval") or (None, None))), signed(share.get("cohens_d"), 2)))
     blocks: list = [
-        Paragraph("Share of the Grad-CAM mass (predicted class) inside the central window; uniform attention gives 0.25."),
+        Paragraph("Share of the Grad-CAM mass (predicted class) inside the central window; uniform attention gives 0.25. "
+                  "Intervals in this section are 95%, over the test images of each trained model."),
         _table(("variant", "failures [95% CI]", "successes [95% CI]", "difference 95% CI", "Cohen's d"), rows),
         _figure(figure_name("centre_attention"), "Centre versus border attention of failures and successes."),
     ]
@@ -251,14 +254,17 @@ def robustness(summary: dict) -> Section:
         if border:
             gains.append(("black-border effect (zero-fill − edge-fill translation gain)", signed(border["mean"]), interval_text(border["low"], border["high"])))
         blocks.append(_table(("augmented − baseline, this pair", "difference", "95% CI (paired, over test images)"), gains))
-        if border and border.get("share_of_zero_fill_gain") is not None:
+        if border:
+            share = border.get("share_of_zero_fill_gain")
             blocks.append(Paragraph(
-                f"Translations with black borders favour the augmented model, which saw zero-padded borders in training: its translation "
-                f"gain is {signed(border['gain_zero_fill'])} with zero fill and {signed(border['gain_edge_fill'])} with edge fill, so "
-                f"{100 * border['share_of_zero_fill_gain']:.0f}% of the zero-fill gain is familiarity with black borders. "
-                "Shifts default to edge fill for that reason."))
+                f"Black borders: for this pair, augmented − baseline accuracy under translation is {signed(border['gain_zero_fill'])} "
+                f"with zero fill and {signed(border['gain_edge_fill'])} with edge fill. The difference, {signed(border['mean'])} "
+                f"{interval_text(border['low'], border['high'])}, measures how much the augmented model, which saw zero-padded "
+                "borders in training, profits from black borders as such"
+                + (f" ({100 * share:.0f}% of its zero-fill gain)." if share is not None and border["gain_zero_fill"] > 0 else ".")
+                + " Shifts default to edge fill for that reason."))
         blocks.append(_figure(figure_name("severity"), "Accuracy versus corruption severity, both variants."))
-        blocks.append(_figure(figure_name("gain_heatmap"), "Accuracy gain of augmentation per corruption and severity (blue: augmented better)."))
+        blocks.append(_figure(figure_name("gain_heatmap"), "Augmented − baseline accuracy per corruption and severity, for this trained pair (blue: augmented better)."))
         blocks.append(_figure(figure_name("translation"), "Accuracy under translations by (dx, dy) pixels, with edge-replicated and with black borders."))
         blocks.append(_figure(figure_name("shift_families"), "Accuracy per shift family and the paired gain."))
     else:
@@ -289,13 +295,16 @@ def seed_statistics(summary: dict) -> Section:
 OPTIONAL_SECTIONS: dict[str, Callable[[dict], Section]] = {"seeds": seed_statistics}
 
 
-def observations(summary: dict, rules: tuple[Rule, ...] = RULES) -> Section:
+SINGLE_RUN_NOTE = (
+    "Generated from the numbers above; an effect is claimed only where a 95% interval excludes 0. Statements about the "
+    "augmentation itself need the variation between trainings, which one run does not measure: they are marked 'one pair "
+    "only' here, and a seed sweep (jobs/seed_sweep.py) gives them verdicts over seeds.")
+
+
+def observations(summary: dict, rules: tuple[Rule, ...] = RULES, note: str = SINGLE_RUN_NOTE) -> Section:
     found = derive_observations(summary, rules)
     rows = [(o.verdict, o.text, o.uncertainty, o.figure or MISSING) for o in found]
-    return Section("observations", "Observations", (
-        Paragraph("Generated from the numbers above; an effect is claimed only where a 95% interval excludes 0."),
-        _table(("verdict", "observation", "uncertainty", "figure"), rows),
-    ))
+    return Section("observations", "Observations", (Paragraph(note), _table(("verdict", "observation", "uncertainty", "figure"), rows)))
 
 
 def compose(summary: dict, config: dict, manifest: dict) -> list[Section]:

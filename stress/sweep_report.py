@@ -334,7 +334,8 @@ def seed_statistics(summary: dict) -> Section:
         blocks.append(Note("aggregate is null in summary.json: a single seed cannot give an interval"))
         return Section("seed-statistics", "Seed statistics", tuple(blocks))
     paired = aggregate["paired"]
-    blocks.append(_table(("metric", "baseline [95% CI]", "augmented [95% CI]", "augmented − baseline [95% CI], p", "n"), [
+    blocks.append(_table(("metric", "baseline [95% CI over seeds]", "augmented [95% CI over seeds]",
+                          "augmented − baseline [95% CI over seeds], p", "seeds"), [
         (k.replace("_", " "), _mean_cell(aggregate["variants"]["baseline"].get(k)), _mean_cell(aggregate["variants"]["augmented"].get(k)),
          _paired_cell(paired[k]), paired[k]["n"]) for k in keys if k in paired]))
     gains = paired.get("by_corruption")
@@ -344,7 +345,8 @@ def seed_statistics(summary: dict) -> Section:
     by_variant = {v: aggregate["variants"][v].get("by_corruption", {}) for v in VARIANTS}
     blocks.append(Paragraph(f"Per-corruption accuracy (mean over severities) and the paired gain; Holm correction over "
                             f"{len(gains)} corruptions at family-wise α={aggregate.get('holm_alpha')}."))
-    blocks.append(_table(("corruption", "baseline [95% CI]", "augmented [95% CI]", "gain [95% CI], p", "significant after Holm"), [
+    blocks.append(_table(("corruption", "baseline [95% CI over seeds]", "augmented [95% CI over seeds]", "gain [95% CI over seeds], p",
+                          "significant after Holm"), [
         (c, _mean_cell(by_variant["baseline"].get(c)), _mean_cell(by_variant["augmented"].get(c)), _paired_cell(g),
          "yes" if g.get("significant_holm") else "no") for c, g in gains.items()]))
     blocks.append(Figure(sweep_figure("corruption_gain"), "Paired gain of augmentation per corruption (95% CI); "
@@ -505,6 +507,8 @@ def shared_intrinsic(summary: dict) -> list[Observation]:
                         evidence={"always_wrong_both": both, "always_wrong_jaccard": o["always_wrong_jaccard"]})]
 
 
+SWEEP_NOTE = ("Generated from the numbers above. Statements about the augmentation rest on intervals over seeds (independent "
+              "trainings of both models, paired by seed), with Holm's correction over the headline metrics and over the corruptions.")
 SWEEP_RULES = (single_seed, paired_effects, significant_corruptions, error_stability, shared_intrinsic)
 
 
@@ -516,4 +520,4 @@ def compose_sweep(summary: dict, run: RunFolder) -> list[Section]:
     config = read_json(config_path) if config_path.is_file() else {}
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
     return [headline(summary), setup(summary, config, manifest, source), seed_statistics(summary), failure_stability(summary),
-            seed_reports(summary, run), observations(summary, SWEEP_RULES)]
+            seed_reports(summary, run), observations(summary, SWEEP_RULES, SWEEP_NOTE)]

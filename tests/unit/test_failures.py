@@ -371,3 +371,32 @@ def test_mcnemar_hand_cases():
     assert cross_model(labels, labels, ones, labels, ones)["mcnemar_p"] == 1.0  # no discordant pairs
     with pytest.raises(StressError):
         cross_model(labels, pred_a[:5], ones, pred_b, ones)
+
+
+def test_characteristics_separate_only_after_holm_over_all_compared():
+    """A characteristic with p = 0.028 (significant alone, bootstrap interval of d excluding 0)
+    does not separate once Holm corrects for the five compared; a strong one still does."""
+    from scipy import stats as scipy_stats
+
+    from stress.failures import compare_groups
+
+    rng = np.random.default_rng(0)
+    n = 60
+    values = {name: rng.standard_normal(2 * n) for name in ("a", "b", "c", "d")}
+    values["mild"] = values["a"].copy()
+    values["mild"][:n] += 0.4
+    values["strong"] = values["b"] + np.r_[np.full(n, 2.0), np.zeros(n)]
+    del values["a"]
+    group_a, group_b = np.r_[np.ones(n, bool), np.zeros(n, bool)], np.r_[np.zeros(n, bool), np.ones(n, bool)]
+    result = compare_groups(values, group_a, group_b)
+    p_mild = scipy_stats.ttest_ind(values["mild"][:n], values["mild"][n:], equal_var=False).pvalue
+    assert 0.0125 < p_mild < 0.05 and result["mild"]["p"] == pytest.approx(p_mild)
+    assert result["mild"]["interval_excludes_zero"] and not result["mild"]["separates"]
+    assert result["strong"]["separates"] and result["strong"]["holm_family"] == 5
+    # Holm by hand: sorted p-values against 0.05 / (m - rank), stopping at the first failure.
+    ps = sorted((entry["p"], name) for name, entry in result.items())
+    expected, stopped = {}, False
+    for rank, (p, name) in enumerate(ps):
+        stopped = stopped or p > 0.05 / (len(ps) - rank)
+        expected[name] = not stopped and result[name]["interval_excludes_zero"]
+    assert {name: entry["separates"] for name, entry in result.items()} == expected

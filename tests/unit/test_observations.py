@@ -36,7 +36,7 @@ def test_single_pair_intervention_rules_report_the_pair_and_claim_no_effect():
     [found] = obs.clean_gain(robustness_summary(gain(0.031, 0.012, 0.050), gain(0, -1, 1)))
     assert found.scope == obs.INTERVENTION and found.verdict == obs.ONE_PAIR  # although the image-level interval excludes 0
     assert "+0.031" in found.text and "[+0.012, +0.050]" in found.text and "these two models differ" in found.text
-    assert "training-to-training variation" in found.text and "was not measured" in found.text
+    assert "the variation between trainings" in found.text and "was not measured" in found.text
     assert "python jobs/seed_sweep.py" in found.text and "one trained pair" in found.uncertainty
     [found] = obs.corruption_gain(robustness_summary(gain(0, -1, 1), gain(-0.04, -0.07, -0.01)))
     assert found.verdict == obs.ONE_PAIR and "more robust" not in found.text and "less robust" not in found.text

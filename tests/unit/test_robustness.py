@@ -58,6 +58,31 @@ def test_corruption_accuracy_ce_and_relative_ce_by_hand(merged):
     assert base["mean_corruption_acc_interval"][0] < base["mean_corruption_acc"] < base["mean_corruption_acc_interval"][1]
 
 
+def test_drop_main_set_and_black_border_effect_by_hand(merged):
+    # "a" plays gaussian_noise (a main corruption), "b" speckle_noise (an extra one).
+    renamed = {k.replace("|a|", "|gaussian_noise|").replace("|b|", "|speckle_noise|"): v for k, v in merged.items()}
+    renamed |= {"baseline|zerofill_translate_2_0|0": _cell([0, 0, 0, 0]), "augmented|zerofill_translate_2_0|0": _cell([1, 1, 1, 0])}
+    clean = {"baseline": np.array([1, 1, 1, 0], bool), "augmented": np.array([1, 1, 1, 1], bool)}
+    shifts = ["translate_2_0", "zerofill_translate_2_0", "rotate_10"]
+    result = summarise_robustness(clean, renamed, ["gaussian_noise", "speckle_noise"], [1, 2], shifts)
+    base, aug = result["baseline"], result["augmented"]
+    assert result["interval_unit"] == "test images of one trained pair" and result["gain"]["unit"] == result["interval_unit"]
+    # Drop = clean - mean corruption accuracy: baseline 0.75 - 0.5, augmented 1.0 - 0.75.
+    assert base["corruption_drop"] == pytest.approx(0.25) and aug["corruption_drop"] == pytest.approx(0.25)
+    per_image_drop = {"baseline": np.array([1, 1, 1, 0]) - np.array([1, 0.75, 0.25, 0]),
+                      "augmented": np.array([1, 1, 1, 1]) - np.array([1, 1, 0.75, 0.25])}
+    assert result["gain"]["corruption_drop"]["mean"] == pytest.approx((per_image_drop["augmented"] - per_image_drop["baseline"]).mean())
+    # Main set: gaussian_noise only (severities 1, 2); frost and the rest are missing.
+    assert base["main_corruptions"] == ["gaussian_noise"] and "frost" in base["main_corruptions_missing"]
+    assert base["mean_corruption_acc_main"] == pytest.approx((0.5 + 0.25) / 2)
+    assert result["gain"]["mean_corruption_main"]["mean"] == pytest.approx((0.75 + 0.5) / 2 - (0.5 + 0.25) / 2)
+    # Translation gain: edge fill 0.75 - 0.25 = 0.5, zero fill 0.75 - 0 = 0.75; black-border effect 0.25, a third of 0.75.
+    border = result["gain"]["border_effect"]
+    assert border["gain_edge_fill"] == pytest.approx(0.5) and border["gain_zero_fill"] == pytest.approx(0.75)
+    assert border["mean"] == pytest.approx(0.25) and border["share_of_zero_fill_gain"] == pytest.approx(1 / 3)
+    assert aug["shift_families"]["translation_zerofill"] == pytest.approx(0.75)
+
+
 def test_calibration_summary_per_corruption_and_temperature(merged):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(300, 10)) * 4
