@@ -5,7 +5,9 @@
 
 Subjects, each one pass over the same N images, batch 128, SimpleCNN, Adam, same seed:
 - hand:            reference. Pre-made normalised float tensors, contiguous batches,
-                   forward / cross-entropy / backward / step, nothing else.
+                   forward / cross-entropy / backward / step, nothing else; in the same memory
+                   layout as train_variant (`training_memory_format`: channels_last on the CPU),
+                   so that the ratio measures the project's overhead, not the layout.
 - project:         `stress.train.train_variant(variant="baseline")` itself, one epoch, on
                    uint8 tensors (indexing by a random order, `normalize`, running totals).
 - project_aug:     the same with variant="augmented" (`augment_batch` per batch).
@@ -43,7 +45,7 @@ import torch.nn.functional as F  # noqa: E402
 from stress.augment import CIFAR10_MEAN, CIFAR10_STD, normalize  # noqa: E402
 from stress.config import ExperimentConfig, TrainConfig  # noqa: E402
 from stress.models import create_model  # noqa: E402
-from stress.train import to_device_arrays, train_variant  # noqa: E402
+from stress.train import to_device_arrays, train_variant, training_memory_format  # noqa: E402
 
 BATCH = 128
 HELD_OUT = 16  # validation/test images handed to train_variant: its per-epoch evaluation stays negligible
@@ -56,11 +58,12 @@ def synchronize(device: str) -> None:
 
 def make_hand_loop(images: torch.Tensor, labels: torch.Tensor, config: ExperimentConfig, device: str):
     """The reference: contiguous batches of pre-normalised floats, nothing but the optimisation step."""
-    inputs = normalize(images)  # (N, 3, 32, 32) float32, made once outside the timing
+    layout = training_memory_format(device)
+    inputs = normalize(images).contiguous(memory_format=layout)  # (N, 3, 32, 32) float32, made once outside the timing
 
     def run() -> dict:
         torch.manual_seed(config.train.seed)  # the same initial weights as train_variant's build_model
-        model = create_model(config.model).to(device)
+        model = create_model(config.model).to(device, memory_format=layout)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         model.train()
         started = time.perf_counter()
