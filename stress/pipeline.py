@@ -120,6 +120,7 @@ class Pipeline:
         self.log = log
         self.stage_seconds: dict[str, float] = {}
         self.splits: Splits | None = None
+        self.locked = False  # whether this pipeline holds the run folder's lock
 
     # -- stages ---------------------------------------------------------------
     def sync(self) -> None:
@@ -238,6 +239,9 @@ class Pipeline:
             return self._run_all(address)
         except KeyboardInterrupt:
             raise Interrupted(self.interrupt_message()) from None
+        finally:
+            if self.locked:
+                self.run.release_lock()
 
     def interrupt_message(self) -> str:
         """What an interrupted run has saved: the stages whose records exist, and only those."""
@@ -253,6 +257,10 @@ class Pipeline:
         started = time.perf_counter()
         resources = cluster.connect(address)
         self.stage_seconds["ray_start"] = time.perf_counter() - started
+        # The first write: from here on this process is the run folder's only writer.
+        self.run.ensure_writable()
+        self.run.acquire_lock(self.log)
+        self.locked = True
         self.prepare()
         self.log(f"ray: {resources}")
         self.train()
