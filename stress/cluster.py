@@ -247,6 +247,32 @@ def put(value: Any) -> Any:
     return ray.put(value)
 
 
+def check_requests_fit(resources: ResourceConfig, cluster: dict[str, float]) -> None:
+    """Refuse resource requests this cluster can never grant, before anything waits for them.
+
+    Ray would otherwise queue the trainers or tasks forever without a word. `cluster` is the
+    cluster's total resources (connect()'s answer); on an autoscaling cluster nodes may still
+    come, so call this only for a fixed one (a local instance).
+    """
+    gpus_per_worker = resolve_gpus(resources.gpus_per_worker, 1.0)
+    task_gpus = resolve_gpus(resources.task_gpus, 0.25)
+    needs = {
+        "training worker": {"CPU": resources.cpus_per_worker, "GPU": gpus_per_worker},
+        "fan-out task": {"CPU": resources.task_cpus, "GPU": task_gpus},
+    }
+    for what, request in needs.items():
+        for kind, amount in request.items():
+            have = cluster.get(kind, 0.0)
+            if amount > have:
+                flag = {"training worker": {"CPU": "--cpus-per-worker", "GPU": "--gpus-per-worker"},
+                        "fan-out task": {"CPU": "--task-cpus", "GPU": "--task-gpus"}}[what][kind]
+                raise StressError(f"each {what} asks for {amount:g} {kind} but this Ray instance has {have:g}; lower {flag}")
+    trainer_cpus = resources.workers_per_trainer * resources.cpus_per_worker
+    if trainer_cpus > cluster.get("CPU", 0.0):
+        raise StressError(f"one trainer needs {trainer_cpus:g} CPUs ({resources.workers_per_trainer} workers x "
+                          f"{resources.cpus_per_worker:g}) but this Ray instance has {cluster.get('CPU', 0.0):g}")
+
+
 def available_slots(task_cpus: float, task_gpus: float) -> int:
     """How many fan-out tasks the cluster can run at once."""
     resources = ray.cluster_resources()

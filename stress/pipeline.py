@@ -257,6 +257,8 @@ class Pipeline:
         started = time.perf_counter()
         resources = cluster.connect(address)
         self.stage_seconds["ray_start"] = time.perf_counter() - started
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            cluster.check_requests_fit(self.config.resources, resources)  # a local instance never grows
         # The first write: from here on this process is the run folder's only writer.
         self.run.ensure_writable()
         self.run.acquire_lock(self.log)

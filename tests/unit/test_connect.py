@@ -72,3 +72,20 @@ def test_a_local_run_starts_its_own_instance(monkeypatch):
     with pytest.raises(StressError, match="cannot connect to Ray at a local instance"):
         cluster.connect()
     assert seen["address"] == "local" and seen["include_dashboard"] is False
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    ({"gpus_per_worker": 2.0}, "each training worker asks for 2 GPU but this Ray instance has 0; lower --gpus-per-worker"),
+    ({"task_gpus": 0.5}, "each fan-out task asks for 0.5 GPU but this Ray instance has 0; lower --task-gpus"),
+    ({"cpus_per_worker": 3.0}, "each training worker asks for 3 CPU but this Ray instance has 2"),
+    ({"workers_per_trainer": 3}, "one trainer needs 3 CPUs (3 workers x 1) but this Ray instance has 2"),
+])
+def test_requests_a_local_instance_cannot_grant_are_refused(monkeypatch, overrides, needle):
+    import dataclasses
+
+    from stress.config import ResourceConfig
+
+    monkeypatch.setattr(cluster, "cluster_has_gpus", lambda: False)
+    with pytest.raises(StressError, match=needle.replace("(", "\\(").replace(")", "\\)")):
+        cluster.check_requests_fit(dataclasses.replace(ResourceConfig(), **overrides), {"CPU": 2.0, "memory": 1e9})
+    cluster.check_requests_fit(ResourceConfig(), {"CPU": 2.0, "memory": 1e9})  # the defaults fit on 2 CPUs
