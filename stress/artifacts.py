@@ -136,6 +136,9 @@ def config_key(config_dict: dict, sections: tuple[str, ...], fields: dict[str, t
     """
     import hashlib
 
+    from stress.config import without_later_defaults
+
+    config_dict = without_later_defaults(config_dict)
     chosen: dict = {k: config_dict[k] for k in sections}
     for section, names in (fields or {}).items():
         chosen[f"{section}:fields"] = {name: config_dict[section].get(name) for name in names}

@@ -19,6 +19,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "seed": ("train.seed", int, "seed for weights, data order and split [42]"),
     "batch-size": ("train.batch_size", int, "global batch size [128]"),
     "lr": ("train.lr", float, "Adam learning rate [1e-3]"),
+    "precision": ("train.precision", str, "forward passes: fp32, bf16 (autocast, fp32 weights) or auto (bf16 where the CPU/GPU runs it fast) [fp32]"),
     "val-size": ("data.val_size", int, "validation images carved from the training set [5000]"),
     "train-limit": ("data.train_limit", int, "use only the first N training images, 0 = all [0]"),
     "test-limit": ("data.test_limit", int, "use only the first N test images, 0 = all [0]"),

@@ -18,6 +18,20 @@ from stress.errors import StressError
 from stress.paths import check_regular_file
 
 VARIANTS = ("baseline", "augmented")
+PRECISIONS = ("fp32", "bf16", "auto")  # see stress.precision
+# Fields added after run folders already existed, with the value that reproduces the old
+# behaviour. At that value they are left out of stage keys and count as present in an older
+# config.json, so run folders written before them keep resuming.
+LATER_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32"}
+
+
+def without_later_defaults(config_dict: dict) -> dict:
+    """`config_dict` minus the LATER_FIELDS that sit at their old-behaviour value."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config_dict.items()}
+    for (section, name), value in LATER_FIELDS.items():
+        if isinstance(out.get(section), dict) and out[section].get(name, value) == value:
+            out[section].pop(name, None)
+    return out
 MODEL_NAMES = ("simple_cnn",)  # what stress.models.create_model builds
 MAX_SEED = 2**32 - 1  # numpy's seed range; derived generator seeds stay far below 2**63
 
@@ -52,6 +66,7 @@ class TrainConfig:
     crop_padding: int = 4  # augmented variant: zero padding before the random 32x32 crop
     flip_probability: float = 0.5  # augmented variant: horizontal flip probability
     eval_batch_size: int = 1000
+    precision: str = "fp32"  # forward passes: "fp32", "bf16" (autocast; fp32 weights and losses) or "auto" (bf16 where fast)
 
 
 @dataclass(frozen=True)
@@ -206,6 +221,8 @@ def validate(config: ExperimentConfig) -> None:
         raise StressError(f"train.seed must be <= {MAX_SEED} (32 bits), got {t.seed}")
     _check_number("train.crop_padding", t.crop_padding, minimum=0, integer=True)
     _check_number("train.eval_batch_size", t.eval_batch_size, minimum=1, integer=True)
+    if t.precision not in PRECISIONS:
+        raise StressError(f"train.precision: unknown {t.precision!r}; valid choices: {', '.join(PRECISIONS)}")
     _check_number("train.flip_probability", t.flip_probability, minimum=0)
     if t.flip_probability > 1:
         raise StressError(f"train.flip_probability must be in [0, 1], got {t.flip_probability!r}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stress import cluster, storage
 from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, read_json, save_torch, write_json
-from stress.config import VARIANTS, ExperimentConfig
+from stress.config import VARIANTS, ExperimentConfig, without_later_defaults
 from stress.data import Splits, load_dataset, split_dataset
 from stress.errors import Interrupted, StressError
 
@@ -43,6 +43,18 @@ def _hardware() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _precision(requested: str) -> dict:
+    """The --precision asked for and what it resolves to on this machine's devices (stress.precision)."""
+    import torch
+
+    from stress.precision import cpu_has_fast_bf16, resolve_precision
+
+    resolved = {"cpu": resolve_precision(requested, "cpu")}
+    if torch.cuda.is_available():
+        resolved["cuda"] = resolve_precision(requested, "cuda")
+    return {"requested": requested, "resolved": resolved, "cpu_fast_bf16": cpu_has_fast_bf16()}
 
 
 TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depend on
@@ -71,6 +83,7 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
         previous, current = read_json(path), config.to_dict()
         if not isinstance(previous, dict):
             raise StressError(f"{path}: not a config object; use another --run-name")
+        previous, current = without_later_defaults(previous), without_later_defaults(current)
         changed = sorted(
             f"{section}.{key}"
             for section in TRAINING_SECTIONS
@@ -228,6 +241,7 @@ class Pipeline:
                 "training": {"optimizer": "Adam", "loss": "cross-entropy", "augmentation": "RandomCrop(32, padding) + RandomHorizontalFlip (augmented variant only)"},
                 "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
                 "hardware": _hardware(),
+                "precision": _precision(self.config.train.precision),
                 "started": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat(),
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "stage_seconds": stage_seconds,

@@ -73,11 +73,13 @@ def run_stress(pipeline) -> None:
             if saved is not None:
                 results[task] = _unflatten(saved)
                 continue
-            calls.append((task, (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations), {"seed": config.train.seed}))
+            calls.append((task, (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations),
+                          {"seed": config.train.seed, "precision": config.train.precision}))
     # Validation logits for temperature scaling, one task per variant.
     val_ref, val_labels_ref = cluster.put(splits.val_x), cluster.put(splits.val_y)
     val_logits: dict[str, np.ndarray] = {}
-    val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)), {"gradcam": False}) for v in VARIANTS]
+    val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)),
+                  {"gradcam": False, "precision": config.train.precision}) for v in VARIANTS]
     pipeline.log(
         f"stress: {len(corruptions)} corruptions x {len(severities)} severities and {len(shifts)} shifts on {n} images, "
         f"{len(calls)} tasks ({len(groups) * len(bounds) - len(calls)} already saved)"
