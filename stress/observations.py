@@ -299,7 +299,7 @@ def black_borders(summary: dict) -> list[Observation]:
                f"{signed(border['gain_edge_fill'])} with edge-replicated borders; the difference, {signed(border['mean'])} "
                f"(95% CI over test images {interval_text(border['low'], border['high'])}), measures what the black borders "
                "it saw in zero-padded RandomCrop training are worth to the augmented model"
-               + (f": {100 * share:.0f}% of its zero-fill translation gain." if share is not None else "."))
+               + (f": {100 * share:.0f}% of its zero-fill translation gain." if share is not None and border["gain_zero_fill"] > 0 else "."))
     return [Observation(
         rule="black_borders", text=one_pair(summary, finding), verdict=ONE_PAIR,
         uncertainty="paired 95% t-interval over the stress images of one trained pair",
