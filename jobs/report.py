@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from stress.cli import run_main  # noqa: E402
+from stress.cli import ArgumentParser, run_main  # noqa: E402
 from stress.errors import StressError  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by jobs/stress_test.py (holds summary.json)")
     parser.add_argument("--no-figures", action="store_true", help="keep the existing figures; only rebuild report.html and report.md")
     args = parser.parse_args()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from stress.cli import run_main  # noqa: E402
+from stress.cli import ArgumentParser, run_main  # noqa: E402
 from stress.errors import StressError  # noqa: E402
 
 CHROMIUM_FLAGS = (
@@ -110,7 +110,7 @@ def screenshot_report(report_html: str | Path, out_png: str | Path, width: int =
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding report.html (see jobs/report.py)")
     parser.add_argument("out", metavar="OUT.png", help="where to write the screenshot")
     parser.add_argument("--width", type=int, default=1200, help="viewport width in CSS pixels; 390 looks like a phone [1200]")

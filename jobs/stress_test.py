@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from stress.cli import add_experiment_flags, config_from_args, run_main  # noqa: E402
+from stress.cli import ArgumentParser, add_experiment_flags, config_from_args, run_main  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_experiment_flags(parser)
     parser.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else start Ray locally)")
     args = parser.parse_args()

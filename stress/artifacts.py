@@ -136,6 +136,9 @@ def config_key(config_dict: dict, sections: tuple[str, ...], fields: dict[str, t
     """
     import hashlib
 
+    from stress.config import without_later_defaults
+
+    config_dict = without_later_defaults(config_dict)
     chosen: dict = {k: config_dict[k] for k in sections}
     for section, names in (fields or {}).items():
         chosen[f"{section}:fields"] = {name: config_dict[section].get(name) for name in names}
@@ -143,6 +146,18 @@ def config_key(config_dict: dict, sections: tuple[str, ...], fields: dict[str, t
         chosen["version"] = version
     text = json.dumps(chosen, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _process_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # unknown: never assume it is dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunFolder:
@@ -179,6 +194,57 @@ class RunFolder:
             probe.unlink()
         except OSError as exc:
             raise StressError(f"{self.root}: output folder is not writable ({exc.strerror})") from None
+
+    LOCK = "run.lock"
+
+    def acquire_lock(self, warn=print) -> None:
+        """Make this process the run folder's one writer, or refuse in one line naming the owner.
+
+        The lock file holds owner, host, PID and start time and is created exclusively. A lock
+        whose owner process is dead on this host is stale: it is taken over with a warning. A
+        lock held from another host cannot be checked from here and is refused; delete
+        run.lock by hand once that job is gone.
+        """
+        import getpass
+        import socket
+
+        path = self.root / self.LOCK
+        mine = {"owner": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for _ in range(2):
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._lock_holder(path)
+                if holder.get("pid") == os.getpid() and holder.get("host") == mine["host"]:
+                    return  # this process holds it already
+                if holder.get("host") == mine["host"] and not _process_alive(holder.get("pid")):
+                    warn(f"warning: {path}: taking over a stale lock of pid {holder.get('pid')} (no longer running)")
+                    path.unlink(missing_ok=True)
+                    continue
+                raise StressError(
+                    f"{self.root} is in use by {holder.get('owner', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')} "
+                    f"since {holder.get('started', '?')}; wait for it to finish or use another --run-name"
+                ) from None
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(mine, handle)
+            return
+        raise StressError(f"{path}: could not take the run lock")
+
+    def release_lock(self) -> None:
+        """Remove the lock if this process holds it."""
+        path = self.root / self.LOCK
+        holder = self._lock_holder(path) if path.is_file() else {}
+        if holder.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _lock_holder(path: Path) -> dict:
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}  # half-written or unreadable: treated as held by an unknown owner
+        return holder if isinstance(holder, dict) else {}
 
     def stage_done(self, name: str, key: str | None = None) -> bool:
         """True if stage `name` finished, and (when `key` is given) with the same inputs."""

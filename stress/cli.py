@@ -8,7 +8,7 @@ import sys
 from typing import Any, Callable
 
 from stress.config import ExperimentConfig, load_config_file, merge
-from stress.errors import StressError
+from stress.errors import Interrupted, StressError
 
 # flag name -> (dotted config key, type, help)
 EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
@@ -19,6 +19,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "seed": ("train.seed", int, "seed for weights, data order and split [42]"),
     "batch-size": ("train.batch_size", int, "global batch size [128]"),
     "lr": ("train.lr", float, "Adam learning rate [1e-3]"),
+    "precision": ("train.precision", str, "forward passes: fp32, bf16 (autocast, fp32 weights) or auto (bf16 where the CPU/GPU runs it fast) [fp32]"),
     "val-size": ("data.val_size", int, "validation images carved from the training set [5000]"),
     "train-limit": ("data.train_limit", int, "use only the first N training images, 0 = all [0]"),
     "test-limit": ("data.test_limit", int, "use only the first N test images, 0 = all [0]"),
@@ -38,6 +39,13 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
 
 
 METAVARS = {"data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error contract: one line `error: ...` on stderr, exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +98,7 @@ def run_main(main: Callable[[], int]) -> None:
     except StressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are saved; re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A run says what it saved (stress.errors.Interrupted); anything else claims nothing.
+        print(str(exc) if isinstance(exc, Interrupted) and str(exc) else "interrupted", file=sys.stderr)
         sys.exit(130)

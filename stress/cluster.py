@@ -42,6 +42,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: 
         if address:
             kwargs["address"] = address
         elif not os.environ.get("RAY_ADDRESS"):
+            # "local" starts a fresh instance: plain ray.init() would join whatever cluster a
+            # `ray start` on this machine last recorded (/tmp/ray/ray_current_cluster), or hang on a dead one.
+            kwargs["address"] = "local"
             kwargs["include_dashboard"] = False
             if num_cpus:
                 kwargs["num_cpus"] = num_cpus
@@ -64,19 +67,33 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: 
 
 
 def _check_reachable(address: str, timeout_s: float) -> None:
-    """Fail fast with one line when a Ray address does not answer (ray.init would wait much longer)."""
+    """Fail fast with one line when a Ray address does not answer, or answers but is not Ray.
+
+    ray.init would wait much longer. Ray's GCS and client server speak gRPC, i.e. HTTP/2: a
+    gRPC server answers the HTTP/2 connection preface with a SETTINGS frame, which an open port
+    of some other service (a web server, a database, a silent listener) does not.
+    """
     import socket
     from urllib.parse import urlparse
 
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    host, port = parsed.hostname, parsed.port
-    if host is None or port is None:
-        raise StressError(f"Ray address {address!r} is not of the form HOST:PORT or http://HOST:PORT")
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
+        parsed = urlparse(address if "://" in address else f"ray://{address}")
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host = port = None
+    if host is None or port is None:
+        raise StressError(f"Ray address {address!r} is not of the form HOST:PORT or ray://HOST:PORT")
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            connection.sendall(preface)
+            header = connection.recv(9)
+    except socket.timeout:
+        raise StressError(f"{address} accepts connections but does not answer like a Ray head within {timeout_s:.0f} s") from None
     except OSError as exc:
         raise StressError(f"Ray at {address} does not answer within {timeout_s:.0f} s ({exc.strerror or type(exc).__name__})") from None
+    if len(header) < 4 or header[3] != 4:  # frame type 4 = SETTINGS
+        raise StressError(f"{address} is not a Ray head (it does not speak gRPC); pass the head's GCS address, e.g. HOST:6379")
 
 
 def cluster_has_gpus() -> bool:
@@ -228,6 +245,32 @@ def run_tasks(
 def put(value: Any) -> Any:
     """Place a large shared input in the object store once; pass the reference to tasks."""
     return ray.put(value)
+
+
+def check_requests_fit(resources: ResourceConfig, cluster: dict[str, float]) -> None:
+    """Refuse resource requests this cluster can never grant, before anything waits for them.
+
+    Ray would otherwise queue the trainers or tasks forever without a word. `cluster` is the
+    cluster's total resources (connect()'s answer); on an autoscaling cluster nodes may still
+    come, so call this only for a fixed one (a local instance).
+    """
+    gpus_per_worker = resolve_gpus(resources.gpus_per_worker, 1.0)
+    task_gpus = resolve_gpus(resources.task_gpus, 0.25)
+    needs = {
+        "training worker": {"CPU": resources.cpus_per_worker, "GPU": gpus_per_worker},
+        "fan-out task": {"CPU": resources.task_cpus, "GPU": task_gpus},
+    }
+    for what, request in needs.items():
+        for kind, amount in request.items():
+            have = cluster.get(kind, 0.0)
+            if amount > have:
+                flag = {"training worker": {"CPU": "--cpus-per-worker", "GPU": "--gpus-per-worker"},
+                        "fan-out task": {"CPU": "--task-cpus", "GPU": "--task-gpus"}}[what][kind]
+                raise StressError(f"each {what} asks for {amount:g} {kind} but this Ray instance has {have:g}; lower {flag}")
+    trainer_cpus = resources.workers_per_trainer * resources.cpus_per_worker
+    if trainer_cpus > cluster.get("CPU", 0.0):
+        raise StressError(f"one trainer needs {trainer_cpus:g} CPUs ({resources.workers_per_trainer} workers x "
+                          f"{resources.cpus_per_worker:g}) but this Ray instance has {cluster.get('CPU', 0.0):g}")
 
 
 def available_slots(task_cpus: float, task_gpus: float) -> int:

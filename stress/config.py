@@ -15,8 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from stress.errors import StressError
+from stress.paths import check_regular_file
 
 VARIANTS = ("baseline", "augmented")
+PRECISIONS = ("fp32", "bf16", "auto")  # see stress.precision
+# Fields added after run folders already existed, with the value that reproduces the old
+# behaviour. At that value they are left out of stage keys and count as present in an older
+# config.json, so run folders written before them keep resuming.
+LATER_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32"}
+
+
+def without_later_defaults(config_dict: dict) -> dict:
+    """`config_dict` minus the LATER_FIELDS that sit at their old-behaviour value."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config_dict.items()}
+    for (section, name), value in LATER_FIELDS.items():
+        if isinstance(out.get(section), dict) and out[section].get(name, value) == value:
+            out[section].pop(name, None)
+    return out
+MODEL_NAMES = ("simple_cnn",)  # what stress.models.create_model builds
+MAX_SEED = 2**32 - 1  # numpy's seed range; derived generator seeds stay far below 2**63
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,7 @@ class TrainConfig:
     crop_padding: int = 4  # augmented variant: zero padding before the random 32x32 crop
     flip_probability: float = 0.5  # augmented variant: horizontal flip probability
     eval_batch_size: int = 1000
+    precision: str = "fp32"  # forward passes: "fp32", "bf16" (autocast; fp32 weights and losses) or "auto" (bf16 where fast)
 
 
 @dataclass(frozen=True)
@@ -134,7 +152,8 @@ def merge(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConf
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a (nested) dict."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    check_regular_file(path, "--config")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -159,7 +178,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 def _check_number(where: str, value: Any, *, minimum: float, integer: bool = False, strict: bool = False) -> None:
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or (isinstance(value, float) and not math.isfinite(value)):
-        raise StressError(f"{where} must be a finite {'integer' if integer else 'number'}, got {value!r}")
+        hint = ""
+        if isinstance(value, str):
+            try:
+                float(value)
+                hint = " (a string: YAML 1.1 reads 1e-3 as text; write 1.0e-3 or 0.001)"
+            except ValueError:
+                hint = " (a string)"
+        raise StressError(f"{where} must be a finite {'integer' if integer else 'number'}, got {value!r}{hint}")
     if value < minimum or (strict and value == minimum):
         raise StressError(f"{where} must be {'>' if strict else '>='} {minimum}, got {value!r}")
 
@@ -174,6 +200,8 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("data.test_limit", d.test_limit, minimum=0, integer=True)
     _check_number("data.synthetic_train", d.synthetic_train, minimum=20, integer=True)
     _check_number("data.synthetic_test", d.synthetic_test, minimum=10, integer=True)
+    if m.name not in MODEL_NAMES:
+        raise StressError(f"model.name: unknown {m.name!r}; valid choices: {', '.join(MODEL_NAMES)}")
     if len(m.widths) != 3:
         raise StressError(f"model.widths must list 3 channel counts, got {list(m.widths)}")
     for i, w in enumerate(m.widths):
@@ -189,8 +217,12 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("train.lr", t.lr, minimum=0, strict=True)
     _check_number("train.weight_decay", t.weight_decay, minimum=0)
     _check_number("train.seed", t.seed, minimum=0, integer=True)
+    if t.seed > MAX_SEED:
+        raise StressError(f"train.seed must be <= {MAX_SEED} (32 bits), got {t.seed}")
     _check_number("train.crop_padding", t.crop_padding, minimum=0, integer=True)
     _check_number("train.eval_batch_size", t.eval_batch_size, minimum=1, integer=True)
+    if t.precision not in PRECISIONS:
+        raise StressError(f"train.precision: unknown {t.precision!r}; valid choices: {', '.join(PRECISIONS)}")
     _check_number("train.flip_probability", t.flip_probability, minimum=0)
     if t.flip_probability > 1:
         raise StressError(f"train.flip_probability must be in [0, 1], got {t.flip_probability!r}")
@@ -200,6 +232,11 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("stress.calibration_bins", s.calibration_bins, minimum=1, integer=True)
     _check_number("stress.faithfulness_images", s.faithfulness_images, minimum=1, integer=True)
     _check_number("stress.faithfulness_steps", s.faithfulness_steps, minimum=2, integer=True)
+    for name, values in (("stress.severities", s.severities), ("stress.corruptions", s.corruptions)):
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            # A repeated entry would count twice in means over the list.
+            raise StressError(f"{name}: {', '.join(repeated)} listed more than once; give each once")
     bad = [v for v in s.severities if type(v) is not int or v not in (1, 2, 3, 4, 5)]
     if bad or not s.severities:
         raise StressError(f"stress.severities: invalid {bad or '(empty)'}; valid choices: 1, 2, 3, 4, 5")

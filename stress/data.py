@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from stress.config import DataConfig
+from stress.paths import check_regular_file
 from stress.errors import StressError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -126,16 +127,38 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise StressError(f"{path}: not a readable .npz file ({reason})") from None
 
 
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickler for the official CIFAR-10 batch format, which needs only dicts, lists, bytes,
+    strings, numbers and numpy arrays. Any other global (os.system, builtins.eval, ...) is
+    refused before it can be called, so a booby-trapped file runs nothing."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol-5 arrays
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     # The official CIFAR-10 python format is a pickle; it is the one pickle this project loads,
-    # and only from the folder the user names (or torchvision's own download).
+    # only from the folder the user names (or torchvision's own download), and only through
+    # BatchUnpickler, which admits the classes that format needs and nothing else.
     try:
         with open(path, "rb") as handle:
-            entry = pickle.load(handle, encoding="bytes")
+            entry = BatchUnpickler(handle, encoding="bytes").load()
         data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = np.asarray(entry[b"labels"], dtype=np.int64)
     except FileNotFoundError:
         raise StressError(f"{path}: missing (expected the official cifar-10-batches-py layout)") from None
+    except pickle.UnpicklingError as exc:
+        raise StressError(f"{path}: not a CIFAR-10 batch ({exc}); nothing in it was run") from None
     except Exception as exc:  # noqa: BLE001 - any failure to parse is a corrupt file
         raise StressError(f"{path}: not a readable CIFAR-10 batch ({type(exc).__name__})") from None
     return data, labels
@@ -145,6 +168,8 @@ def load_batches_folder(folder: Path) -> dict[str, np.ndarray]:
     """Read the official `cifar-10-batches-py` folder (or a folder that contains it)."""
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        check_regular_file(folder / name, "a CIFAR-10 batch")
     train = [_read_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
     x_test, y_test = _read_batch(folder / "test_batch")
     return {
@@ -239,6 +264,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         where = str(path)
         if not path.exists():
             raise StressError(f"{path}: no such file or folder (use --data torchvision | synthetic | PATH)")
+        check_regular_file(path, "--data")
         if path.is_dir():
             raw = load_batches_folder(path)
         elif path.suffix == ".npz":

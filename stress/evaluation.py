@@ -105,6 +105,7 @@ def predict_all(pipeline, weights_ref, images_ref, labels_ref, n: int, shards: i
                 "faithfulness_every": max(1, n // config.stress.faithfulness_images),
                 "faithfulness_steps": config.stress.faithfulness_steps,
                 "seed": config.train.seed,
+                "precision": config.train.precision,
             }
             calls.append((f"{v}:{start}-{stop}", args, kwargs))
     if len(calls) < 2 * len(bounds):

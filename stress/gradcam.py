@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stress.models import GRADCAM_LAYER
+from stress.precision import autocast
 
 # Insertion starts from a Gaussian-blurred copy of the image (RISE uses a blur
 # that removes object detail but keeps colour layout). sigma=2 px on 32x32 CIFAR
@@ -60,7 +61,8 @@ class ActivationsAndGradients:
         self._handle = modules[layer].register_forward_hook(self._on_forward)
 
     def _on_forward(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-        leaf = output.detach().requires_grad_(True)
+        # float32 even under bf16 autocast: the map is built from these activations and their gradients.
+        leaf = output.detach().float().requires_grad_(True)
         leaf.register_hook(self._on_gradient)
         self.activations = leaf
         self.gradients = None
@@ -110,8 +112,12 @@ def gradcam_for_targets(
     target_sets: dict[str, torch.Tensor],
     layer: str = GRADCAM_LAYER,
     batch_size: int = 1000,
+    precision: str = "fp32",
 ) -> dict[str, torch.Tensor]:
     """Grad-CAM maps for several target sets (e.g. predicted and true class) from one forward pass.
+
+    precision "bf16"/"auto": the forward pass runs under bf16 autocast; the hooked activations,
+    their gradients and the maps stay float32.
 
     images: normalised float (N, 3, H, W); each target set: long (N,).
     Returns {name: (N, H, W) float maps >= 0, not normalised}. Images are processed in
@@ -121,7 +127,8 @@ def gradcam_for_targets(
     maps: dict[str, list[torch.Tensor]] = {name: [] for name in target_sets}
     with frozen_eval(model), torch.enable_grad(), ActivationsAndGradients(model, layer) as hooks:
         for start in range(0, images.shape[0], batch_size):
-            logits = model(images[start : start + batch_size])  # (B, classes)
+            with autocast(precision, images.device):
+                logits = model(images[start : start + batch_size]).float()  # (B, classes)
             activations = hooks.activations
             for i, (name, targets) in enumerate(target_sets.items()):
                 chunk_targets = targets[start : start + batch_size].to(logits.device).view(-1, 1)
@@ -134,10 +141,11 @@ def gradcam_for_targets(
 
 
 def gradcam(
-    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str = GRADCAM_LAYER, batch_size: int = 1000
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str = GRADCAM_LAYER, batch_size: int = 1000,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """images: normalised float (N, 3, H, W); targets: long (N,) -> maps (N, H, W), >= 0, not normalised."""
-    return gradcam_for_targets(model, images, {"target": targets}, layer, batch_size)["target"]
+    return gradcam_for_targets(model, images, {"target": targets}, layer, batch_size, precision)["target"]
 
 
 def cam_resolution(model: nn.Module, images: torch.Tensor, layer: str = GRADCAM_LAYER) -> tuple[int, int]:

@@ -57,13 +57,17 @@ Rule = Callable[[dict], list[Observation]]
 
 
 # -- formatting and interval logic ------------------------------------------------
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def number(value: float | None, digits: int = 3) -> str:
-    """A value as the report prints it (fixed decimals; "n/a" for missing)."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    """A value as the report prints it (fixed decimals; "n/a" for missing or not finite)."""
+    return "n/a" if _missing(value) else f"{value:.{digits}f}"
 
 
 def signed(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:+.{digits}f}"
+    return "n/a" if _missing(value) else f"{value:+.{digits}f}"
 
 
 def interval_text(low: float | None, high: float | None, digits: int = 3, sign: bool = True) -> str:
@@ -295,7 +299,7 @@ def black_borders(summary: dict) -> list[Observation]:
                f"{signed(border['gain_edge_fill'])} with edge-replicated borders; the difference, {signed(border['mean'])} "
                f"(95% CI over test images {interval_text(border['low'], border['high'])}), measures what the black borders "
                "it saw in zero-padded RandomCrop training are worth to the augmented model"
-               + (f": {100 * share:.0f}% of its zero-fill translation gain." if share is not None else "."))
+               + (f": {100 * share:.0f}% of its zero-fill translation gain." if share is not None and border["gain_zero_fill"] > 0 else "."))
     return [Observation(
         rule="black_borders", text=one_pair(summary, finding), verdict=ONE_PAIR,
         uncertainty="paired 95% t-interval over the stress images of one trained pair",
@@ -317,6 +321,13 @@ def border_attention(summary: dict) -> list[Observation]:
         interval = share.get("difference_interval") or [None, None]
         low, high = interval
         failures, successes = share["failures"]["mean"], share["successes"]["mean"]
+        if failures is None or successes is None:
+            group = "failures" if failures is None else "successes"
+            out.append(Observation(
+                rule="border_attention", text=f"For {v}, there are no {group} among the test images: centre and border attention "
+                                              "of failures and successes are not compared.",
+                verdict=INCONCLUSIVE, uncertainty="not computed", figure="figures/centre_attention.png", evidence={group: None}))
+            continue
         if verdict_of(low, high) == INCONCLUSIVE:
             verdict, answer = INCONCLUSIVE, "the interval includes 0: inconclusive."
         elif high < 0:
@@ -425,6 +436,12 @@ def calibration(summary: dict) -> list[Observation]:
     for v in VARIANTS:
         c = results[v]
         n = sum(c["reliability"]["count"])
+        if c.get("ece") is None or c.get("ece_after_temperature") is None:
+            out.append(Observation(
+                rule="calibration", text=f"For {v}, the expected calibration error could not be computed: its confidences are not "
+                                         "finite (a diverged model gives non-finite logits).",
+                verdict=INCONCLUSIVE, uncertainty="not computed", figure="figures/reliability.png", evidence={"ece": None}))
+            continue
         change = "lowered" if c["ece_after_temperature"] < c["ece"] else "raised"
         reduction = c.get("ece_reduction_interval")
         if reduction and None not in reduction:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from stress import cluster, storage
 from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, read_json, save_torch, write_json
-from stress.config import VARIANTS, ExperimentConfig
+from stress.config import VARIANTS, ExperimentConfig, without_later_defaults
 from stress.data import Splits, load_dataset, split_dataset
-from stress.errors import StressError
+from stress.errors import Interrupted, StressError
 
 
 def _git_commit() -> str | None:
@@ -45,6 +45,18 @@ def _hardware() -> dict:
     return info
 
 
+def _precision(requested: str) -> dict:
+    """The --precision asked for and what it resolves to on this machine's devices (stress.precision)."""
+    import torch
+
+    from stress.precision import cpu_has_fast_bf16, resolve_precision
+
+    resolved = {"cpu": resolve_precision(requested, "cpu")}
+    if torch.cuda.is_available():
+        resolved["cuda"] = resolve_precision(requested, "cuda")
+    return {"requested": requested, "resolved": resolved, "cpu_fast_bf16": cpu_has_fast_bf16()}
+
+
 TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depend on
 # What every interval in a single run's summary.json is taken over. None of them contains the
 # variation between trainings: statements about the augmentation itself need a seed sweep,
@@ -58,25 +70,39 @@ INTERVAL_UNITS = {
 }
 
 
-def check_resume(run: RunFolder, config: ExperimentConfig) -> None:
-    """A run folder resumes only with the same data, model and training options.
+def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str | None = None) -> None:
+    """A run folder resumes only with the same data, model and training options, and the same dataset.
 
     Evaluation and resource options may change between re-runs; stages whose inputs
-    changed are re-run (their records carry a key of those inputs).
+    changed are re-run (their records carry a key of those inputs). The dataset is compared
+    by its SHA-256 fingerprint, recorded in split.json when the run was prepared: the same
+    path with other contents is another dataset.
     """
     path = run.path("config.json")
     if path.is_file():
         previous, current = read_json(path), config.to_dict()
+        if not isinstance(previous, dict):
+            raise StressError(f"{path}: not a config object; use another --run-name")
+        previous, current = without_later_defaults(previous), without_later_defaults(current)
         changed = sorted(
             f"{section}.{key}"
             for section in TRAINING_SECTIONS
             for key, value in current[section].items()
-            if previous.get(section, {}).get(key) != value
+            if not isinstance(previous.get(section), dict) or previous[section].get(key) != value
         )
         if changed:
             raise StressError(
                 f"{run.root} holds a run with a different config ({', '.join(changed) or 'top-level keys'}); "
                 "use another --run-name or the same options"
+            )
+    split = run.path("split.json")
+    if dataset_sha256 and split.is_file():
+        recorded = read_json(split)
+        recorded = recorded.get("dataset_sha256") if isinstance(recorded, dict) else None
+        if recorded and recorded != dataset_sha256:
+            raise StressError(
+                f"{run.root} was run on other data (sha256 {recorded[:12]}…, now {dataset_sha256[:12]}…); "
+                "use another --run-name for this dataset"
             )
 
 
@@ -107,6 +133,7 @@ class Pipeline:
         self.log = log
         self.stage_seconds: dict[str, float] = {}
         self.splits: Splits | None = None
+        self.locked = False  # whether this pipeline holds the run folder's lock
 
     # -- stages ---------------------------------------------------------------
     def sync(self) -> None:
@@ -122,7 +149,7 @@ class Pipeline:
             self.log(f"resuming {self.remote} (copied to {self.run.root})")
         dataset = load_dataset(self.config.data)
         self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
-        check_resume(self.run, self.config)
+        check_resume(self.run, self.config, self.splits.sha256)
         self.run.check_writable()
         self.stage_seconds["prepare"] = time.perf_counter() - started
 
@@ -130,8 +157,12 @@ class Pipeline:
         run, config = self.run, self.config
         started = time.perf_counter()
         run.ensure_writable()
-        write_json(run.path("config.json"), config.to_dict())
-        write_json(run.path("split.json"), {"seed": config.train.seed, "val_indices": self.splits.val_indices})
+        if not run.path("config.json").is_file():
+            # A re-run rewrites config.json only after its stages have finished (write_config), so the
+            # file never claims options whose results are not in the folder yet.
+            self.write_config()
+        write_json(run.path("split.json"), {"seed": config.train.seed, "val_indices": self.splits.val_indices,
+                                            "dataset_sha256": self.splits.sha256})
         self.stage_seconds["prepare"] += time.perf_counter() - started
         self.log(f"data: {self.splits.describe()}")
 
@@ -164,6 +195,9 @@ class Pipeline:
         self.stage_seconds["train"] = time.perf_counter() - started
 
     # -- outputs --------------------------------------------------------------
+    def write_config(self) -> None:
+        write_json(self.run.path("config.json"), self.config.to_dict())
+
     def write_summary(self) -> dict:
         run, config = self.run, self.config
         variants = {}
@@ -207,6 +241,7 @@ class Pipeline:
                 "training": {"optimizer": "Adam", "loss": "cross-entropy", "augmentation": "RandomCrop(32, padding) + RandomHorizontalFlip (augmented variant only)"},
                 "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
                 "hardware": _hardware(),
+                "precision": _precision(self.config.train.precision),
                 "started": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat(),
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "stage_seconds": stage_seconds,
@@ -214,11 +249,34 @@ class Pipeline:
         )
 
     def run_all(self, address: str | None = None) -> dict:
+        try:
+            return self._run_all(address)
+        except KeyboardInterrupt:
+            raise Interrupted(self.interrupt_message()) from None
+        finally:
+            if self.locked:
+                self.run.release_lock()
+
+    def interrupt_message(self) -> str:
+        """What an interrupted run has saved: the stages whose records exist, and only those."""
+        folder = self.run.root / "stages"
+        stages = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        if not stages:
+            return "interrupted before any stage finished: nothing was saved; re-run the same command to start again"
+        return f"interrupted: saved stage(s) {', '.join(stages)} in {self.run.root}; re-run the same command to resume"
+
+    def _run_all(self, address: str | None = None) -> dict:
         started_at = time.time()
         self.check_inputs()
         started = time.perf_counter()
         resources = cluster.connect(address)
         self.stage_seconds["ray_start"] = time.perf_counter() - started
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            cluster.check_requests_fit(self.config.resources, resources)  # a local instance never grows
+        # The first write: from here on this process is the run folder's only writer.
+        self.run.ensure_writable()
+        self.run.acquire_lock(self.log)
+        self.locked = True
         self.prepare()
         self.log(f"ray: {resources}")
         self.train()
@@ -228,6 +286,7 @@ class Pipeline:
         from stress import suite
 
         suite.run_stress(self)
+        self.write_config()  # every stage now matches these options
         summary = self.write_summary()
         from stress import figures
 

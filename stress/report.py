@@ -105,6 +105,15 @@ def headline(summary: dict) -> Section:
     return Section("headline", "Headline", tuple(blocks))
 
 
+def _precision_text(train: dict, manifest: dict) -> str:
+    """The precision option and what it resolved to; runs from before the option were fp32."""
+    recorded = manifest.get("precision")
+    if not recorded:
+        return train.get("precision", "fp32")
+    resolved = ", ".join(f"{device}: {value}" for device, value in recorded.get("resolved", {}).items())
+    return f"{recorded.get('requested', MISSING)} ({resolved})"
+
+
 def setup(summary: dict, config: dict, manifest: dict) -> Section:
     """Data, split, model, optimiser, seeds, versions, hardware and stage times."""
     dataset, model, train = summary.get("dataset", {}), config.get("model", {}), config.get("train", {})
@@ -119,6 +128,7 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
         ("model", f"{model.get('name', MISSING)} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"),
         ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
         ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
+        ("precision", _precision_text(train, manifest)),
         ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
         ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items())),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or MISSING),

@@ -55,6 +55,7 @@ def stress_shard(
     perturbations: list[tuple[str, int]],
     seed: int = 0,
     batch_size: int = 500,
+    precision: str = "fp32",
 ) -> dict[str, dict[str, np.ndarray]]:
     """Evaluate both models on images [start, stop) under each perturbation.
 
@@ -75,7 +76,7 @@ def stress_shard(
                 for i in range(0, len(x), batch_size)
             ])
         for v, model in models.items():
-            out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size), y)
+            out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size, precision), y)
     return out
 
 

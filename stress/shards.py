@@ -17,6 +17,7 @@ from stress.augment import normalize
 from stress.config import ModelConfig
 from stress.evaluate import predict_logits
 from stress.models import create_model
+from stress.precision import autocast
 
 
 def task_device() -> torch.device:
@@ -46,6 +47,7 @@ def evaluate_shard(
     faithfulness_every: int = 0,
     faithfulness_steps: int = 16,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """Predictions (and Grad-CAM statistics) for test images [start, stop).
 
@@ -62,7 +64,7 @@ def evaluate_shard(
     x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
     started = time.perf_counter()
-    logits = predict_logits(model, x, batch_size)
+    logits = predict_logits(model, x, batch_size, precision)
     probs = logits.softmax(1)
     confidence, predicted = probs.max(1)
     out = {
@@ -80,7 +82,8 @@ def evaluate_shard(
         shares = {"predicted": [], "true": []}
         for i in range(0, len(x), batch_size):
             maps = gradcam_for_targets(
-                model, normalize(x[i : i + batch_size]), {"predicted": predicted[i : i + batch_size], "true": y[i : i + batch_size]}
+                model, normalize(x[i : i + batch_size]), {"predicted": predicted[i : i + batch_size], "true": y[i : i + batch_size]},
+                precision=precision,
             )
             for key in shares:
                 shares[key].append(centre_energy_share(maps[key]).cpu())
@@ -88,7 +91,7 @@ def evaluate_shard(
         out["centre_share_true"] = torch.cat(shares["true"]).numpy()
         out["seconds_gradcam"] = np.array([time.perf_counter() - started])  # maps for two targets per image
     if faithfulness_every > 0:
-        out.update(_faithfulness(model, x, predicted, start, faithfulness_every, faithfulness_steps, seed, batch_size))
+        out.update(_faithfulness(model, x, predicted, start, faithfulness_every, faithfulness_steps, seed, batch_size, precision))
     return out
 
 
@@ -98,7 +101,7 @@ FAITHFUL_KEYS = (
 )
 
 
-def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed: int, batch_size: int) -> dict:
+def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed: int, batch_size: int, precision: str = "fp32") -> dict:
     """Deletion/insertion and ROAD AUCs and the randomisation sanity check on every `every`-th image."""
     from stress.faithfulness import road_curves, structured_random_maps
     from stress.gradcam import cam_resolution, deletion_insertion, gradcam, sanity_check
@@ -109,11 +112,12 @@ def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed:
         return {"faithful_indices": np.zeros(0, dtype=np.int64), **{f"faithful_{k}": np.zeros(0) for k in FAITHFUL_KEYS},
                 "faithful_randomisation_correlation": np.zeros(0)}
     images, targets = normalize(x[local]), predicted[local]
-    maps = gradcam(model, images, targets)
+    maps = gradcam(model, images, targets, precision=precision)
     generator = torch.Generator().manual_seed(seed * 7919 + start)
-    curves = deletion_insertion(model, images, maps, targets, steps=steps, generator=generator, batch_size=batch_size * 2)
-    random_maps = structured_random_maps(len(local), cam_resolution(model, images), tuple(images.shape[-2:]), generator, x.device)
-    road = road_curves(model, images, {"road": maps, "road_random": random_maps}, targets, generator=generator, batch_size=batch_size)
+    with autocast(precision, x.device):  # the curves' forward passes; probabilities are read as float32
+        curves = deletion_insertion(model, images, maps, targets, steps=steps, generator=generator, batch_size=batch_size * 2)
+        random_maps = structured_random_maps(len(local), cam_resolution(model, images), tuple(images.shape[-2:]), generator, x.device)
+        road = road_curves(model, images, {"road": maps, "road_random": random_maps}, targets, generator=generator, batch_size=batch_size)
     curves.update(road)
     # The same randomised weights for every shard: seeded by `seed` alone.
     sanity = sanity_check(model, images, targets, generator=torch.Generator().manual_seed(seed))

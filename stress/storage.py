@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stress.errors import StressError
 
-SKIP_PARTS = ("train",)  # Ray Train writes its checkpoints straight to storage
+SKIP_PARTS = ("train", "run.lock")  # Ray Train writes its checkpoints straight to storage; run.lock is this host's writer lock
 
 
 def is_uri(location: str) -> bool:

@@ -15,6 +15,7 @@ from stress.artifacts import config_key, write_json, write_npz
 from stress.config import VARIANTS
 from stress.corruptions import CORRUPTIONS
 from stress.evaluation import STAGE_KEY, load_saved_shard, shard_bounds
+from stress.observations import interval_text, number, signed
 from stress.robustness import stress_shard, summarise_calibration, summarise_robustness
 from stress.shards import evaluate_shard
 from stress.shifts import list_shifts
@@ -72,11 +73,13 @@ def run_stress(pipeline) -> None:
             if saved is not None:
                 results[task] = _unflatten(saved)
                 continue
-            calls.append((task, (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations), {"seed": config.train.seed}))
+            calls.append((task, (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations),
+                          {"seed": config.train.seed, "precision": config.train.precision}))
     # Validation logits for temperature scaling, one task per variant.
     val_ref, val_labels_ref = cluster.put(splits.val_x), cluster.put(splits.val_y)
     val_logits: dict[str, np.ndarray] = {}
-    val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)), {"gradcam": False}) for v in VARIANTS]
+    val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)),
+                  {"gradcam": False, "precision": config.train.precision}) for v in VARIANTS]
     pipeline.log(
         f"stress: {len(corruptions)} corruptions x {len(severities)} severities and {len(shifts)} shifts on {n} images, "
         f"{len(calls)} tasks ({len(groups) * len(bounds) - len(calls)} already saved)"
@@ -104,12 +107,13 @@ def run_stress(pipeline) -> None:
     gain = robustness["gain"]
     if "mean_corruption" in gain:
         g = gain["mean_corruption"]
-        pipeline.log(f"augmented - baseline: mean corruption acc {g['mean']:+.4f} (95% CI {g['low']:+.4f} .. {g['high']:+.4f})")
+        pipeline.log(f"augmented - baseline: mean corruption acc {signed(g['mean'], 4)} "
+                     f"(95% CI over images {interval_text(g['low'], g['high'], 4)}; one trained pair)")
     for v in VARIANTS:
         r, c = robustness[v], calibration[v]
         pipeline.log(
-            f"[{v}] clean {r['clean_acc']:.4f}  mean corruption acc {r['mean_corruption_acc']:.4f}  "
-            f"ECE {c['ece']:.4f} -> {c['ece_after_temperature']:.4f} after T={c['temperature']:.2f}"
+            f"[{v}] clean {number(r['clean_acc'], 4)}  mean corruption acc {number(r['mean_corruption_acc'], 4)}  "
+            f"ECE {number(c['ece'], 4)} -> {number(c['ece_after_temperature'], 4)} after T={number(c['temperature'], 2)}"
         )
     seconds = time.perf_counter() - started
     run.mark_done("stress", seconds, key, tasks=len(groups) * len(bounds))

@@ -25,6 +25,7 @@ from stress.augment import augment_batch, normalize
 from stress.config import ExperimentConfig
 from stress.evaluate import evaluate
 from stress.models import create_model
+from stress.precision import autocast
 
 EpochCallback = Callable[[dict, dict], None]  # (checkpoint state, epoch metrics) -> None
 
@@ -131,7 +132,9 @@ def train_variant(
             if variant == "augmented":
                 images = augment_batch(images, t.crop_padding, t.flip_probability, generator)
             labels = train_y[index]
-            logits = model(normalize(images).contiguous(memory_format=layout))
+            with autocast(t.precision, device):
+                logits = model(normalize(images).contiguous(memory_format=layout))
+            logits = logits.float()  # the loss and every metric in fp32
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -141,7 +144,7 @@ def train_variant(
             )
         totals = _reduce_sum(totals)
         seconds = time.perf_counter() - started
-        val = evaluate(_unwrap(model), data["val_x"], data["val_y"], t.eval_batch_size)
+        val = evaluate(_unwrap(model), data["val_x"], data["val_y"], t.eval_batch_size, t.precision)
         metrics = {
             "epoch": epoch,
             "train_loss": float(totals[0] / totals[2]),
@@ -154,7 +157,7 @@ def train_variant(
         history.append(metrics)
         test = None
         if epoch == t.epochs:
-            test = evaluate(_unwrap(model), data["test_x"], data["test_y"], t.eval_batch_size)
+            test = evaluate(_unwrap(model), data["test_x"], data["test_y"], t.eval_batch_size, t.precision)
             metrics = {**metrics, "test_loss": test["loss"], "test_acc": test["acc"]}
         if rank == 0:
             log(

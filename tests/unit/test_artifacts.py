@@ -252,3 +252,39 @@ def test_load_torch_on_a_garbage_file(tmp_path, content):
 def test_load_torch_missing(tmp_path):
     with pytest.raises(StressError, match="missing"):
         load_torch(tmp_path / "absent.pt")
+
+
+def test_one_writer_per_run_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = RunFolder(tmp_path / "run")
+    run.ensure_writable()
+    run.acquire_lock()
+    holder = json.loads((run.root / "run.lock").read_text())
+    assert holder["pid"] == os.getpid() and {"owner", "host", "started"} <= set(holder)
+    run.acquire_lock()  # the holder itself may ask again
+    # Another live process on this host holds it: refused in one line naming the owner.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as other:
+        try:
+            (run.root / "run.lock").write_text(json.dumps({**holder, "pid": other.pid}))
+            with pytest.raises(StressError) as info:
+                RunFolder(run.root).acquire_lock()
+            message = str(info.value)
+            assert "\n" not in message and f"is in use by {holder['owner']}@{holder['host']} pid {other.pid}" in message
+        finally:
+            other.kill()
+    other.wait()
+    # Its owner is now dead: a stale lock, taken over with a warning.
+    warnings: list[str] = []
+    second = RunFolder(run.root)
+    second.acquire_lock(warnings.append)
+    assert warnings and f"stale lock of pid {other.pid}" in warnings[0]
+    assert json.loads((run.root / "run.lock").read_text())["pid"] == os.getpid()
+    second.release_lock()
+    assert not (run.root / "run.lock").exists()
+    # A lock from another host cannot be checked and is refused.
+    (run.root / "run.lock").write_text(json.dumps({**holder, "host": "elsewhere", "pid": 1}))
+    with pytest.raises(StressError, match="in use by .*@elsewhere pid 1"):
+        RunFolder(run.root).acquire_lock()

@@ -10,7 +10,7 @@ import pytest
 
 from stress.cli import EXPERIMENT_FLAGS, add_experiment_flags, config_from_args, run_main
 from stress.config import ExperimentConfig, load_config_file, merge
-from stress.errors import StressError
+from stress.errors import Interrupted, StressError
 
 
 def config_error(values: dict) -> str:
@@ -265,8 +265,44 @@ def test_run_main_exit_codes(capsys):
 
     with pytest.raises(SystemExit) as info:
         run_main(interrupted)
-    assert info.value.code == 130 and "resume" in capsys.readouterr().err
+    assert info.value.code == 130 and capsys.readouterr().err == "interrupted\n"  # claims nothing was saved
+
+    def interrupted_run():
+        raise Interrupted("interrupted: saved stage(s) train_baseline in /r; re-run the same command to resume")
+
+    with pytest.raises(SystemExit) as info:
+        run_main(interrupted_run)
+    assert info.value.code == 130 and "saved stage(s) train_baseline" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as info:
         run_main(lambda: 0)
     assert info.value.code == 0
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    ({"stress": {"corruptions": ["gaussian_noise", "gaussian_noise", "contrast"]}}, "stress.corruptions: gaussian_noise listed more than once"),
+    ({"stress": {"severities": [1, 2, 2]}}, "stress.severities: 2 listed more than once"),
+    ({"model": {"name": "resnet"}}, "model.name: unknown 'resnet'; valid choices: simple_cnn"),
+    ({"train": {"seed": 2**64}}, "train.seed must be <= 4294967295 (32 bits)"),
+    ({"train": {"lr": "1e-3"}}, "train.lr must be a finite number, got '1e-3' (a string: YAML 1.1 reads 1e-3 as text"),
+])
+def test_options_that_used_to_fail_late_are_refused_by_validation(values, needle):
+    assert needle in config_error(values)
+
+
+def test_yaml_exponent_without_a_dot_gets_a_hint(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\n")
+    assert "YAML 1.1 reads 1e-3 as text" in config_error(load_config_file(path))
+
+
+def test_argparse_errors_are_one_line(capsys):
+    from stress.cli import ArgumentParser
+
+    parser = ArgumentParser(prog="stress_test.py")
+    add_experiment_flags(parser)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--epochs", "three"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: argument --epochs: invalid int value: 'three'")

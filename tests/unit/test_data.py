@@ -430,3 +430,54 @@ def test_shared_cifar10_npz_loads_with_official_sizes_and_balance():
 
     means = dataset.x_train[:5000].mean(axis=(0, 2, 3)) / 255.0
     np.testing.assert_allclose(means, CIFAR10_MEAN, atol=0.01)
+
+
+class _Payload:
+    """Unpickling this calls os.system: a booby-trapped 'batch'."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_booby_trapped_batch_is_refused_before_its_payload_runs(tmp_path, protocol):
+    folder, _, _ = write_batches_folder(tmp_path)
+    marker = tmp_path / "payload_ran"
+    entry = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3], b"trap": _Payload(marker)}
+    (folder / "data_batch_3").write_bytes(pickle.dumps(entry, protocol=protocol))
+    # The check can fail: the plain unpickler runs the payload.
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(_Payload(control), protocol=protocol))
+    assert control.exists()
+    message = load_error(folder)
+    assert "data_batch_3: not a CIFAR-10 batch (refused global" in message and "nothing in it was run" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_the_batch_unpickler_reads_numpy_arrays_of_any_protocol(tmp_path, protocol):
+    from stress.data import BatchUnpickler
+
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    blob = pickle.dumps({b"data": array, b"labels": [1, 2, 3], b"name": "x"}, protocol=protocol)
+    loaded = BatchUnpickler(__import__("io").BytesIO(blob), encoding="bytes").load()
+    assert np.array_equal(loaded[b"data"], array) and loaded[b"labels"] == [1, 2, 3]
+
+
+def test_special_files_are_refused_as_data_and_config(tmp_path):
+    import os
+
+    from stress.config import load_config_file
+
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)  # reading a FIFO nobody writes to would block forever
+    assert "not a regular file (--data must be a file, not a FIFO" in load_error(fifo)
+    config_fifo = tmp_path / "config.yaml"
+    os.mkfifo(config_fifo)
+    with pytest.raises(StressError, match="not a regular file \\(--config must be a file"):
+        load_config_file(config_fifo)

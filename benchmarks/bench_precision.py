@@ -1,0 +1,96 @@
+"""Training step and inference of SimpleCNN per precision and memory layout (run by hand).
+
+    .venv/bin/python benchmarks/bench_precision.py --out benchmarks/results/precision.json
+    .venv/bin/python benchmarks/bench_precision.py --quick
+
+Subjects, on random inputs of CIFAR-10's shape, one thread, CPU time per image:
+- train_<precision>_<layout>: Adam steps at batch 128 (forward under `stress.precision.autocast`,
+  loss in fp32, fp32 weights), as `stress.train.train_variant` does them;
+- infer_<precision>_<layout>: `stress.evaluate.predict_logits` at batch 500, the batch the
+  evaluation and stress tasks use.
+Precision fp32 or bf16, layout NCHW (contiguous) or channels_last. Every figure is a
+throughput ratio to fp32 NCHW measured in the same run (interleaved rounds, median).
+The CPU model and its bf16 flags are printed and stored with the figures: on a CPU without
+bf16 units bf16 is emulated and slower, which is why `--precision auto` falls back to fp32 there.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+import common
+from stress.config import ModelConfig
+from stress.evaluate import predict_logits
+from stress.models import create_model
+from stress.precision import autocast, cpu_flags, cpu_has_fast_bf16
+
+TRAIN_BATCH, INFER_BATCH = 128, 500
+LAYOUTS = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
+
+
+def make_train(precision: str, layout: torch.memory_format, steps: int):
+    torch.manual_seed(0)
+    model = create_model(ModelConfig()).to(memory_format=layout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    inputs = torch.randn(TRAIN_BATCH, 3, 32, 32).contiguous(memory_format=layout)
+    labels = torch.randint(0, 10, (TRAIN_BATCH,))
+
+    def run() -> None:
+        for _ in range(steps):
+            with autocast(precision, "cpu"):
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return run, steps * TRAIN_BATCH
+
+
+def make_infer(precision: str, layout: torch.memory_format, batches: int):
+    torch.manual_seed(0)
+    model = create_model(ModelConfig()).to(memory_format=layout).eval()
+    images = torch.randint(0, 256, (batches * INFER_BATCH, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=layout)
+
+    def run() -> None:
+        predict_logits(model, images, INFER_BATCH, precision)
+
+    return run, batches * INFER_BATCH
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, fewer steps")
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rounds, steps, batches = (2, 5, 2) if args.quick else (args.rounds, 20, 8)
+    subjects, images = {}, {}
+    for precision in ("fp32", "bf16"):
+        for layout_name, layout in LAYOUTS.items():
+            subjects[f"train_{precision}_{layout_name}"], images[f"train_{precision}_{layout_name}"] = make_train(precision, layout, steps)
+            subjects[f"infer_{precision}_{layout_name}"], images[f"infer_{precision}_{layout_name}"] = make_infer(precision, layout, batches)
+    machine = common.machine_info()
+    bf16_flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx"))
+    print(f"CPU: {machine['cpu_model']}; bf16 flags: {', '.join(bf16_flags) or 'none'}; fast bf16: {cpu_has_fast_bf16()}")
+    samples = common.interleave(subjects, rounds, log=print)
+    rows = []
+    for name in subjects:
+        kind = name.split("_")[0]
+        ratios = common.round_ratios(samples, name, f"{kind}_fp32_nchw", "cpu")
+        cpu = common.median([s["cpu"] for s in samples[name]])
+        rows.append({"subject": name, "images_per_cpu_s": images[name] / cpu, "ratio": common.median(ratios),
+                     "ratio_min": min(ratios), "ratio_max": max(ratios)})
+    common.print_table(rows, [("subject", "subject", ""), ("images_per_cpu_s", "img/cpu-s", ".0f"),
+                              ("ratio", "vs fp32 NCHW", ".2f"), ("ratio_min", "min", ".2f"), ("ratio_max", "max", ".2f")])
+    if args.out:
+        common.write_json(args.out, {"machine": machine, "bf16_flags": bf16_flags, "fast_bf16": cpu_has_fast_bf16(),
+                                     "rounds": rounds, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

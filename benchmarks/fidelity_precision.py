@@ -1,0 +1,93 @@
+"""Prediction-level fidelity of bf16 against fp32 on a run's trained weights (run by hand).
+
+    .venv/bin/python benchmarks/fidelity_precision.py runs/default --data ../shared/data/cifar10/cifar10.npz \
+        --out benchmarks/results/fidelity.json
+
+For each variant of the run folder, the same weights evaluate the test set in fp32 and under
+bf16 autocast (`stress.evaluate.predict_logits`), and then the first --stress-images test
+images under every corruption at severity 3 (the same corrupted images for both precisions).
+Reported: top-1 agreement, the largest change of any softmax probability, and each metric
+(accuracy, ECE with 15 bins, mean corruption accuracy) in both precisions, with the difference
+as a fraction of the metric's own 95% interval over test images (half-width).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import common
+from stress.artifacts import load_torch, read_json
+from stress.calibration import expected_calibration_error_from_confidences
+from stress.config import VARIANTS, ExperimentConfig
+from stress.corruptions import CORRUPTIONS, corrupt
+from stress.data import load_dataset, split_dataset
+from stress.evaluate import predict_logits
+from stress.shards import load_model
+from stress.stats import bootstrap_ci, wilson_interval
+
+
+def metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    probabilities = logits.softmax(1)
+    confidence, predicted = probabilities.max(1)
+    correct = (predicted == labels).numpy()
+    return {"probabilities": probabilities, "predicted": predicted, "correct": correct, "confidence": confidence.numpy()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a finished run folder (variants/*/model.pt, config.json)")
+    parser.add_argument("--data", help="the run's data source, if it moved (default: the one in config.json)")
+    parser.add_argument("--stress-images", type=int, default=1000)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    run = Path(args.run)
+    config = ExperimentConfig.from_dict(read_json(run / "config.json"))
+    data_config = config.data if not args.data else dataclasses.replace(config.data, source=args.data)
+    splits = split_dataset(load_dataset(data_config), data_config, config.train.seed)
+    images, labels = torch.from_numpy(splits.test_x), torch.from_numpy(splits.test_y)
+    n = min(args.stress_images, len(labels))
+    out: dict = {"machine": common.machine_info(), "run": str(run), "variants": {}}
+    for v in VARIANTS:
+        model = load_model(load_torch(run / "variants" / v / "model.pt")["model"], config.to_dict()["model"], torch.device("cpu"))
+        result = {p: metrics(predict_logits(model, images, 500, p), labels) for p in ("fp32", "bf16")}
+        a, b = result["fp32"], result["bf16"]
+        accuracy = {p: float(r["correct"].mean()) for p, r in result.items()}
+        low, high = wilson_interval(int(a["correct"].sum()), len(labels))
+        ece = {p: expected_calibration_error_from_confidences(r["confidence"], r["correct"], 15) for p, r in result.items()}
+        table = np.stack([a["confidence"], a["correct"]], axis=1)
+        ece_low, ece_high = bootstrap_ci(lambda t: expected_calibration_error_from_confidences(t[:, 0], t[:, 1], 15), table, n_boot=300)
+        corrupted = {p: [] for p in ("fp32", "bf16")}
+        for name in CORRUPTIONS:
+            x = corrupt(images[:n], name, 3, seed=7)
+            for p in corrupted:
+                corrupted[p].append((predict_logits(model, x, 500, p).argmax(1) == labels[:n]).numpy())
+        per_image = {p: np.mean(np.stack(c), axis=0) for p, c in corrupted.items()}
+        corr_half = 1.96 * per_image["fp32"].std(ddof=1) / np.sqrt(n)
+        out["variants"][v] = {
+            "top1_agreement": float((a["predicted"] == b["predicted"]).float().mean()),
+            "max_probability_change": float((a["probabilities"] - b["probabilities"]).abs().max()),
+            "accuracy": accuracy, "accuracy_difference_over_half_width": (accuracy["bf16"] - accuracy["fp32"]) / ((high - low) / 2),
+            "ece": ece, "ece_difference_over_half_width": (ece["bf16"] - ece["fp32"]) / ((ece_high - ece_low) / 2),
+            "mean_corruption_acc_severity_3": {p: float(x.mean()) for p, x in per_image.items()},
+            "mean_corruption_difference_over_half_width": float((per_image["bf16"].mean() - per_image["fp32"].mean()) / corr_half),
+            "test_images": len(labels), "stress_images": n,
+        }
+        r = out["variants"][v]
+        print(f"[{v}] agreement {r['top1_agreement']:.4f}, max |dp| {r['max_probability_change']:.4f}; accuracy "
+              f"{accuracy['fp32']:.4f} / {accuracy['bf16']:.4f} ({r['accuracy_difference_over_half_width']:+.2f} of its half-width); "
+              f"ECE {ece['fp32']:.4f} / {ece['bf16']:.4f} ({r['ece_difference_over_half_width']:+.2f}); mean corruption acc (sev 3) "
+              f"{r['mean_corruption_acc_severity_3']['fp32']:.4f} / {r['mean_corruption_acc_severity_3']['bf16']:.4f} "
+              f"({r['mean_corruption_difference_over_half_width']:+.2f})")
+    if args.out:
+        common.write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

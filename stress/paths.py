@@ -1,0 +1,22 @@
+"""Checks on user-given paths that every reader shares."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from stress.errors import StressError
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """Refuse special files (FIFOs, devices, sockets): reading one can block forever.
+
+    Folders pass (a reader that wants a folder checks its files); a missing or unreadable
+    path passes too, so that the reader reports it in its own words.
+    """
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise StressError(f"{path}: not a regular file ({what} must be a file, not a FIFO, device or socket)")

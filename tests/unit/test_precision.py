@@ -1,0 +1,110 @@
+"""--precision: how `auto` resolves, bf16 training and resume, Grad-CAM and logits in bf16 against fp32."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stress import precision
+from stress.augment import normalize
+from stress.config import ExperimentConfig
+from stress.evaluate import predict_logits
+from stress.gradcam import gradcam
+from stress.models import create_model
+
+from test_train import assert_same_weights, run, tensors_for, without_timing  # noqa: E402 - the training helpers
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run_small"
+
+
+@pytest.mark.parametrize(("capability", "flags", "expected"), [
+    ("AVX512", {"avx512f", "avx512_bf16"}, "bf16"),  # AMD Zen 4: torch reports AVX512, the flags show BF16
+    ("AVX512", {"avx512f", "amx_bf16", "amx_tile"}, "bf16"),  # Intel Sapphire Rapids
+    ("AMX", set(), "bf16"),
+    ("AVX2", {"avx2", "fma"}, "fp32"),  # no bf16 units: auto falls back to fp32
+    ("AVX512", {"avx512f", "avx512bw"}, "fp32"),
+])
+def test_auto_resolves_from_the_cpu_capability(monkeypatch, capability, flags, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    assert precision.resolve_precision("auto", "cpu") == expected
+    assert precision.resolve_precision("fp32", "cpu") == "fp32" and precision.resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        precision.resolve_precision("fp16", "cpu")
+
+
+def test_precision_is_validated_and_old_run_folders_keep_their_keys():
+    from stress.artifacts import config_key
+    from stress.evaluation import evaluation_key
+    from stress.errors import StressError
+
+    with pytest.raises(StressError, match="train.precision: unknown 'half'"):
+        ExperimentConfig.from_dict({"train": {"precision": "half"}})
+    # The fixture's config.json predates the option: its stage keys must still match (so it resumes) ...
+    old = json.loads((FIXTURE / "config.json").read_text())
+    assert "precision" not in old["train"]
+    config = ExperimentConfig.from_dict(old)
+    record = json.loads((FIXTURE / "stages" / "evaluate.json").read_text())
+    assert evaluation_key(config) == record["key"]
+    # ... while bf16 is another training, with other keys.
+    bf16 = ExperimentConfig.from_dict({**old, "train": {**old["train"], "precision": "bf16"}})
+    assert config_key(bf16.to_dict(), ("train",)) != config_key(config.to_dict(), ("train",))
+
+
+def test_bf16_training_learns_and_resumes_bit_identically(tiny_config):
+    config = tiny_config(**{"data.synthetic_train": 1200, "data.val_size": 200, "train.epochs": 3, "train.precision": "bf16"})
+    data = tensors_for(config)
+    uninterrupted, epochs, _ = run(config, "augmented", data)
+    assert uninterrupted["history"][-1]["val_acc"] > 0.4 and uninterrupted["test"]["acc"] > 0.4  # chance is 0.1
+    assert all(p.dtype == torch.float32 for p in uninterrupted["model"].values())  # fp32 master weights
+    resumed, _, _ = run(config, "augmented", data, resume=copy.deepcopy(epochs[0][0]))
+    assert_same_weights(uninterrupted["model"], resumed["model"])
+    assert without_timing(resumed["history"]) == without_timing(uninterrupted["history"])
+    fp32, _, _ = run(tiny_config(**{"data.synthetic_train": 1200, "data.val_size": 200, "train.epochs": 3}), "augmented", data)
+    assert not torch.equal(fp32["model"]["features.conv1.weight"], uninterrupted["model"]["features.conv1.weight"])  # bf16 did run
+
+
+# Tolerances for bf16 forward passes of SimpleCNN (8-bit mantissa): probabilities within 0.05,
+# Grad-CAM maps (each scaled to its maximum) within 0.1 on average and rank-correlated above 0.9.
+PROBABILITY_TOLERANCE, MAP_MEAN_TOLERANCE, MAP_RANK_CORRELATION = 0.05, 0.1, 0.9
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    from stress.config import merge
+
+    config = merge(ExperimentConfig(), {"data.source": "synthetic", "data.synthetic_train": 1000, "data.synthetic_test": 100,
+                                        "data.val_size": 100, "model.widths": (8, 16, 32), "model.hidden": 32,
+                                        "train.epochs": 2, "train.batch_size": 32, "train.lr": 3e-3})
+    data = tensors_for(config)
+    state, _, _ = run(config, "baseline", data)
+    model = create_model(config.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), data
+
+
+def test_bf16_logits_and_gradcam_agree_with_fp32(trained_model):
+    from stress.gradcam import normalize_maps, spearman_rows
+
+    model, data = trained_model
+    images = data["test_x"]
+    fp32 = predict_logits(model, images, precision="fp32")
+    bf16 = predict_logits(model, images, precision="bf16")
+    assert bf16.dtype == torch.float32
+    assert (fp32.softmax(1) - bf16.softmax(1)).abs().max() < PROBABILITY_TOLERANCE
+    assert (fp32.argmax(1) == bf16.argmax(1)).float().mean() > 0.95
+    assert not torch.equal(fp32, bf16)  # the bf16 path really ran in bf16
+    targets = fp32.argmax(1)
+    maps32 = normalize_maps(gradcam(model, normalize(images), targets))
+    maps16 = normalize_maps(gradcam(model, normalize(images), targets, precision="bf16"))
+    assert maps16.dtype == torch.float32
+    assert (maps32 - maps16).abs().mean() < MAP_MEAN_TOLERANCE
+    assert np.nanmean(spearman_rows(maps32, maps16).numpy()) > MAP_RANK_CORRELATION
+    # The tolerance can fail: maps of another class are far from these.
+    other = normalize_maps(gradcam(model, normalize(images), (targets + 1) % 10, precision="bf16"))
+    assert (maps32 - other).abs().mean() > MAP_MEAN_TOLERANCE or np.nanmean(spearman_rows(maps32, other).numpy()) < MAP_RANK_CORRELATION
