@@ -130,9 +130,13 @@ def plot_seed_metrics(summary: dict, path: Path) -> Path:
     """Per-seed values of each headline metric as dots per variant (same seed joined), with mean and 95% CI."""
     metrics = [m for m in HEADLINE_METRICS if all(_per_seed_values(summary, v, m.key) for v in VARIANTS)]
     aggregate, seeds = summary.get("aggregate"), summary["seeds"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
+    columns = min(len(metrics), 4)
+    rows = -(-len(metrics) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.8 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
     spread = np.linspace(-0.1, 0.1, len(seeds)) if len(seeds) > 1 else np.zeros(1)  # keep equal values apart
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes.flat, metrics):
         values = {v: _per_seed_values(summary, v, metric.key) for v in VARIANTS}
         for j in range(len(seeds)):  # the design is paired: one line per seed across variants
             ax.plot([k + spread[j] for k in range(len(VARIANTS))], [values[v][j] for v in VARIANTS], color="grey", alpha=0.4, lw=0.8)
@@ -144,7 +148,8 @@ def plot_seed_metrics(summary: dict, path: Path) -> Path:
                             fmt="D", color="black", capsize=5, label="mean, 95% CI" if k == 0 else None)
         paired = (aggregate or {}).get("paired", {}).get(metric.key)
         gain = f"\nΔ {signed(paired['mean'])} {interval_text(paired['low'], paired['high'])}" if paired else ""
-        ax.set_title(f"{metric.label}{gain}", fontsize=9)
+        label = metric.label if len(metric.label) <= 40 else metric.label[:38].rsplit(" ", 1)[0] + " …"
+        ax.set_title(f"{label}{gain}", fontsize=9)
         ax.set_xticks(range(len(VARIANTS)), VARIANTS)
         ax.set_xlim(-0.5, len(VARIANTS) - 0.2)
         ax.grid(axis="y", alpha=0.3)
@@ -326,8 +331,11 @@ def seed_statistics(summary: dict) -> Section:
     """Per-seed table and figure; all paired differences; per-corruption gains with Holm."""
     seeds, aggregate = summary["seeds"], summary.get("aggregate")
     keys = [k for k in ALL_METRICS if any(summary["per_seed"][str(s)][v].get(k) is not None for s in seeds for v in VARIANTS)]
-    rows = [(s, v, *(_value_text(summary["per_seed"][str(s)][v].get(k)) for k in keys)) for s in seeds for v in VARIANTS]
-    blocks: list = [_table(("seed", "variant", *(k.replace("_", " ") for k in keys)), rows),
+    # The per-seed table keeps to the headline metrics (a table of every metric does not fit a page);
+    # every metric is in the aggregate table below and in summary.json.
+    per_seed_keys = [k for k in keys if k in HEADLINE_TABLE]
+    rows = [(s, v, *(_value_text(summary["per_seed"][str(s)][v].get(k)) for k in per_seed_keys)) for s in seeds for v in VARIANTS]
+    blocks: list = [_table(("seed", "variant", *(k.replace("_", " ") for k in per_seed_keys)), rows),
                     Figure(sweep_figure("seed_metrics"), "Per-seed values of the headline metrics (grey lines join the two models of "
                                                          "one seed), with the mean and 95% CI over seeds.")]
     if not aggregate:
