@@ -89,7 +89,7 @@ def headline(summary: dict) -> Section:
             clean = f"{_with_interval(acc, low, high)} (n={n})"
         if robustness and robustness[v].get("mean_corruption_acc") is not None:
             r = robustness[v]
-            corrupted = _with_interval(r["mean_corruption_acc"], *r["mean_corruption_acc_interval"])
+            corrupted = f"{_with_interval(r['mean_corruption_acc'], *r['mean_corruption_acc_interval'])} (n={robustness.get('images', MISSING)})"
         else:
             corrupted = MISSING
         ece = f"{number(calibration[v]['ece'])} → {number(calibration[v]['ece_after_temperature'])}" if calibration else MISSING

@@ -84,7 +84,7 @@ def test_headline_numbers_equal_the_summary(run):
         clean, corrupted, ece, counts = rows[v]
         assert clean == f"{a['acc']:.3f} [{a['low']:.3f}, {a['high']:.3f}] (n={a['n']})"
         low, high = r["mean_corruption_acc_interval"]
-        assert corrupted == f"{r['mean_corruption_acc']:.3f} [{low:.3f}, {high:.3f}]"
+        assert corrupted == f"{r['mean_corruption_acc']:.3f} [{low:.3f}, {high:.3f}] (n={summary['robustness']['images']})"
         assert ece == f"{c['ece']:.3f} → {c['ece_after_temperature']:.3f}"
         assert counts == f"{confident['0.9']} / {confident['0.99']}"
 
