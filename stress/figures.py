@@ -7,8 +7,6 @@ File names are fixed (see FIGURE_NAMES) so the report can find them.
 
 from __future__ import annotations
 
-import math
-
 import io
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from stress.config import VARIANTS  # noqa: E402
 from stress.data import CLASSES  # noqa: E402
 from stress.errors import StressError  # noqa: E402
 from stress.evaluate import confusion_matrix  # noqa: E402
+from stress.observations import number  # noqa: E402
 from stress.stats import cohens_d  # noqa: E402
 
 COLOURS = {"baseline": "#1f77b4", "augmented": "#d62728"}
@@ -69,13 +68,6 @@ def _scaled(heatmap: np.ndarray) -> np.ndarray:
     # Raw Grad-CAM maps have arbitrary scale; show each relative to its own maximum.
     peak = float(np.max(heatmap))
     return heatmap / peak if peak > 0 else np.zeros_like(heatmap)
-
-
-def _text(value, spec: str = ".3f") -> str:
-    """A number for a figure label; "n/a" for a value that was not computed (None, NaN)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return format(value, spec)
 
 
 def _errors(mean: float, low: float | None, high: float | None) -> list[float]:
@@ -204,8 +196,8 @@ def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, 
                 ax.hist(values[failed], bins=bins, density=True, alpha=0.6, color=COLOURS[v], label=f"confident failures (n={int(failed.sum())})")
             entry = comparisons.get(v, {}).get(name)
             if entry is not None and entry.get("cohens_d") is not None:
-                d = (f"d = {_text(entry['cohens_d'], '.2f')} [{_text(entry['d_low'], '.2f')}, {_text(entry['d_high'], '.2f')}]"
-                     if entry.get("d_low") is not None else f"d = {_text(entry.get('cohens_d'), '.2f')}")
+                d = (f"d = {number(entry['cohens_d'], 2)} [{number(entry['d_low'], 2)}, {number(entry['d_high'], 2)}]"
+                     if entry.get("d_low") is not None else f"d = {number(entry.get('cohens_d'), 2)}")
             elif failed.sum() >= 2 and succeeded.sum() >= 2:
                 d = f"d = {cohens_d(values[failed], values[succeeded]):.2f}"
             else:
@@ -399,7 +391,7 @@ def plot_reliability(calibration: dict, path: Path) -> Path:
     for ax, v in zip(axes[0], VARIANTS):
         c = calibration[v]
         ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-        for key, style, label in (("reliability", "o-", "before"), ("reliability_after_temperature", "s--", f"after T={_text(c['temperature'], '.2f')}")):
+        for key, style, label in (("reliability", "o-", "before"), ("reliability_after_temperature", "s--", f"after T={number(c['temperature'], 2)}")):
             bins = c[key]
             points = [(x, y) for x, y, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n and x is not None and y is not None]
             if points:
@@ -408,7 +400,7 @@ def plot_reliability(calibration: dict, path: Path) -> Path:
         ax.set_ylim(0, 1)
         ax.set_xlabel("mean confidence in bin")
         ax.set_ylabel("accuracy in bin")
-        ax.set_title(f"{v}: ECE {_text(c['ece'])} → {_text(c['ece_after_temperature'])}")
+        ax.set_title(f"{v}: ECE {number(c['ece'])} → {number(c['ece_after_temperature'])}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     return save_figure(fig, path)
