@@ -84,7 +84,7 @@ def test_working_dir_upload_is_small_and_leaves_out_local_state(tmp_path):
     names = zipfile.ZipFile(package).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert "jobs" in top_level and "stress" in top_level
-    assert not top_level & {".venv", "runs", "data", ".pytest_cache"}, sorted(top_level)
+    assert not top_level & {".git", "docs", ".venv", "runs", "data", ".pytest_cache"}, sorted(top_level)
     assert not [n for n in names if n.endswith(".pyc") or "__pycache__/" in n]
     assert package.stat().st_size < 5 * 2**20, package.stat().st_size
     print(f"\nworking dir upload: {package.stat().st_size / 1024:.0f} KiB, {len(names)} files")
