@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from stress.cli import ArgumentParser, run_main  # noqa: E402
 from stress.errors import StressError  # noqa: E402
+from stress.paths import expand  # noqa: E402
 
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -116,7 +117,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1200, help="viewport width in CSS pixels; 390 looks like a phone [1200]")
     parser.add_argument("--max-height", type=int, default=30000, help="cut the page after this many CSS pixels [30000]")
     args = parser.parse_args()
-    report = Path(args.run_dir).expanduser() / "report.html"
+    report = expand(args.run_dir, "RUN_DIR") / "report.html"
     if not report.is_file():
         raise StressError(f"{report}: missing; build it with python jobs/report.py {args.run_dir}")
     print(f"screenshot: {screenshot_report(report, args.out, args.width, args.max_height)}")

@@ -51,7 +51,7 @@ def main() -> int:
     from stress.sweep import write_sweep_summary
     from stress.sweep_report import write_sweep_figures
 
-    root = RunFolder(Path(config.out).expanduser().resolve() / config.run_name)
+    root = RunFolder(Path(config.out).expanduser().resolve() / config.run_name)  # config.validate checked `out` expands
     dataset = load_dataset(config.data)  # validate the input before starting anything
     test_images = split_dataset(dataset, config.data, seeds[0]).test_x
     root.ensure_writable()

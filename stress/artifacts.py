@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from stress.errors import StressError
+from stress.paths import expand
 
 SCHEMA_VERSION = 1
 
@@ -61,16 +62,26 @@ def _clean_floats(value: Any) -> Any:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename.
+
+    A path that cannot be written (its folder is a file, the path is a folder, the disk is
+    full) is a one-line StressError naming it; the old file, if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StressError(f"{path}: cannot write ({exc.strerror}: {exc.filename})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StressError(f"{path}: cannot write ({exc.strerror})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -96,6 +107,42 @@ def read_json(path: str | Path) -> Any:
         raise StressError(f"{path}: corrupt JSON (not UTF-8 text)") from None
     except OSError as exc:
         raise StressError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """SHA-256 of a regular file's bytes, or None if `path` is not a readable regular file."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def read_record(path: str | Path, what: str, keys: tuple[str, ...] = (), variants: tuple[str, ...] = ()) -> dict:
+    """`read_json` of a file that must hold a JSON object with `keys`; each of `variants` present must be an object.
+
+    A file of the wrong structure (a list, a number, a variant entry that is a string) is a
+    one-line StressError naming it, rather than a TypeError wherever it is first indexed.
+    """
+    path = Path(path)
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise StressError(f"{path}: not a valid {what} (expected a JSON object, got {type(value).__name__})")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise StressError(f"{path}: not a valid {what} (no {', '.join(repr(k) for k in missing)})")
+    for name in variants:
+        if name in value and not isinstance(value[name], dict):
+            raise StressError(f"{path}: not a valid {what} (the {name!r} entry is a {type(value[name]).__name__}, not an object)")
+    return value
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
@@ -164,7 +211,7 @@ class RunFolder:
     """Paths and stage records of one run folder."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root).expanduser().resolve()
+        self.root = expand(root, "run folder").resolve()
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -222,6 +269,11 @@ class RunFolder:
                     warn(f"warning: {path}: taking over a stale lock of pid {holder.get('pid')} (no longer running)")
                     path.unlink(missing_ok=True)
                     continue
+                if not holder:
+                    raise StressError(
+                        f"{path} exists but names no owner (another job may be starting, or it is damaged); "
+                        "if no job uses this run, delete it"
+                    ) from None
                 raise StressError(
                     f"{self.root} is in use by {holder.get('owner', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')} "
                     f"since {holder.get('started', '?')}; wait for it to finish or use another --run-name"
@@ -246,14 +298,30 @@ class RunFolder:
             return {}  # half-written or unreadable: treated as held by an unknown owner
         return holder if isinstance(holder, dict) else {}
 
-    def stage_done(self, name: str, key: str | None = None) -> bool:
-        """True if stage `name` finished, and (when `key` is given) with the same inputs."""
+    def weights_digest(self, variants: tuple[str, ...] = ("baseline", "augmented")) -> str:
+        """The trained weights a stage reads, as `variant:<sha256 prefix>` of each model.pt ("missing" if absent)."""
+        return ",".join(f"{v}:{(file_sha256(self.variant_dir(v) / 'model.pt') or 'missing')[:16]}" for v in variants)
+
+    def stage_done(self, name: str, key: str | None = None, weights: str | None = None) -> bool:
+        """True if stage `name` finished, and (when given) with the same inputs `key` and the same `weights`.
+
+        A record written before weights were recorded counts as matching any weights.
+        """
         record = self.stage_record(name)
-        return record is not None and (key is None or record.get("key") == key)
+        if record is None or (key is not None and record.get("key") != key):
+            return False
+        return weights is None or record.get("weights") in (None, weights)
 
     def stage_record(self, name: str) -> dict | None:
         path = self.root / "stages" / f"{name}.json"
-        return read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            record = read_json(path)
+        except StressError:
+            record = None
+        # A corrupt or wrongly structured record means the stage is not known to be done: it re-runs.
+        return record if isinstance(record, dict) else None
 
     def mark_done(self, name: str, seconds: float, key: str | None = None, **details: Any) -> None:
         """Record that stage `name` finished; written last, after all of the stage's files.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.errors import StressError
-from stress.paths import check_regular_file
+from stress.paths import check_regular_file, expand
 
 VARIANTS = ("baseline", "augmented")
 PRECISIONS = ("fp32", "bf16", "auto")  # see stress.precision
@@ -152,7 +152,7 @@ def merge(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConf
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a (nested) dict."""
-    path = Path(path).expanduser()
+    path = expand(path, "--config")
     check_regular_file(path, "--config")
     try:
         text = path.read_text(encoding="utf-8")
@@ -182,7 +182,10 @@ def _check_number(where: str, value: Any, *, minimum: float, integer: bool = Fal
         if isinstance(value, str):
             try:
                 float(value)
-                hint = " (a string: YAML 1.1 reads 1e-3 as text; write 1.0e-3 or 0.001)"
+                if "e" in value.lower():
+                    hint = " (a string: YAML 1.1 reads 1e-3 as text; write 1.0e-3 or 0.001)"
+                else:
+                    hint = " (a string; write the number without quotes)"
             except ValueError:
                 hint = " (a string)"
         raise StressError(f"{where} must be a finite {'integer' if integer else 'number'}, got {value!r}{hint}")
@@ -190,8 +193,24 @@ def _check_number(where: str, value: Any, *, minimum: float, integer: bool = Fal
         raise StressError(f"{where} must be {'>' if strict else '>='} {minimum}, got {value!r}")
 
 
+def _check_text(where: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise StressError(f"{where} must be a non-empty string, got {value!r}")
+
+
 def validate(config: ExperimentConfig) -> None:
     """Raise StressError naming the first invalid field."""
+    _check_text("out", config.out)
+    _check_text("data.source", config.data.source)
+    if "://" not in config.out:
+        expand(config.out, "out")
+    expand(config.data.source, "data.source")
+    _check_text("model.name", config.model.name)
+    _check_text("train.precision", config.train.precision)
+    if not isinstance(config.stress.skip_stress, bool):
+        raise StressError(f"stress.skip_stress must be true or false, got {config.stress.skip_stress!r}")
+    for i, name in enumerate(config.stress.corruptions):
+        _check_text(f"stress.corruptions[{i}]", name)
     if not isinstance(config.run_name, str) or not config.run_name or "/" in config.run_name or config.run_name.startswith("."):
         raise StressError(f"run_name must be a non-empty folder name without '/', got {config.run_name!r}")
     d, m, t, s, r = config.data, config.model, config.train, config.stress, config.resources

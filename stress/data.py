@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from stress.config import DataConfig
-from stress.paths import check_regular_file
+from stress.paths import check_regular_file, expand
 from stress.errors import StressError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -70,7 +70,7 @@ class Splits:
 def default_cache_dir() -> Path:
     """Where the torchvision download goes: $STRESS_DATA_DIR, else $XDG_CACHE_HOME/stress/cifar10, else ~/.cache/stress/cifar10."""
     if os.environ.get("STRESS_DATA_DIR"):
-        return Path(os.environ["STRESS_DATA_DIR"]).expanduser()
+        return expand(os.environ["STRESS_DATA_DIR"], "$STRESS_DATA_DIR")
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "stress" / "cifar10"
 
@@ -260,7 +260,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         raw = download_torchvision(root)
         where = str(root)
     else:
-        path = Path(source).expanduser()
+        path = expand(source, "--data")
         where = str(path)
         if not path.exists():
             raise StressError(f"{path}: no such file or folder (use --data torchvision | synthetic | PATH)")

@@ -7,6 +7,7 @@ eval/shards/ as it arrives, so an interrupted stage re-runs only the missing sha
 from __future__ import annotations
 
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -34,6 +35,11 @@ def evaluation_key(config) -> str:
     return config_key(config.to_dict(), ("data", "model", "train"), {"stress": EVALUATE_OPTIONS}, EVALUATE_VERSION)
 
 
+def shard_key(run, stage_key: str) -> str:
+    """What a saved shard must have been computed from: its stage's key and both models' weights."""
+    return f"{stage_key}|{run.weights_digest()}"
+
+
 def load_saved_shard(path, key: str, log) -> dict[str, np.ndarray] | None:
     """A saved shard's arrays if it was written under stage key `key`, else None (and say why)."""
     if not path.is_file():
@@ -41,7 +47,7 @@ def load_saved_shard(path, key: str, log) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as saved:
             arrays = dict(saved)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         log(f"{path.name}: unreadable saved shard ({type(exc).__name__}): recomputed")
         return None
     stored = arrays.pop(STAGE_KEY, None)
@@ -89,7 +95,7 @@ def load_weights(run: RunFolder, model_config: dict) -> dict[str, dict]:
 def predict_all(pipeline, weights_ref, images_ref, labels_ref, n: int, shards: int) -> dict[str, dict[str, np.ndarray]]:
     """Run evaluate_shard for every (variant, shard) as Ray tasks; merged per-image results per variant."""
     run, config = pipeline.run, pipeline.config
-    key = evaluation_key(config)
+    key = shard_key(run, evaluation_key(config))
     folder = run.path("eval", "shards")
     bounds = shard_bounds(n, shards)
     parts: dict[str, list] = {v: [] for v in VARIANTS}
@@ -111,8 +117,8 @@ def predict_all(pipeline, weights_ref, images_ref, labels_ref, n: int, shards: i
     if len(calls) < 2 * len(bounds):
         pipeline.log(f"evaluate: {2 * len(bounds) - len(calls)} shard(s) already saved, {len(calls)} to run")
 
-    def on_result(key: str, value: dict) -> None:
-        variant, span = key.split(":")
+    def on_result(task: str, value: dict) -> None:
+        variant, span = task.split(":")
         start, stop = span.split("-")
         write_npz(folder / f"{variant}_{start}_{stop}.npz", **value, **{STAGE_KEY: np.array(key)})
         parts[variant].append(value)
@@ -164,8 +170,8 @@ def analyse(pipeline, weights: dict, merged: dict) -> None:
 def run_evaluation(pipeline) -> None:
     """The evaluate stage: predictions and Grad-CAM statistics over test shards, then analysis."""
     run, config = pipeline.run, pipeline.config
-    key = evaluation_key(config)
-    if run.stage_done("evaluate", key):
+    key, weights_id = evaluation_key(config), run.weights_digest()
+    if run.stage_done("evaluate", key, weights_id):
         pipeline.log("evaluate: already finished: skipped")
         return
     started = time.perf_counter()
@@ -186,5 +192,5 @@ def run_evaluation(pipeline) -> None:
             f"{seconds_gradcam / seconds_predict:.2f}x the evaluation pass ({seconds_predict:.1f} s)"
         )
     analyse(pipeline, weights, merged)
-    run.mark_done("evaluate", time.perf_counter() - started, key, shards=min(shards, n))
+    run.mark_done("evaluate", time.perf_counter() - started, key, weights=weights_id, shards=min(shards, n))
     pipeline.stage_seconds["evaluate"] = time.perf_counter() - started

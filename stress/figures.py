@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from stress.artifacts import RunFolder, read_json, write_bytes_atomic  # noqa: E402
+from stress.artifacts import RunFolder, read_record, write_bytes_atomic  # noqa: E402
 from stress.config import VARIANTS  # noqa: E402
 from stress.data import CLASSES  # noqa: E402
 from stress.errors import StressError  # noqa: E402
@@ -437,7 +437,7 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
     written: list[Path] = []
     evaluation = lambda name: run.path("eval", name)  # noqa: E731
     if all((run.variant_dir(v) / "history.json").is_file() for v in VARIANTS):
-        histories = {v: read_json(run.variant_dir(v) / "history.json")["epochs"] for v in VARIANTS}
+        histories = {v: read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs",))["epochs"] for v in VARIANTS}
         written.append(plot_training_curves(histories, run.figures / figure_name("training")))
     predictions = None
     if evaluation("predictions.npz").is_file():
@@ -446,7 +446,7 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
             matrix = confusion_matrix(predictions["labels"], predictions[f"{v}_predicted"], len(CLASSES))
             acc = float(np.trace(matrix) / matrix.sum())
             written.append(plot_confusion(matrix, f"{v}: test accuracy {acc:.3f}", run.figures / figure_name("confusion", v)))
-    failures = read_json(evaluation("failures.json")) if evaluation("failures.json").is_file() else None
+    failures = read_record(evaluation("failures.json"), "failure record", keys=VARIANTS, variants=VARIANTS) if evaluation("failures.json").is_file() else None
     if evaluation("failure_gallery.npz").is_file():
         g = load_arrays(evaluation("failure_gallery.npz"))
         for v in VARIANTS:
@@ -466,12 +466,12 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
         comparisons = {v: failures[v]["characteristics"]["comparison"] for v in VARIANTS} if failures else {}
         written.append(plot_characteristics(characteristics, masks, comparisons, run.figures / figure_name("characteristics")))
     if evaluation("explanations.json").is_file():
-        explanations = read_json(evaluation("explanations.json"))
+        explanations = read_record(evaluation("explanations.json"), "explanation record", variants=VARIANTS)
         written.append(plot_centre_attention(explanations, run.figures / figure_name("centre_attention")))
         if any("faithfulness" in explanations.get(v, {}) for v in VARIANTS):
             written.append(plot_faithfulness(explanations, run.figures / figure_name("faithfulness")))
     if evaluation("robustness.json").is_file():
-        robustness = read_json(evaluation("robustness.json"))
+        robustness = read_record(evaluation("robustness.json"), "robustness record", keys=VARIANTS, variants=VARIANTS)
         if robustness[VARIANTS[0]]["by_corruption"]:
             written.append(plot_severity_curves(robustness, run.figures / figure_name("severity")))
             if "by_corruption_severity" in robustness.get("gain", {}):
@@ -481,6 +481,7 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
         if robustness[VARIANTS[0]]["shift_families"]:
             written.append(plot_shift_families(robustness, run.figures / figure_name("shift_families")))
     if evaluation("calibration.json").is_file():
-        written.append(plot_reliability(read_json(evaluation("calibration.json")), run.figures / figure_name("reliability")))
+        calibration = read_record(evaluation("calibration.json"), "calibration record", keys=VARIANTS, variants=VARIANTS)
+        written.append(plot_reliability(calibration, run.figures / figure_name("reliability")))
     log(f"figures: {len(written)} written to {run.figures}")
     return written

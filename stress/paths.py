@@ -8,6 +8,14 @@ from pathlib import Path
 from stress.errors import StressError
 
 
+def expand(path: str | Path, what: str) -> Path:
+    """`Path(path).expanduser()`, with a one-line error for a `~user` that does not exist."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise StressError(f"{path}: cannot expand '~' ({what}: no such user or no home folder)") from None
+
+
 def check_regular_file(path: Path, what: str) -> None:
     """Refuse special files (FIFOs, devices, sockets): reading one can block forever.
 

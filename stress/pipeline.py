@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 from stress import cluster, storage
-from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, read_json, save_torch, write_json
+from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, file_sha256, read_json, read_record, save_torch, write_json
 from stress.config import VARIANTS, ExperimentConfig, without_later_defaults
 from stress.data import Splits, load_dataset, split_dataset
 from stress.errors import Interrupted, StressError
+from stress.paths import expand
 
 
 def _git_commit() -> str | None:
@@ -70,7 +71,7 @@ INTERVAL_UNITS = {
 }
 
 
-def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str | None = None) -> None:
+def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str | None = None, val_indices=None) -> None:
     """A run folder resumes only with the same data, model and training options, and the same dataset.
 
     Evaluation and resource options may change between re-runs; stages whose inputs
@@ -96,10 +97,16 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
                 "use another --run-name or the same options"
             )
     split = run.path("split.json")
-    if dataset_sha256 and split.is_file():
-        recorded = read_json(split)
-        recorded = recorded.get("dataset_sha256") if isinstance(recorded, dict) else None
-        if recorded and recorded != dataset_sha256:
+    if split.is_file():
+        record = read_json(split)
+        if not isinstance(record, dict) or not isinstance(record.get("val_indices"), list):
+            raise StressError(f"{split}: not a valid split record (no list of val_indices), so the data this run "
+                              "was trained on is unknown; use another --run-name")
+        if val_indices is not None and [int(i) for i in record["val_indices"]] != [int(i) for i in val_indices]:
+            raise StressError(f"{split}: the run's validation split differs from the one these options give; "
+                              "use another --run-name")
+        recorded = record.get("dataset_sha256")
+        if dataset_sha256 and recorded and recorded != dataset_sha256:
             raise StressError(
                 f"{run.root} was run on other data (sha256 {recorded[:12]}…, now {dataset_sha256[:12]}…); "
                 "use another --run-name for this dataset"
@@ -108,7 +115,7 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
 
 def check_output_location(out: str) -> None:
     """Under `ray job submit` the job runs in a temporary copy of the working dir: refuse relative outputs there."""
-    if storage.is_uri(out) or Path(out).expanduser().is_absolute():
+    if storage.is_uri(out) or expand(out, "--out").is_absolute():
         return
     cwd = Path.cwd()
     if "runtime_resources" in cwd.parts:
@@ -149,7 +156,7 @@ class Pipeline:
             self.log(f"resuming {self.remote} (copied to {self.run.root})")
         dataset = load_dataset(self.config.data)
         self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
-        check_resume(self.run, self.config, self.splits.sha256)
+        check_resume(self.run, self.config, self.splits.sha256, self.splits.val_indices)
         self.run.check_writable()
         self.stage_seconds["prepare"] = time.perf_counter() - started
 
@@ -166,10 +173,21 @@ class Pipeline:
         self.stage_seconds["prepare"] += time.perf_counter() - started
         self.log(f"data: {self.splits.describe()}")
 
+    def _trained(self, variant: str, key: str) -> bool:
+        """Training of `variant` finished with these options, and its model.pt is the one it wrote."""
+        run = self.run
+        if not run.stage_done(f"train_{variant}", key):
+            return False
+        model = run.variant_dir(variant) / "model.pt"
+        if file_sha256(model) is None or not run.stage_done(f"train_{variant}", key, run.weights_digest((variant,))):
+            self.log(f"[{variant}] {model} is missing or not the file training wrote: training again (resumes from its last checkpoint)")
+            return False
+        return True
+
     def train(self) -> None:
         run = self.run
         key = config_key(self.config.to_dict(), TRAINING_SECTIONS)
-        todo = [v for v in VARIANTS if not run.stage_done(f"train_{v}", key)]
+        todo = [v for v in VARIANTS if not self._trained(v, key)]
         for v in VARIANTS:
             if v not in todo:
                 self.log(f"[{v}] training already finished: skipped")
@@ -184,7 +202,7 @@ class Pipeline:
             history = state["history"]
             write_json(folder / "history.json", {"variant": variant, "epochs": history, "test": state["test"]})
             run.mark_done(
-                f"train_{variant}", time.perf_counter() - started, key,
+                f"train_{variant}", time.perf_counter() - started, key, weights=run.weights_digest((variant,)),
                 gpus_per_worker=result["gpus_per_worker"],
                 train_seconds=sum(e["seconds"] for e in history),
             )
@@ -202,8 +220,10 @@ class Pipeline:
         run, config = self.run, self.config
         variants = {}
         for v in VARIANTS:
-            history = read_json(run.variant_dir(v) / "history.json")
+            history = read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs", "test"))
             epochs = history["epochs"]
+            if not isinstance(epochs, list) or not epochs or not all(isinstance(e, dict) for e in epochs) or not isinstance(history["test"], dict):
+                raise StressError(f"{run.variant_dir(v) / 'history.json'}: not a valid training history (epochs or test of the wrong type)")
             record = run.stage_record(f"train_{v}") or {}
             variants[v] = {
                 "test_acc": history["test"]["acc"],
@@ -230,7 +250,9 @@ class Pipeline:
 
     def write_manifest(self, started_at: float, resources: dict) -> None:
         previous = read_json(self.run.path("manifest.json")) if self.run.path("manifest.json").is_file() else {}
-        stage_seconds = {**previous.get("stage_seconds", {}), **self.stage_seconds}
+        earlier = previous.get("stage_seconds") if isinstance(previous, dict) else None
+        # A manifest of the wrong structure is rewritten: it only carries timings of earlier attempts.
+        stage_seconds = {**(earlier if isinstance(earlier, dict) else {}), **self.stage_seconds}
         write_json(
             self.run.path("manifest.json"),
             {

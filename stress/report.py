@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from stress.artifacts import RunFolder, read_json, write_bytes_atomic
+from stress.artifacts import RunFolder, read_record, write_bytes_atomic
 from stress.config import VARIANTS
 from stress.errors import StressError
 from stress.figures import figure_name
@@ -430,18 +430,25 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         raise StressError(f"{run.root}: no such run folder")
     if not run.path("summary.json").is_file():
         raise StressError(f"{run.root}: not a run folder (no summary.json)")
-    summary = read_json(run.path("summary.json"))
-    if not isinstance(summary, dict):
-        raise StressError(f"{run.path('summary.json')}: not a run summary (expected a JSON object)")
-    name = summary.get("run", {}).get("name", run.root.name)
+    summary = read_record(run.path("summary.json"), "run summary")
+    name = summary["run"].get("name", run.root.name) if isinstance(summary.get("run"), dict) else run.root.name
     if summary.get("kind") == "sweep":
         # Imported here, not at the top: stress.sweep_report builds its sections from this module's blocks.
         from stress.sweep_report import compose_sweep
 
         sections, title = compose_sweep(summary, run), f"Seed-sweep report: {name}"
     else:
-        config = read_json(run.path("config.json")) if run.path("config.json").is_file() else {}
-        manifest = read_json(run.path("manifest.json")) if run.path("manifest.json").is_file() else {}
+        summary = read_record(run.path("summary.json"), "run summary", keys=("dataset", "variants"))
+        for key in ("dataset", "variants"):
+            if not isinstance(summary[key], dict):
+                raise StressError(f"{run.path('summary.json')}: not a valid run summary ({key!r} is not an object)")
+        if any(not isinstance(summary["variants"].get(v), dict) for v in VARIANTS):
+            raise StressError(f"{run.path('summary.json')}: not a valid run summary ('variants' lacks one of {', '.join(VARIANTS)})")
+        for key in ("failures", "explanations", "robustness", "calibration"):
+            if summary.get(key) is not None and not isinstance(summary[key], dict):
+                raise StressError(f"{run.path('summary.json')}: not a valid run summary ({key!r} is neither an object nor null)")
+        config = read_record(run.path("config.json"), "config") if run.path("config.json").is_file() else {}
+        manifest = read_record(run.path("manifest.json"), "manifest") if run.path("manifest.json").is_file() else {}
         sections, title = compose(summary, config, manifest), f"Stress-test report: {name}"
     html_path = write_bytes_atomic(run.path("report.html"), render_html(sections, run, title).encode())
     md_path = write_bytes_atomic(run.path("report.md"), render_markdown(sections, run, title).encode())

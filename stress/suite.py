@@ -14,7 +14,7 @@ from stress import cluster
 from stress.artifacts import config_key, write_json, write_npz
 from stress.config import VARIANTS
 from stress.corruptions import CORRUPTIONS
-from stress.evaluation import STAGE_KEY, load_saved_shard, shard_bounds
+from stress.evaluation import STAGE_KEY, load_saved_shard, shard_bounds, shard_key
 from stress.observations import interval_text, number, signed
 from stress.robustness import stress_shard, summarise_calibration, summarise_robustness
 from stress.shards import evaluate_shard
@@ -43,7 +43,8 @@ def run_stress(pipeline) -> None:
     if config.stress.skip_stress:
         pipeline.log("stress: skipped (--skip-stress)")
         return
-    if run.stage_done("stress", key):
+    weights_id = run.weights_digest()
+    if run.stage_done("stress", key, weights_id):
         pipeline.log("stress: already finished: skipped")
         return
     started = time.perf_counter()
@@ -69,7 +70,7 @@ def run_stress(pipeline) -> None:
     for group, perturbations in groups.items():
         for start, stop in bounds:
             task = _task_key(group, start, stop)
-            saved = load_saved_shard(folder / f"{task}.npz", key, pipeline.log)
+            saved = load_saved_shard(folder / f"{task}.npz", shard_key(run, key), pipeline.log)
             if saved is not None:
                 results[task] = _unflatten(saved)
                 continue
@@ -89,7 +90,7 @@ def run_stress(pipeline) -> None:
         if task.startswith("val:"):
             val_logits[task[4:]] = value["logits"]
             return
-        write_npz(folder / f"{task}.npz", **_flatten(value), **{STAGE_KEY: np.array(key)})
+        write_npz(folder / f"{task}.npz", **_flatten(value), **{STAGE_KEY: np.array(shard_key(run, key))})
         results[task] = value
 
     cluster.run_tasks(evaluate_shard, val_calls, config.resources, on_result, pipeline.log)
@@ -116,7 +117,7 @@ def run_stress(pipeline) -> None:
             f"ECE {number(c['ece'], 4)} -> {number(c['ece_after_temperature'], 4)} after T={number(c['temperature'], 2)}"
         )
     seconds = time.perf_counter() - started
-    run.mark_done("stress", seconds, key, tasks=len(groups) * len(bounds))
+    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(groups) * len(bounds))
     pipeline.stage_seconds["stress"] = seconds
 
 

@@ -90,7 +90,7 @@ def test_failed_rename_keeps_the_old_file_and_removes_the_temporary(tmp_path, mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(artifacts.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(StressError, match=r"v.json: cannot write \(No space left on device\)"):  # one line, not a traceback
         write_json(path, {"version": 2})
     monkeypatch.undo()
     assert read_json(path) == {"version": 1}
@@ -288,3 +288,45 @@ def test_one_writer_per_run_folder(tmp_path):
     (run.root / "run.lock").write_text(json.dumps({**holder, "host": "elsewhere", "pid": 1}))
     with pytest.raises(StressError, match="in use by .*@elsewhere pid 1"):
         RunFolder(run.root).acquire_lock()
+
+
+@pytest.mark.parametrize("content", ["[]", None])
+def test_a_lock_that_names_no_owner_is_refused_with_what_to_do(tmp_path, content):
+    run = RunFolder(tmp_path / "run")
+    run.ensure_writable()
+    lock = run.root / "run.lock"
+    lock.mkdir() if content is None else lock.write_text(content)  # a folder, or JSON of the wrong structure
+    with pytest.raises(StressError) as info:
+        run.acquire_lock()
+    assert str(info.value) == f"{lock} exists but names no owner (another job may be starting, or it is damaged); if no job uses this run, delete it"
+
+
+def test_an_unwritable_target_is_a_one_line_error_and_the_old_file_stays(tmp_path):
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(StressError, match=r"folder.json: cannot write \(Is a directory\)"):
+        write_json(tmp_path / "folder.json", {"a": 1})
+    assert not list(tmp_path.glob(".folder.json.*"))  # no temporary file left behind
+    (tmp_path / "file").write_text("old")
+    with pytest.raises(StressError, match=r"file/x.json: cannot write"):
+        write_json(tmp_path / "file" / "x.json", {"a": 1})
+    assert (tmp_path / "file").read_text() == "old"
+
+
+def test_read_record_names_the_file_and_what_is_wrong(tmp_path):
+    path = tmp_path / "r.json"
+    for content, needle in [("[1]", "expected a JSON object, got list"), ('{"a": 1}', "no 'baseline'"),
+                            ('{"baseline": 2}', "the 'baseline' entry is a int, not an object")]:
+        path.write_text(content)
+        with pytest.raises(StressError, match=f"r.json: not a valid thing \\({needle}"):
+            artifacts.read_record(path, "thing", keys=("baseline",) if "no" in needle else (), variants=("baseline",))
+    path.write_text('{"baseline": {}}')
+    assert artifacts.read_record(path, "thing", keys=("baseline",), variants=("baseline",)) == {"baseline": {}}
+
+
+def test_file_sha256_is_the_sha256_of_the_bytes_or_none(tmp_path):
+    import hashlib
+
+    path = tmp_path / "w"
+    path.write_bytes(b"x" * (3 << 20))  # more than one read block
+    assert artifacts.file_sha256(path) == hashlib.sha256(b"x" * (3 << 20)).hexdigest()
+    assert artifacts.file_sha256(tmp_path) is None and artifacts.file_sha256(tmp_path / "missing") is None

@@ -306,3 +306,23 @@ def test_argparse_errors_are_one_line(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: argument --epochs: invalid int value: 'three'")
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    ({"data": {"source": 5}}, "data.source must be a non-empty string, got 5"),
+    ({"out": None}, "out must be a non-empty string, got None"),
+    ({"stress": {"skip_stress": "no"}}, "stress.skip_stress must be true or false, got 'no'"),
+    ({"stress": {"corruptions": [["fog"]]}}, "stress.corruptions[0] must be a non-empty string, got ['fog']"),
+    ({"train": {"precision": 16}}, "train.precision must be a non-empty string, got 16"),
+    ({"train": {"epochs": "3"}}, "train.epochs must be a finite integer, got '3' (a string; write the number without quotes)"),
+    ({"data": {"source": "~no_such_user_here/x.npz"}}, "cannot expand '~' (data.source: no such user or no home folder)"),
+    ({"out": "~no_such_user_here/runs"}, "cannot expand '~' (out: no such user or no home folder)"),
+])
+def test_values_of_the_wrong_type_or_unexpandable_paths_are_one_line_errors(values, needle):
+    # Each of these used to end in a TypeError, or a RuntimeError from Path.expanduser.
+    assert needle in config_error(values)
+
+
+def test_an_unexpandable_config_path_is_a_one_line_error():
+    with pytest.raises(StressError, match=r"~no_such_user_here/c.json: cannot expand '~' \(--config"):
+        load_config_file("~no_such_user_here/c.json")

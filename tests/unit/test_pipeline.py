@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,80 @@ def test_stage_keys_follow_only_the_options_each_stage_reads():
     fewer_images = merge(config, {"stress.faithfulness_images": 50})
     assert evaluation_key(fewer_images) != evaluation_key(config) and stress_key(fewer_images) == stress_key(config)
     assert evaluation_key(merge(config, {"train.epochs": 3})) != evaluation_key(config)
+
+
+@pytest.mark.parametrize("content", ["[]", '{"seed": 42}', '{"val_indices": 3}'])
+def test_a_split_record_of_the_wrong_structure_is_refused_and_nothing_changes(prepared, content):
+    config, _, run = prepared
+    run.path("split.json").write_text(content)
+    before = folder_hashes(run.root)
+    with pytest.raises(StressError, match="split.json: not a valid split record") as info:
+        Pipeline(config, log=lambda line: None).check_inputs()
+    assert "\n" not in str(info.value) and folder_hashes(run.root) == before
+
+
+def test_a_split_record_with_other_validation_indices_is_refused(prepared):
+    config, _, run = prepared
+    record = read_json(run.path("split.json"))
+    record["val_indices"] = list(reversed(record["val_indices"]))
+    run.path("split.json").write_text(json.dumps(record))
+    with pytest.raises(StressError, match="validation split differs"):
+        Pipeline(config, log=lambda line: None).check_inputs()
+
+
+def test_a_replaced_model_is_trained_again_and_its_stages_re_run(prepared):
+    """A train record names the weights it wrote; stages that read weights record them too."""
+    config, _, run = prepared
+    lines: list[str] = []
+    pipeline = Pipeline(config, log=lines.append)
+    model = run.variant_dir("baseline") / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights as training wrote them")
+    key = "train-key"
+    run.mark_done("train_baseline", 1.0, key, weights=run.weights_digest(("baseline",)))
+    assert pipeline._trained("baseline", key) and not lines
+    run.mark_done("evaluate", 1.0, "eval-key", weights=run.weights_digest())
+    assert run.stage_done("evaluate", "eval-key", run.weights_digest())
+    model.write_bytes(b"other weights")
+    assert not pipeline._trained("baseline", key)
+    assert "model.pt is missing or not the file training wrote: training again" in lines[-1]
+    assert not run.stage_done("evaluate", "eval-key", run.weights_digest())
+    model.unlink()
+    assert not pipeline._trained("baseline", key)
+    model.mkdir()  # a folder where the weights go
+    assert not pipeline._trained("baseline", key)
+    # A record from before weights were recorded still counts, while the file is there.
+    model.rmdir()
+    model.write_bytes(b"old weights")
+    run.mark_done("train_baseline", 1.0, key)
+    assert pipeline._trained("baseline", key)
+
+
+@pytest.mark.parametrize("content", ["[]", "3", "{ half"])
+def test_a_stage_record_of_the_wrong_structure_means_the_stage_re_runs(tmp_path, content):
+    run = RunFolder(tmp_path / "r")
+    run.mark_done("stress", 1.0, "k")
+    assert run.stage_done("stress", "k")
+    run.path("stages", "stress.json").write_text(content)
+    assert run.stage_record("stress") is None and not run.stage_done("stress", "k")
+
+
+def test_evaluation_shards_are_saved_under_the_key_they_are_looked_up_by(prepared, monkeypatch):
+    """Saved evaluation shards must be found again by a re-run (a shadowed name once saved the task's name)."""
+    from stress import cluster, evaluation
+
+    config, _, run = prepared
+    pipeline = Pipeline(config, log=lambda line: None)
+    pipeline.check_inputs()
+
+    def fake_tasks(function, calls, resources, on_result, log):
+        for task, args, kwargs in calls:
+            start, stop = args[4], args[5]
+            on_result(task, {"indices": np.arange(start, stop)})
+
+    monkeypatch.setattr(cluster, "run_tasks", fake_tasks)
+    evaluation.predict_all(pipeline, {"baseline": None, "augmented": None}, None, None, 20, 2)
+    key = evaluation.shard_key(run, evaluation_key(config))
+    saved = sorted(run.path("eval", "shards").glob("*.npz"))
+    assert len(saved) == 4
+    assert all(load_saved_shard(path, key, pytest.fail) is not None for path in saved)

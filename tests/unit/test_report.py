@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -152,3 +153,74 @@ def test_job_errors_are_one_line(tmp_path, run):
     ok = subprocess.run(job + ["--no-figures", str(run)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert (run / "report.html").is_file() and (run / "report.md").is_file()
+
+
+REPORT_INPUTS = [
+    ("summary.json", "[]", "summary.json: not a valid run summary (expected a JSON object, got list)"),
+    ("summary.json", '{"variants": 5}', "summary.json: not a valid run summary (no 'dataset')"),
+    ("config.json", "[]", "config.json: not a valid config (expected a JSON object, got list)"),
+    ("manifest.json", "[1]", "manifest.json: not a valid manifest (expected a JSON object, got list)"),
+    ("report.html", None, "report.html: cannot write (Is a directory)"),
+]
+FIGURE_INPUTS = [
+    ("eval/robustness.json", '"x"', "robustness.json: not a valid robustness record (expected a JSON object, got str)"),
+    ("eval/explanations.json", '{"baseline": "x"}', "explanations.json: not a valid explanation record (the 'baseline' entry is a str"),
+    ("eval/calibration.json", "3", "calibration.json: not a valid calibration record (expected a JSON object, got int)"),
+    ("eval/failures.json", '{"baseline": {}}', "failures.json: not a valid failure record (no 'augmented')"),
+    ("variants/baseline/history.json", "[]", "history.json: not a valid training history (expected a JSON object, got list)"),
+]
+
+
+def put(folder: Path, name: str, content: str | None) -> None:
+    target = folder / name
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if content is None:
+        target.mkdir()  # a folder where a file goes
+    else:
+        target.write_text(content)
+
+
+@pytest.mark.parametrize(("name", "content", "needle"), REPORT_INPUTS, ids=[f"{n}={c}" for n, c, _ in REPORT_INPUTS])
+def test_report_inputs_of_the_wrong_structure_are_one_line_errors(run, name, content, needle):
+    """Each case used to end in a KeyError, TypeError, AttributeError or an OSError traceback."""
+    put(run, name, content)
+    with pytest.raises(StressError) as info:
+        build_report(run)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "content", "needle"), FIGURE_INPUTS, ids=[f"{n}={c}" for n, c, _ in FIGURE_INPUTS])
+def test_figure_inputs_of_the_wrong_structure_are_one_line_errors(tmp_path, name, content, needle):
+    folder = tmp_path / "run"  # only the broken file (and the other history): nothing else is drawn first
+    folder.mkdir()
+    if name.startswith("variants/"):
+        put(folder, "variants/augmented/history.json", (FIXTURE / "variants/augmented/history.json").read_text())
+    put(folder, name, content)
+    with pytest.raises(StressError) as info:
+        write_figures(RunFolder(folder), log=lambda message: None)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_report_job_turns_a_deeper_structure_error_into_one_line(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(FIXTURE / "summary.json", folder / "summary.json")
+    put(folder, "variants/augmented/history.json", (FIXTURE / "variants/augmented/history.json").read_text())
+    put(folder, "variants/baseline/history.json", '{"epochs": 3}')  # an object, but its epochs are not a list
+    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "report.py"), str(folder)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr[-2000:]
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "a file in the run folder has an unexpected structure (TypeError" in result.stderr
+    assert "STRESS_DEBUG=1" in result.stderr
+    debug = subprocess.run([sys.executable, str(ROOT / "jobs" / "report.py"), str(folder)], capture_output=True, text=True,
+                           env={**os.environ, "STRESS_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_an_unexpandable_run_folder_is_a_one_line_error():
+    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "report.py"), "~no_such_user_here/run"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr == "error: ~no_such_user_here/run: cannot expand '~' (RUN_DIR: no such user or no home folder)\n"

@@ -260,7 +260,7 @@ def test_seed_reports_are_linked_only_when_present(sweep):
 
 @pytest.mark.parametrize("content, message", [
     ("{ not json", r"summary\.json: corrupt JSON"),
-    ("[1, 2]", r"summary\.json: not a (run|valid sweep) summary"),
+    ("[1, 2]", r"summary\.json: not a valid (run|sweep) summary"),
     ('{"kind": "sweep", "seeds": "42"}', r"summary\.json: not a valid sweep summary \('seeds'"),
     ('{"kind": "sweep", "seeds": [42], "per_seed": {"42": {"baseline": {}}}}', r"summary\.json: not a valid sweep summary"),
 ])
