@@ -149,7 +149,7 @@ def road_curves(model: nn.Module, images: torch.Tensor, maps: dict[str, torch.Te
                         stop = min(start + batch_size, n)
                         filled = impute(images[start:stop], keep[start:stop], generator=noise_generator)
                         with torch.no_grad():
-                            probabilities = model(filled).softmax(dim=1)
+                            probabilities = model(filled).float().softmax(dim=1)
                         scores.append(probabilities.gather(1, targets[start:stop].to(images.device).view(-1, 1))[:, 0])
                     columns.append(torch.cat(scores) if scores else images.new_zeros(0))
                 curve = torch.stack(columns, dim=1) if columns else images.new_zeros((n, 0))

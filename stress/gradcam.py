@@ -254,7 +254,7 @@ def deletion_insertion(
                     inputs.append(torch.where(chosen, 0.0, clean))  # deletion
                     inputs.append(torch.where(chosen, clean, base))  # insertion
                 batch = torch.stack(inputs, dim=1).view(-1, *images.shape[1:])  # (B*4*(S+1), 3, H, W)
-                probabilities = model(batch).softmax(dim=1).view(stop - start, 4, steps + 1, -1)
+                probabilities = model(batch).float().softmax(dim=1).view(stop - start, 4, steps + 1, -1)
                 chunk_targets = targets[start:stop].to(device).view(-1, 1, 1, 1).expand(-1, 4, steps + 1, 1)
                 scores = probabilities.gather(3, chunk_targets)[..., 0]  # (B, 4, S+1)
                 for i, name in enumerate(curves):

@@ -123,6 +123,6 @@ def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed:
     sanity = sanity_check(model, images, targets, generator=torch.Generator().manual_seed(seed))
     return {
         "faithful_indices": (local + start).cpu().numpy(),
-        **{f"faithful_{k}": curves[k].cpu().numpy() for k in FAITHFUL_KEYS},
+        **{f"faithful_{k}": curves[k].float().cpu().numpy() for k in FAITHFUL_KEYS},
         "faithful_randomisation_correlation": sanity["correlations"].cpu().numpy(),
     }

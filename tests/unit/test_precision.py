@@ -108,3 +108,30 @@ def test_bf16_logits_and_gradcam_agree_with_fp32(trained_model):
     # The tolerance can fail: maps of another class are far from these.
     other = normalize_maps(gradcam(model, normalize(images), (targets + 1) % 10, precision="bf16"))
     assert (maps32 - other).abs().mean() > MAP_MEAN_TOLERANCE or np.nanmean(spearman_rows(maps32, other).numpy()) < MAP_RANK_CORRELATION
+
+
+def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
+    """What the evaluate and stress stages call on every shard, with faithfulness curves on.
+
+    bf16 values reaching `.numpy()` fail ("unsupported ScalarType BFloat16"); every float
+    array a shard returns must be float32/float64, and close to the fp32 shard's.
+    """
+    from stress.robustness import stress_shard
+    from stress.shards import evaluate_shard
+
+    model, data = trained_model
+    images = (data["test_x"][:24]).cpu().numpy()
+    labels = data["test_y"][:24].cpu().numpy()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = {**ExperimentConfig().to_dict()["model"], "widths": [8, 16, 32], "hidden": 32}  # the trained_model fixture's
+    shards = {p: evaluate_shard(state, config, images, labels, 0, len(labels), faithfulness_every=3, faithfulness_steps=4,
+                                seed=1, precision=p) for p in ("fp32", "bf16")}
+    for name, array in shards["bf16"].items():
+        assert array.dtype != np.dtype("O") and (array.dtype.kind != "f" or array.dtype in (np.float32, np.float64)), name
+    assert len(shards["bf16"]["faithful_indices"]) == 8
+    assert np.abs(shards["bf16"]["faithful_deletion_auc"] - shards["fp32"]["faithful_deletion_auc"]).max() < 0.1
+    cells = stress_shard({"baseline": state, "augmented": state}, config, images, labels, 0, len(labels),
+                         [("gaussian_noise", 1), ("translate_2_0", 0)], seed=1, precision="bf16")
+    for cell, arrays in cells.items():
+        for name, array in arrays.items():
+            assert array.dtype.kind != "f" or array.dtype in (np.float32, np.float64), (cell, name)
