@@ -56,7 +56,7 @@ def main() -> int:
     test_images = split_dataset(dataset, config.data, seeds[0]).test_x
     root.ensure_writable()
     started = time.perf_counter()
-    cluster.connect(args.address)
+    cluster.check_resources(config.resources, cluster.connect(args.address), args.address)
     concurrent = args.max_concurrent or cluster.default_concurrent_trials(config.resources)
     print(f"sweep: seeds {seeds}, up to {concurrent} trial(s) at once, into {root.root}")
     base = config.__class__.from_dict({**config.to_dict(), "out": str(root.root)})

@@ -28,6 +28,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "gpus-per-worker": ("resources.gpus_per_worker", float, "GPUs per training worker; -1 = 1 if the cluster has GPUs [-1]"),
     "task-cpus": ("resources.task_cpus", float, "CPUs per fan-out task [1]"),
     "task-gpus": ("resources.task_gpus", float, "GPU fraction per fan-out task; -1 = 0.25 if the cluster has GPUs [-1]"),
+    "node-wait": ("resources.node_wait_s", float, "on a joined cluster, seconds to wait for nodes that can hold the requests (autoscaling) before giving up [600]"),
     "max-failures": ("resources.max_failures", int, "training restarts from the last checkpoint after worker loss [1]"),
     "shards": ("stress.shards", int, "test-set shards per variant for the fan-out; 0 = one per free CPU/GPU slot [0]"),
     "num-cases": ("stress.num_cases", int, "confident failure cases to study per variant (>= 3) [8]"),
@@ -38,7 +39,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-METAVARS = {"data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST"}
+METAVARS = {"data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST", "node-wait": "S"}
 
 
 class ArgumentParser(argparse.ArgumentParser):

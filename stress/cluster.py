@@ -273,6 +273,75 @@ def check_requests_fit(resources: ResourceConfig, cluster: dict[str, float]) -> 
                           f"{resources.cpus_per_worker:g}) but this Ray instance has {cluster.get('CPU', 0.0):g}")
 
 
+def _requests(resources: ResourceConfig) -> dict[str, dict[str, float]]:
+    gpus_per_worker = resolve_gpus(resources.gpus_per_worker, 1.0)
+    task_gpus = resolve_gpus(resources.task_gpus, 0.25)
+    return {
+        "training worker": {k: v for k, v in {"CPU": resources.cpus_per_worker, "GPU": gpus_per_worker}.items() if v > 0},
+        "fan-out task": {k: v for k, v in {"CPU": resources.task_cpus, "GPU": task_gpus}.items() if v > 0},
+    }
+
+
+def unplaceable(resources: ResourceConfig, nodes: list[dict[str, float]]) -> list[str]:
+    """What no node of `nodes` (each node's total resources) can hold: one phrase per request."""
+    def copies(node: dict[str, float], bundle: dict[str, float]) -> int:
+        return int(min((node.get(k, 0.0) // v for k, v in bundle.items()), default=0)) if bundle else 1 << 30
+
+    missing = []
+    for what, bundle in _requests(resources).items():
+        if not any(copies(node, bundle) >= 1 for node in nodes):
+            missing.append(f"a {what} ({', '.join(f'{v:g} {k}' for k, v in bundle.items())})")
+    worker = _requests(resources)["training worker"]
+    if not missing and sum(copies(node, worker) for node in nodes) < resources.workers_per_trainer:
+        missing.append(f"{resources.workers_per_trainer} training workers of one trainer")
+    return missing
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in node["Resources"].items()} for node in ray.nodes() if node.get("Alive")]
+
+
+def wait_for_nodes(resources: ResourceConfig, timeout_s: float, log=print, nodes=_alive_nodes, sleep=time.sleep) -> None:
+    """On a joined cluster: wait up to `timeout_s` for nodes that can hold the requests, then refuse.
+
+    An autoscaling cluster adds nodes when asked (`ray.autoscaler.sdk.request_resources`); a
+    fixed one never does, and the job ends here with a one-line error instead of queueing
+    forever. The request is withdrawn once the nodes are there (Ray Train asks for itself).
+    """
+    missing = unplaceable(resources, nodes())
+    if not missing:
+        return
+    bundles = [_requests(resources)["training worker"]] * (2 * resources.workers_per_trainer) + [_requests(resources)["fan-out task"]]
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=bundles)
+    except Exception:  # noqa: BLE001 - no autoscaler: the wait below still ends with the error
+        request_resources = None
+    log(f"waiting up to {timeout_s:g} s for nodes that can hold {'; '.join(missing)} "
+        "(an autoscaling cluster adds them; a fixed one never will; --node-wait sets the limit)")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while missing and time.monotonic() < deadline:
+            sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            missing = unplaceable(resources, nodes())
+    finally:
+        if request_resources is not None:
+            request_resources(bundles=[])
+    if missing:
+        raise StressError(f"no node of this cluster can hold {'; '.join(missing)} after {timeout_s:g} s; "
+                          "lower the request (--gpus-per-worker, --cpus-per-worker, --task-gpus, --task-cpus) or add nodes")
+    log("nodes are there: starting")
+
+
+def check_resources(resources: ResourceConfig, totals: dict[str, float], address: str | None, log=print) -> None:
+    """Before anything waits on Ray: a local instance never grows, a joined cluster may (see wait_for_nodes)."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        wait_for_nodes(resources, resources.node_wait_s, log)
+    else:
+        check_requests_fit(resources, totals)
+
+
 def available_slots(task_cpus: float, task_gpus: float) -> int:
     """How many fan-out tasks the cluster can run at once."""
     resources = ray.cluster_resources()
@@ -303,7 +372,7 @@ def _seed_trial(trial_config: dict) -> None:
     seed = int(trial_config["seed"])
     base = ExperimentConfig.from_dict(trial_config["base"])
     config = merge(base, {"train.seed": seed, "run_name": f"seed_{seed}", "out": trial_config["root"]})
-    summary = Pipeline(config, log=_write_line).run_all()
+    summary = Pipeline(config, log=_write_line).run_all(check_resources=False)
     tune.report({f"{v}_test_acc": summary["variants"][v]["test_acc"] for v in summary["variants"]} | {"seed": seed})
 
 

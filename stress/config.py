@@ -91,6 +91,7 @@ class ResourceConfig:
     task_gpus: float = -1.0  # GPU fraction per fan-out task; -1 = 0.25 if the cluster has GPUs, else 0
     max_failures: int = 1  # Ray Train restarts from the last checkpoint after a worker dies
     task_retries: int = 3  # retries of a fan-out task that dies
+    node_wait_s: float = 600.0  # on a joined cluster: how long to wait for nodes that can hold the requests
 
 
 @dataclass(frozen=True)
@@ -274,5 +275,6 @@ def validate(config: ExperimentConfig) -> None:
         _check_number("resources.task_gpus", r.task_gpus, minimum=0)
     _check_number("resources.max_failures", r.max_failures, minimum=0, integer=True)
     _check_number("resources.task_retries", r.task_retries, minimum=0, integer=True)
+    _check_number("resources.node_wait_s", r.node_wait_s, minimum=0)
     if t.batch_size % r.workers_per_trainer:
         raise StressError(f"train.batch_size ({t.batch_size}) must divide evenly over {r.workers_per_trainer} workers")

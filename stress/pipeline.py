@@ -141,6 +141,7 @@ class Pipeline:
         self.stage_seconds: dict[str, float] = {}
         self.splits: Splits | None = None
         self.locked = False  # whether this pipeline holds the run folder's lock
+        self.remote_lock: str | None = None  # the token of the storage URI's run.lock this pipeline holds
 
     # -- stages ---------------------------------------------------------------
     def sync(self) -> None:
@@ -270,12 +271,14 @@ class Pipeline:
             },
         )
 
-    def run_all(self, address: str | None = None) -> dict:
+    def run_all(self, address: str | None = None, check_resources: bool = True) -> dict:
         try:
-            return self._run_all(address)
+            return self._run_all(address, check_resources)
         except KeyboardInterrupt:
             raise Interrupted(self.interrupt_message()) from None
         finally:
+            if self.remote_lock is not None:
+                storage.release_lock(self.remote, self.remote_lock)
             if self.locked:
                 self.run.release_lock()
 
@@ -287,18 +290,20 @@ class Pipeline:
             return "interrupted before any stage finished: nothing was saved; re-run the same command to start again"
         return f"interrupted: saved stage(s) {', '.join(stages)} in {self.run.root}; re-run the same command to resume"
 
-    def _run_all(self, address: str | None = None) -> dict:
+    def _run_all(self, address: str | None, check_resources: bool) -> dict:
         started_at = time.time()
         self.check_inputs()
         started = time.perf_counter()
         resources = cluster.connect(address)
         self.stage_seconds["ray_start"] = time.perf_counter() - started
-        if not (address or os.environ.get("RAY_ADDRESS")):
-            cluster.check_requests_fit(self.config.resources, resources)  # a local instance never grows
+        if check_resources:  # a sweep's driver checks once for all of its trials
+            cluster.check_resources(self.config.resources, resources, address, self.log)
         # The first write: from here on this process is the run folder's only writer.
         self.run.ensure_writable()
         self.run.acquire_lock(self.log)
         self.locked = True
+        if self.remote:
+            self.remote_lock = storage.acquire_lock(self.remote, self.log)
         self.prepare()
         self.log(f"ray: {resources}")
         self.train()

@@ -72,3 +72,75 @@ def upload(local: Path, uri: str) -> None:
                 sink.write(source.read_bytes())
     except OSError as exc:
         raise StressError(f"{uri}: cannot write to storage ({str(exc).splitlines()[0]})") from None
+
+
+def acquire_lock(uri: str, warn=print) -> str:
+    """Take `uri/run.lock` for this process, or refuse in one line naming its owner; returns the lock's token.
+
+    Object stores have no create-if-absent that pyarrow exposes, so the lock is written and
+    then read back: of two jobs that write it at nearly the same moment, the one whose token
+    is not read back refuses. A lock whose owner is a dead process on this host is taken over
+    with a warning; one from another host cannot be checked from here and is refused.
+    """
+    import getpass
+    import json
+    import os
+    import socket
+    import time
+    import uuid
+
+    from stress.artifacts import _process_alive
+
+    filesystem, path = _filesystem(uri)
+    lock = f"{path}/run.lock"
+    mine = {"owner": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": uuid.uuid4().hex}
+
+    def holder() -> dict | None:
+        try:
+            with filesystem.open_input_stream(lock) as source:
+                value = json.loads(source.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    try:
+        current = holder()
+        if current is not None:
+            if current.get("host") == mine["host"] and current.get("pid") == mine["pid"]:
+                return current.get("token", "")
+            if current.get("host") == mine["host"] and not _process_alive(current.get("pid")):
+                warn(f"warning: {uri}/run.lock: taking over a stale lock of pid {current.get('pid')} (no longer running)")
+            elif not current:
+                raise StressError(f"{uri}/run.lock exists but names no owner (another job may be starting, or it is damaged); "
+                                  "if no job uses this run, delete it")
+            else:
+                raise StressError(
+                    f"{uri} is in use by {current.get('owner', '?')}@{current.get('host', '?')} pid {current.get('pid', '?')} "
+                    f"since {current.get('started', '?')}; wait for it to finish or use another --run-name "
+                    f"(if that job is gone, delete {uri}/run.lock)"
+                )
+        filesystem.create_dir(path, recursive=True)
+        with filesystem.open_output_stream(lock) as sink:
+            sink.write(json.dumps(mine).encode())
+        if (holder() or {}).get("token") != mine["token"]:
+            raise StressError(f"{uri} was locked by another job at the same moment; wait for it to finish or use another --run-name")
+    except OSError as exc:
+        raise StressError(f"{uri}: cannot write to storage ({str(exc).splitlines()[0]})") from None
+    return mine["token"]
+
+
+def release_lock(uri: str, token: str) -> None:
+    """Delete `uri/run.lock` if it still holds `token` (a lock taken over by another job is left alone)."""
+    import json
+
+    filesystem, path = _filesystem(uri)
+    lock = f"{path}/run.lock"
+    try:
+        with filesystem.open_input_stream(lock) as source:
+            if json.loads(source.read()).get("token") == token:
+                filesystem.delete_file(lock)
+    except (OSError, ValueError, AttributeError):
+        pass  # gone already, or not ours: nothing to release

@@ -201,3 +201,25 @@ def test_the_property_check_tells_different_summaries_apart(base_run):
     fewer = dict(a)
     fewer.pop(key)
     assert same_numbers(a, fewer)
+
+
+def test_a_second_job_on_a_storage_uri_is_refused_while_the_first_holds_it(base_run, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _, data, _ = base_run
+    bucket = tmp_path / "bucket"
+    config = merge(config_for(tmp_path, data), {"out": f"file://{bucket}"})
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as first:
+        try:
+            (bucket / "r").mkdir(parents=True)
+            holder = {"owner": "someone", "host": __import__("socket").gethostname(), "pid": first.pid, "started": "now", "token": "t"}
+            (bucket / "r" / "run.lock").write_text(json.dumps(holder))
+            with pytest.raises(StressError, match=f"is in use by someone@.* pid {first.pid}") as info:
+                Pipeline(config, log=lambda line: None).run_all()
+            assert "\n" not in str(info.value)
+            assert sorted(p.name for p in (bucket / "r").iterdir()) == ["run.lock"]  # nothing else was written
+        finally:
+            first.kill()

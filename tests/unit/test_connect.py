@@ -89,3 +89,56 @@ def test_requests_a_local_instance_cannot_grant_are_refused(monkeypatch, overrid
     with pytest.raises(StressError, match=needle.replace("(", "\\(").replace(")", "\\)")):
         cluster.check_requests_fit(dataclasses.replace(ResourceConfig(), **overrides), {"CPU": 2.0, "memory": 1e9})
     cluster.check_requests_fit(ResourceConfig(), {"CPU": 2.0, "memory": 1e9})  # the defaults fit on 2 CPUs
+
+
+def test_requests_are_placed_per_node_not_against_the_cluster_total(monkeypatch):
+    import dataclasses
+
+    from stress.config import ResourceConfig
+
+    monkeypatch.setattr(cluster, "cluster_has_gpus", lambda: True)
+    two_one_gpu_nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
+    assert cluster.unplaceable(ResourceConfig(), two_one_gpu_nodes) == []
+    # 2 GPUs in total, but no node holds a 2-GPU worker.
+    assert cluster.unplaceable(dataclasses.replace(ResourceConfig(), gpus_per_worker=2.0), two_one_gpu_nodes) == [
+        "a training worker (1 CPU, 2 GPU)"]
+    assert cluster.unplaceable(dataclasses.replace(ResourceConfig(), workers_per_trainer=3), two_one_gpu_nodes) == [
+        "3 training workers of one trainer"]
+    assert cluster.unplaceable(dataclasses.replace(ResourceConfig(), workers_per_trainer=2), two_one_gpu_nodes) == []
+
+
+def test_a_joined_cluster_is_given_time_to_add_nodes_then_the_job_refuses(monkeypatch):
+    import dataclasses
+    import sys
+    import types
+
+    from stress.config import ResourceConfig
+
+    monkeypatch.setattr(cluster, "cluster_has_gpus", lambda: True)
+    asked: list = []
+    sdk = types.SimpleNamespace(request_resources=lambda bundles: asked.append(bundles))
+    monkeypatch.setitem(sys.modules, "ray.autoscaler.sdk", sdk)
+    clock = [0.0]
+    monkeypatch.setattr(cluster.time, "monotonic", lambda: clock[0])
+
+    def sleep(seconds):
+        clock[0] += seconds
+
+    request = dataclasses.replace(ResourceConfig(), gpus_per_worker=1.0)
+    # An autoscaling cluster: the GPU node arrives after 12 s.
+    nodes = lambda: [{"CPU": 2.0}] + ([{"CPU": 8.0, "GPU": 1.0}] if clock[0] >= 12 else [])  # noqa: E731
+    lines: list[str] = []
+    cluster.wait_for_nodes(request, 60, lines.append, nodes=nodes, sleep=sleep)
+    assert asked[0] == [{"CPU": 1.0, "GPU": 1.0}] * 2 + [{"CPU": 1.0, "GPU": 0.25}] and asked[-1] == []  # asked, then withdrawn
+    assert lines[0].startswith("waiting up to 60 s for nodes that can hold a training worker (1 CPU, 1 GPU)")
+    assert lines[-1] == "nodes are there: starting" and 12 <= clock[0] < 20
+    # A fixed cluster without GPUs: the wait ends in one line.
+    clock[0], asked[:] = 0.0, []
+    with pytest.raises(StressError) as info:
+        cluster.wait_for_nodes(request, 30, lines.append, nodes=lambda: [{"CPU": 2.0}], sleep=sleep)
+    assert str(info.value).startswith("no node of this cluster can hold a training worker (1 CPU, 1 GPU)") and "after 30 s" in str(info.value)
+    assert clock[0] == 30 and asked[-1] == []
+    # Requests that fit start at once, without asking the autoscaler.
+    asked[:] = []
+    cluster.wait_for_nodes(ResourceConfig(), 30, lines.append, nodes=lambda: [{"CPU": 2.0, "GPU": 1.0}], sleep=pytest.fail)
+    assert asked == []

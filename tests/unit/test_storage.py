@@ -43,3 +43,83 @@ def test_bad_uri_is_a_one_line_error(tmp_path):
 def test_uri_detection_and_staging_is_per_uri():
     assert is_uri("s3://bucket/runs") and is_uri("gs://b/r") and not is_uri("/mnt/shared/runs")
     assert staging_folder("s3://a/b", "run") != staging_folder("s3://a/c", "run")
+
+
+def test_the_run_lock_works_on_storage_uris(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from stress.storage import acquire_lock, release_lock
+
+    uri = f"file://{tmp_path}/bucket/run"
+    lock = tmp_path / "bucket" / "run" / "run.lock"
+    token = acquire_lock(uri)
+    holder = json.loads(lock.read_text())
+    assert holder["pid"] == os.getpid() and holder["token"] == token and {"owner", "host", "started"} <= set(holder)
+    assert acquire_lock(uri) == token  # the holder may ask again
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as other:
+        try:
+            lock.write_text(json.dumps({**holder, "pid": other.pid, "token": "theirs"}))
+            with pytest.raises(StressError) as info:
+                acquire_lock(uri)
+            assert "\n" not in str(info.value) and f"{uri} is in use by {holder['owner']}@{holder['host']} pid {other.pid}" in str(info.value)
+            release_lock(uri, token)  # not ours any more: left alone
+            assert lock.is_file()
+        finally:
+            other.kill()
+    other.wait()
+    warnings: list[str] = []
+    token = acquire_lock(uri, warnings.append)  # its owner is dead: stale, taken over
+    assert warnings and f"stale lock of pid {other.pid}" in warnings[0]
+    release_lock(uri, token)
+    assert not lock.exists()
+    lock.write_text(json.dumps({**holder, "host": "elsewhere", "pid": 1}))
+    with pytest.raises(StressError, match=r"in use by .*@elsewhere pid 1 .*delete .*run.lock"):
+        acquire_lock(uri)
+    lock.write_text("[]")
+    with pytest.raises(StressError, match="run.lock exists but names no owner"):
+        acquire_lock(uri)
+
+
+def test_two_jobs_writing_the_storage_lock_at_once_leave_one_owner(tmp_path, monkeypatch):
+    """The read-back after writing: the job whose token is not read back refuses."""
+    import json
+
+    from stress import storage
+
+    uri = f"file://{tmp_path}/bucket/run"
+    lock = tmp_path / "bucket" / "run" / "run.lock"
+    real_filesystem = storage._filesystem
+
+    class RacingFilesystem:
+        """Passes everything through; the other job's write lands just after ours."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def open_output_stream(self, path):
+            stream = self.inner.open_output_stream(path)
+            close = stream.close
+
+            class Racing:
+                def write(self, data):
+                    stream.write(data)
+
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    close()
+                    lock.write_text(json.dumps({"owner": "other", "host": "elsewhere", "pid": 7, "token": "theirs"}))
+
+            return Racing()
+
+    monkeypatch.setattr(storage, "_filesystem", lambda u: (RacingFilesystem(real_filesystem(u)[0]), real_filesystem(u)[1]))
+    with pytest.raises(StressError, match="was locked by another job at the same moment"):
+        storage.acquire_lock(uri)
+    assert json.loads(lock.read_text())["token"] == "theirs"
