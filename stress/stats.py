@@ -124,6 +124,44 @@ def paired_difference(a: Any, b: Any, confidence: float = 0.95) -> dict:
     }
 
 
+def tost_paired(a: Any, b: Any, margin: float, alpha: float = 0.05) -> dict:
+    """Two one-sided paired t-tests (TOST) for equivalence of b and a within +-margin.
+
+    H0: |mean(b - a)| >= margin; equivalence is concluded when both one-sided tests reject at
+    `alpha`, which is the same as the (1 - 2 alpha) t interval of the mean difference lying
+    inside (-margin, +margin). Returns {"mean", "low", "high" (that interval), "p_lower",
+    "p_upper", "p" (the larger), "margin", "equivalent", "n"}; n < 2 or zero spread gives
+    p None unless the constant difference decides it.
+    """
+    if not margin > 0:
+        raise StressError(f"tost_paired: margin must be > 0, got {margin}")
+    _check_confidence(1 - 2 * alpha)
+    first = _as_1d_floats(a, "tost_paired a")
+    second = _as_1d_floats(b, "tost_paired b")
+    if first.shape != second.shape:
+        raise StressError(f"paired samples differ in length: {first.size} vs {second.size}")
+    differences = second - first
+    n = int(differences.size)
+    mean = float(differences.mean())
+    result = {"mean": mean, "low": None, "high": None, "p_lower": None, "p_upper": None, "p": None,
+              "margin": float(margin), "equivalent": False, "n": n}
+    if n < 2:
+        return result
+    standard_error = float(differences.std(ddof=1)) / math.sqrt(n)
+    df = n - 1
+    if standard_error == 0.0:
+        inside = -margin < mean < margin
+        result.update(low=mean, high=mean, p_lower=0.0 if inside else 1.0, p_upper=0.0 if inside else 1.0,
+                      p=0.0 if inside else 1.0, equivalent=inside)
+        return result
+    half_width = float(scipy_stats.t.ppf(1 - alpha, df=df)) * standard_error
+    p_lower = float(scipy_stats.t.sf((mean + margin) / standard_error, df=df))  # H0: mean <= -margin
+    p_upper = float(scipy_stats.t.cdf((mean - margin) / standard_error, df=df))  # H0: mean >= +margin
+    p = max(p_lower, p_upper)
+    result.update(low=mean - half_width, high=mean + half_width, p_lower=p_lower, p_upper=p_upper, p=p, equivalent=p < alpha)
+    return result
+
+
 def cohens_d(a: Any, b: Any) -> float:
     """Effect size (mean(a) - mean(b)) / pooled standard deviation (ddof=1 per group).
 

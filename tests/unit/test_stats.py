@@ -224,3 +224,40 @@ def test_holm_agrees_with_adjusted_pvalues():
         expected = np.empty(count, dtype=bool)
         expected[order] = adjusted_sorted <= 0.05
         assert holm_bonferroni(pvalues) == expected.tolist()
+
+
+def test_tost_matches_two_one_sided_scipy_tests_and_the_interval_duality():
+    from stress.stats import tost_paired
+
+    rng = np.random.default_rng(3)
+    for shift, spread in [(0.0, 0.002), (0.001, 0.004), (0.004, 0.003), (-0.006, 0.001)]:
+        a = rng.normal(0.7, 0.01, 5)
+        b = a + shift + rng.normal(0, spread, 5)
+        result = tost_paired(a, b, margin=0.005)
+        d = b - a
+        # The reference: scipy's one-sample t-tests of d against each margin, one-sided.
+        lower = scipy_stats.ttest_1samp(d, -0.005, alternative="greater").pvalue
+        upper = scipy_stats.ttest_1samp(d, 0.005, alternative="less").pvalue
+        assert result["p_lower"] == pytest.approx(lower, rel=1e-10) and result["p_upper"] == pytest.approx(upper, rel=1e-10)
+        assert result["p"] == pytest.approx(max(lower, upper), rel=1e-10)
+        # Equivalent at alpha iff the 90% t interval lies inside the margins.
+        low, high = scipy_stats.t.interval(0.90, df=4, loc=d.mean(), scale=scipy_stats.sem(d))
+        assert result["low"] == pytest.approx(low) and result["high"] == pytest.approx(high)
+        assert result["equivalent"] == (-0.005 < low and high < 0.005) == (max(lower, upper) < 0.05)
+
+
+def test_tost_can_fail_planted_cases():
+    from stress.stats import tost_paired
+
+    a = np.array([0.70, 0.71, 0.72, 0.73, 0.74])
+    assert tost_paired(a, a + np.array([0.001, -0.001, 0.0005, 0.0, -0.0005]), margin=0.005)["equivalent"]
+    # A real difference of 1 point is not equivalent within 0.5 points, however tight.
+    shifted = tost_paired(a, a + 0.01 + np.array([0.0001, -0.0001, 0.0, 0.0002, -0.0002]), margin=0.005)
+    assert not shifted["equivalent"] and shifted["p_upper"] > 0.5
+    # No difference on average, but too noisy for five seeds to show equivalence.
+    noisy = tost_paired(a, a + np.array([0.02, -0.02, 0.015, -0.015, 0.0]), margin=0.005)
+    assert abs(noisy["mean"]) < 1e-12 and not noisy["equivalent"]
+    assert tost_paired(a, a, margin=0.005)["equivalent"] and not tost_paired(a, a + 0.01, margin=0.005)["equivalent"]
+    assert tost_paired(a[:1], a[:1], margin=0.005)["p"] is None
+    with pytest.raises(StressError):
+        tost_paired(a, a, margin=0)
