@@ -5,8 +5,9 @@
 SimpleCNN in eval mode, batch 500 (the stress stage's batch), channels_last, one thread (a
 fan-out task gets one CPU), for each precision:
 - compile seconds: the first call of `torch.compile(model)` minus one steady-state call,
-  measured in a fresh subprocess (a Ray worker process compiles once; a second model instance
-  in the same process reuses the compiled graph, which is measured too);
+  measured in a fresh subprocess with an empty inductor cache, as on a fresh node (a Ray
+  worker process compiles once; a second model instance in the same process reuses the
+  compiled graph, which is measured too);
 - steady-state seconds per batch, eager against compiled, interleaved rounds (the reference
   is eager, measured in the same run), and the top-1 agreement of the two on random inputs;
 - the balance over a default run: the stress stage's forward batches (10,000 test images x
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import common
@@ -75,8 +78,9 @@ def main() -> None:
     rows = []
     for precision in args.precision.split(","):
         started = time.perf_counter()
-        child = subprocess.run([sys.executable, "-c", CHILD, precision, str(args.rounds), str(args.batches)],
-                               capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as cache:  # a cold inductor cache, as on a fresh node
+            child = subprocess.run([sys.executable, "-c", CHILD, precision, str(args.rounds), str(args.batches)],
+                                   capture_output=True, text=True, check=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
         r = json.loads(child.stdout.strip().splitlines()[-1])
         eager = common.median(r["samples"]["eager"])
         compiled = common.median(r["samples"]["compiled"])

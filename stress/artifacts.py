@@ -188,7 +188,8 @@ def config_key(config_dict: dict, sections: tuple[str, ...], fields: dict[str, t
     config_dict = without_later_defaults(config_dict)
     chosen: dict = {k: config_dict[k] for k in sections}
     for section, names in (fields or {}).items():
-        chosen[f"{section}:fields"] = {name: config_dict[section].get(name) for name in names}
+        # A LATER_FIELDS option at its old-behaviour value is absent: left out, so old keys hold.
+        chosen[f"{section}:fields"] = {name: config_dict[section][name] for name in names if name in config_dict[section]}
     if version is not None:
         chosen["version"] = version
     text = json.dumps(chosen, sort_keys=True)

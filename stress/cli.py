@@ -56,6 +56,8 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
         metavar = METAVARS.get(flag, "N" if kind is int else "X")
         parser.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=metavar)
     parser.add_argument("--skip-stress", action="store_true", default=None, help="skip corruptions, shifts and calibration")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs")
 
 
 def _parse_list(flag: str, text: str, kind) -> tuple:
@@ -80,6 +82,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         overrides[key] = value
     if args.skip_stress:
         overrides["stress.skip_stress"] = True
+    if getattr(args, "compile", None):
+        overrides["stress.compile"] = True
     return merge(base, overrides)
 
 

@@ -22,7 +22,7 @@ PRECISIONS = ("fp32", "bf16", "auto")  # see stress.precision
 # Fields added after run folders already existed, with the value that reproduces the old
 # behaviour. At that value they are left out of stage keys and count as present in an older
 # config.json, so run folders written before them keep resuming.
-LATER_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32"}
+LATER_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("stress", "compile"): False}
 
 
 def without_later_defaults(config_dict: dict) -> dict:
@@ -80,6 +80,7 @@ class StressConfig:
     faithfulness_images: int = 500  # images for deletion/insertion curves per variant
     faithfulness_steps: int = 16  # points along the deletion/insertion curves
     skip_stress: bool = False  # skip corruptions, shifts and calibration
+    compile: bool = False  # torch.compile the stress stage's forward passes (pays on full-size runs: benchmarks/bench_compile.py)
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,9 @@ def validate(config: ExperimentConfig) -> None:
     expand(config.data.source, "data.source")
     _check_text("model.name", config.model.name)
     _check_text("train.precision", config.train.precision)
-    if not isinstance(config.stress.skip_stress, bool):
-        raise StressError(f"stress.skip_stress must be true or false, got {config.stress.skip_stress!r}")
+    for name in ("skip_stress", "compile"):
+        if not isinstance(getattr(config.stress, name), bool):
+            raise StressError(f"stress.{name} must be true or false, got {getattr(config.stress, name)!r}")
     for i, name in enumerate(config.stress.corruptions):
         _check_text(f"stress.corruptions[{i}]", name)
     if not isinstance(config.run_name, str) or not config.run_name or "/" in config.run_name or config.run_name.startswith("."):

@@ -56,6 +56,7 @@ def stress_shard(
     seed: int = 0,
     batch_size: int = 500,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Evaluate both models on images [start, stop) under each perturbation.
 
@@ -64,6 +65,13 @@ def stress_shard(
     """
     device = task_device()
     models = {v: load_model(w, model_config, device) for v, w in weights.items()}
+    if compile:
+        import logging
+
+        # Inductor's C++ build warns once per process that a CPU-only torch has no CUDA runtime.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        # Forward passes only; the compiled graph is cached per process, so a worker compiles once.
+        models = {v: torch.compile(m) for v, m in models.items()}
     x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
     out = {}

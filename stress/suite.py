@@ -23,7 +23,7 @@ from stress.shifts import list_shifts
 SHIFTS_PER_TASK = 6
 # Bumped whenever the stress stage computes something differently (see EVALUATE_VERSION).
 STRESS_VERSION = 2
-STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins")  # stress.* read here
+STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins", "compile")  # stress.* read here
 
 
 def stress_key(config) -> str:
@@ -75,7 +75,7 @@ def run_stress(pipeline) -> None:
                 results[task] = _unflatten(saved)
                 continue
             calls.append((task, (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations),
-                          {"seed": config.train.seed, "precision": config.train.precision}))
+                          {"seed": config.train.seed, "precision": config.train.precision, "compile": s.compile}))
     # Validation logits for temperature scaling, one task per variant.
     val_ref, val_labels_ref = cluster.put(splits.val_x), cluster.put(splits.val_y)
     val_logits: dict[str, np.ndarray] = {}

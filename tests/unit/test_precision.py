@@ -135,3 +135,24 @@ def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
     for cell, arrays in cells.items():
         for name, array in arrays.items():
             assert array.dtype.kind != "f" or array.dtype in (np.float32, np.float64), (cell, name)
+
+
+def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model):
+    """--compile changes how the forward passes run, not what they give; it is part of the stress key."""
+    from stress.config import merge
+    from stress.robustness import stress_shard
+    from stress.suite import stress_key
+
+    model, data = trained_model
+    images, labels = data["test_x"][:40].cpu().numpy(), data["test_y"][:40].cpu().numpy()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = {**ExperimentConfig().to_dict()["model"], "widths": [8, 16, 32], "hidden": 32}
+    cells = [("gaussian_noise", 2), ("translate_2_0", 0)]
+    eager, compiled = (stress_shard({"baseline": state}, config, images, labels, 0, 40, cells, seed=1, batch_size=16, compile=c)
+                       for c in (False, True))
+    for cell in eager:
+        assert np.array_equal(eager[cell]["correct"], compiled[cell]["correct"]), cell
+        assert np.abs(eager[cell]["confidence"] - compiled[cell]["confidence"]).max() < 1e-4, cell
+    default = ExperimentConfig()
+    assert stress_key(merge(default, {"stress.compile": True})) != stress_key(default)
+    assert stress_key(default) == "483a423397d4cab0"  # the key of every run folder written before the option existed
