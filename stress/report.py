@@ -105,7 +105,7 @@ def headline(summary: dict) -> Section:
     return Section("headline", "Headline", tuple(blocks))
 
 
-def _precision_text(train: dict, manifest: dict) -> str:
+def precision_text(train: dict, manifest: dict) -> str:
     """The precision option and what it resolved to; runs from before the option were fp32."""
     recorded = manifest.get("precision")
     if not recorded:
@@ -128,7 +128,7 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
         ("model", f"{model.get('name', MISSING)} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"),
         ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
         ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
-        ("precision", _precision_text(train, manifest)),
+        ("precision", precision_text(train, manifest)),
         ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
         ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items())),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or MISSING),

@@ -26,7 +26,7 @@ from stress.errors import StressError  # noqa: E402
 from stress.figures import COLOURS, load_arrays, save_figure  # noqa: E402
 from stress.observations import (  # noqa: E402
     EFFECT, INCONCLUSIVE, INTERVENTION, NO_EFFECT, Observation, direction, interval_text, number, signed, verdict_of)
-from stress.report import MISSING, Figure, Links, Note, Paragraph, Section, Table, observations  # noqa: E402
+from stress.report import MISSING, Figure, Links, Note, Paragraph, Section, Table, observations, precision_text  # noqa: E402
 from stress.stats import holm_bonferroni, wilson_interval  # noqa: E402
 
 SIGNIFICANT_COLOUR = "#2ca02c"  # corruption gains significant after Holm
@@ -309,6 +309,7 @@ def setup(summary: dict, config: dict, manifest: dict, source: str) -> Section:
             ("model", f"{model.get('name', MISSING)} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"),
             ("optimiser", f"lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
             ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
+            ("precision", precision_text(train, manifest or {})),
             ("augmentation (augmented variant)",
              f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
             ("corruptions / severities", f"{_corruption_list(stress.get('corruptions'))} / {stress.get('severities', MISSING)}"),

@@ -288,3 +288,15 @@ def test_setup_names_the_corruptions_and_says_all_for_an_empty_list(sweep):
     config_path.write_text(json.dumps(config))
     rows = table_rows(section(build_report(sweep)[0].read_text(), "setup"))
     assert rows["corruptions / severities"][0].startswith("all implemented / ")
+
+
+def test_setup_says_which_precision_the_seeds_were_trained_in(sweep):
+    config_path = sweep / "seed_42" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["train"]["precision"] = "bf16"
+    config_path.write_text(json.dumps(config))
+    rows = table_rows(section(build_report(sweep)[0].read_text(), "setup"))
+    assert rows["precision"][0].startswith("bf16")
+    config["train"].pop("precision")  # a sweep from before the option: fp32
+    config_path.write_text(json.dumps(config))
+    assert table_rows(section(build_report(sweep)[0].read_text(), "setup"))["precision"][0].startswith("fp32")
