@@ -208,6 +208,34 @@ def _process_alive(pid) -> bool:
     return True
 
 
+def lock_owner() -> dict:
+    """What a run lock records of its writer: owner, host, PID and start time."""
+    import getpass
+    import socket
+
+    return {"owner": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def check_lock_holder(holder: dict, mine: dict, where: str, lock: str, hint: str = "") -> str:
+    """"mine" if this process holds the lock, "stale" if its owner is dead on this host; else a one-line refusal.
+
+    `holder` is the lock's content ({} when unreadable or not an object: an owner that cannot
+    be checked); `where` names the run in the message and `lock` the lock file.
+    """
+    if holder.get("pid") == mine["pid"] and holder.get("host") == mine["host"]:
+        return "mine"
+    if holder.get("host") == mine["host"] and not _process_alive(holder.get("pid")):
+        return "stale"
+    if not holder:
+        raise StressError(f"{lock} exists but names no owner (another job may be starting, or it is damaged); "
+                          "if no job uses this run, delete it")
+    raise StressError(
+        f"{where} is in use by {holder.get('owner', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')} "
+        f"since {holder.get('started', '?')}; wait for it to finish or use another --run-name{hint}"
+    )
+
+
 class RunFolder:
     """Paths and stage records of one run folder."""
 
@@ -253,32 +281,18 @@ class RunFolder:
         lock held from another host cannot be checked from here and is refused; delete
         run.lock by hand once that job is gone.
         """
-        import getpass
-        import socket
-
         path = self.root / self.LOCK
-        mine = {"owner": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        mine = lock_owner()
         for _ in range(2):
             try:
                 descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._lock_holder(path)
-                if holder.get("pid") == os.getpid() and holder.get("host") == mine["host"]:
+                if check_lock_holder(holder, mine, str(self.root), str(path)) == "mine":
                     return  # this process holds it already
-                if holder.get("host") == mine["host"] and not _process_alive(holder.get("pid")):
-                    warn(f"warning: {path}: taking over a stale lock of pid {holder.get('pid')} (no longer running)")
-                    path.unlink(missing_ok=True)
-                    continue
-                if not holder:
-                    raise StressError(
-                        f"{path} exists but names no owner (another job may be starting, or it is damaged); "
-                        "if no job uses this run, delete it"
-                    ) from None
-                raise StressError(
-                    f"{self.root} is in use by {holder.get('owner', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')} "
-                    f"since {holder.get('started', '?')}; wait for it to finish or use another --run-name"
-                ) from None
+                warn(f"warning: {path}: taking over a stale lock of pid {holder.get('pid')} (no longer running)")
+                path.unlink(missing_ok=True)
+                continue
             with os.fdopen(descriptor, "w") as handle:
                 json.dump(mine, handle)
             return

@@ -82,19 +82,14 @@ def acquire_lock(uri: str, warn=print) -> str:
     is not read back refuses. A lock whose owner is a dead process on this host is taken over
     with a warning; one from another host cannot be checked from here and is refused.
     """
-    import getpass
     import json
-    import os
-    import socket
-    import time
     import uuid
 
-    from stress.artifacts import _process_alive
+    from stress.artifacts import check_lock_holder, lock_owner
 
     filesystem, path = _filesystem(uri)
     lock = f"{path}/run.lock"
-    mine = {"owner": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": uuid.uuid4().hex}
+    mine = {**lock_owner(), "token": uuid.uuid4().hex}
 
     def holder() -> dict | None:
         try:
@@ -109,19 +104,10 @@ def acquire_lock(uri: str, warn=print) -> str:
     try:
         current = holder()
         if current is not None:
-            if current.get("host") == mine["host"] and current.get("pid") == mine["pid"]:
+            state = check_lock_holder(current, mine, uri, f"{uri}/run.lock", f" (if that job is gone, delete {uri}/run.lock)")
+            if state == "mine":
                 return current.get("token", "")
-            if current.get("host") == mine["host"] and not _process_alive(current.get("pid")):
-                warn(f"warning: {uri}/run.lock: taking over a stale lock of pid {current.get('pid')} (no longer running)")
-            elif not current:
-                raise StressError(f"{uri}/run.lock exists but names no owner (another job may be starting, or it is damaged); "
-                                  "if no job uses this run, delete it")
-            else:
-                raise StressError(
-                    f"{uri} is in use by {current.get('owner', '?')}@{current.get('host', '?')} pid {current.get('pid', '?')} "
-                    f"since {current.get('started', '?')}; wait for it to finish or use another --run-name "
-                    f"(if that job is gone, delete {uri}/run.lock)"
-                )
+            warn(f"warning: {uri}/run.lock: taking over a stale lock of pid {current.get('pid')} (no longer running)")
         filesystem.create_dir(path, recursive=True)
         with filesystem.open_output_stream(lock) as sink:
             sink.write(json.dumps(mine).encode())
