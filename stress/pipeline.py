@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from stress import cluster, storage
-from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, file_sha256, read_json, read_record, save_torch, write_json
+from stress.artifacts import SCHEMA_VERSION, RunFolder, config_key, read_json, read_record, save_torch, write_json
 from stress.config import VARIANTS, ExperimentConfig, without_later_defaults
 from stress.data import Splits, load_dataset, split_dataset
 from stress.errors import Interrupted, StressError
@@ -180,7 +180,8 @@ class Pipeline:
         if not run.stage_done(f"train_{variant}", key):
             return False
         model = run.variant_dir(variant) / "model.pt"
-        if file_sha256(model) is None or not run.stage_done(f"train_{variant}", key, run.weights_digest((variant,))):
+        digest = run.weights_digest((variant,))  # "<variant>:missing" when model.pt is not a readable file
+        if digest.endswith(":missing") or not run.stage_done(f"train_{variant}", key, digest):
             self.log(f"[{variant}] {model} is missing or not the file training wrote: training again (resumes from its last checkpoint)")
             return False
         return True

@@ -44,6 +44,7 @@ def run_stress(pipeline) -> None:
         pipeline.log("stress: skipped (--skip-stress)")
         return
     weights_id = run.weights_digest()
+    saved_key = shard_key(run, key)  # computed once: it hashes both model.pt files
     if run.stage_done("stress", key, weights_id):
         pipeline.log("stress: already finished: skipped")
         return
@@ -70,7 +71,7 @@ def run_stress(pipeline) -> None:
     for group, perturbations in groups.items():
         for start, stop in bounds:
             task = _task_key(group, start, stop)
-            saved = load_saved_shard(folder / f"{task}.npz", shard_key(run, key), pipeline.log)
+            saved = load_saved_shard(folder / f"{task}.npz", saved_key, pipeline.log)
             if saved is not None:
                 results[task] = _unflatten(saved)
                 continue
@@ -90,7 +91,7 @@ def run_stress(pipeline) -> None:
         if task.startswith("val:"):
             val_logits[task[4:]] = value["logits"]
             return
-        write_npz(folder / f"{task}.npz", **_flatten(value), **{STAGE_KEY: np.array(shard_key(run, key))})
+        write_npz(folder / f"{task}.npz", **_flatten(value), **{STAGE_KEY: np.array(saved_key)})
         results[task] = value
 
     cluster.run_tasks(evaluate_shard, val_calls, config.resources, on_result, pipeline.log)
