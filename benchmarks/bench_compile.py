@@ -69,8 +69,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="fan-out worker processes of a default run here")
     parser.add_argument("--out")
     args = parser.parse_args()
-    from stress.corruptions import CORRUPTIONS
-    from stress.shifts import list_shifts
+    from stress.constants import CORRUPTIONS
+    from stress.perturb.shifts import list_shifts
 
     cells = len(CORRUPTIONS) * 5 + len(list_shifts())
     batches_per_run = 10_000 * cells * 2 // 500

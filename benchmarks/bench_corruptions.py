@@ -1,4 +1,4 @@
-"""Corruption generation throughput: batched `stress.corruptions` vs per-image numpy (run by hand).
+"""Corruption generation throughput: batched `stress.perturb.corruptions` vs per-image numpy (run by hand).
 
     .venv/bin/python benchmarks/bench_corruptions.py [--images 1000] [--batch 500] [--out benchmarks/results/corruptions.json]
 
@@ -15,7 +15,7 @@ Secondary figure: the transforms alone on identical pre-drawn noise (`apply_corr
 Times are process CPU seconds, the best of --repeats runs on each side, with one torch thread: the
 2-core machine is shared, and CPU time is far less disturbed by other processes than wall time. The
 reference is single-threaded numpy, so one torch thread compares like with like. Every batched run
-starts cold: stress.corruptions' caches (sparse operators, Poisson tables, filter weights) are
+starts cold: the caches of stress.perturb (sparse operators, Poisson tables, filter weights) are
 emptied first, so building them is timed too, once per (corruption, severity) and --images images.
 """
 
@@ -30,15 +30,14 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))  # the per-image reference the unit tests use
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from reference_corruptions import reference_corrupt, reference_generate  # noqa: E402
 
-from stress import corruptions  # noqa: E402
-from stress.corruptions import (  # noqa: E402
-    CORRUPTIONS, apply_corruption, corrupt, draw_corruption_noise, make_generator,
-)
+from stress.constants import CORRUPTIONS  # noqa: E402
+from stress.perturb import corruptions, kernels  # noqa: E402
+from stress.perturb.corruptions import apply_corruption, corrupt, draw_corruption_noise, make_generator  # noqa: E402
 
 
 def synthetic_images(n: int, seed: int) -> torch.Tensor:
@@ -64,10 +63,10 @@ def geometric_mean(values: list[float]) -> float:
 
 
 def cold(function):
-    """`function` preceded by emptying stress.corruptions' caches (kernels, resize and zoom weights,
+    """`function` preceded by emptying the caches of stress.perturb (kernels, resize and zoom weights,
     sparse operators, Poisson tables), so that every timed call pays for building them."""
     def run():
-        for value in vars(corruptions).values():
+        for value in [*vars(corruptions).values(), *vars(kernels).values()]:
             if hasattr(value, "cache_clear"):
                 value.cache_clear()
         return function()
@@ -109,7 +108,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities [1,2,3,4,5]")
     parser.add_argument("--batch", type=int, default=500,
-                        help="images per batched call, as stress.robustness.stress_shard generates them [500]")
+                        help="images per batched call, as stress.evaluate.shards.stress_shard generates them [500]")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the batched side")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats of each side (best is kept) [3]")
     parser.add_argument("--only", nargs="*", default=None, help="subset of corruptions")

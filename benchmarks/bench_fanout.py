@@ -4,11 +4,11 @@
     .venv/bin/python benchmarks/bench_fanout.py --quick
 
 Part 1, scaling. The two stages the pipeline fans out, on the same tasks in both configurations:
-- evaluate: `stress.shards.evaluate_shard` (predictions + Grad-CAM for the predicted and the
+- evaluate: `stress.evaluate.shards.evaluate_shard` (predictions + Grad-CAM for the predicted and the
   true class) for 2 variants x `--shards` shards of the first `--images` test images;
-- stress: `stress.robustness.stress_shard` for each corruption (all `--severities`) x shard.
+- stress: `stress.evaluate.shards.stress_shard` for each corruption (all `--severities`) x shard.
 Each configuration is a fresh `ray.init(address="local", num_cpus=k, include_dashboard=False)`,
-tasks go through `stress.cluster.run_tasks` with `ResourceConfig(task_cpus=1)`, and one
+tasks go through `stress.driver.cluster.run_tasks` with `ResourceConfig(task_cpus=1)`, and one
 small warm-up task per CPU runs first, so worker start-up (python + torch import) is not
 counted (it is reported separately as `warmup_s`). Configurations alternate 1, 2, 1, 2, ...
 and the figure is the median over rounds of wall(1 CPU) / wall(2 CPUs): the target is >= 1.7.
@@ -40,14 +40,15 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (puts the repo on sys.path)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from stress.config import ModelConfig, ResourceConfig  # noqa: E402
+from stress.evaluate.shards import (
+    evaluate_shard,  # noqa: E402
+    stress_shard,  # noqa: E402
+)
 from stress.models import create_model  # noqa: E402
-from stress.robustness import stress_shard  # noqa: E402
-from stress.shards import evaluate_shard  # noqa: E402
 
 OBJECT_STORE_BYTES = 256 * 1024**2
 
@@ -80,8 +81,8 @@ def start_ray(cpus: int) -> None:
 
 
 def run_stage(calls: list, resources: ResourceConfig) -> dict:
-    """Run the calls through stress.cluster.run_tasks; wall time and the tasks' CPU seconds."""
-    from stress import cluster
+    """Run the calls through stress.driver.cluster.run_tasks; wall time and the tasks' CPU seconds."""
+    from stress.driver import cluster
 
     results: list[dict] = []
     started = time.perf_counter()
@@ -95,7 +96,7 @@ def scaling_round(cpus: int, images: np.ndarray, labels: np.ndarray, weights: di
     """One configuration: fresh Ray with `cpus` CPUs, warm-up, then the evaluate and the stress stage."""
     import ray
 
-    from stress import cluster
+    from stress.driver import cluster
 
     resources = ResourceConfig(task_cpus=1, task_gpus=0, task_retries=0)
     model_config = dataclasses.asdict(ModelConfig())
@@ -133,7 +134,7 @@ def scaling_round(cpus: int, images: np.ndarray, labels: np.ndarray, weights: di
 
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
-    from stress.evaluation import shard_bounds as bounds
+    from stress.driver.fanout import shard_bounds as bounds
 
     return bounds(n, shards)
 
@@ -142,7 +143,7 @@ def overhead(images: np.ndarray, labels: np.ndarray, weights: dict, repeats: int
     """evaluate_shard in-process vs through one Ray task (warm worker), interleaved."""
     import ray
 
-    from stress import cluster
+    from stress.driver import cluster
 
     resources = ResourceConfig(task_cpus=1, task_gpus=0, task_retries=0)
     model_config = dataclasses.asdict(ModelConfig())

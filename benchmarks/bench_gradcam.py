@@ -1,4 +1,4 @@
-"""Grad-CAM maps/s of `stress.gradcam.gradcam` vs pytorch-grad-cam's `GradCAM` (run by hand).
+"""Grad-CAM maps/s of `stress.analyses.gradcam.gradcam` vs pytorch-grad-cam's `GradCAM` (run by hand).
 
     .venv/bin/python -m pip install grad-cam      # pulls no torch; see benchmarks/README.md
     .venv/bin/python benchmarks/bench_gradcam.py --out benchmarks/results/gradcam.json
@@ -33,13 +33,12 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (puts the repo on sys.path)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from stress.analyses.gradcam import gradcam  # noqa: E402
 from stress.augment import normalize  # noqa: E402
 from stress.config import ModelConfig  # noqa: E402
-from stress.gradcam import gradcam  # noqa: E402
 from stress.models import GRADCAM_LAYER, create_model  # noqa: E402
 
 
@@ -71,7 +70,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda; on cuda the primary timer is wall time")
     parser.add_argument("--channels-last", choices=("none", "both", "ours"), default="ours",
                         help="convert the model(s) to channels_last: 'both' like-for-like, 'ours' = the project side only "
-                             "(what a channels_last model in stress.shards.load_model would give; see README)")
+                             "(what a channels_last model in stress.evaluate.shards.load_model would give; see README)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |difference| of the [0, 1] maps")
     parser.add_argument("--quick", action="store_true", help="~30 s on an idle machine: 512 images, 3 rounds")
     parser.add_argument("--out", default="benchmarks/results/gradcam.json")

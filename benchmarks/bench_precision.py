@@ -6,7 +6,7 @@
 Subjects, on random inputs of CIFAR-10's shape, one thread, CPU time per image:
 - train_<precision>_<layout>: Adam steps at batch 128 (forward under `stress.precision.autocast`,
   loss in fp32, fp32 weights), as `stress.train.train_variant` does them;
-- infer_<precision>_<layout>: `stress.evaluate.predict_logits` at batch 500, the batch the
+- infer_<precision>_<layout>: `stress.evaluate.predict.predict_logits` at batch 500, the batch the
   evaluation and stress tasks use.
 Precision fp32 or bf16, layout NCHW (contiguous) or channels_last. Every figure is a
 throughput ratio to fp32 NCHW measured in the same run (interleaved rounds, median).
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 
+import common
 import torch
 import torch.nn.functional as F
 
-import common
 from stress.config import ModelConfig
-from stress.evaluate import predict_logits
+from stress.evaluate.predict import predict_logits
 from stress.models import create_model
 from stress.precision import autocast, cpu_flags, cpu_has_fast_bf16
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_stress_throughput.py --out benchmarks/results/stress_throughput.json
     .venv/bin/python benchmarks/bench_stress_throughput.py --quick
 
-Subject: one fan-out task of the stress stage, `stress.robustness.stress_shard`, on --images
+Subject: one fan-out task of the stress stage, `stress.evaluate.shards.stress_shard`, on --images
 test images for every corruption at severity 3 and every shift, both models (what one task
 of the stage does, on one thread, as a task gets one CPU). Throughput = model evaluations per
 second: images x perturbations x 2 models / wall time.
@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
+import common
 import numpy as np
 import torch
 
-import common
 from stress.config import ModelConfig
-from stress.corruptions import CORRUPTIONS, corrupt
-from stress.evaluate import predict_logits
+from stress.constants import CORRUPTIONS
+from stress.evaluate.predict import predict_logits
+from stress.evaluate.shards import corruption_seed, load_model, stress_shard
 from stress.models import create_model
-from stress.robustness import corruption_seed, stress_shard
-from stress.shards import load_model
-from stress.shifts import apply_shift, list_shifts
+from stress.perturb.corruptions import corrupt
+from stress.perturb.shifts import apply_shift, list_shifts
 
 BATCH = 500
 

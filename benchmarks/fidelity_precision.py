@@ -4,7 +4,7 @@
         --out benchmarks/results/fidelity.json
 
 For each variant of the run folder, the same weights evaluate the test set in fp32 and under
-bf16 autocast (`stress.evaluate.predict_logits`), and then the first --stress-images test
+bf16 autocast (`stress.evaluate.predict.predict_logits`), and then the first --stress-images test
 images under every corruption at severity 3 (the same corrupted images for both precisions).
 Reported: top-1 agreement, the largest change of any softmax probability, and each metric
 (accuracy, ECE with 15 bins, mean corruption accuracy) in both precisions, with the difference
@@ -18,18 +18,19 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
 
-import common
+from stress.analyses.calibration import expected_calibration_error_from_confidences
+from stress.analyses.stats import bootstrap_ci, wilson_interval
 from stress.artifacts import load_torch, read_json
-from stress.calibration import expected_calibration_error_from_confidences
-from stress.config import VARIANTS, ExperimentConfig
-from stress.corruptions import CORRUPTIONS, corrupt
+from stress.config import ExperimentConfig
+from stress.constants import CORRUPTIONS, VARIANTS
 from stress.data import load_dataset, split_dataset
-from stress.evaluate import predict_logits
-from stress.shards import load_model
-from stress.stats import bootstrap_ci, wilson_interval
+from stress.evaluate.predict import predict_logits
+from stress.evaluate.shards import load_model
+from stress.perturb.corruptions import corrupt
 
 
 def metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:

@@ -6,7 +6,7 @@
 Both folders are finished `jobs/seed_sweep.py` runs with the same seeds and settings except
 `--precision`. For test accuracy, mean corruption accuracy and ECE of each variant, the
 per-seed differences bf16 - fp32 are tested for equivalence with two one-sided paired t-tests
-(TOST, `stress.stats.tost_paired`) at the margins below: equivalence means the 90% t interval
+(TOST, `stress.analyses.stats.tost_paired`) at the margins below: equivalence means the 90% t interval
 of the mean difference over seeds lies inside (-margin, +margin). The unit of every interval
 here is the seed (the variation between trainings), not the test image. Also printed: the
 augmentation effect (augmented - baseline, paired over seeds) in each precision.
@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 
 import common
+
+from stress.analyses.stats import paired_difference, tost_paired
 from stress.artifacts import read_json
-from stress.config import VARIANTS
-from stress.stats import paired_difference, tost_paired
+from stress.constants import VARIANTS
 
 # Equivalence margins, in the metric's own unit: 0.5 accuracy points, 0.01 of ECE.
 MARGINS = {"test_acc": 0.005, "mean_corruption_acc": 0.005, "ece": 0.01}

@@ -22,7 +22,7 @@ def main() -> int:
     args = parser.parse_args()
     config = config_from_args(args)
 
-    from stress.pipeline import Pipeline
+    from stress.driver.pipeline import Pipeline
 
     pipeline = Pipeline(config)
     summary = pipeline.run_all(args.address)

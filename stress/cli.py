@@ -8,6 +8,7 @@ import sys
 from typing import Any, Callable
 
 from stress.config import ExperimentConfig, load_config_file, merge
+from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS
 from stress.errors import Interrupted, StressError
 
 # flag name -> (dotted config key, type, help)
@@ -25,9 +26,9 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "test-limit": ("data.test_limit", int, "use only the first N test images, 0 = all [0]"),
     "workers-per-trainer": ("resources.workers_per_trainer", int, "data-parallel Ray Train workers per variant [1]"),
     "cpus-per-worker": ("resources.cpus_per_worker", float, "CPUs per training worker [1]"),
-    "gpus-per-worker": ("resources.gpus_per_worker", float, "GPUs per training worker; -1 = 1 if the cluster has GPUs [-1]"),
+    "gpus-per-worker": ("resources.gpus_per_worker", float, f"GPUs per training worker; -1 = {DEFAULT_WORKER_GPUS:g} if the cluster has GPUs [-1]"),
     "task-cpus": ("resources.task_cpus", float, "CPUs per fan-out task [1]"),
-    "task-gpus": ("resources.task_gpus", float, "GPU fraction per fan-out task; -1 = 0.25 if the cluster has GPUs [-1]"),
+    "task-gpus": ("resources.task_gpus", float, f"GPU fraction per fan-out task; -1 = {DEFAULT_TASK_GPUS:g} if the cluster has GPUs [-1]"),
     "node-wait": ("resources.node_wait_s", float, "on a joined cluster, seconds to wait for nodes that can hold the requests (autoscaling) before giving up [600]"),
     "max-failures": ("resources.max_failures", int, "training restarts from the last checkpoint after worker loss [1]"),
     "shards": ("stress.shards", int, "test-set shards per variant for the fan-out; 0 = one per free CPU/GPU slot [0]"),

@@ -17,7 +17,6 @@ from typing import Any
 from stress.errors import StressError
 from stress.paths import check_regular_file, expand
 
-VARIANTS = ("baseline", "augmented")
 PRECISIONS = ("fp32", "bf16", "auto")  # see stress.precision
 # Fields added after run folders already existed, with the value that reproduces the old
 # behaviour. At that value they are left out of stage keys and count as present in an older
@@ -87,9 +86,9 @@ class StressConfig:
 class ResourceConfig:
     workers_per_trainer: int = 1  # data-parallel Ray Train workers per variant
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = -1.0  # -1 = one GPU per worker if the cluster has GPUs, else 0
+    gpus_per_worker: float = -1.0  # -1 = DEFAULT_WORKER_GPUS per worker if the cluster has GPUs, else 0
     task_cpus: float = 1.0  # CPUs per fan-out task
-    task_gpus: float = -1.0  # GPU fraction per fan-out task; -1 = 0.25 if the cluster has GPUs, else 0
+    task_gpus: float = -1.0  # GPU fraction per fan-out task; -1 = DEFAULT_TASK_GPUS if the cluster has GPUs, else 0
     max_failures: int = 1  # Ray Train restarts from the last checkpoint after a worker dies
     task_retries: int = 3  # retries of a fan-out task that dies
     node_wait_s: float = 600.0  # on a joined cluster: how long to wait for nodes that can hold the requests
@@ -263,7 +262,7 @@ def validate(config: ExperimentConfig) -> None:
     if bad or not s.severities:
         raise StressError(f"stress.severities: invalid {bad or '(empty)'}; valid choices: 1, 2, 3, 4, 5")
     if s.corruptions:
-        from stress.corruptions import CORRUPTIONS
+        from stress.constants import CORRUPTIONS
 
         unknown = [c for c in s.corruptions if c not in CORRUPTIONS]
         if unknown:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from stress.config import DataConfig
-from stress.paths import check_regular_file, expand
+from stress.constants import CLASSES
 from stress.errors import StressError
+from stress.paths import check_regular_file, expand
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASSES)
 IMAGE_SHAPE = (32, 32, 3)  # H, W, C as stored on disk
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

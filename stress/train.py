@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import random
-import warnings
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch import nn
 
 from stress.augment import augment_batch, normalize
 from stress.config import ExperimentConfig
-from stress.evaluate import evaluate
+from stress.evaluate.predict import evaluate
 from stress.models import create_model
 from stress.precision import autocast
 

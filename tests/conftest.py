@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,24 +22,71 @@ def single_thread():
     torch.set_num_threads(previous)
 
 
+def tiny_overrides() -> dict[str, Any]:
+    """Dotted overrides for a small run: synthetic data, a small model, two epochs (also for module-scoped fixtures)."""
+    return {
+        "data.source": "synthetic",
+        "data.synthetic_train": 240,
+        "data.synthetic_test": 40,
+        "data.val_size": 40,
+        "model.widths": (8, 16, 32),
+        "model.hidden": 32,
+        "train.epochs": 2,
+        "train.batch_size": 32,
+        "train.eval_batch_size": 100,
+        "train.lr": 3e-3,
+    }
+
+
 @pytest.fixture
 def tiny_config():
     """A factory for a validated config on synthetic data with a small model: `tiny_config(**{"train.epochs": 2})`."""
 
     def make(**overrides: Any) -> ExperimentConfig:
-        values = {
-            "data.source": "synthetic",
-            "data.synthetic_train": 240,
-            "data.synthetic_test": 40,
-            "data.val_size": 40,
-            "model.widths": (8, 16, 32),
-            "model.hidden": 32,
-            "train.epochs": 2,
-            "train.batch_size": 32,
-            "train.eval_batch_size": 100,
-            "train.lr": 3e-3,
-        }
-        values.update(overrides)
-        return merge(ExperimentConfig(), values)
+        return merge(ExperimentConfig(), {**tiny_overrides(), **overrides})
 
     return make
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def drawn_fixture_run(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """tests/fixtures/run_small with every figure drawn, once for all report tests: (folder, figures written).
+
+    Tests that change files copy the folder first.
+    """
+    from stress.artifacts import RunFolder
+    from stress.report.figures import write_figures
+
+    root = tmp_path_factory.mktemp("drawn") / "run_small"
+    shutil.copytree(FIXTURES / "run_small", root)
+    return root, write_figures(RunFolder(root), log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def small_results():
+    """Two untrained SimpleCNNs evaluated shard by shard on 60 random images: (weights, model config, images, labels, merged)."""
+    from stress.config import ModelConfig
+    from stress.driver.fanout import merge_shards, shard_bounds
+    from stress.evaluate.shards import evaluate_shard
+    from stress.models import create_model
+
+    torch.manual_seed(0)
+    weights = {v: create_model(ModelConfig()).state_dict() for v in ("baseline", "augmented")}
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 3, 32, 32), dtype=np.uint8)
+    labels = np.arange(60) % 10
+    config = {"name": "simple_cnn", "widths": [32, 64, 128], "hidden": 256, "num_classes": 10, "in_channels": 3, "image_size": 32}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        merged = {
+            v: merge_shards([evaluate_shard(weights[v], config, images, labels, a, b, faithfulness_every=10, faithfulness_steps=4)
+                             for a, b in shard_bounds(60, 3)], 60)
+            for v in weights
+        }
+    finally:
+        torch.set_num_threads(previous)
+    return weights, config, images, labels, merged

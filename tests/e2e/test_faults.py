@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from ray_head import RayHead
+
 from stress.config import ModelConfig, ResourceConfig
+from stress.driver.fanout import merge_shards, shard_bounds
 from stress.errors import StressError
-from stress.evaluation import merge_shards, shard_bounds
+from stress.evaluate.shards import evaluate_shard
 from stress.models import create_model
-from stress.shards import evaluate_shard
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = REPO / "jobs" / "stress_test.py"
@@ -206,7 +206,7 @@ def local_ray():
 class TestTaskLoss:
 
     def run_with_crash(self, ray, inputs, marker: Path, crash_start: int, retries: int, shards: int = 3) -> dict:
-        from stress import cluster
+        from stress.driver import cluster
 
         weights, model_config, images, labels = inputs
         refs = [ray.put(weights), ray.put(images), ray.put(labels)]

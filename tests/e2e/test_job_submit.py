@@ -18,7 +18,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from ray_head import RAY, RayHead, http_status
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -66,7 +66,7 @@ def test_merged_shards_equal_a_single_in_process_pass(finished_run):
     from stress.artifacts import load_torch
     from stress.config import DataConfig, ModelConfig
     from stress.data import load_dataset
-    from stress.evaluate import predict_logits
+    from stress.evaluate.predict import predict_logits
     from stress.models import create_model
 
     run, _ = finished_run

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from stress.artifacts import RunFolder
-from stress.figures import write_figures
-from stress.report import build_report
+from stress.report.build import build_report
+from stress.report.figures import write_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "run_small"

@@ -21,8 +21,8 @@ import pytest
 
 from stress.artifacts import read_json
 from stress.config import ExperimentConfig, merge
+from stress.driver.pipeline import Pipeline
 from stress.errors import StressError
-from stress.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +93,7 @@ def run(config: ExperimentConfig) -> dict:
 def ray_instance():
     import ray
 
-    from stress import cluster
+    from stress.driver import cluster
 
     cluster.connect(None, num_cpus=2)
     yield
@@ -205,7 +205,6 @@ def test_the_property_check_tells_different_summaries_apart(base_run):
 
 def test_a_second_job_on_a_storage_uri_is_refused_while_the_first_holds_it(base_run, tmp_path):
     import json
-    import os
     import subprocess
     import sys
 

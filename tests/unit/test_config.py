@@ -100,7 +100,7 @@ def test_batch_size_must_divide_over_workers():
 
 
 def test_corruption_names_are_checked():
-    corruptions = pytest.importorskip("stress.corruptions")
+    corruptions = pytest.importorskip("stress.perturb.corruptions")
     first = next(iter(corruptions.CORRUPTIONS))
     assert ExperimentConfig.from_dict({"stress": {"corruptions": [first]}}).stress.corruptions == (first,)
     message = config_error({"stress": {"corruptions": [first, "sparkles"]}})
@@ -231,7 +231,7 @@ def test_flags_override_the_config_file(tmp_path):
 
 
 def test_list_flags_are_parsed():
-    corruptions = pytest.importorskip("stress.corruptions")
+    corruptions = pytest.importorskip("stress.perturb.corruptions")
     first, second = list(corruptions.CORRUPTIONS)[:2]
     config = config_from_args(parse(["--corruptions", f"{first}, {second},", "--severities", "1,3"]))
     assert config.stress.corruptions == (first, second)

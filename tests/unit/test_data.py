@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pickle
 import struct
-import sys
-import types
 import zipfile
 from pathlib import Path
 
@@ -13,16 +11,8 @@ import numpy as np
 import pytest
 
 from stress.config import DataConfig
-from stress.data import (
-    CLASSES,
-    NUM_CLASSES,
-    Dataset,
-    default_cache_dir,
-    fingerprint,
-    load_dataset,
-    make_synthetic,
-    split_dataset,
-)
+from stress.constants import CLASSES
+from stress.data import NUM_CLASSES, Dataset, default_cache_dir, fingerprint, load_dataset, make_synthetic, split_dataset
 from stress.errors import StressError
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10" / "cifar10.npz"

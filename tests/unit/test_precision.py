@@ -9,15 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train import assert_same_weights, run, tensors_for, without_timing  # noqa: E402 - the training helpers
 
 from stress import precision
+from stress.analyses.gradcam import gradcam
 from stress.augment import normalize
 from stress.config import ExperimentConfig
-from stress.evaluate import predict_logits
-from stress.gradcam import gradcam
+from stress.evaluate.predict import predict_logits
 from stress.models import create_model
-
-from test_train import assert_same_weights, run, tensors_for, without_timing  # noqa: E402 - the training helpers
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run_small"
 
@@ -40,7 +39,7 @@ def test_auto_resolves_from_the_cpu_capability(monkeypatch, capability, flags, e
 
 def test_precision_is_validated_and_old_run_folders_keep_their_keys():
     from stress.artifacts import config_key
-    from stress.evaluation import evaluation_key
+    from stress.driver.stages import evaluation_key
     from stress.errors import StressError
 
     with pytest.raises(StressError, match="train.precision: unknown 'half'"):
@@ -89,7 +88,7 @@ def trained_model():
 
 
 def test_bf16_logits_and_gradcam_agree_with_fp32(trained_model):
-    from stress.gradcam import normalize_maps, spearman_rows
+    from stress.analyses.gradcam import normalize_maps, spearman_rows
 
     model, data = trained_model
     images = data["test_x"]
@@ -116,8 +115,7 @@ def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
     bf16 values reaching `.numpy()` fail ("unsupported ScalarType BFloat16"); every float
     array a shard returns must be float32/float64, and close to the fp32 shard's.
     """
-    from stress.robustness import stress_shard
-    from stress.shards import evaluate_shard
+    from stress.evaluate.shards import evaluate_shard, stress_shard
 
     model, data = trained_model
     images = (data["test_x"][:24]).cpu().numpy()
@@ -140,8 +138,8 @@ def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
 def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model):
     """--compile changes how the forward passes run, not what they give; it is part of the stress key."""
     from stress.config import merge
-    from stress.robustness import stress_shard
-    from stress.suite import stress_key
+    from stress.driver.stages import stress_key
+    from stress.evaluate.shards import stress_shard
 
     model, data = trained_model
     images, labels = data["test_x"][:40].cpu().numpy(), data["test_y"][:40].cpu().numpy()

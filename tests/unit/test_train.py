@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stress.analyses.failures import confusion_matrix
 from stress.augment import normalize
 from stress.data import load_dataset, split_dataset
-from stress.evaluate import confusion_matrix, evaluate, predict_logits
+from stress.evaluate.predict import evaluate, predict_logits
 from stress.models import create_model
 from stress.train import build_model, epoch_generator, to_device_arrays, train_variant
 

@@ -1,0 +1,150 @@
+"""The stress suite: corruptions, geometric shifts and calibration for both variants.
+
+`stress_shard` is the plain-PyTorch task body: one image range, one group of
+perturbations, both models on the very same perturbed images. `summarise_robustness`
+and `summarise_calibration` turn the merged per-image results into the figures of the
+robustness literature (Hendrycks & Dietterich 2019; Guo et al. 2017).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stress.analyses.stats import accuracy_with_interval, t_interval
+from stress.constants import CIFAR10_C_MAIN, VARIANTS
+from stress.perturb.shifts import shift_family
+
+
+def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, corruptions: list[str], severities: list[int], shifts: list[str]) -> dict:
+    """Accuracy per corruption and severity, mean corruption accuracy, CE and relative CE, shifts.
+
+    CE and relative CE follow Hendrycks & Dietterich (2019) with the baseline model in the
+    role of AlexNet: CE_c = sum_s E(model, c, s) / sum_s E(baseline, c, s), relative CE_c =
+    sum_s (E(model, c, s) - E_clean(model)) / sum_s (E(baseline, c, s) - E_clean(baseline));
+    mCE is their mean over corruptions (so the baseline's mCE is 1 by construction), hence
+    relative to this run's own baseline and not comparable with published mCE figures.
+
+    Alongside absolute accuracy: the drop from clean (clean − mean corruption accuracy) and the
+    mean over the CIFAR-10-C main corruptions that are implemented. Every interval here is over
+    the test images of this one trained pair (`interval_unit`).
+    """
+    result: dict = {"interval_unit": IMAGE_UNIT}
+    main = [c for c in CIFAR10_C_MAIN if c in corruptions]
+    clean_error = {v: 1 - float(clean_correct[v].mean()) for v in VARIANTS}
+    error = {v: {c: [1 - float(merged[f"{v}|{c}|{s}"]["correct"].mean()) for s in severities] for c in corruptions} for v in VARIANTS}
+    for v in VARIANTS:
+        by_corruption = {c: [1 - e for e in error[v][c]] for c in corruptions}
+        intervals = {
+            c: [[accuracy_with_interval(merged[f"{v}|{c}|{s}"]["correct"])[k] for k in ("low", "high")] for s in severities]
+            for c in corruptions
+        }
+        per_image = _per_image_corruption_accuracy(merged, v, corruptions, severities)  # (n,)
+        ce, relative_ce = {}, {}
+        for c in corruptions:
+            base = sum(error["baseline"][c])
+            ce[c] = sum(error[v][c]) / base if base > 0 else None
+            base_rel = sum(e - clean_error["baseline"] for e in error["baseline"][c])
+            rel = sum(e - clean_error[v] for e in error[v][c])
+            relative_ce[c] = rel / base_rel if base_rel > 0 else None
+        clean = accuracy_with_interval(clean_correct[v])
+        shift_acc = {s: float(merged[f"{v}|{s}|0"]["correct"].mean()) for s in shifts}
+        families: dict[str, list[float]] = {}
+        for s in shifts:
+            families.setdefault(shift_family(s), []).append(shift_acc[s])
+        main_per_image = _per_image_corruption_accuracy(merged, v, main, severities)
+        drop_per_image = clean_correct[v].astype(np.float64) - per_image if corruptions else np.zeros(0)
+        result[v] = {
+            "clean_acc": clean["acc"],
+            "clean_acc_interval": [clean["low"], clean["high"]],
+            "mean_corruption_acc": float(per_image.mean()) if corruptions else None,
+            # Clean minus corrupted: how much accuracy the corruptions cost this model.
+            "corruption_drop": float(drop_per_image.mean()) if corruptions else None,
+            "corruption_drop_interval": _interval(drop_per_image) if corruptions else None,
+            # The CIFAR-10-C main set (15 corruptions) as far as implemented: frost is missing.
+            "mean_corruption_acc_main": float(main_per_image.mean()) if main else None,
+            "mean_corruption_acc_main_interval": _interval(main_per_image) if main else None,
+            "main_corruptions": main,
+            "main_corruptions_missing": [c for c in CIFAR10_C_MAIN if c not in main],
+            # Evaluations of one image are correlated, so the interval is over images: a t-interval
+            # of each image's accuracy over all (corruption, severity) cells.
+            "mean_corruption_acc_interval": _interval(per_image) if corruptions else None,
+            "severities": list(severities),
+            "by_corruption": by_corruption,
+            "by_corruption_interval": intervals,
+            "ce": ce,
+            "relative_ce": relative_ce,
+            "mce": float(np.mean([x for x in ce.values() if x is not None])) if ce else None,
+            "relative_mce": float(np.mean([x for x in relative_ce.values() if x is not None])) if any(x is not None for x in relative_ce.values()) else None,
+            "shifts": shift_acc,
+            "shift_families": {k: float(np.mean(vals)) for k, vals in families.items()},
+        }
+    result["gain"] = _gains(clean_correct, merged, corruptions, severities, shifts)
+    return result
+
+
+IMAGE_UNIT = "test images of one trained pair"
+
+
+def _per_image_corruption_accuracy(merged: dict, variant: str, corruptions: list[str], severities: list[int]) -> np.ndarray:
+    cells = [merged[f"{variant}|{c}|{s}"]["correct"] for c in corruptions for s in severities]
+    return np.mean(np.stack(cells), axis=0) if cells else np.zeros(0)
+
+
+def _interval(values: np.ndarray) -> list[float | None]:
+    result = t_interval(np.asarray(values, dtype=np.float64))
+    return [result["low"], result["high"]]
+
+
+def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities: list[int], shifts: list[str]) -> dict:
+    """Augmented minus baseline, paired over the same images, with 95% t-intervals over images."""
+
+    def paired(a: np.ndarray, b: np.ndarray) -> dict:
+        difference = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+        interval = t_interval(difference)
+        return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "n": interval["n"]}
+
+    gains = {"unit": IMAGE_UNIT, "clean": paired(clean_correct["baseline"], clean_correct["augmented"])}
+    if corruptions:
+        corrupted = {v: _per_image_corruption_accuracy(merged, v, corruptions, severities) for v in VARIANTS}
+        gains["mean_corruption"] = paired(corrupted["baseline"], corrupted["augmented"])
+        # Change of the drop from clean (positive: the augmented model loses more to corruptions).
+        gains["corruption_drop"] = paired(clean_correct["baseline"] - corrupted["baseline"],
+                                          clean_correct["augmented"] - corrupted["augmented"])
+        main = [c for c in CIFAR10_C_MAIN if c in corruptions]
+        if main:
+            gains["mean_corruption_main"] = paired(_per_image_corruption_accuracy(merged, "baseline", main, severities),
+                                                   _per_image_corruption_accuracy(merged, "augmented", main, severities))
+        gains["by_corruption"] = {
+            c: paired(
+                _per_image_corruption_accuracy(merged, "baseline", [c], severities),
+                _per_image_corruption_accuracy(merged, "augmented", [c], severities),
+            )
+            for c in corruptions
+        }
+        gains["by_corruption_severity"] = {
+            c: [float(merged[f"augmented|{c}|{s}"]["correct"].mean() - merged[f"baseline|{c}|{s}"]["correct"].mean()) for s in severities]
+            for c in corruptions
+        }
+    families: dict[str, list[str]] = {}
+    for name in shifts:
+        families.setdefault(shift_family(name), []).append(name)
+    family_accuracy = {
+        (v, family): np.mean([merged[f"{v}|{n}|0"]["correct"] for n in names], axis=0)
+        for v in VARIANTS for family, names in families.items()
+    }
+    gains["shift_families"] = {
+        family: paired(family_accuracy["baseline", family], family_accuracy["augmented", family]) for family in families
+    }
+    if "translation" in families and "translation_zerofill" in families:
+        # The black-border effect: how much more the augmented model gains when translations
+        # leave black borders (which it saw in training) than when they replicate the edge.
+        per_variant = {v: family_accuracy[v, "translation_zerofill"] - family_accuracy[v, "translation"] for v in VARIANTS}
+        zero, edge = gains["shift_families"]["translation_zerofill"]["mean"], gains["shift_families"]["translation"]["mean"]
+        gains["border_effect"] = {
+            **paired(per_variant["baseline"], per_variant["augmented"]),
+            "gain_zero_fill": zero, "gain_edge_fill": edge,
+            "share_of_zero_fill_gain": (zero - edge) / zero if zero else None,
+        }
+    return gains
+
+

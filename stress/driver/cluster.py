@@ -1,0 +1,327 @@
+"""Ray itself: starting or joining it, Ray Train, Ray tasks, Ray Tune.
+
+- `connect` starts or joins Ray.
+- `train_variants` runs the baseline and the augmented training as two Ray Train
+  TorchTrainers at the same time, each resumable by its (storage path, name).
+- `run_tasks` fans plain-PyTorch shard functions out as Ray tasks with retries and
+  progress, and gathers their results on the driver.
+- `RayExecutor` offers these to the pipeline's stages (see stress.driver.fanout.Executor).
+- `run_seed_sweep` runs a trial function once per seed through Ray Tune.
+
+Only stress.driver imports ray (tests/unit/test_layout.py checks it); what the resources
+asked for can be granted is checked in stress.driver.resources.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from stress.artifacts import load_torch
+from stress.config import ExperimentConfig, ResourceConfig
+from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS
+from stress.driver.resources import available_slots, check_resources, resolve_gpus
+from stress.errors import StressError
+from stress.train import to_device_arrays, train_variant
+
+STATE_FILE = "state.pt"
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: float = 60.0) -> dict:
+    """Start Ray locally or join the cluster in $RAY_ADDRESS / `address`; return the cluster's resources."""
+    if not ray.is_initialized():
+        target = address or os.environ.get("RAY_ADDRESS")
+        if target and target not in ("auto", "local"):
+            _check_reachable(target, timeout_s=min(timeout_s, 10.0))
+        kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING"}
+        if address:
+            kwargs["address"] = address
+        elif not os.environ.get("RAY_ADDRESS"):
+            # "local" starts a fresh instance: plain ray.init() would join whatever cluster a
+            # `ray start` on this machine last recorded (/tmp/ray/ray_current_cluster), or hang on a dead one.
+            kwargs["address"] = "local"
+            kwargs["include_dashboard"] = False
+            if num_cpus:
+                kwargs["num_cpus"] = num_cpus
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            target = address or os.environ.get("RAY_ADDRESS") or "a local instance"
+            raise StressError(f"cannot connect to Ray at {target}: {str(exc).splitlines()[0]}") from None
+        # ray.init installs its own SIGTERM handler (exit without cleanup, then an abort in the
+        # core worker); the job's handler turns SIGTERM into a clean KeyboardInterrupt instead.
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    deadline = time.time() + timeout_s
+    resources = ray.cluster_resources()
+    while not resources.get("CPU") and time.time() < deadline:
+        time.sleep(0.5)
+        resources = ray.cluster_resources()
+    return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail fast with one line when a Ray address does not answer, or answers but is not Ray.
+
+    ray.init would wait much longer. Ray's GCS and client server speak gRPC, i.e. HTTP/2: a
+    gRPC server answers the HTTP/2 connection preface with a SETTINGS frame, which an open port
+    of some other service (a web server, a database, a silent listener) does not.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(address if "://" in address else f"ray://{address}")
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host = port = None
+    if host is None or port is None:
+        raise StressError(f"Ray address {address!r} is not of the form HOST:PORT or ray://HOST:PORT")
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            connection.sendall(preface)
+            header = connection.recv(9)
+    except socket.timeout:
+        raise StressError(f"{address} accepts connections but does not answer like a Ray head within {timeout_s:.0f} s") from None
+    except OSError as exc:
+        raise StressError(f"Ray at {address} does not answer within {timeout_s:.0f} s ({exc.strerror or type(exc).__name__})") from None
+    if len(header) < 4 or header[3] != 4:  # frame type 4 = SETTINGS
+        raise StressError(f"{address} is not a Ray head (it does not speak gRPC); pass the head's GCS address, e.g. HOST:6379")
+
+
+def write_line(line: str) -> None:
+    # Ray Train patches print() on workers and would echo each progress line twice.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _train_worker(loop_config: dict) -> None:
+    """Ray Train worker function: plain `train_variant` plus checkpoint reporting."""
+    config = ExperimentConfig.from_dict(loop_config["config"])
+    variant = loop_config["variant"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
+    arrays = ray.get(loop_config["data"])  # shipped once through the object store
+    data = to_device_arrays(arrays, device)
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = load_torch(Path(folder) / STATE_FILE)
+        if rank == 0:
+            print(f"[{variant}] resuming after epoch {resume['epoch']}", flush=True)
+
+    def report(state: dict, metrics: dict) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            if rank == 0:
+                torch.save(state, Path(folder) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder) if rank == 0 else None)
+
+    prepare = ray.train.torch.prepare_model if world > 1 else (lambda m: m)
+    train_variant(
+        config, variant, data, device=device, resume=resume, on_epoch=report,
+        prepare_model=prepare, rank=rank, world_size=world, log=write_line,
+    )
+
+
+@ray.remote(num_cpus=0)
+def _fit(config_dict: dict, variant: str, data_ref: list, storage: str) -> dict:
+    # Each fit() blocks, so each trainer gets its own zero-CPU task to run both at once.
+    config = ExperimentConfig.from_dict(config_dict)
+    r = config.resources
+    gpus = resolve_gpus(r.gpus_per_worker, DEFAULT_WORKER_GPUS)
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"config": config_dict, "variant": variant, "data": data_ref[0]},
+        scaling_config=ScalingConfig(
+            num_workers=r.workers_per_trainer,
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})},
+        ),
+        run_config=RunConfig(
+            name=variant,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"{variant} training failed: {result.error}")
+    if result.checkpoint is None:
+        raise RuntimeError(f"{variant} training finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = load_torch(Path(folder) / STATE_FILE)
+    return {"state": state, "gpus_per_worker": gpus}
+
+
+def train_variants(
+    config: ExperimentConfig, arrays: dict, storage: str, variants: Iterable[str], on_done: Callable[[str, dict], None]
+) -> None:
+    """Train `variants` concurrently with Ray Train; call on_done(variant, result) as each finishes.
+
+    The data goes into the object store once; both trainers' workers read it from there.
+    A re-run with the same storage path resumes each trainer from its last checkpoint.
+    """
+    data_ref = ray.put(arrays)
+    # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
+    pending = {_fit.remote(config.to_dict(), v, [data_ref], storage): v for v in variants}
+    _gather(pending, on_done, "training of {key} failed")
+
+
+def _gather(pending: dict, on_result: Callable[[str, Any], None], failure: str) -> None:
+    """Wait for every reference in `pending` (ref -> key); on_result(key, value) in completion order.
+
+    The first failure cancels the rest and becomes a one-line StressError (`failure` names the key).
+    """
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        key = pending.pop(done[0])
+        try:
+            value = ray.get(done[0])
+        except ray.exceptions.RayError as exc:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            cause = getattr(exc, "cause", None) or exc
+            raise StressError(f"{failure.format(key=key)}: {str(cause).strip().splitlines()[0]}") from None
+        on_result(key, value)
+
+
+def run_tasks(
+    function: Callable[..., Any],
+    calls: list[tuple[str, tuple, dict]],
+    resources: ResourceConfig,
+    on_result: Callable[[str, Any], None],
+    progress: Callable[[str], None] = print,
+) -> None:
+    """Run `function(*args, **kwargs)` as one Ray task per call; on_result(key, value) as each finishes.
+
+    Large arguments should be ObjectRefs from `put`, so they are shipped once. Tasks that die
+    (worker crash, node loss) are retried `resources.task_retries` times.
+    """
+    gpus = resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)
+    remote = ray.remote(function).options(
+        num_cpus=resources.task_cpus,
+        num_gpus=gpus,
+        max_retries=resources.task_retries,
+        retry_exceptions=False,
+        # Inside a Tune trial, child tasks would otherwise be squeezed into the trial's tiny placement group.
+        scheduling_strategy="DEFAULT",
+    )
+    pending = {remote.remote(*args, **kwargs): key for key, args, kwargs in calls}
+    total, started = len(pending), time.perf_counter()
+    finished = 0
+
+    def report(key: str, value: Any) -> None:
+        nonlocal finished
+        finished += 1
+        progress(f"  [{finished}/{total}] {key} done ({time.perf_counter() - started:.0f} s)")
+        on_result(key, value)
+
+    _gather(pending, report, "task {key} failed after retries")
+
+
+def put(value: Any) -> Any:
+    """Place a large shared input in the object store once; pass the reference to tasks."""
+    return ray.put(value)
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def python_versions() -> dict[str, str]:
+    import torchvision
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__, "ray": ray.__version__}
+
+
+# What a trial driver reserves: memory, not CPU. Any CPU share would be missing for the
+# trial's own training workers (two 1-CPU trainers and a 0.01-CPU trial do not fit on 2 CPUs,
+# and the second trainer would wait for the first); Tune refuses an all-zero request.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
+
+
+def run_seed_sweep(base: ExperimentConfig, seeds: list[int], root: str, resume: bool, max_concurrent: int,
+                   trial: Callable[[dict], None]) -> list[int]:
+    """Run `trial` for every seed through Ray Tune; return the seeds whose trial finished.
+
+    `trial(trial_config)` gets {"seed", "base" (the config as a dict), "root"} and reports
+    through `ray.tune.report` a metrics dict that holds "seed" when it finished.
+
+    Each trial reserves no CPU itself (its trainers and tasks ask for their own), and at most
+    `max_concurrent` trials run at once, so trials queue instead of deadlocking on a small cluster.
+
+    Resuming starts a new Tune experiment (`tune/attempt_<k>`) over every seed: the per-seed run
+    folders carry the state (stage records, training checkpoints, saved shards), so a finished
+    seed costs only its report, an interrupted one continues where it stopped, and a seed whose
+    evaluation or stress options changed re-runs only the stages that read them.
+    """
+    from ray import tune
+
+    tune_root = Path(root) / "tune"
+    if resume and not tune_root.is_dir():
+        raise StressError(f"{tune_root}: no sweep to resume (run without --resume first)")
+    if not resume and tune_root.exists():
+        raise StressError(f"{tune_root} exists: pass --resume to continue that sweep, or choose another --run-name")
+    attempt = 1 + sum(1 for p in tune_root.glob("attempt_*") if p.is_dir()) if tune_root.is_dir() else 1
+    tuner = tune.Tuner(
+        tune.with_resources(trial, TRIAL_RESOURCES),
+        param_space={"seed": tune.grid_search(seeds), "base": base.to_dict(), "root": str(root)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(
+            name=f"attempt_{attempt}", storage_path=str(tune_root),
+            failure_config=tune.FailureConfig(max_failures=1), verbose=1,
+        ),
+    )
+    results = tuner.fit()
+    finished = []
+    for result in results:
+        if result.error is None and result.metrics and "seed" in result.metrics:
+            finished.append(int(result.metrics["seed"]))
+    return sorted(finished)
+
+
+
+
+class RayExecutor:
+    """The pipeline's work on Ray: trainers on Ray Train, fan-out tasks as Ray tasks (stress.driver.fanout.Executor)."""
+
+    name = "ray"
+
+    def start(self, address: str | None) -> dict[str, float]:
+        return connect(address)
+
+    def check(self, resources: ResourceConfig, totals: dict[str, float], address: str | None, log) -> None:
+        check_resources(resources, totals, address, log)
+
+    def put(self, value: Any) -> Any:
+        return put(value)
+
+    def slots(self, resources: ResourceConfig) -> int:
+        return available_slots(resources.task_cpus, resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS))
+
+    def run(self, function: Callable, calls: list, resources: ResourceConfig, on_result: Callable[[str, Any], None], log) -> None:
+        run_tasks(function, calls, resources, on_result, log)
+
+    def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
+                       on_done: Callable[[str, dict], None]) -> None:
+        train_variants(config, arrays, storage, variants, on_done)

@@ -1,0 +1,181 @@
+"""Resumable fan-out, the one mechanism behind both fan-out stages (evaluate and stress).
+
+A stage lists its tasks (one per shard of the test set, or per (perturbation group, shard));
+`run_resumable` reuses every task result saved under the stage's folder with the same key,
+runs the rest through an executor, and saves each result as it arrives. An interrupted stage
+therefore re-runs only the tasks whose files are missing, unreadable or saved under other
+options. A saved file is `<task name>.npz` and holds the task's arrays plus STAGE_KEY, the
+key it was computed under (the stage key and both models' weights, `shard_key`).
+
+Executors run plain functions: `stress.driver.cluster.RayExecutor` as Ray tasks, and
+`LocalExecutor` here in this process, one after the other (tests, notebooks, no Ray).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from stress.artifacts import write_npz
+from stress.config import ExperimentConfig, ResourceConfig
+
+STAGE_KEY = "stage_key"  # entry of every saved shard file: the key of the stage that wrote it
+Calls = list[tuple[str, tuple, dict]]  # (label, args, kwargs) per task
+OnResult = Callable[[str, Any], None]
+
+
+class Executor(Protocol):
+    """Where a pipeline's work runs: Ray (RayExecutor) or this process (LocalExecutor)."""
+
+    name: str  # how the run log names it
+
+    def start(self, address: str | None) -> dict[str, float]: ...  # the resources there are
+    def check(self, resources: ResourceConfig, totals: dict[str, float], address: str | None, log) -> None: ...
+    def put(self, value: Any) -> Any: ...  # a large input shared by many tasks
+    def slots(self, resources: ResourceConfig) -> int: ...  # tasks that run at once
+    def run(self, function: Callable, calls: Calls, resources: ResourceConfig, on_result: OnResult, log) -> None: ...
+    def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
+                       on_done: Callable[[str, dict], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a fan-out: `name` is its saved file's stem, `label` what progress lines call it."""
+
+    name: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    label: str = ""
+
+
+def shard_key(run, stage_key: str) -> str:
+    """What a saved shard must have been computed from: its stage's key and both models' weights."""
+    return f"{stage_key}|{run.weights_digest()}"
+
+
+def load_saved_shard(path, key: str, log) -> dict[str, np.ndarray] | None:
+    """A saved shard's arrays if it was written under stage key `key`, else None (and say why)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = dict(saved)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        log(f"{path.name}: unreadable saved shard ({type(exc).__name__}): recomputed")
+        return None
+    stored = arrays.pop(STAGE_KEY, None)
+    if stored is None or str(stored) != key:
+        log(f"{path.name}: saved under other options or older code: recomputed")
+        return None
+    return arrays
+
+
+def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
+    """Split range(n) into `shards` contiguous, nearly equal, non-empty [start, stop) ranges."""
+    shards = max(1, min(shards, n))
+    edges = np.linspace(0, n, shards + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def merge_shards(parts: list[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
+    """Concatenate shard outputs in index order; every image must appear exactly once.
+
+    Keys starting with seconds_ are per-shard timings and are summed instead.
+    """
+    parts = sorted(parts, key=lambda p: int(p["indices"][0]) if len(p["indices"]) else 0)
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if not k.startswith("seconds_")}
+    merged.update({k: np.array([sum(float(p[k][0]) for p in parts)]) for k in parts[0] if k.startswith("seconds_")})
+    if not np.array_equal(merged["indices"], np.arange(n)):
+        raise RuntimeError(f"shards do not cover the {n} test images exactly once")
+    return merged
+
+
+def _same(value):
+    return value
+
+
+def run_resumable(
+    executor: Executor,
+    function: Callable,
+    tasks: list[Task],
+    folder: Path,
+    key: str,
+    resources: ResourceConfig,
+    log,
+    flatten: Callable[[Any], dict[str, np.ndarray]] = _same,
+    unflatten: Callable[[dict[str, np.ndarray]], Any] = _same,
+    announce: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Every task's result, by task name.
+
+    Saved results (folder/<name>.npz written under `key`) are reused; the other tasks run
+    through `executor` and each result is saved as it arrives (`flatten` turns it into the
+    file's arrays, `unflatten` turns a file back into the result). `announce(reused, to_run)`
+    is called once the saved files have been read, before anything runs.
+    """
+    results: dict[str, Any] = {}
+    todo: list[Task] = []
+    for task in tasks:
+        saved = load_saved_shard(folder / f"{task.name}.npz", key, log)
+        if saved is None:
+            todo.append(task)
+        else:
+            results[task.name] = unflatten(saved)
+    if announce is not None:
+        announce(len(results), len(todo))
+    names = {task.label or task.name: task.name for task in todo}
+
+    def on_result(label: str, value: Any) -> None:
+        name = names[label]
+        write_npz(folder / f"{name}.npz", **flatten(value), **{STAGE_KEY: np.array(key)})
+        results[name] = value
+
+    executor.run(function, [(t.label or t.name, t.args, t.kwargs) for t in todo], resources, on_result, log)
+    return results
+
+
+class LocalExecutor:
+    """Runs everything in this process, one task after the other: no Ray, no retries.
+
+    For tests and notebooks. Training runs `stress.train.train_variant` in-process on the CPU
+    (or the GPU when there is one), without mid-training checkpoints: an interrupted local
+    training starts again from epoch 1.
+    """
+
+    name = "in-process"
+
+    def start(self, address: str | None) -> dict[str, float]:
+        return {"CPU": float(os.cpu_count() or 1)}
+
+    def check(self, resources: ResourceConfig, totals: dict[str, float], address: str | None, log) -> None:
+        return None
+
+    def put(self, value: Any) -> Any:
+        return value
+
+    def slots(self, resources: ResourceConfig) -> int:
+        return 1
+
+    def run(self, function: Callable, calls: Calls, resources: ResourceConfig, on_result: OnResult, log) -> None:
+        started = time.perf_counter()
+        for finished, (label, args, kwargs) in enumerate(calls, 1):
+            value = function(*args, **kwargs)
+            log(f"  [{finished}/{len(calls)}] {label} done ({time.perf_counter() - started:.0f} s)")
+            on_result(label, value)
+
+    def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
+                       on_done: Callable[[str, dict], None]) -> None:
+        from stress.train import to_device_arrays, train_variant
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        data = to_device_arrays(arrays, device)
+        for variant in variants:
+            state = train_variant(config, variant, data, device=device, log=print)
+            on_done(variant, {"state": state, "gpus_per_worker": 1.0 if device.type == "cuda" else 0.0})

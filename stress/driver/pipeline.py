@@ -1,0 +1,301 @@
+"""The per-seed pipeline behind `jobs/stress_test.py`, `stress.run` and each seed of a sweep.
+
+Stages run in order and each records its completion in the run folder, so a re-run
+with the same run name skips what finished and resumes what did not:
+
+    prepare   config.json, split.json (dataset fingerprint)         here
+    train     both variants at once -> variants/<v>/{model.pt,history.json}   stress.driver.stages
+    evaluate  fan-out over test shards: predictions, Grad-CAM, failures, explanations   stages
+    stress    fan-out: corruptions, shifts, calibration                       stages
+    report    summary.json, figures, report.html/.md, manifest.json   here, stress.report
+
+Where the work runs is the executor's business: Ray (`RayExecutor`, the default) or this
+process (`stress.driver.fanout.LocalExecutor`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from stress import storage
+from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, read_record, write_json
+from stress.config import ExperimentConfig, without_later_defaults
+from stress.constants import VARIANTS
+from stress.data import Splits, load_dataset, split_dataset
+from stress.driver import stages
+from stress.driver.cluster import RayExecutor, python_versions
+from stress.driver.fanout import Executor
+from stress.driver.stages import TRAINING_SECTIONS
+from stress.errors import Interrupted, StressError
+from stress.paths import expand
+from stress.report.build import build_report
+from stress.report.figures import write_figures
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _hardware() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _precision(requested: str) -> dict:
+    """The --precision asked for and what it resolves to on this machine's devices (stress.precision)."""
+    import torch
+
+    from stress.precision import cpu_has_fast_bf16, resolve_precision
+
+    resolved = {"cpu": resolve_precision(requested, "cpu")}
+    if torch.cuda.is_available():
+        resolved["cuda"] = resolve_precision(requested, "cuda")
+    return {"requested": requested, "resolved": resolved, "cpu_fast_bf16": cpu_has_fast_bf16()}
+
+
+# What every interval in a single run's summary.json is taken over. None of them contains the
+# variation between trainings: statements about the augmentation itself need a seed sweep,
+# whose summary.json says "seeds" (aggregate.interval_unit).
+INTERVAL_UNITS = {
+    "failures": "test images of each trained model (Wilson intervals; bootstrap over images for Cohen's d)",
+    "explanations": "test images of each trained model (t-intervals, paired where two orders are compared)",
+    "robustness": "test images of one trained pair (t-intervals over images, paired for augmented − baseline)",
+    "calibration": "test images of each trained model (bootstrap over images)",
+    "intervention": "not measured in a single run: one trained pair; run jobs/seed_sweep.py",
+}
+
+
+def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str | None = None, val_indices=None) -> None:
+    """A run folder resumes only with the same data, model and training options, and the same dataset.
+
+    Evaluation and resource options may change between re-runs; stages whose inputs
+    changed are re-run (their records carry a key of those inputs). The dataset is compared
+    by its SHA-256 fingerprint, recorded in split.json when the run was prepared: the same
+    path with other contents is another dataset.
+    """
+    path = run.path("config.json")
+    if path.is_file():
+        previous, current = read_json(path), config.to_dict()
+        if not isinstance(previous, dict):
+            raise StressError(f"{path}: not a config object; use another --run-name")
+        previous, current = without_later_defaults(previous), without_later_defaults(current)
+        changed = sorted(
+            f"{section}.{key}"
+            for section in TRAINING_SECTIONS
+            for key, value in current[section].items()
+            if not isinstance(previous.get(section), dict) or previous[section].get(key) != value
+        )
+        if changed:
+            raise StressError(
+                f"{run.root} holds a run with a different config ({', '.join(changed) or 'top-level keys'}); "
+                "use another --run-name or the same options"
+            )
+    split = run.path("split.json")
+    if split.is_file():
+        record = read_json(split)
+        if not isinstance(record, dict) or not isinstance(record.get("val_indices"), list):
+            raise StressError(f"{split}: not a valid split record (no list of val_indices), so the data this run "
+                              "was trained on is unknown; use another --run-name")
+        if val_indices is not None and [int(i) for i in record["val_indices"]] != [int(i) for i in val_indices]:
+            raise StressError(f"{split}: the run's validation split differs from the one these options give; "
+                              "use another --run-name")
+        recorded = record.get("dataset_sha256")
+        if dataset_sha256 and recorded and recorded != dataset_sha256:
+            raise StressError(
+                f"{run.root} was run on other data (sha256 {recorded[:12]}…, now {dataset_sha256[:12]}…); "
+                "use another --run-name for this dataset"
+            )
+
+
+def check_output_location(out: str) -> None:
+    """Under `ray job submit` the job runs in a temporary copy of the working dir: refuse relative outputs there."""
+    if storage.is_uri(out) or expand(out, "--out").is_absolute():
+        return
+    cwd = Path.cwd()
+    if "runtime_resources" in cwd.parts:
+        raise StressError(
+            f"--out {out!r} is relative, but this job runs in Ray's temporary copy of the working dir ({cwd}); "
+            "pass an absolute path on shared storage or an s3:// / gs:// URI"
+        )
+
+
+class Pipeline:
+    """Runs the stages of one seed into one run folder."""
+
+    def __init__(self, config: ExperimentConfig, log=print, executor: Executor | None = None):
+        self.config = config
+        self.executor: Executor = executor if executor is not None else RayExecutor()
+        self.remote = f"{config.out.rstrip('/')}/{config.run_name}" if storage.is_uri(config.out) else None
+        if self.remote:
+            self.run = RunFolder(storage.staging_folder(config.out, config.run_name))
+            self.train_storage = f"{self.remote}/train"
+        else:
+            self.run = RunFolder(Path(config.out) / config.run_name)
+            self.train_storage = str(self.run.path("train"))
+        self.log = log
+        self.stage_seconds: dict[str, float] = {}
+        self.splits: Splits | None = None
+        self.locked = False  # whether this pipeline holds the run folder's lock
+        self.remote_lock: str | None = None  # the token of the storage URI's run.lock this pipeline holds
+
+    # -- stages ---------------------------------------------------------------
+    def sync(self) -> None:
+        """Mirror the run folder to remote storage (no-op for paths)."""
+        if self.remote:
+            storage.upload(self.run.root, self.remote)
+
+    def check_inputs(self) -> None:
+        """Everything that can be wrong with the input, checked before anything is created."""
+        started = time.perf_counter()
+        check_output_location(self.config.out)
+        if self.remote and storage.download(self.remote, self.run.root):
+            self.log(f"resuming {self.remote} (copied to {self.run.root})")
+        dataset = load_dataset(self.config.data)
+        self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
+        check_resume(self.run, self.config, self.splits.sha256, self.splits.val_indices)
+        self.run.check_writable()
+        self.stage_seconds["prepare"] = time.perf_counter() - started
+
+    def prepare(self) -> None:
+        run, config = self.run, self.config
+        started = time.perf_counter()
+        run.ensure_writable()
+        if not run.path("config.json").is_file():
+            # A re-run rewrites config.json only after its stages have finished (write_config), so the
+            # file never claims options whose results are not in the folder yet.
+            self.write_config()
+        write_json(run.path("split.json"), {"seed": config.train.seed, "val_indices": self.splits.val_indices,
+                                            "dataset_sha256": self.splits.sha256})
+        self.stage_seconds["prepare"] += time.perf_counter() - started
+        self.log(f"data: {self.splits.describe()}")
+
+    # -- outputs --------------------------------------------------------------
+    def write_config(self) -> None:
+        write_json(self.run.path("config.json"), self.config.to_dict())
+
+    def write_summary(self) -> dict:
+        run, config = self.run, self.config
+        variants = {}
+        for v in VARIANTS:
+            history = read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs", "test"))
+            epochs = history["epochs"]
+            if not isinstance(epochs, list) or not epochs or not all(isinstance(e, dict) for e in epochs) or not isinstance(history["test"], dict):
+                raise StressError(f"{run.variant_dir(v) / 'history.json'}: not a valid training history (epochs or test of the wrong type)")
+            record = run.stage_record(f"train_{v}") or {}
+            variants[v] = {
+                "test_acc": history["test"]["acc"],
+                "test_loss": history["test"]["loss"],
+                "best_val_acc": max(e["val_acc"] for e in epochs),
+                "epochs": len(epochs),
+                "train_seconds": sum(e["seconds"] for e in epochs),
+                "images_per_second": sum(e["images_per_second"] for e in epochs) / len(epochs),
+                "gpus_per_worker": record.get("gpus_per_worker"),
+            }
+        summary = {
+            "schema_version": SCHEMA_VERSION,
+            "run": {"name": config.run_name, "folder": self.remote or str(run.root), "seed": config.train.seed},
+            "dataset": self.splits.describe(),
+            "variants": variants,
+        }
+        for section in ("failures", "explanations", "robustness", "calibration"):
+            path = run.path("eval", f"{section}.json")
+            if path.is_file():
+                summary[section] = read_json(path)
+        summary["interval_units"] = INTERVAL_UNITS
+        write_json(run.path("summary.json"), summary)
+        return summary
+
+    def write_manifest(self, started_at: float, resources: dict) -> None:
+        previous = read_json(self.run.path("manifest.json")) if self.run.path("manifest.json").is_file() else {}
+        earlier = previous.get("stage_seconds") if isinstance(previous, dict) else None
+        # A manifest of the wrong structure is rewritten: it only carries timings of earlier attempts.
+        stage_seconds = {**(earlier if isinstance(earlier, dict) else {}), **self.stage_seconds}
+        write_json(
+            self.run.path("manifest.json"),
+            {
+                "versions": python_versions(),
+                "git_commit": _git_commit(),
+                "dataset": self.splits.describe(),
+                "seeds": {"train": self.config.train.seed, "split": self.config.train.seed},
+                "training": {"optimizer": "Adam", "loss": "cross-entropy", "augmentation": "RandomCrop(32, padding) + RandomHorizontalFlip (augmented variant only)"},
+                "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
+                "hardware": _hardware(),
+                "precision": _precision(self.config.train.precision),
+                "started": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat(),
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "stage_seconds": stage_seconds,
+            },
+        )
+
+    def run_all(self, address: str | None = None, check_resources: bool = True) -> dict:
+        try:
+            return self._run_all(address, check_resources)
+        except KeyboardInterrupt:
+            raise Interrupted(self.interrupt_message()) from None
+        finally:
+            if self.remote_lock is not None:
+                storage.release_lock(self.remote, self.remote_lock)
+            if self.locked:
+                self.run.release_lock()
+
+    def interrupt_message(self) -> str:
+        """What an interrupted run has saved: the stages whose records exist, and only those."""
+        folder = self.run.root / "stages"
+        saved = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        if not saved:
+            return "interrupted before any stage finished: nothing was saved; re-run the same command to start again"
+        return f"interrupted: saved stage(s) {', '.join(saved)} in {self.run.root}; re-run the same command to resume"
+
+    def _run_all(self, address: str | None, check_resources: bool) -> dict:
+        started_at = time.time()
+        self.check_inputs()
+        started = time.perf_counter()
+        resources = self.executor.start(address)
+        self.stage_seconds["ray_start"] = time.perf_counter() - started
+        if check_resources:  # a sweep's driver checks once for all of its trials
+            self.executor.check(self.config.resources, resources, address, self.log)
+        # The first write: from here on this process is the run folder's only writer.
+        self.run.ensure_writable()
+        self.run.acquire_lock(self.log)
+        self.locked = True
+        if self.remote:
+            self.remote_lock = storage.acquire_lock(self.remote, self.log)
+        self.prepare()
+        self.log(f"{self.executor.name}: {resources}")
+        run, config, splits, executor, log = self.run, self.config, self.splits, self.executor, self.log
+        for stage in (
+            lambda: stages.train_stage(run, config, splits, executor, self.train_storage, log),
+            lambda: stages.evaluate_stage(run, config, splits, executor, log),
+            lambda: stages.stress_stage(run, config, splits, executor, log),
+        ):
+            outcome = stage()
+            if outcome.ran:
+                self.stage_seconds[outcome.name] = outcome.seconds
+        self.write_config()  # every stage now matches these options
+        summary = self.write_summary()
+        started = time.perf_counter()
+        write_figures(self.run, self.log)
+        self.stage_seconds["figures"] = time.perf_counter() - started
+        self.write_manifest(started_at, resources)
+        started = time.perf_counter()
+        html, _ = build_report(self.run.root)
+        self.stage_seconds["report"] = time.perf_counter() - started
+        self.write_manifest(started_at, resources)
+        self.log(f"report: {html}")
+        self.sync()
+        return summary

@@ -1,0 +1,139 @@
+"""Whether the resources a run asks for can be granted, before anything waits for them.
+
+A local Ray instance never grows: a request larger than any of its nodes is refused at once
+(`check_requests_fit`). A joined cluster may autoscale: `wait_for_nodes` asks the autoscaler
+for what the run needs and waits up to resources.node_wait_s for nodes that can hold it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+import ray.train
+
+from stress.config import ResourceConfig
+from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS
+from stress.errors import StressError
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def resolve_gpus(requested: float, default_when_present: float) -> float:
+    """-1 means: `default_when_present` if the cluster has GPUs, else 0."""
+    if requested != -1:
+        return requested
+    return default_when_present if cluster_has_gpus() else 0.0
+
+
+def check_requests_fit(resources: ResourceConfig, cluster: dict[str, float]) -> None:
+    """Refuse resource requests this cluster can never grant, before anything waits for them.
+
+    Ray would otherwise queue the trainers or tasks forever without a word. `cluster` is the
+    cluster's total resources (connect()'s answer); on an autoscaling cluster nodes may still
+    come, so call this only for a fixed one (a local instance).
+    """
+    gpus_per_worker = resolve_gpus(resources.gpus_per_worker, DEFAULT_WORKER_GPUS)
+    task_gpus = resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)
+    needs = {
+        "training worker": {"CPU": resources.cpus_per_worker, "GPU": gpus_per_worker},
+        "fan-out task": {"CPU": resources.task_cpus, "GPU": task_gpus},
+    }
+    for what, request in needs.items():
+        for kind, amount in request.items():
+            have = cluster.get(kind, 0.0)
+            if amount > have:
+                flag = {"training worker": {"CPU": "--cpus-per-worker", "GPU": "--gpus-per-worker"},
+                        "fan-out task": {"CPU": "--task-cpus", "GPU": "--task-gpus"}}[what][kind]
+                raise StressError(f"each {what} asks for {amount:g} {kind} but this Ray instance has {have:g}; lower {flag}")
+    trainer_cpus = resources.workers_per_trainer * resources.cpus_per_worker
+    if trainer_cpus > cluster.get("CPU", 0.0):
+        raise StressError(f"one trainer needs {trainer_cpus:g} CPUs ({resources.workers_per_trainer} workers x "
+                          f"{resources.cpus_per_worker:g}) but this Ray instance has {cluster.get('CPU', 0.0):g}")
+
+
+def _requests(resources: ResourceConfig) -> dict[str, dict[str, float]]:
+    gpus_per_worker = resolve_gpus(resources.gpus_per_worker, DEFAULT_WORKER_GPUS)
+    task_gpus = resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)
+    return {
+        "training worker": {k: v for k, v in {"CPU": resources.cpus_per_worker, "GPU": gpus_per_worker}.items() if v > 0},
+        "fan-out task": {k: v for k, v in {"CPU": resources.task_cpus, "GPU": task_gpus}.items() if v > 0},
+    }
+
+
+def unplaceable(resources: ResourceConfig, nodes: list[dict[str, float]]) -> list[str]:
+    """What no node of `nodes` (each node's total resources) can hold: one phrase per request."""
+    def copies(node: dict[str, float], bundle: dict[str, float]) -> int:
+        return int(min((node.get(k, 0.0) // v for k, v in bundle.items()), default=0)) if bundle else 1 << 30
+
+    missing = []
+    for what, bundle in _requests(resources).items():
+        if not any(copies(node, bundle) >= 1 for node in nodes):
+            missing.append(f"a {what} ({', '.join(f'{v:g} {k}' for k, v in bundle.items())})")
+    worker = _requests(resources)["training worker"]
+    if not missing and sum(copies(node, worker) for node in nodes) < resources.workers_per_trainer:
+        missing.append(f"{resources.workers_per_trainer} training workers of one trainer")
+    return missing
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in node["Resources"].items()} for node in ray.nodes() if node.get("Alive")]
+
+
+def wait_for_nodes(resources: ResourceConfig, timeout_s: float, log=print, nodes=_alive_nodes, sleep=time.sleep) -> None:
+    """On a joined cluster: wait up to `timeout_s` for nodes that can hold the requests, then refuse.
+
+    An autoscaling cluster adds nodes when asked (`ray.autoscaler.sdk.request_resources`); a
+    fixed one never does, and the job ends here with a one-line error instead of queueing
+    forever. The request is withdrawn once the nodes are there (Ray Train asks for itself).
+    """
+    missing = unplaceable(resources, nodes())
+    if not missing:
+        return
+    bundles = [_requests(resources)["training worker"]] * (2 * resources.workers_per_trainer) + [_requests(resources)["fan-out task"]]
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=bundles)
+    except Exception:  # noqa: BLE001 - no autoscaler: the wait below still ends with the error
+        request_resources = None
+    log(f"waiting up to {timeout_s:g} s for nodes that can hold {'; '.join(missing)} "
+        "(an autoscaling cluster adds them; a fixed one never will; --node-wait sets the limit)")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while missing and time.monotonic() < deadline:
+            sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            missing = unplaceable(resources, nodes())
+    finally:
+        if request_resources is not None:
+            request_resources(bundles=[])
+    if missing:
+        raise StressError(f"no node of this cluster can hold {'; '.join(missing)} after {timeout_s:g} s; "
+                          "lower the request (--gpus-per-worker, --cpus-per-worker, --task-gpus, --task-cpus) or add nodes")
+    log("nodes are there: starting")
+
+
+def check_resources(resources: ResourceConfig, totals: dict[str, float], address: str | None, log=print) -> None:
+    """Before anything waits on Ray: a local instance never grows, a joined cluster may (see wait_for_nodes)."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        wait_for_nodes(resources, resources.node_wait_s, log)
+    else:
+        check_requests_fit(resources, totals)
+
+
+def available_slots(task_cpus: float, task_gpus: float) -> int:
+    """How many fan-out tasks the cluster can run at once."""
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1) / task_cpus if task_cpus > 0 else resources.get("CPU", 1)
+    if task_gpus > 0:
+        slots = min(slots, resources.get("GPU", 0) / task_gpus)
+    return max(1, int(slots))
+
+
+def default_concurrent_trials(resources: ResourceConfig) -> int:
+    """Trials that fit at once: each needs both trainers' workers."""
+    per_trial = 2 * resources.workers_per_trainer * resources.cpus_per_worker
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))

@@ -1,0 +1,316 @@
+"""The pipeline's stages after `prepare`, as functions of explicit inputs.
+
+Each stage takes (run, config, splits, executor, log) and returns a StageOutcome; it reads
+and writes only its own files in the run folder and records its completion there with a key
+of the options it reads (`*_key`) and the weights it read, so a re-run skips it when neither
+changed and re-runs it when one did:
+
+    train      both variants at once (Ray Train) -> variants/<v>/{model.pt,history.json}
+    evaluate   fan-out over test shards: predictions, Grad-CAM statistics, faithfulness;
+               then failures, explanations, cases, galleries -> eval/
+    stress     fan-out over (corruption or shift group, shard), plus validation logits for
+               temperature scaling -> eval/robustness.json, eval/calibration.json
+
+The fan-outs go through `stress.driver.fanout.run_resumable` (saved task results are reused).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stress.analyses.calibration import summarise_calibration
+from stress.analyses.explanations import analyse_explanations, explain_cases
+from stress.analyses.failures import analyse_failures, failure_gallery, image_characteristics
+from stress.analyses.robustness import summarise_robustness
+from stress.artifacts import RunFolder, config_key, load_torch, save_torch, write_bytes_atomic, write_json, write_npz
+from stress.config import ExperimentConfig
+from stress.constants import CONFIDENT, CORRUPTIONS, VARIANTS
+from stress.data import Splits
+from stress.driver.fanout import Executor, Task, merge_shards, run_resumable, shard_bounds, shard_key
+from stress.errors import StressError
+from stress.evaluate.shards import evaluate_shard, load_model, stress_shard
+from stress.perturb.shifts import list_shifts
+from stress.report.figures import figure_path
+from stress.report.statements import interval_text, number, signed
+
+TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depend on
+# Bumped whenever a stage computes something differently, so that run folders and saved
+# shards from older code are recomputed instead of mixed with new results.
+EVALUATE_VERSION = 2
+STRESS_VERSION = 2
+EVALUATE_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps")  # stress.* the evaluate stage reads
+STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins", "compile")  # stress.* the stress stage reads
+SHIFTS_PER_TASK = 6
+FIELDS = ("correct", "confidence", "nll", "brier")  # per-image arrays of every stress cell
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What a stage did: ran (and for how many seconds) or was skipped because its record matched."""
+
+    name: str
+    ran: bool
+    seconds: float = 0.0
+
+
+def training_key(config: ExperimentConfig) -> str:
+    """The trained weights' inputs: the data, model and training options."""
+    return config_key(config.to_dict(), TRAINING_SECTIONS)
+
+
+def evaluation_key(config: ExperimentConfig) -> str:
+    """The evaluate stage's inputs: the trained models' options and the stress options it reads."""
+    return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": EVALUATE_OPTIONS}, EVALUATE_VERSION)
+
+
+def stress_key(config: ExperimentConfig) -> str:
+    """The stress stage's inputs: the trained models' options and the stress options it reads."""
+    return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": STRESS_OPTIONS}, STRESS_VERSION)
+
+
+# -- train -------------------------------------------------------------------------
+def trained(run: RunFolder, variant: str, key: str, log) -> bool:
+    """Training of `variant` finished with these options, and its model.pt is the one it wrote."""
+    if not run.stage_done(f"train_{variant}", key):
+        return False
+    digest = run.weights_digest((variant,))  # "<variant>:missing" when model.pt is not a readable file
+    if digest.endswith(":missing") or not run.stage_done(f"train_{variant}", key, digest):
+        log(f"[{variant}] {run.variant_dir(variant) / 'model.pt'} is missing or not the file training wrote: "
+            "training again (resumes from its last checkpoint)")
+        return False
+    return True
+
+
+def train_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, executor: Executor, storage: str, log) -> StageOutcome:
+    """Both variants at once; a variant whose record and model.pt match these options is skipped.
+
+    `storage` is where the trainers keep their checkpoints (a path or URI); a re-run with the
+    same storage resumes each trainer from its last checkpoint.
+    """
+    key = training_key(config)
+    todo = [v for v in VARIANTS if not trained(run, v, key, log)]
+    for v in VARIANTS:
+        if v not in todo:
+            log(f"[{v}] training already finished: skipped")
+    if not todo:
+        return StageOutcome("train", ran=False)
+    started = time.perf_counter()
+
+    def on_done(variant: str, result: dict) -> None:
+        state = result["state"]
+        folder = run.variant_dir(variant)
+        save_torch(folder / "model.pt", {"model": state["model"], "config": state["config"], "variant": variant})
+        history = state["history"]
+        write_json(folder / "history.json", {"variant": variant, "epochs": history, "test": state["test"]})
+        run.mark_done(
+            f"train_{variant}", time.perf_counter() - started, key, weights=run.weights_digest((variant,)),
+            gpus_per_worker=result["gpus_per_worker"],
+            train_seconds=sum(e["seconds"] for e in history),
+        )
+        log(f"[{variant}] training finished: test_acc {state['test']['acc']:.4f}")
+
+    how = "in parallel on Ray Train" if executor.name == "ray" else f"one after the other ({executor.name})"
+    log(f"training {', '.join(todo)} {how}")
+    executor.train_variants(config, splits.arrays(), storage, todo, on_done)
+    return StageOutcome("train", ran=True, seconds=time.perf_counter() - started)
+
+
+# -- evaluate ----------------------------------------------------------------------
+def load_weights(run: RunFolder, model_config: dict) -> dict[str, dict]:
+    """Both variants' final weights, checked against the configured architecture."""
+    weights = {}
+    for v in VARIANTS:
+        path = run.variant_dir(v) / "model.pt"
+        state = load_torch(path)
+        try:
+            load_model(state["model"], model_config, torch.device("cpu"))
+        except (KeyError, RuntimeError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StressError(f"{path}: checkpoint does not match the configured model ({first})") from None
+        weights[v] = state["model"]
+    return weights
+
+
+def predict_all(run: RunFolder, config: ExperimentConfig, executor: Executor, weights_ref: dict, images_ref, labels_ref,
+                n: int, shards: int, log) -> dict[str, dict[str, np.ndarray]]:
+    """evaluate_shard for every (variant, shard), saved ones reused; merged per-image results per variant."""
+    bounds = shard_bounds(n, shards)
+    kwargs = {
+        "faithfulness_every": max(1, n // config.stress.faithfulness_images),
+        "faithfulness_steps": config.stress.faithfulness_steps,
+        "seed": config.train.seed,
+        "precision": config.train.precision,
+    }
+    model_config = config.to_dict()["model"]
+    tasks = [Task(f"{v}_{start}_{stop}", (weights_ref[v], model_config, images_ref, labels_ref, start, stop), kwargs, f"{v}:{start}-{stop}")
+             for v in VARIANTS for start, stop in bounds]
+    folder = run.path("eval", "shards")
+    key = shard_key(run, evaluation_key(config))
+
+    def announce(reused: int, to_run: int) -> None:
+        if reused:
+            log(f"evaluate: {reused} shard(s) already saved, {to_run} to run")
+
+    results = run_resumable(executor, evaluate_shard, tasks, folder, key, config.resources, log, announce=announce)
+    return {v: merge_shards([results[f"{v}_{start}_{stop}"] for start, stop in bounds], n) for v in VARIANTS}
+
+
+def write_prediction_table(run: RunFolder, labels: np.ndarray, merged: dict) -> None:
+    """eval/predictions.csv: index, true class, then predicted class and confidence per variant."""
+    columns = ["index", "true"] + [f"{v}_{c}" for v in VARIANTS for c in ("predicted", "confidence")]
+    lines = [",".join(columns)]
+    for i in range(len(labels)):
+        row = [str(i), str(int(labels[i]))]
+        for v in VARIANTS:
+            row += [str(int(merged[v]["predicted"][i])), f"{float(merged[v]['confidence'][i]):.6f}"]
+        lines.append(",".join(row))
+    write_bytes_atomic(run.path("eval", "predictions.csv"), ("\n".join(lines) + "\n").encode())
+
+
+def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: dict, merged: dict, log) -> None:
+    """Failures, explanations, case maps and galleries from the merged results; writes eval/*."""
+    images, labels = splits.test_x, splits.test_y
+    characteristics = image_characteristics(images)
+    write_npz(run.path("eval", "characteristics.npz"), **characteristics)
+    failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases)
+    for v in VARIANTS:
+        for case in failures[v]["cases"]:
+            case["figure"] = figure_path("case", v, rank=case["rank"], index=case["index"])  # drawn by the figures step
+    explanations = analyse_explanations(merged)
+    for v in VARIANTS:
+        explanations[v]["timing"] = {
+            "images": int(len(labels)),
+            "seconds_predict": float(merged[v]["seconds_predict"][0]),
+            "seconds_gradcam": float(merged[v]["seconds_gradcam"][0]),
+            "gradcam_over_predict": float(merged[v]["seconds_gradcam"][0] / merged[v]["seconds_predict"][0]),
+        }
+    models = {v: load_model(weights[v], config.to_dict()["model"], torch.device("cpu")) for v in VARIANTS}
+    write_npz(run.path("eval", "gradcam_cases.npz"), **explain_cases(models, images, labels, merged, failures))
+    write_npz(run.path("eval", "failure_gallery.npz"), **failure_gallery(images, labels, merged))
+    write_json(run.path("eval", "failures.json"), failures)
+    write_json(run.path("eval", "explanations.json"), explanations)
+    for v in VARIANTS:
+        f = failures[v]
+        log(
+            f"[{v}] {f['n_errors']} errors of {f['n_images']}; confident (>={CONFIDENT}): {f['confident_errors']['0.9']}, "
+            f"(>=0.99): {f['confident_errors']['0.99']}; {len(f['cases'])} cases selected"
+        )
+
+
+def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, executor: Executor, log) -> StageOutcome:
+    """Predictions and Grad-CAM statistics over test shards, then failures and explanations."""
+    key, weights_id = evaluation_key(config), run.weights_digest()
+    if run.stage_done("evaluate", key, weights_id):
+        log("evaluate: already finished: skipped")
+        return StageOutcome("evaluate", ran=False)
+    started = time.perf_counter()
+    n = len(splits.test_y)
+    shards = config.stress.shards or executor.slots(config.resources)
+    weights = load_weights(run, config.to_dict()["model"])
+    weights_ref = {v: executor.put(w) for v, w in weights.items()}
+    images_ref, labels_ref = executor.put(splits.test_x), executor.put(splits.test_y)
+    log(f"evaluate: {len(VARIANTS)} variants x {min(shards, n)} shards over {n} test images")
+    merged = predict_all(run, config, executor, weights_ref, images_ref, labels_ref, n, shards, log)
+    write_npz(run.path("eval", "predictions.npz"), labels=splits.test_y, **{f"{v}_{k}": merged[v][k] for v in VARIANTS for k in merged[v]})
+    write_prediction_table(run, splits.test_y, merged)
+    for v in VARIANTS:
+        seconds_predict, seconds_gradcam = float(merged[v]["seconds_predict"][0]), float(merged[v]["seconds_gradcam"][0])
+        log(f"[{v}] Grad-CAM (predicted + true class) over {n} images: {seconds_gradcam:.1f} s of task time, "
+            f"{seconds_gradcam / seconds_predict:.2f}x the evaluation pass ({seconds_predict:.1f} s)")
+    analyse(run, config, splits, weights, merged, log)
+    run.mark_done("evaluate", time.perf_counter() - started, key, weights=weights_id, shards=min(shards, n))
+    return StageOutcome("evaluate", ran=True, seconds=time.perf_counter() - started)
+
+
+# -- stress ------------------------------------------------------------------------
+def _task_key(group: str, start: int, stop: int) -> str:
+    return f"{group}@{start}-{stop}"
+
+
+def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, executor: Executor, log) -> StageOutcome:
+    """Corruptions x severities, shifts and calibration for both variants (needs the evaluate stage's predictions)."""
+    if config.stress.skip_stress:
+        log("stress: skipped (--skip-stress)")
+        return StageOutcome("stress", ran=False)
+    key, weights_id = stress_key(config), run.weights_digest()
+    if run.stage_done("stress", key, weights_id):
+        log("stress: already finished: skipped")
+        return StageOutcome("stress", ran=False)
+    started = time.perf_counter()
+    s = config.stress
+    corruptions, severities, shifts = list(s.corruptions or CORRUPTIONS), list(s.severities), list_shifts()
+    n = len(splits.test_y) if s.stress_limit == 0 else min(s.stress_limit, len(splits.test_y))
+    images, labels = splits.test_x[:n], splits.test_y[:n]
+    model_config = config.to_dict()["model"]
+    weights = load_weights(run, model_config)
+    weights_ref, images_ref, labels_ref = executor.put(weights), executor.put(images), executor.put(labels)
+    bounds = shard_bounds(n, s.shards or executor.slots(config.resources))
+    groups = {c: [(c, sev) for sev in severities] for c in corruptions}
+    for i in range(0, len(shifts), SHIFTS_PER_TASK):
+        groups[f"shifts{i // SHIFTS_PER_TASK}"] = [(name, 0) for name in shifts[i : i + SHIFTS_PER_TASK]]
+    options = {"seed": config.train.seed, "precision": config.train.precision, "compile": s.compile}
+    tasks = [Task(_task_key(group, start, stop), (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations), options)
+             for group, perturbations in groups.items() for start, stop in bounds]
+    folder = run.path("eval", "stress_shards")
+    log(f"stress: {len(corruptions)} corruptions x {len(severities)} severities and {len(shifts)} shifts on {n} images")
+    # Validation logits for temperature scaling, one task per variant.
+    val_ref, val_labels_ref = executor.put(splits.val_x), executor.put(splits.val_y)
+    val_logits: dict[str, np.ndarray] = {}
+
+    def validation_done(task: str, value: dict) -> None:
+        val_logits[task[4:]] = value["logits"]
+
+    val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)),
+                  {"gradcam": False, "precision": config.train.precision}) for v in VARIANTS]
+    executor.run(evaluate_shard, val_calls, config.resources, validation_done, log)
+    results = run_resumable(executor, stress_shard, tasks, folder, shard_key(run, key), config.resources, log,
+                            flatten=_flatten, unflatten=_unflatten,
+                            announce=lambda reused, to_run: log(f"stress: {to_run} tasks ({reused} already saved)"))
+    merged = merge_cells(results, bounds, groups)
+    with np.load(run.path("eval", "predictions.npz")) as predictions:
+        clean_correct = {v: predictions[f"{v}_correct"][:n] for v in VARIANTS}
+        test_logits = {v: predictions[f"{v}_logits"][:n] for v in VARIANTS}
+    robustness = summarise_robustness(clean_correct, merged, corruptions, severities, shifts)
+    robustness["images"] = n
+    calibration = summarise_calibration(test_logits, val_logits, labels, splits.val_y, merged, corruptions, severities, s.calibration_bins)
+    write_npz(run.path("eval", "stress_correct.npz"), **{cell: arrays["correct"] for cell, arrays in merged.items()})
+    write_json(run.path("eval", "robustness.json"), robustness)
+    write_json(run.path("eval", "calibration.json"), calibration)
+    gain = robustness["gain"]
+    if "mean_corruption" in gain:
+        g = gain["mean_corruption"]
+        log(f"augmented - baseline: mean corruption acc {signed(g['mean'], 4)} "
+            f"(95% CI over images {interval_text(g['low'], g['high'], 4)}; one trained pair)")
+    for v in VARIANTS:
+        r, c = robustness[v], calibration[v]
+        log(f"[{v}] clean {number(r['clean_acc'], 4)}  mean corruption acc {number(r['mean_corruption_acc'], 4)}  "
+            f"ECE {number(c['ece'], 4)} -> {number(c['ece_after_temperature'], 4)} after T={number(c['temperature'], 2)}")
+    seconds = time.perf_counter() - started
+    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(tasks))
+    return StageOutcome("stress", ran=True, seconds=seconds)
+
+
+def merge_cells(results: dict[str, dict], bounds: list[tuple[int, int]], groups: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
+    """Per cell ("<variant>|<name>|<severity>"): per-image arrays over all shards, in image order."""
+    merged: dict[str, dict[str, np.ndarray]] = {}
+    for group in groups:
+        parts = [results[_task_key(group, start, stop)] for start, stop in bounds]
+        for cell in parts[0]:
+            merged[cell] = {f: np.concatenate([p[cell][f] for p in parts]) for f in FIELDS}
+    return merged
+
+
+def _flatten(value: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {f"{cell}#{field}": array for cell, arrays in value.items() for field, array in arrays.items()}
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in flat.items():
+        cell, field = key.split("#")
+        out.setdefault(cell, {})[field] = array
+    return out

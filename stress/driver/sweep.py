@@ -1,0 +1,113 @@
+"""Seed sweeps: the whole per-seed pipeline once per seed through Ray Tune, then the sweep summary.
+
+`run_sweep` is what `jobs/seed_sweep.py` and `stress.sweep` call. Each seed is one Tune trial
+(`seed_trial`) that runs `Pipeline` into <root>/seed_<seed>/; the statistics across seeds come
+from stress.analyses.seeds, the sweep's figures and report from stress.report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stress.analyses.seeds import aggregate, failure_stability, seed_metrics
+from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_json, write_npz
+from stress.config import ExperimentConfig, merge
+from stress.constants import VARIANTS
+from stress.data import load_dataset, split_dataset
+from stress.driver import cluster
+from stress.driver.pipeline import Pipeline
+from stress.driver.resources import check_resources, default_concurrent_trials
+from stress.errors import StressError
+from stress.report.build import build_report
+from stress.report.sweep_figures import write_sweep_figures
+
+
+def seed_trial(trial_config: dict) -> None:
+    """Ray Tune function trainable: the whole per-seed pipeline for one seed."""
+    from ray import tune
+
+    seed = int(trial_config["seed"])
+    base = ExperimentConfig.from_dict(trial_config["base"])
+    config = merge(base, {"train.seed": seed, "run_name": f"seed_{seed}", "out": trial_config["root"]})
+    summary = Pipeline(config, log=cluster.write_line).run_all(check_resources=False)
+    tune.report({f"{v}_test_acc": summary["variants"][v]["test_acc"] for v in summary["variants"]} | {"seed": seed})
+
+
+def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, max_concurrent: int = 0,
+              address: str | None = None, log=print) -> dict:
+    """Run every seed of `seeds` into <config.out>/<config.run_name>/seed_<seed>/, then aggregate and report.
+
+    Returns the sweep's summary (also written to its summary.json). A relative data path is
+    pinned to the current folder first (Tune runs each trial in its own folder).
+    """
+    source = config.data.source
+    if source not in ("torchvision", "synthetic") and not Path(source).expanduser().is_absolute():
+        config = merge(config, {"data.source": str(Path(source).expanduser().resolve())})
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise StressError(f"--seeds/--num-seeds: need distinct non-negative seeds, got {seeds}")
+    if max_concurrent < 0:
+        raise StressError(f"--max-concurrent must be >= 0, got {max_concurrent}")
+    root = RunFolder(Path(config.out).expanduser().resolve() / config.run_name)  # config.validate checked `out` expands
+    dataset = load_dataset(config.data)  # validate the input before starting anything
+    test_images = split_dataset(dataset, config.data, seeds[0]).test_x
+    root.ensure_writable()
+    started = time.perf_counter()
+    check_resources(config.resources, cluster.connect(address), address, log)
+    concurrent = max_concurrent or default_concurrent_trials(config.resources)
+    log(f"sweep: seeds {seeds}, up to {concurrent} trial(s) at once, into {root.root}")
+    base = ExperimentConfig.from_dict({**config.to_dict(), "out": str(root.root)})
+    finished = cluster.run_seed_sweep(base, seeds, str(root.root), resume, concurrent, seed_trial)
+    missing = sorted(set(seeds) - set(finished))
+    if missing:
+        raise StressError(f"trials for seeds {missing} did not finish; re-run with --resume")
+    summary = write_sweep_summary(root.root, seeds, test_images)
+    write_sweep_figures(root, log)
+    html, _ = build_report(root.root)
+    log(f"report: {html}")
+    aggregate_block = summary["aggregate"]
+    if aggregate_block:
+        for key in ("test_acc", "mean_corruption_acc"):
+            if key in aggregate_block["paired"]:
+                p = aggregate_block["paired"][key]
+                log(f"augmented - baseline {key}: {p['mean']:+.4f} (95% CI over seeds {p['low']:+.4f} .. {p['high']:+.4f}, "
+                    f"p = {p['p']:.3g}, n = {p['n']})")
+    log(f"sweep finished in {time.perf_counter() - started:.0f} s: {root.root}")
+    return summary
+
+
+def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery_size: int = 24) -> dict:
+    """Read each seed's run folder under `root`, aggregate, and write the sweep's summary.json and stability.npz."""
+    root = Path(root)
+    per_seed_summary = {s: read_json(root / f"seed_{s}" / "summary.json") for s in seeds}
+    per_seed = {s: seed_metrics(per_seed_summary[s]) for s in seeds}
+    wrong = {v: [] for v in VARIANTS}
+    labels = None
+    for s in seeds:
+        with np.load(root / f"seed_{s}" / "eval" / "predictions.npz") as table:
+            labels = table["labels"]
+            for v in VARIANTS:
+                wrong[v].append(~table[f"{v}_correct"].astype(bool))
+    stability = failure_stability({v: np.stack(rows) for v, rows in wrong.items()})
+    first = per_seed_summary[seeds[0]]
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "sweep",
+        "run": {"name": root.name, "folder": str(root)},
+        "dataset": first["dataset"],
+        "seeds": seeds,
+        "per_seed": {str(s): per_seed[s] for s in seeds},
+        "aggregate": aggregate(per_seed) if len(seeds) > 1 else None,
+        "stability": stability,
+    }
+    gallery = {}
+    for v in VARIANTS:
+        indices = np.asarray(stability["variants"][v]["always_wrong_indices"][:gallery_size], dtype=np.int64)
+        gallery[f"{v}_indices"] = indices
+        gallery[f"{v}_images"] = test_images[indices]
+        gallery[f"{v}_labels"] = labels[indices]
+    write_npz(root / "stability.npz", **gallery, **{f"{v}_wrong": np.stack(rows) for v, rows in wrong.items()})
+    write_json(root / "summary.json", summary)
+    return summary

@@ -1,0 +1,38 @@
+"""Batched inference and accuracy of a model on uint8 device tensors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stress.augment import normalize
+from stress.precision import autocast
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, precision: str = "fp32") -> torch.Tensor:
+    """uint8 (N, 3, H, W) on the model's device -> float32 logits (N, C), in eval mode, model mode restored.
+
+    precision "bf16"/"auto" runs the forward passes under bf16 autocast; logits come back as float32.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(precision, images.device):
+            chunks = [model(normalize(images[i : i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+             precision: str = "fp32") -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of `model` on (images, labels)."""
+    logits = predict_logits(model, images, batch_size, precision)
+    return {
+        "loss": float(F.cross_entropy(logits, labels, reduction="mean")),
+        "acc": float((logits.argmax(1) == labels).float().mean()),
+    }
+
+

@@ -1,0 +1,191 @@
+"""Shard functions: plain PyTorch work on one slice of the test set.
+
+The driver runs them through an executor, as Ray tasks (stress.driver.cluster.RayExecutor)
+or in its own process (LocalExecutor); both give the same answer. Each takes the weights and the whole test
+array (object-store references resolve to arrays in the task) plus a [start, stop)
+range, and returns only per-image results, never the images.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+import numpy as np
+import torch
+
+from stress.augment import normalize
+from stress.config import ModelConfig
+from stress.evaluate.predict import predict_logits
+from stress.models import create_model
+from stress.perturb.corruptions import corrupt
+from stress.perturb.shifts import apply_shift
+from stress.precision import autocast
+
+
+def task_device() -> torch.device:
+    """The task's device: the GPU Ray assigned to it, if any, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def load_model(state_dict: dict, model_config: dict, device: torch.device) -> torch.nn.Module:
+    config = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()})
+    model = create_model(config)
+    model.load_state_dict(state_dict)
+    if device.type == "cpu":
+        # CPU max-pooling and convolution are markedly faster in channels-last layout (benchmarks/bench_gradcam.py).
+        return model.to(device, memory_format=torch.channels_last).eval()
+    return model.to(device).eval()
+
+
+def evaluate_shard(
+    state_dict: dict,
+    model_config: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    batch_size: int = 500,
+    gradcam: bool = True,
+    faithfulness_every: int = 0,
+    faithfulness_steps: int = 16,
+    seed: int = 0,
+    precision: str = "fp32",
+) -> dict[str, np.ndarray]:
+    """Predictions (and Grad-CAM statistics) for test images [start, stop).
+
+    Returns indices (n,), logits float32 (n, C), predicted, confidence, correct, and with
+    gradcam=True the centre-energy share of the Grad-CAM map for the predicted and for the
+    true class (n,) each. With faithfulness_every=k > 0, the images whose global index is a
+    multiple of k also get deletion/insertion AUCs (map order and random order) and the
+    model-randomisation rank correlation; these come back under faithful_* keys with their
+    global indices. Random orders and the randomised model are seeded by `seed` and the
+    image index range, so the result does not depend on which worker ran the shard.
+    """
+    device = task_device()
+    model = load_model(state_dict, model_config, device)
+    x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
+    y = torch.tensor(np.asarray(labels[start:stop]), device=device)
+    started = time.perf_counter()
+    logits = predict_logits(model, x, batch_size, precision)
+    probs = logits.softmax(1)
+    confidence, predicted = probs.max(1)
+    out = {
+        "indices": np.arange(start, stop),
+        "logits": logits.cpu().numpy().astype(np.float32),
+        "predicted": predicted.cpu().numpy(),
+        "confidence": confidence.cpu().numpy(),
+        "correct": (predicted == y).cpu().numpy(),
+        "seconds_predict": np.array([time.perf_counter() - started]),
+    }
+    if gradcam:
+        from stress.analyses.gradcam import centre_energy_share, gradcam_for_targets
+
+        started = time.perf_counter()
+        shares = {"predicted": [], "true": []}
+        for i in range(0, len(x), batch_size):
+            maps = gradcam_for_targets(
+                model, normalize(x[i : i + batch_size]), {"predicted": predicted[i : i + batch_size], "true": y[i : i + batch_size]},
+                precision=precision,
+            )
+            for key in shares:
+                shares[key].append(centre_energy_share(maps[key]).cpu())
+        out["centre_share_predicted"] = torch.cat(shares["predicted"]).numpy()
+        out["centre_share_true"] = torch.cat(shares["true"]).numpy()
+        out["seconds_gradcam"] = np.array([time.perf_counter() - started])  # maps for two targets per image
+    if faithfulness_every > 0:
+        out.update(_faithfulness(model, x, predicted, start, faithfulness_every, faithfulness_steps, seed, batch_size, precision))
+    return out
+
+
+FAITHFUL_KEYS = (
+    "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",  # Petsiuk et al., i.i.d. random order
+    "road_morf_auc", "road_lerf_auc", "road_random_morf_auc", "road_random_lerf_auc",  # ROAD, structure-matched random order
+)
+
+
+def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed: int, batch_size: int, precision: str = "fp32") -> dict:
+    """Deletion/insertion and ROAD AUCs and the randomisation sanity check on every `every`-th image."""
+    from stress.analyses.faithfulness import road_curves, structured_random_maps
+    from stress.analyses.gradcam import cam_resolution, deletion_insertion, gradcam, sanity_check
+
+    first = (-start) % every
+    local = torch.arange(first, len(x), every, device=x.device)
+    if len(local) == 0:
+        return {"faithful_indices": np.zeros(0, dtype=np.int64), **{f"faithful_{k}": np.zeros(0) for k in FAITHFUL_KEYS},
+                "faithful_randomisation_correlation": np.zeros(0)}
+    images, targets = normalize(x[local]), predicted[local]
+    maps = gradcam(model, images, targets, precision=precision)
+    generator = torch.Generator().manual_seed(seed * 7919 + start)
+    with autocast(precision, x.device):  # the curves' forward passes; probabilities are read as float32
+        curves = deletion_insertion(model, images, maps, targets, steps=steps, generator=generator, batch_size=batch_size * 2)
+        random_maps = structured_random_maps(len(local), cam_resolution(model, images), tuple(images.shape[-2:]), generator, x.device)
+        road = road_curves(model, images, {"road": maps, "road_random": random_maps}, targets, generator=generator, batch_size=batch_size)
+    curves.update(road)
+    # The same randomised weights for every shard: seeded by `seed` alone.
+    sanity = sanity_check(model, images, targets, generator=torch.Generator().manual_seed(seed))
+    return {
+        "faithful_indices": (local + start).cpu().numpy(),
+        **{f"faithful_{k}": curves[k].float().cpu().numpy() for k in FAITHFUL_KEYS},
+        "faithful_randomisation_correlation": sanity["correlations"].cpu().numpy(),
+    }
+
+
+def corruption_seed(seed: int, name: str, severity: int, start: int) -> int:
+    """Seed of one corrupted shard: fixed by the run seed, the corruption and the image range."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode()) * 11 + severity * 101 + start) % 2**63
+
+
+def _per_image(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+    probs = logits.softmax(1)
+    confidence, predicted = probs.max(1)
+    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).float()
+    return {
+        "correct": (predicted == labels).cpu().numpy(),
+        "confidence": confidence.cpu().numpy().astype(np.float32),
+        "nll": torch.nn.functional.cross_entropy(logits, labels, reduction="none").cpu().numpy().astype(np.float32),
+        "brier": ((probs - onehot) ** 2).sum(1).cpu().numpy().astype(np.float32),
+    }
+
+
+def stress_shard(
+    weights: dict[str, dict],
+    model_config: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    perturbations: list[tuple[str, int]],
+    seed: int = 0,
+    batch_size: int = 500,
+    precision: str = "fp32",
+    compile: bool = False,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Evaluate both models on images [start, stop) under each perturbation.
+
+    perturbations: (corruption name, severity) pairs, or (shift name, 0) for shifts.
+    Returns {"<variant>|<name>|<severity>": {correct, confidence, nll, brier}} with (n,) arrays.
+    """
+    device = task_device()
+    models = {v: load_model(w, model_config, device) for v, w in weights.items()}
+    if compile:
+        import logging
+
+        # Inductor's C++ build warns once per process that a CPU-only torch has no CUDA runtime.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        # Forward passes only; the compiled graph is cached per process, so a worker compiles once.
+        models = {v: torch.compile(m) for v, m in models.items()}
+    x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
+    y = torch.tensor(np.asarray(labels[start:stop]), device=device)
+    out = {}
+    for name, severity in perturbations:
+        if severity == 0:
+            perturbed = apply_shift(x, name)
+        else:
+            perturbed = torch.cat([
+                corrupt(x[i : i + batch_size], name, severity, corruption_seed(seed, name, severity, start + i))
+                for i in range(0, len(x), batch_size)
+            ])
+        for v, model in models.items():
+            out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size, precision), y)
+    return out

@@ -1,0 +1,155 @@
+"""Matplotlib figures, drawn only from the run folder's JSON and array files.
+
+`write_figures` draws every figure whose input files exist (and only those); no model
+or dataset is ever loaded, so figures can be regenerated from a copied run folder.
+File names are fixed (see FIGURE_NAMES) so the report can find them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stress.analyses.failures import confusion_matrix
+from stress.artifacts import RunFolder, read_record
+from stress.constants import CLASSES, CONFIDENT, VARIANTS
+from stress.errors import StressError
+from stress.report.plots import (
+    plot_case,
+    plot_case_grid,
+    plot_centre_attention,
+    plot_characteristics,
+    plot_confusion,
+    plot_confusion_pairs,
+    plot_failure_gallery,
+    plot_faithfulness,
+    plot_gain_heatmap,
+    plot_reliability,
+    plot_severity_curves,
+    plot_shift_families,
+    plot_training_curves,
+    plot_translation_grids,
+)
+
+# Figure file names under figures/ (per-variant ones take the variant name).
+FIGURE_NAMES = {
+    "training": "training_curves.png",
+    "confusion": "confusion_{variant}.png",
+    "gallery": "failure_gallery_{variant}.png",
+    "case_grid": "gradcam_cases_{variant}.png",
+    "confusion_pairs": "confusion_pairs.png",
+    "characteristics": "characteristics.png",
+    "centre_attention": "centre_attention.png",
+    "faithfulness": "faithfulness.png",
+    "severity": "severity_curves.png",
+    "gain_heatmap": "gain_heatmap.png",
+    "translation": "translation_grid.png",
+    "shift_families": "shift_families.png",
+    "reliability": "reliability.png",
+    "case": "cases/{variant}_{rank}_{index}.png",  # one per selected failure case: its Grad-CAM panels
+}
+
+
+def figure_name(key: str, variant: str = "", **fields) -> str:
+    """File name (relative to figures/) of figure `key`; `fields` fill the case figure's rank and index."""
+    return FIGURE_NAMES[key].format(variant=variant, **fields)
+
+
+def figure_path(key: str, variant: str = "", **fields) -> str:
+    """Path (relative to the run folder) of figure `key`, as the report and summary.json name it."""
+    return "figures/" + figure_name(key, variant, **fields)
+
+
+# -- all of them ---------------------------------------------------------------
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz; a corrupt file is a one-line StressError naming it."""
+    try:
+        with np.load(path) as table:
+            return {k: table[k] for k in table.files}
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, zipfile.BadZipFile, KeyError...
+        raise StressError(f"{path}: not a readable .npz ({type(exc).__name__})") from None
+
+
+def _case_figures(run: RunFolder, failures: dict) -> list[Path]:
+    written = []
+    cases = load_arrays(run.path("eval", "gradcam_cases.npz"))
+    keys = [(str(v), int(i)) for v, i in zip(cases["case_variant"], cases["indices"])]
+    for v in VARIANTS:
+        rows = []
+        for case in failures.get(v, {}).get("cases", []):
+            if (v, case["index"]) in keys:
+                row = keys.index((v, case["index"]))
+                rows.append(row)
+                written.append(plot_case(cases, row, run.path(*case["figure"].split("/"))))
+        if rows:
+            written.append(plot_case_grid(cases, rows, f"Grad-CAM of the cases selected from {v}'s failures", run.figures / figure_name("case_grid", v)))
+    return written
+
+
+def write_figures(run: RunFolder, log=print) -> list[Path]:
+    """Every figure whose inputs exist in the run folder; returns the paths written."""
+    written: list[Path] = []
+    evaluation = lambda name: run.path("eval", name)  # noqa: E731
+    if all((run.variant_dir(v) / "history.json").is_file() for v in VARIANTS):
+        histories = {v: read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs",))["epochs"] for v in VARIANTS}
+        written.append(plot_training_curves(histories, run.figures / figure_name("training")))
+    predictions = None
+    if evaluation("predictions.npz").is_file():
+        predictions = load_arrays(evaluation("predictions.npz"))
+        for v in VARIANTS:
+            matrix = confusion_matrix(predictions["labels"], predictions[f"{v}_predicted"], len(CLASSES))
+            acc = float(np.trace(matrix) / matrix.sum())
+            written.append(plot_confusion(matrix, f"{v}: test accuracy {acc:.3f}", run.figures / figure_name("confusion", v)))
+    failures = read_record(evaluation("failures.json"), "failure record", keys=VARIANTS, variants=VARIANTS) if evaluation("failures.json").is_file() else None
+    if evaluation("failure_gallery.npz").is_file():
+        g = load_arrays(evaluation("failure_gallery.npz"))
+        for v in VARIANTS:
+            written.append(plot_failure_gallery(
+                g[f"{v}_images"], g[f"{v}_labels"], g[f"{v}_predicted"], g[f"{v}_confidence"],
+                f"{v}: most confident failures (true / predicted, confidence)", run.figures / figure_name("gallery", v)))
+    if failures is not None:
+        if evaluation("gradcam_cases.npz").is_file():
+            written += _case_figures(run, failures)
+        written.append(plot_confusion_pairs(failures, run.figures / figure_name("confusion_pairs")))
+    if predictions is not None and evaluation("characteristics.npz").is_file():
+        characteristics = load_arrays(evaluation("characteristics.npz"))
+        masks = {}
+        for v in VARIANTS:
+            correct, confident = predictions[f"{v}_correct"].astype(bool), predictions[f"{v}_confidence"] >= CONFIDENT
+            masks[v] = (~correct & confident, correct & confident)
+        comparisons = {v: failures[v]["characteristics"]["comparison"] for v in VARIANTS} if failures else {}
+        written.append(plot_characteristics(characteristics, masks, comparisons, run.figures / figure_name("characteristics")))
+    if evaluation("explanations.json").is_file():
+        explanations = read_record(evaluation("explanations.json"), "explanation record", variants=VARIANTS)
+        written.append(plot_centre_attention(explanations, run.figures / figure_name("centre_attention")))
+        if any("faithfulness" in explanations.get(v, {}) for v in VARIANTS):
+            written.append(plot_faithfulness(explanations, run.figures / figure_name("faithfulness")))
+    if evaluation("robustness.json").is_file():
+        robustness = read_record(evaluation("robustness.json"), "robustness record", keys=VARIANTS, variants=VARIANTS)
+        if robustness[VARIANTS[0]]["by_corruption"]:
+            written.append(plot_severity_curves(robustness, run.figures / figure_name("severity")))
+            if "by_corruption_severity" in robustness.get("gain", {}):
+                written.append(plot_gain_heatmap(robustness, run.figures / figure_name("gain_heatmap")))
+        if any(name.startswith("translate_") for name in robustness[VARIANTS[0]]["shifts"]):
+            written.append(plot_translation_grids(robustness, run.figures / figure_name("translation")))
+        if robustness[VARIANTS[0]]["shift_families"]:
+            written.append(plot_shift_families(robustness, run.figures / figure_name("shift_families")))
+    if evaluation("calibration.json").is_file():
+        calibration = read_record(evaluation("calibration.json"), "calibration record", keys=VARIANTS, variants=VARIANTS)
+        written.append(plot_reliability(calibration, run.figures / figure_name("reliability")))
+    log(f"figures: {len(written)} written to {run.figures}")
+    return written
+
+
+SWEEP_FIGURES = {
+    "seed_metrics": "sweep_seed_metrics.png",
+    "corruption_gain": "sweep_corruption_gain.png",
+    "fail_counts": "sweep_fail_counts.png",
+    "always_wrong": "sweep_always_wrong_{variant}.png",
+}
+
+
+def sweep_figure(key: str, variant: str = "") -> str:
+    """Path (relative to the sweep folder) of sweep figure `key`."""
+    return "figures/" + SWEEP_FIGURES[key].format(variant=variant)

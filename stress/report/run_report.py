@@ -1,0 +1,280 @@
+"""The stress-test report: one self-contained HTML page and a Markdown twin, from the run folder alone.
+
+`build_report` reads only the run folder's JSON and PNG files (never a model, never the
+dataset). Sections are built once as a list of blocks (paragraph, table, figure, note)
+and rendered twice: HTML with every PNG embedded as a data URI, and Markdown with the
+figures linked relatively. A stage that did not run is replaced by a one-line note.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from stress.analyses.stats import wilson_interval
+from stress.constants import VARIANTS
+from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make_table
+from stress.report.figures import figure_path
+from stress.report.observations import RULES, derive_observations
+from stress.report.statements import Rule, interval_text, number, signed
+
+
+def _with_interval(value, low, high) -> str:
+    return MISSING if value is None else f"{number(value)} {interval_text(low, high, sign=False)}"
+
+
+def _not_run(stage: str, what: str) -> Note:
+    return Note(f"stage {stage} did not run ({what} not in summary.json)")
+
+
+# -- sections -----------------------------------------------------------------
+def headline(summary: dict) -> Section:
+    """Both variants: clean accuracy, mean corruption accuracy, ECE, confident-failure counts."""
+    failures, robustness, calibration = summary.get("failures"), summary.get("robustness"), summary.get("calibration")
+    rows = []
+    for v in VARIANTS:
+        if failures:
+            a = failures[v]["accuracy"]
+            clean = f"{_with_interval(a['acc'], a['low'], a['high'])} (n={a['n']})"
+        else:
+            n, acc = int(summary["dataset"]["test"]), summary["variants"][v]["test_acc"]
+            low, high = wilson_interval(round(acc * n), n)
+            clean = f"{_with_interval(acc, low, high)} (n={n})"
+        if robustness and robustness[v].get("mean_corruption_acc") is not None:
+            r = robustness[v]
+            corrupted = f"{_with_interval(r['mean_corruption_acc'], *r['mean_corruption_acc_interval'])} (n={robustness.get('images', MISSING)})"
+        else:
+            corrupted = MISSING
+        ece = f"{number(calibration[v]['ece'])} → {number(calibration[v]['ece_after_temperature'])}" if calibration else MISSING
+        confident = (f"{failures[v]['confident_errors']['0.9']} / {failures[v]['confident_errors']['0.99']}" if failures else MISSING)
+        rows.append((v, clean, corrupted, ece, confident))
+    headers = ("variant", "clean test accuracy [95% CI]", "mean corruption accuracy [95% CI]",
+               "ECE → after temperature", "confident failures ≥0.9 / ≥0.99")
+    blocks = [make_table(headers, rows), Paragraph(
+        "Intervals are 95%, over the test images, for these two trained models. They say how precisely these models were "
+        "measured, not whether the augmentation itself changes anything: that needs several trainings (a seed sweep).")]
+    if not robustness or not calibration:
+        blocks.append(Note(f"{MISSING}: stage stress did not run"))
+    return Section("headline", "Headline", tuple(blocks))
+
+
+def precision_text(train: dict, manifest: dict) -> str:
+    """The precision option and what it resolved to; runs from before the option were fp32."""
+    recorded = manifest.get("precision")
+    if not recorded:
+        return train.get("precision", "fp32")
+    resolved = ", ".join(f"{device}: {value}" for device, value in recorded.get("resolved", {}).items())
+    return f"{recorded.get('requested', MISSING)} ({resolved})"
+
+
+def setup(summary: dict, config: dict, manifest: dict) -> Section:
+    """Data, split, model, optimiser, seeds, versions, hardware and stage times."""
+    dataset, model, train = summary.get("dataset", {}), config.get("model", {}), config.get("train", {})
+    versions = manifest.get("versions", {})
+    hardware = manifest.get("hardware", {})
+    seeds = manifest.get("seeds") or {"train": summary.get("run", {}).get("seed")}
+    rows = [
+        ("run", summary.get("run", {}).get("name", MISSING)),
+        ("data source", dataset.get("source", MISSING)),
+        ("split sizes (train / validation / test)", f"{dataset.get('train', MISSING)} / {dataset.get('val', MISSING)} / {dataset.get('test', MISSING)}"),
+        ("data sha256", dataset.get("sha256", MISSING)),
+        ("model", f"{model.get('name', MISSING)} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"),
+        ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
+        ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
+        ("precision", precision_text(train, manifest)),
+        ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
+        ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items())),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or MISSING),
+        ("git commit", manifest.get("git_commit") or MISSING),
+        ("hardware", ", ".join(f"{k} {v}" for k, v in hardware.items()) or MISSING),
+        ("started / finished (UTC)", f"{manifest.get('started', MISSING)} / {manifest.get('finished', MISSING)}"),
+    ]
+    blocks = [make_table(("item", "value"), rows)]
+    stage_seconds = manifest.get("stage_seconds", {})
+    if stage_seconds:
+        blocks.append(make_table(("stage", "seconds"), [(k, f"{v:.1f}") for k, v in stage_seconds.items()]))
+    return Section("setup", "Setup", tuple(blocks))
+
+
+def training(summary: dict) -> Section:
+    rows = [(v, e["epochs"], number(e["best_val_acc"]), number(e["test_acc"]), number(e["test_loss"]), f"{e['train_seconds']:.1f}",
+             f"{e['images_per_second']:.0f}") for v, e in summary["variants"].items()]
+    return Section("training", "Training", (
+        make_table(("variant", "epochs", "best validation accuracy", "test accuracy", "test loss", "training seconds", "images/s"), rows),
+        Figure(figure_path("training"), "Training and validation loss and accuracy per epoch."),
+        *(Figure(figure_path("confusion", v), f"Confusion matrix of {v} on the test set (rows: true class).") for v in VARIANTS),
+    ))
+
+
+def failure_cases(summary: dict) -> Section:
+    failures = summary.get("failures")
+    if not failures:
+        return Section("failures", "Failure cases", (_not_run("evaluate", "failures"),))
+    blocks: list = [make_table(
+        ("variant", "errors", "error rate", "confident errors ≥0.9", "≥0.99"),
+        [(v, f"{failures[v]['n_errors']} of {failures[v]['n_images']}", number(failures[v]["error_rate"]),
+          failures[v]["confident_errors"]["0.9"], failures[v]["confident_errors"]["0.99"]) for v in VARIANTS])]
+    for v in VARIANTS:
+        blocks.append(Figure(figure_path("gallery", v), f"The most confident failures of {v}: true / predicted class (confidence)."))
+    for v in VARIANTS:
+        cases = failures[v]["cases"]
+        blocks.append(Paragraph(f"Cases selected from the failures of {v} (Grad-CAM of both models, for each model's predicted class and the true class):"))
+        blocks.append(make_table(("rank", "image", "true", f"{v} predicts", "other model predicts"), [
+            (c["rank"], c["index"], c["true_name"], f"{c['predicted_name']} ({number(c['confidence'], 2)})",
+             f"{c['other_variant']}: {c['other_predicted_name']} ({number(c['other_confidence'], 2)})") for c in cases]))
+        for c in cases:
+            blocks.append(Figure(c["figure"], f"{v} case {c['rank']}: image {c['index']}, true {c['true_name']}, "
+                                              f"{v} predicts {c['predicted_name']} ({number(c['confidence'], 2)})."))
+    blocks.append(Figure(figure_path("confusion_pairs"), "Most frequent confusions (true → predicted) per variant."))
+    blocks.append(Paragraph("Image characteristics of confident failures versus confident successes (confidence ≥ 0.9): Cohen's d with "
+                            "a bootstrap 95% CI over images. 'Separates' needs Welch's test to survive Holm's correction over the "
+                            "characteristics compared (family-wise α = 0.05) and the interval to exclude 0."))
+    rows = []
+    for v in VARIANTS:
+        for name, e in failures[v]["characteristics"]["comparison"].items():
+            rows.append((v, name, number(e["mean_a"]), number(e["mean_b"]), f"{e['n_a']} / {e['n_b']}", signed(e.get("cohens_d"), 2),
+                         interval_text(e.get("d_low"), e.get("d_high"), 2), "yes" if e.get("separates") else "no"))
+    blocks.append(make_table(("variant", "characteristic", "mean (failures)", "mean (successes)", "n", "d", "95% CI", "separates"), rows))
+    blocks.append(Figure(figure_path("characteristics"), "Distributions of each characteristic: confident failures versus confident successes."))
+    view = failures.get("cross_model")
+    if view:
+        counts = view["counts"]
+        blocks.append(make_table(("only baseline wrong", "only augmented wrong", "both wrong", "both confidently wrong", "McNemar p"),
+                             [(counts["a_wrong_b_right"], counts["a_right_b_wrong"], counts["both_wrong"], counts["both_confidently_wrong"], number(view["mcnemar_p"]))]))
+    return Section("failures", "Failure cases", tuple(blocks))
+
+
+def explanations(summary: dict) -> Section:
+    results = summary.get("explanations")
+    if not results:
+        return Section("explanations", "Explanations", (_not_run("evaluate", "explanations"),))
+    rows = []
+    for v in VARIANTS:
+        share = results[v]["centre_share"]
+        f, s = share["failures"], share["successes"]
+        rows.append((v, _with_interval(f["mean"], f["low"], f["high"]), _with_interval(s["mean"], s["low"], s["high"]),
+                     interval_text(*(share.get("difference_interval") or (None, None))), signed(share.get("cohens_d"), 2)))
+    blocks: list = [
+        Paragraph("Share of the Grad-CAM mass (predicted class) inside the central window; uniform attention gives 0.25. "
+                  "Intervals in this section are 95%, over the test images of each trained model."),
+        make_table(("variant", "failures [95% CI]", "successes [95% CI]", "difference 95% CI", "Cohen's d"), rows),
+        Figure(figure_path("centre_attention"), "Centre versus border attention of failures and successes."),
+    ]
+    faithful = [v for v in VARIANTS if "faithfulness" in results[v]]
+    if faithful:
+        keys = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "deletion_gain", "insertion_gain")
+        blocks.append(Paragraph("Constant-fill deletion and blurred-start insertion (Petsiuk et al. 2018) against an i.i.d. random pixel order:"))
+        blocks.append(make_table(("variant", *(k.replace("_", " ") for k in keys), "images"), [
+            (v, *(_with_interval(results[v]["faithfulness"][k]["mean"], results[v]["faithfulness"][k]["low"], results[v]["faithfulness"][k]["high"]) for k in keys),
+             results[v]["faithfulness"]["n_images"]) for v in faithful]))
+        road = [v for v in faithful if "road" in results[v]]
+        if road:
+            blocks.append(Paragraph(
+                "ROAD (Rong et al. 2022): pixels are removed in map order and filled by noisy linear imputation, most relevant first "
+                "(MoRF: a faithful map makes the probability fall fast) and least relevant first (LeRF: it falls slowly). The random "
+                "order has the map's structure: uniform noise at the CAM's resolution, upsampled like the CAM. Gains are paired over "
+                "images, positive when the map beats random; the verdict uses their mean, ROAD's combined score (LeRF − MoRF) / 2."))
+            keys = ("road_morf_auc", "road_random_morf_auc", "morf_gain", "road_lerf_auc", "road_random_lerf_auc", "lerf_gain", "combined_gain")
+            blocks.append(make_table(("variant", *(k.replace("road_", "").replace("_", " ") for k in keys), "images"), [
+                (v, *(_with_interval(results[v]["road"][k]["mean"], results[v]["road"][k]["low"], results[v]["road"][k]["high"]) for k in keys),
+                 results[v]["road"]["n_images"]) for v in road]))
+        blocks.append(Figure(figure_path("faithfulness"), "ROAD and constant-fill deletion/insertion: Grad-CAM order versus random order (95% CI over images)."))
+        blocks.append(Paragraph("Sanity check (Adebayo et al. 2018): rank correlation between maps of the trained model and of a randomised model; low means the maps depend on the weights."))
+        blocks.append(make_table(("variant", "mean rank correlation [95% CI]", "median", "undefined / images"), [
+            (v, _with_interval(c["mean_rank_correlation"], c["interval"]["low"], c["interval"]["high"]), number(c["median_rank_correlation"]),
+             f"{c['undefined']} / {c['n_images']}") for v in faithful for c in [results[v]["sanity_check"]]]))
+    return Section("explanations", "Explanations", tuple(blocks))
+
+
+def robustness(summary: dict) -> Section:
+    results, calibration = summary.get("robustness"), summary.get("calibration")
+    blocks: list = []
+    if results:
+        gain = results.get("gain", {})
+        n = results.get("images", MISSING)
+        main = results[VARIANTS[0]].get("main_corruptions") or []
+        missing = results[VARIANTS[0]].get("main_corruptions_missing") or []
+        rows = [(v, _with_interval(results[v]["clean_acc"], *results[v]["clean_acc_interval"]),
+                 _with_interval(results[v]["mean_corruption_acc"], *(results[v]["mean_corruption_acc_interval"] or (None, None))),
+                 _with_interval(results[v].get("mean_corruption_acc_main"), *(results[v].get("mean_corruption_acc_main_interval") or (None, None))),
+                 _with_interval(results[v].get("corruption_drop"), *(results[v].get("corruption_drop_interval") or (None, None))),
+                 number(results[v]["mce"]), number(results[v]["relative_mce"])) for v in VARIANTS]
+        blocks.append(Paragraph(
+            f"On the first {n} test images. Every interval in this section is a 95% interval over these {n} test images of this one "
+            "trained pair: it describes these two models, not the augmentation in general (training-to-training variation is not in it). "
+            "Drop = clean − mean corruption accuracy. CE and mCE are relative to this run's baseline (Hendrycks & Dietterich 2019, "
+            "with the baseline in AlexNet's role), so they cannot be compared with published mCE figures."))
+        blocks.append(make_table(("variant", "clean accuracy", "mean corruption accuracy", f"mean over CIFAR-10-C main set ({len(main)} of 15)",
+                              "drop from clean", "mCE", "relative mCE"), rows))
+        if missing:
+            blocks.append(Note(f"CIFAR-10-C main set without {', '.join(missing)} (not implemented): it compares with RobustBench's "
+                               "CIFAR-10-C column only approximately, and this copy of CIFAR-10 is JPEG-decoded"))
+        labels = [("clean", "clean"), ("mean_corruption", "mean corruption"), ("mean_corruption_main", "mean corruption, main set"),
+                  ("corruption_drop", "drop from clean (+: augmented loses more)")]
+        gains = [(label, signed(g["mean"]), interval_text(g["low"], g["high"])) for label, g in
+                 [(label, gain.get(key)) for key, label in labels] + [(f"shift: {k.replace('_', ' ')}", g) for k, g in gain.get("shift_families", {}).items()] if g]
+        border = gain.get("border_effect")
+        if border:
+            gains.append(("black-border effect (zero-fill − edge-fill translation gain)", signed(border["mean"]), interval_text(border["low"], border["high"])))
+        blocks.append(make_table(("augmented − baseline, this pair", "difference", "95% CI (paired, over test images)"), gains))
+        if border:
+            share = border.get("share_of_zero_fill_gain")
+            blocks.append(Paragraph(
+                f"Black borders: for this pair, augmented − baseline accuracy under translation is {signed(border['gain_zero_fill'])} "
+                f"with zero fill and {signed(border['gain_edge_fill'])} with edge fill. The difference, {signed(border['mean'])} "
+                f"{interval_text(border['low'], border['high'])}, measures how much the augmented model, which saw zero-padded "
+                "borders in training, profits from black borders as such"
+                + (f" ({100 * share:.0f}% of its zero-fill gain)." if share is not None and border["gain_zero_fill"] > 0 else ".")
+                + " Shifts default to edge fill for that reason."))
+        blocks.append(Figure(figure_path("severity"), "Accuracy versus corruption severity, both variants."))
+        blocks.append(Figure(figure_path("gain_heatmap"), "Augmented − baseline accuracy per corruption and severity, for this trained pair (blue: augmented better)."))
+        blocks.append(Figure(figure_path("translation"), "Accuracy under translations by (dx, dy) pixels, with edge-replicated and with black borders."))
+        blocks.append(Figure(figure_path("shift_families"), "Accuracy per shift family and the paired gain."))
+    else:
+        blocks.append(_not_run("stress", "robustness"))
+    if calibration:
+        keys = ("ece", "ece_after_temperature", "temperature", "nll", "nll_after_temperature", "brier", "mean_corrupted_ece")
+        blocks.append(make_table(("variant", *(k.replace("_", " ") for k in keys)), [(v, *(number(calibration[v][k]) for k in keys)) for v in VARIANTS]))
+        blocks.append(Figure(figure_path("reliability"), "Reliability diagrams before and after temperature scaling."))
+    else:
+        blocks.append(_not_run("stress", "calibration"))
+    return Section("robustness", "Robustness and calibration", tuple(blocks))
+
+
+def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, float):
+        return [(prefix, number(value))]
+    return [(prefix, str(value))]
+
+
+def seed_statistics(summary: dict) -> Section:
+    """Hook for the seed sweep's optional `seeds` section: shown as a flat key/value table."""
+    return Section("seeds", "Seed statistics", (make_table(("statistic", "value"), _flatten(summary["seeds"])),))
+
+
+# Optional summary sections: shown only when present, before the observations.
+OPTIONAL_SECTIONS: dict[str, Callable[[dict], Section]] = {"seeds": seed_statistics}
+
+
+SINGLE_RUN_NOTE = (
+    "Generated from the numbers above; an effect is claimed only where a 95% interval excludes 0. Statements about the "
+    "augmentation itself need the variation between trainings, which one run does not measure: they are marked 'one pair "
+    "only' here, and a seed sweep (jobs/seed_sweep.py) gives them verdicts over seeds.")
+
+
+def observations(summary: dict, rules: tuple[Rule, ...] = RULES, note: str = SINGLE_RUN_NOTE) -> Section:
+    found = derive_observations(summary, rules)
+    rows = [(o.verdict, o.text, o.uncertainty, o.figure or MISSING) for o in found]
+    return Section("observations", "Observations", (Paragraph(note), make_table(("verdict", "observation", "uncertainty", "figure"), rows)))
+
+
+def compose(summary: dict, config: dict, manifest: dict) -> list[Section]:
+    """All sections in report order."""
+    sections = [headline(summary), setup(summary, config, manifest), training(summary), failure_cases(summary),
+                explanations(summary), robustness(summary)]
+    sections += [render(summary) for key, render in OPTIONAL_SECTIONS.items() if key in summary]
+    sections.append(observations(summary))
+    return sections
+
+

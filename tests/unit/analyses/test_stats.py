@@ -1,0 +1,254 @@
+"""stress.stats against hand computations, tabulated quantiles and scipy."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from stress.analyses.stats import accuracy_with_interval, bootstrap_ci, cohens_d, holm_bonferroni, paired_difference, t_interval, wilson_interval
+from stress.errors import StressError
+
+# ---------------------------------------------------------------- wilson
+
+
+def test_wilson_81_of_100_matches_hand_computation():
+    # z = 1.96: p = 0.81, z^2/n = 0.038416
+    # center = (0.81 + 0.019208) / 1.038416 = 0.798531
+    # half   = 1.96 / 1.038416 * sqrt(0.81 * 0.19 / 100 + 3.8416 / 40000) = 0.076321
+    low, high = wilson_interval(81, 100)
+    assert low == pytest.approx(0.7222, abs=2e-4)
+    assert high == pytest.approx(0.8749, abs=2e-4)
+    assert isinstance(low, float) and isinstance(high, float)
+
+
+def test_wilson_zero_successes_has_closed_form_upper_bound():
+    # With p = 0 the interval is [0, (z^2/n) / (1 + z^2/n)].
+    z = 1.959963984540054
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0
+    assert high == pytest.approx((z * z / 10) / (1 + z * z / 10), rel=1e-12)
+    # Symmetry: n successes mirrors 0 successes.
+    low_all, high_all = wilson_interval(10, 10)
+    assert high_all == 1.0
+    assert low_all == pytest.approx(1.0 - high, rel=1e-12)
+
+
+def test_wilson_narrows_with_more_trials_and_lower_confidence():
+    low_small, high_small = wilson_interval(8, 10)
+    low_large, high_large = wilson_interval(800, 1000)
+    assert high_large - low_large < high_small - low_small
+    low_90, high_90 = wilson_interval(8, 10, confidence=0.90)
+    assert low_small < low_90 and high_90 < high_small
+
+
+def test_wilson_rejects_bad_input():
+    with pytest.raises(StressError):
+        wilson_interval(0, 0)
+    with pytest.raises(StressError):
+        wilson_interval(11, 10)
+    with pytest.raises(StressError):
+        wilson_interval(5, 10, confidence=1.0)
+
+
+def test_accuracy_with_interval_uses_wilson():
+    correct = np.array([True] * 81 + [False] * 19)
+    result = accuracy_with_interval(correct)
+    assert result["acc"] == pytest.approx(0.81)
+    assert result["n"] == 100
+    assert (result["low"], result["high"]) == wilson_interval(81, 100)
+    json.dumps(result)  # JSON-friendly: no numpy scalars
+    assert type(result["n"]) is int and type(result["acc"]) is float
+    with pytest.raises(StressError):
+        accuracy_with_interval(np.array([], dtype=bool))
+
+
+# ---------------------------------------------------------------- t interval
+
+
+def test_t_interval_matches_tabulated_quantile():
+    # mean 3, s = sqrt(2.5), se = s / sqrt(5) = 0.70711, t_{0.975,4} = 2.776 (table)
+    result = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half_width = 2.776 * math.sqrt(2.5) / math.sqrt(5)
+    assert result["mean"] == pytest.approx(3.0)
+    assert result["std"] == pytest.approx(math.sqrt(2.5))
+    assert result["low"] == pytest.approx(3.0 - half_width, abs=1e-3)
+    assert result["high"] == pytest.approx(3.0 + half_width, abs=1e-3)
+    assert result["n"] == 5
+    json.dumps(result)
+
+
+def test_t_interval_agrees_with_scipy_interval():
+    values = np.array([0.71, 0.74, 0.69, 0.73, 0.72, 0.70])
+    result = t_interval(values, confidence=0.9)
+    low, high = scipy_stats.t.interval(0.9, df=5, loc=values.mean(), scale=scipy_stats.sem(values))
+    assert result["low"] == pytest.approx(low, rel=1e-12)
+    assert result["high"] == pytest.approx(high, rel=1e-12)
+
+
+def test_t_interval_single_value_has_no_spread():
+    result = t_interval([0.5])
+    assert result == {"mean": 0.5, "std": None, "low": None, "high": None, "n": 1}
+    with pytest.raises(StressError):
+        t_interval([])
+
+
+# ---------------------------------------------------------------- paired test
+
+
+def test_paired_difference_matches_scipy_ttest_rel():
+    baseline = np.array([0.61, 0.64, 0.60, 0.66, 0.63])
+    augmented = np.array([0.67, 0.66, 0.65, 0.70, 0.64])
+    result = paired_difference(baseline, augmented)
+    reference = scipy_stats.ttest_rel(augmented, baseline)  # tests augmented - baseline
+    interval = reference.confidence_interval(confidence_level=0.95)
+    assert result["mean"] == pytest.approx(float(np.mean(augmented - baseline)))
+    assert result["t"] == pytest.approx(float(reference.statistic), rel=1e-10)
+    assert result["p"] == pytest.approx(float(reference.pvalue), rel=1e-10)
+    assert result["low"] == pytest.approx(float(interval.low), rel=1e-10)
+    assert result["high"] == pytest.approx(float(interval.high), rel=1e-10)
+    assert result["std"] == pytest.approx(float(np.std(augmented - baseline, ddof=1)))
+    assert result["n"] == 5
+    json.dumps(result)
+
+
+def test_paired_difference_by_hand():
+    # differences 1, 2, 2: mean 5/3, s = sqrt(1/3), t = (5/3) / (s / sqrt 3) = 5
+    result = paired_difference([1, 2, 3], [2, 4, 5])
+    assert result["t"] == pytest.approx(5.0)
+    # t_{0.975,2} = 4.303 (table)
+    assert result["high"] - result["mean"] == pytest.approx(4.303 * math.sqrt(1 / 3) / math.sqrt(3), abs=1e-3)
+    # two-sided p of t = 5 with 2 df: 1 - 5 / sqrt(5^2 + 2) (closed form of the t_2 CDF)
+    assert result["p"] == pytest.approx(1 - 5 / math.sqrt(27), rel=1e-9)
+
+
+def test_paired_difference_degenerate_cases():
+    zero = paired_difference([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert (zero["t"], zero["p"], zero["low"], zero["high"]) == (0.0, 1.0, 0.0, 0.0)
+    shifted = paired_difference([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    assert shifted["t"] is None and shifted["p"] == 0.0
+    assert shifted["low"] == shifted["high"] == pytest.approx(1.0)
+    single = paired_difference([1.0], [3.0])
+    assert single["mean"] == 2.0 and single["p"] is None and single["low"] is None
+    with pytest.raises(StressError):
+        paired_difference([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+# ---------------------------------------------------------------- cohen's d
+
+
+def test_cohens_d_by_hand():
+    # means 2 and 5, both variances 1 -> pooled SD 1
+    assert cohens_d([1, 2, 3], [4, 5, 6]) == pytest.approx(-3.0)
+    # unequal sizes: var_a = 20/3 (n=4), var_b = 2 (n=2); pooled = (3*20/3 + 1*2) / 4 = 5.5
+    assert cohens_d([2, 4, 6, 8], [1, 3]) == pytest.approx(3.0 / math.sqrt(5.5))
+
+
+def test_cohens_d_constant_groups():
+    assert cohens_d([2.0, 2.0], [2.0, 2.0, 2.0]) == 0.0
+    assert cohens_d([3.0, 3.0], [2.0, 2.0]) == math.inf
+    assert cohens_d([1.0], [2.0]) == -math.inf
+    assert isinstance(cohens_d(np.array([1.0, 2.0]), np.array([0.0, 5.0])), float)
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_contains_true_mean_and_is_reproducible():
+    generator = np.random.default_rng(123)
+    sample = generator.normal(loc=2.0, scale=1.0, size=200)
+    low, high = bootstrap_ci(np.mean, sample, n_boot=500, seed=7)
+    assert low < 2.0 < high
+    # Width close to the normal-theory 2 * 1.96 * sigma / sqrt(n).
+    assert high - low == pytest.approx(2 * 1.96 / math.sqrt(200), rel=0.25)
+    assert bootstrap_ci(np.mean, sample, n_boot=500, seed=7) == (low, high)
+    assert bootstrap_ci(np.mean, sample, n_boot=500, seed=8) != (low, high)
+
+
+def test_bootstrap_two_samples_agrees_with_scipy_percentile_bootstrap():
+    generator = np.random.default_rng(5)
+    first = generator.normal(0.0, 1.0, size=60)
+    second = generator.normal(0.5, 1.0, size=40)
+
+    def mean_difference(x, y):
+        return np.mean(x) - np.mean(y)
+
+    low, high = bootstrap_ci(mean_difference, first, second, n_boot=2000, seed=0)
+    reference = scipy_stats.bootstrap(
+        (first, second), mean_difference, n_resamples=2000, method="percentile", random_state=1, vectorized=False
+    ).confidence_interval
+    # Different random streams: endpoints agree up to Monte Carlo error.
+    assert low == pytest.approx(reference.low, abs=0.06)
+    assert high == pytest.approx(reference.high, abs=0.06)
+
+
+def test_bootstrap_of_constant_sample_is_a_point():
+    assert bootstrap_ci(np.mean, np.full(10, 3.0), n_boot=50) == (3.0, 3.0)
+    with pytest.raises(StressError):
+        bootstrap_ci(np.mean, np.array([]))
+
+
+# ---------------------------------------------------------------- holm
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 <= 0.05/4, 0.01 <= 0.05/3, 0.03 > 0.05/2 -> stop
+    assert holm_bonferroni([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    # all pass their step-down thresholds 0.05/3, 0.05/2, 0.05/1 (plain Bonferroni would keep two)
+    assert holm_bonferroni([0.03, 0.01, 0.02]) == [True, True, True]
+    # the step-down stops at the first failure even if a later p passes its own threshold
+    assert holm_bonferroni([0.03, 0.04]) == [False, False]
+    assert holm_bonferroni([]) == []
+
+
+def test_holm_agrees_with_adjusted_pvalues():
+    generator = np.random.default_rng(0)
+    for _ in range(50):
+        pvalues = generator.uniform(0, 0.1, size=int(generator.integers(1, 8)))
+        order = np.argsort(pvalues)
+        count = len(pvalues)
+        # Holm-adjusted p-values: running maximum of (m - k) * p_(k), capped at 1.
+        adjusted_sorted = np.minimum(1.0, np.maximum.accumulate((count - np.arange(count)) * pvalues[order]))
+        expected = np.empty(count, dtype=bool)
+        expected[order] = adjusted_sorted <= 0.05
+        assert holm_bonferroni(pvalues) == expected.tolist()
+
+
+def test_tost_matches_two_one_sided_scipy_tests_and_the_interval_duality():
+    from stress.analyses.stats import tost_paired
+
+    rng = np.random.default_rng(3)
+    for shift, spread in [(0.0, 0.002), (0.001, 0.004), (0.004, 0.003), (-0.006, 0.001)]:
+        a = rng.normal(0.7, 0.01, 5)
+        b = a + shift + rng.normal(0, spread, 5)
+        result = tost_paired(a, b, margin=0.005)
+        d = b - a
+        # The reference: scipy's one-sample t-tests of d against each margin, one-sided.
+        lower = scipy_stats.ttest_1samp(d, -0.005, alternative="greater").pvalue
+        upper = scipy_stats.ttest_1samp(d, 0.005, alternative="less").pvalue
+        assert result["p_lower"] == pytest.approx(lower, rel=1e-10) and result["p_upper"] == pytest.approx(upper, rel=1e-10)
+        assert result["p"] == pytest.approx(max(lower, upper), rel=1e-10)
+        # Equivalent at alpha iff the 90% t interval lies inside the margins.
+        low, high = scipy_stats.t.interval(0.90, df=4, loc=d.mean(), scale=scipy_stats.sem(d))
+        assert result["low"] == pytest.approx(low) and result["high"] == pytest.approx(high)
+        assert result["equivalent"] == (-0.005 < low and high < 0.005) == (max(lower, upper) < 0.05)
+
+
+def test_tost_can_fail_planted_cases():
+    from stress.analyses.stats import tost_paired
+
+    a = np.array([0.70, 0.71, 0.72, 0.73, 0.74])
+    assert tost_paired(a, a + np.array([0.001, -0.001, 0.0005, 0.0, -0.0005]), margin=0.005)["equivalent"]
+    # A real difference of 1 point is not equivalent within 0.5 points, however tight.
+    shifted = tost_paired(a, a + 0.01 + np.array([0.0001, -0.0001, 0.0, 0.0002, -0.0002]), margin=0.005)
+    assert not shifted["equivalent"] and shifted["p_upper"] > 0.5
+    # No difference on average, but too noisy for five seeds to show equivalence.
+    noisy = tost_paired(a, a + np.array([0.02, -0.02, 0.015, -0.015, 0.0]), margin=0.005)
+    assert abs(noisy["mean"]) < 1e-12 and not noisy["equivalent"]
+    assert tost_paired(a, a, margin=0.005)["equivalent"] and not tost_paired(a, a + 0.01, margin=0.005)["equivalent"]
+    assert tost_paired(a[:1], a[:1], margin=0.005)["p"] is None
+    with pytest.raises(StressError):
+        tost_paired(a, a, margin=0)

@@ -1,0 +1,144 @@
+"""How the jobs reach Ray, checked without starting it: address checks and the local default."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from stress.driver import cluster, resources
+from stress.errors import StressError
+
+
+def listener(reply: bytes | None) -> int:
+    """A loopback TCP server that is not Ray: silent, or answering `reply` once. Returns its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve():
+        connection, _ = server.accept()
+        if reply is not None:
+            connection.recv(1024)
+            connection.sendall(reply)
+        time.sleep(3)
+        connection.close()
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def test_a_silent_open_port_is_not_taken_for_a_ray_head():
+    port = listener(None)
+    started = time.monotonic()
+    with pytest.raises(StressError, match="accepts connections but does not answer like a Ray head"):
+        cluster._check_reachable(f"127.0.0.1:{port}", timeout_s=1.0)
+    assert time.monotonic() - started < 5
+
+
+def test_a_web_server_is_not_a_ray_head():
+    port = listener(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(StressError, match="is not a Ray head \\(it does not speak gRPC\\)"):
+        cluster._check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
+
+
+def test_a_grpc_server_passes_the_check():
+    # What a gRPC (HTTP/2) server sends first: a SETTINGS frame (type 4) on stream 0.
+    port = listener(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    cluster._check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "host:port", "ray://:10001", "http://[::1"])
+def test_malformed_addresses_are_one_line_errors(address):
+    with pytest.raises(StressError, match="is not of the form HOST:PORT"):
+        cluster._check_reachable(address, timeout_s=1.0)
+
+
+def test_a_local_run_starts_its_own_instance(monkeypatch):
+    """Without --address or RAY_ADDRESS, ray.init gets address="local": a plain ray.init() would
+    join the cluster recorded in /tmp/ray/ray_current_cluster by an earlier `ray start`."""
+    seen = {}
+
+    def fake_init(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(cluster.ray, "init", fake_init)
+    with pytest.raises(StressError, match="cannot connect to Ray at a local instance"):
+        cluster.connect()
+    assert seen["address"] == "local" and seen["include_dashboard"] is False
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    ({"gpus_per_worker": 2.0}, "each training worker asks for 2 GPU but this Ray instance has 0; lower --gpus-per-worker"),
+    ({"task_gpus": 0.5}, "each fan-out task asks for 0.5 GPU but this Ray instance has 0; lower --task-gpus"),
+    ({"cpus_per_worker": 3.0}, "each training worker asks for 3 CPU but this Ray instance has 2"),
+    ({"workers_per_trainer": 3}, "one trainer needs 3 CPUs (3 workers x 1) but this Ray instance has 2"),
+])
+def test_requests_a_local_instance_cannot_grant_are_refused(monkeypatch, overrides, needle):
+    import dataclasses
+
+    from stress.config import ResourceConfig
+
+    monkeypatch.setattr(resources, "cluster_has_gpus", lambda: False)
+    with pytest.raises(StressError, match=needle.replace("(", "\\(").replace(")", "\\)")):
+        resources.check_requests_fit(dataclasses.replace(ResourceConfig(), **overrides), {"CPU": 2.0, "memory": 1e9})
+    resources.check_requests_fit(ResourceConfig(), {"CPU": 2.0, "memory": 1e9})  # the defaults fit on 2 CPUs
+
+
+def test_requests_are_placed_per_node_not_against_the_cluster_total(monkeypatch):
+    import dataclasses
+
+    from stress.config import ResourceConfig
+
+    monkeypatch.setattr(resources, "cluster_has_gpus", lambda: True)
+    two_one_gpu_nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
+    assert resources.unplaceable(ResourceConfig(), two_one_gpu_nodes) == []
+    # 2 GPUs in total, but no node holds a 2-GPU worker.
+    assert resources.unplaceable(dataclasses.replace(ResourceConfig(), gpus_per_worker=2.0), two_one_gpu_nodes) == [
+        "a training worker (1 CPU, 2 GPU)"]
+    assert resources.unplaceable(dataclasses.replace(ResourceConfig(), workers_per_trainer=3), two_one_gpu_nodes) == [
+        "3 training workers of one trainer"]
+    assert resources.unplaceable(dataclasses.replace(ResourceConfig(), workers_per_trainer=2), two_one_gpu_nodes) == []
+
+
+def test_a_joined_cluster_is_given_time_to_add_nodes_then_the_job_refuses(monkeypatch):
+    import dataclasses
+    import sys
+    import types
+
+    from stress.config import ResourceConfig
+
+    monkeypatch.setattr(resources, "cluster_has_gpus", lambda: True)
+    asked: list = []
+    sdk = types.SimpleNamespace(request_resources=lambda bundles: asked.append(bundles))
+    monkeypatch.setitem(sys.modules, "ray.autoscaler.sdk", sdk)
+    clock = [0.0]
+    monkeypatch.setattr(resources.time, "monotonic", lambda: clock[0])
+
+    def sleep(seconds):
+        clock[0] += seconds
+
+    request = dataclasses.replace(ResourceConfig(), gpus_per_worker=1.0)
+    # An autoscaling cluster: the GPU node arrives after 12 s.
+    nodes = lambda: [{"CPU": 2.0}] + ([{"CPU": 8.0, "GPU": 1.0}] if clock[0] >= 12 else [])  # noqa: E731
+    lines: list[str] = []
+    resources.wait_for_nodes(request, 60, lines.append, nodes=nodes, sleep=sleep)
+    assert asked[0] == [{"CPU": 1.0, "GPU": 1.0}] * 2 + [{"CPU": 1.0, "GPU": 0.25}] and asked[-1] == []  # asked, then withdrawn
+    assert lines[0].startswith("waiting up to 60 s for nodes that can hold a training worker (1 CPU, 1 GPU)")
+    assert lines[-1] == "nodes are there: starting" and 12 <= clock[0] < 20
+    # A fixed cluster without GPUs: the wait ends in one line.
+    clock[0], asked[:] = 0.0, []
+    with pytest.raises(StressError) as info:
+        resources.wait_for_nodes(request, 30, lines.append, nodes=lambda: [{"CPU": 2.0}], sleep=sleep)
+    assert str(info.value).startswith("no node of this cluster can hold a training worker (1 CPU, 1 GPU)") and "after 30 s" in str(info.value)
+    assert clock[0] == 30 and asked[-1] == []
+    # Requests that fit start at once, without asking the autoscaler.
+    asked[:] = []
+    resources.wait_for_nodes(ResourceConfig(), 30, lines.append, nodes=lambda: [{"CPU": 2.0, "GPU": 1.0}], sleep=pytest.fail)
+    assert asked == []

@@ -1,0 +1,166 @@
+"""The stages as plain functions, in this process (LocalExecutor, no Ray): outputs, skips, and which options re-run what."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_overrides
+
+from stress.artifacts import RunFolder
+from stress.config import ExperimentConfig, ModelConfig, merge
+from stress.constants import VARIANTS
+from stress.data import load_dataset, split_dataset
+from stress.driver import stages
+from stress.driver.fanout import LocalExecutor
+from stress.driver.pipeline import Pipeline
+from stress.errors import StressError
+from stress.evaluate.predict import predict_logits
+from stress.evaluate.shards import evaluate_shard, load_model
+from stress.models import create_model
+from stress.perturb.shifts import list_shifts
+
+STRESS = {"stress.corruptions": ("gaussian_noise",), "stress.severities": (1,), "stress.stress_limit": 20,
+          "stress.faithfulness_images": 8, "stress.faithfulness_steps": 4, "stress.shards": 2}
+
+
+class CountingExecutor(LocalExecutor):
+    """LocalExecutor that records which functions it ran and how often."""
+
+    def __init__(self):
+        self.ran: list[str] = []
+
+    def run(self, function, calls, resources, on_result, log):
+        self.ran += [function.__name__] * len(calls)
+        super().run(function, calls, resources, on_result, log)
+
+    def train_variants(self, config, arrays, storage, variants, on_done):
+        self.ran += [f"train_{v}" for v in variants]
+        super().train_variants(config, arrays, storage, variants, on_done)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A run folder after all three stages, run in this process; its config and splits."""
+    config = merge(ExperimentConfig(), {**tiny_overrides(), **STRESS, "out": str(tmp_path_factory.mktemp("runs")), "run_name": "local"})
+    run = RunFolder(Path(config.out) / config.run_name)
+    splits = split_dataset(load_dataset(config.data), config.data, config.train.seed)
+    executor, lines = CountingExecutor(), []
+    outcomes = [stages.train_stage(run, config, splits, executor, str(run.path("train")), lines.append),
+                stages.evaluate_stage(run, config, splits, executor, lines.append),
+                stages.stress_stage(run, config, splits, executor, lines.append)]
+    return config, splits, run, executor, outcomes, lines
+
+
+def test_each_stage_runs_and_writes_its_outputs(trained_run):
+    config, splits, run, executor, outcomes, _ = trained_run
+    assert [(o.name, o.ran) for o in outcomes] == [("train", True), ("evaluate", True), ("stress", True)]
+    assert all(o.seconds > 0 for o in outcomes)
+    assert executor.ran.count("evaluate_shard") == 2 * 2 + 2  # 2 variants x 2 shards, + the validation pass per variant
+    groups = 1 + -(-len(list_shifts()) // stages.SHIFTS_PER_TASK)  # gaussian_noise, then the shifts in groups
+    assert executor.ran.count("stress_shard") == groups * 2
+    for v in VARIANTS:
+        assert (run.variant_dir(v) / "model.pt").is_file() and (run.variant_dir(v) / "history.json").is_file()
+    for name in ("predictions.npz", "failures.json", "explanations.json", "robustness.json", "calibration.json"):
+        assert run.path("eval", name).is_file(), name
+    assert sorted(p.name for p in run.path("eval", "shards").glob("*.npz")) == sorted(
+        f"{v}_{a}_{b}.npz" for v in VARIANTS for a, b in ((0, 20), (20, 40)))
+
+
+def test_the_evaluate_stage_equals_one_in_process_pass_over_the_test_set(trained_run):
+    """The merged shards are the predictions of one plain forward pass (an independent path: predict_logits)."""
+    config, splits, run, *_ = trained_run
+    import torch
+
+    from stress.artifacts import load_torch
+
+    with np.load(run.path("eval", "predictions.npz")) as table:
+        for v in VARIANTS:
+            model = load_model(load_torch(run.variant_dir(v) / "model.pt")["model"], config.to_dict()["model"], torch.device("cpu"))
+            logits = predict_logits(model, torch.tensor(splits.test_x), 100).numpy()
+            np.testing.assert_allclose(table[f"{v}_logits"], logits, rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(table[f"{v}_correct"], logits.argmax(1) == splits.test_y)
+            # ... and of one unsharded evaluate_shard call, Grad-CAM statistics included.
+            whole = evaluate_shard(load_torch(run.variant_dir(v) / "model.pt")["model"], config.to_dict()["model"],
+                                   splits.test_x, splits.test_y, 0, len(splits.test_y))
+            np.testing.assert_allclose(table[f"{v}_centre_share_predicted"], whole["centre_share_predicted"], atol=1e-5)
+
+
+def test_a_re_run_skips_every_stage(trained_run):
+    config, splits, run, *_ = trained_run
+    executor, lines = CountingExecutor(), []
+    outcomes = [stages.train_stage(run, config, splits, executor, str(run.path("train")), lines.append),
+                stages.evaluate_stage(run, config, splits, executor, lines.append),
+                stages.stress_stage(run, config, splits, executor, lines.append)]
+    assert [o.ran for o in outcomes] == [False, False, False] and executor.ran == []
+    assert "evaluate: already finished: skipped" in lines and "stress: already finished: skipped" in lines
+
+
+@pytest.mark.parametrize("option, value, reruns", [
+    ("stress.corruptions", ("contrast",), {"stress"}),
+    ("stress.severities", (1, 2), {"stress"}),
+    ("stress.stress_limit", 10, {"stress"}),
+    ("stress.calibration_bins", 5, {"stress"}),
+    ("stress.num_cases", 4, {"evaluate"}),
+    ("stress.faithfulness_images", 4, {"evaluate"}),
+    ("resources.task_retries", 1, set()),
+    ("stress.skip_stress", True, set()),
+])
+def test_an_option_re_runs_only_the_stages_that_read_it(trained_run, tmp_path, option, value, reruns):
+    config, splits, run, *_ = trained_run
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    changed = merge(config, {option: value})
+    executor, lines = CountingExecutor(), []
+    outcomes = {o.name: o.ran for o in (
+        stages.train_stage(copy, changed, splits, executor, str(copy.path("train")), lines.append),
+        stages.evaluate_stage(copy, changed, splits, executor, lines.append),
+        stages.stress_stage(copy, changed, splits, executor, lines.append))}
+    assert {name for name, ran in outcomes.items() if ran} == reruns
+    assert not any(name.startswith("train_") for name in executor.ran)
+
+
+def test_the_check_can_fail_a_stage_that_re_runs_on_an_option_it_does_not_read(trained_run, tmp_path, monkeypatch):
+    """Planted: an evaluate key over the whole stress section makes --corruptions re-run the evaluate stage."""
+    config, splits, run, *_ = trained_run
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    from stress.artifacts import config_key
+
+    monkeypatch.setattr(stages, "evaluation_key", lambda c: config_key(c.to_dict(), ("data", "model", "train", "stress")))
+    outcome = stages.evaluate_stage(copy, merge(config, {"stress.corruptions": ("contrast",)}), splits, CountingExecutor(), lambda line: None)
+    assert outcome.ran
+
+
+def test_a_pipeline_in_process_writes_the_same_summary_on_a_re_run(trained_run, tmp_path):
+    """The whole Pipeline with LocalExecutor (stress.run(..., executor=LocalExecutor())): summary, report, then a re-run that skips."""
+    import stress
+
+    config, _, run, *_ = trained_run
+    config = merge(config, {"out": str(tmp_path), "run_name": "copy"})
+    shutil.copytree(run.root, tmp_path / "copy")
+    lines: list[str] = []
+    summary = stress.run(config, log=lines.append, executor=LocalExecutor())
+    assert {f"[{v}] training already finished: skipped" for v in VARIANTS} <= set(lines)
+    assert "evaluate: already finished: skipped" in lines and "stress: already finished: skipped" in lines
+    assert (tmp_path / "copy" / "report.html").is_file() and summary["variants"].keys() == set(VARIANTS)
+    first = (tmp_path / "copy" / "summary.json").read_bytes()
+    Pipeline(config, log=lambda line: None, executor=LocalExecutor()).run_all()
+    assert (tmp_path / "copy" / "summary.json").read_bytes() == first
+
+
+def test_a_checkpoint_from_another_architecture_is_a_one_line_error(tmp_path):
+    from stress.artifacts import RunFolder, save_torch
+    from stress.driver.stages import load_weights
+
+    run = RunFolder(tmp_path / "run")
+    wide = create_model(ModelConfig(widths=(16, 32, 64))).state_dict()
+    for variant in ("baseline", "augmented"):
+        save_torch(run.variant_dir(variant) / "model.pt", {"model": wide})
+    config = {"name": "simple_cnn", "widths": [32, 64, 128], "hidden": 256, "num_classes": 10, "in_channels": 3, "image_size": 32}
+    with pytest.raises(StressError) as error:
+        load_weights(run, config)
+    message = str(error.value)
+    assert "model.pt: checkpoint does not match the configured model" in message and "\n" not in message
