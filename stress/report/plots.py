@@ -179,7 +179,8 @@ def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, 
             ax.set_xlabel(name.replace("_", " "))
             if column == 0:
                 ax.set_ylabel("density")
-                ax.legend(fontsize=7)
+                if succeeded.any() or failed.any():
+                    ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 
