@@ -5,11 +5,13 @@ PYTHON ?= python3.11
 VENV ?= .venv
 ARGS ?=
 
+# pip's output goes to $(VENV)/pip.log and is shown only when a step fails.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e ".[test]"
-	touch $@
+	@echo "setting up $(VENV) (torch, torchvision, ray; a few minutes the first time; log: $(VENV)/pip.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --upgrade pip > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@$(VENV)/bin/pip install --quiet -e ".[test]" >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@touch $@
 
 .PHONY: setup run test sweep report
 setup: $(VENV)/.installed

@@ -1,6 +1,6 @@
 """Ray itself: starting or joining it, Ray Train, Ray tasks, Ray Tune.
 
-- `connect` starts or joins Ray.
+- `connect` (stress.driver.connection) starts or joins Ray.
 - `train_variants` runs the baseline and the augmented training as two Ray Train
   TorchTrainers at the same time, each resumable by its (storage path, name).
 - `run_tasks` fans plain-PyTorch shard functions out as Ray tasks with retries and
@@ -14,11 +14,10 @@ asked for can be granted is checked in stress.driver.resources.
 
 from __future__ import annotations
 
-import os
-import signal
+import inspect
+import logging
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -26,12 +25,13 @@ from typing import Any, Callable, Iterable
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from stress.artifacts import load_torch
 from stress.config import ExperimentConfig, ResourceConfig
 from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS
+from stress.driver.connection import connect
 from stress.driver.resources import available_slots, check_resources, resolve_gpus
 from stress.errors import StressError
 from stress.train import to_device_arrays, train_variant
@@ -39,68 +39,8 @@ from stress.train import to_device_arrays, train_variant
 STATE_FILE = "state.pt"
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: float = 60.0) -> dict:
-    """Start Ray locally or join the cluster in $RAY_ADDRESS / `address`; return the cluster's resources."""
-    if not ray.is_initialized():
-        target = address or os.environ.get("RAY_ADDRESS")
-        if target and target not in ("auto", "local"):
-            _check_reachable(target, timeout_s=min(timeout_s, 10.0))
-        kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING"}
-        if address:
-            kwargs["address"] = address
-        elif not os.environ.get("RAY_ADDRESS"):
-            # "local" starts a fresh instance: plain ray.init() would join whatever cluster a
-            # `ray start` on this machine last recorded (/tmp/ray/ray_current_cluster), or hang on a dead one.
-            kwargs["address"] = "local"
-            kwargs["include_dashboard"] = False
-            if num_cpus:
-                kwargs["num_cpus"] = num_cpus
-        previous = signal.getsignal(signal.SIGTERM)
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            target = address or os.environ.get("RAY_ADDRESS") or "a local instance"
-            raise StressError(f"cannot connect to Ray at {target}: {str(exc).splitlines()[0]}") from None
-        # ray.init installs its own SIGTERM handler (exit without cleanup, then an abort in the
-        # core worker); the job's handler turns SIGTERM into a clean KeyboardInterrupt instead.
-        if threading.current_thread() is threading.main_thread() and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    deadline = time.time() + timeout_s
-    resources = ray.cluster_resources()
-    while not resources.get("CPU") and time.time() < deadline:
-        time.sleep(0.5)
-        resources = ray.cluster_resources()
-    return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory")}
-
-
-def _check_reachable(address: str, timeout_s: float) -> None:
-    """Fail fast with one line when a Ray address does not answer, or answers but is not Ray.
-
-    ray.init would wait much longer. Ray's GCS and client server speak gRPC, i.e. HTTP/2: a
-    gRPC server answers the HTTP/2 connection preface with a SETTINGS frame, which an open port
-    of some other service (a web server, a database, a silent listener) does not.
-    """
-    import socket
-    from urllib.parse import urlparse
-
-    try:
-        parsed = urlparse(address if "://" in address else f"ray://{address}")
-        host, port = parsed.hostname, parsed.port
-    except ValueError:
-        host = port = None
-    if host is None or port is None:
-        raise StressError(f"Ray address {address!r} is not of the form HOST:PORT or ray://HOST:PORT")
-    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as connection:
-            connection.sendall(preface)
-            header = connection.recv(9)
-    except socket.timeout:
-        raise StressError(f"{address} accepts connections but does not answer like a Ray head within {timeout_s:.0f} s") from None
-    except OSError as exc:
-        raise StressError(f"Ray at {address} does not answer within {timeout_s:.0f} s ({exc.strerror or type(exc).__name__})") from None
-    if len(header) < 4 or header[3] != 4:  # frame type 4 = SETTINGS
-        raise StressError(f"{address} is not a Ray head (it does not speak gRPC); pass the head's GCS address, e.g. HOST:6379")
+# Set for the trainers' tasks wherever they run (their controllers and workers inherit them).
+TRAINER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
 def write_line(line: str) -> None:
@@ -111,6 +51,9 @@ def write_line(line: str) -> None:
 
 def _train_worker(loop_config: dict) -> None:
     """Ray Train worker function: plain `train_variant` plus checkpoint reporting."""
+    # Train's per-report INFO line comes from a logger named after its file, which
+    # LoggingConfig does not reach; the root logger's level does.
+    logging.getLogger().setLevel(logging.WARNING)
     config = ExperimentConfig.from_dict(loop_config["config"])
     variant = loop_config["variant"]
     context = ray.train.get_context()
@@ -160,6 +103,7 @@ def _fit(config_dict: dict, variant: str, data_ref: list, storage: str) -> dict:
             storage_path=storage,
             failure_config=FailureConfig(max_failures=r.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig("WARNING"),  # ray.train's INFO lines (checkpoints, worker groups)
         ),
     )
     result = trainer.fit()
@@ -182,7 +126,8 @@ def train_variants(
     """
     data_ref = ray.put(arrays)
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
-    pending = {_fit.remote(config.to_dict(), v, [data_ref], storage): v for v in variants}
+    fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV})
+    pending = {fit.remote(config.to_dict(), v, [data_ref], storage): v for v in variants}
     _gather(pending, on_done, "training of {key} failed")
 
 
@@ -217,7 +162,8 @@ def run_tasks(
     (worker crash, node loss) are retried `resources.task_retries` times.
     """
     gpus = resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)
-    remote = ray.remote(function).options(
+    remote = ray.remote(_on_assigned_device).options(
+        name=getattr(function, "__name__", "task"),
         num_cpus=resources.task_cpus,
         num_gpus=gpus,
         max_retries=resources.task_retries,
@@ -225,7 +171,8 @@ def run_tasks(
         # Inside a Tune trial, child tasks would otherwise be squeezed into the trial's tiny placement group.
         scheduling_strategy="DEFAULT",
     )
-    pending = {remote.remote(*args, **kwargs): key for key, args, kwargs in calls}
+    takes_device = "device" in inspect.signature(function).parameters
+    pending = {remote.remote(function, takes_device, *args, **kwargs): key for key, args, kwargs in calls}
     total, started = len(pending), time.perf_counter()
     finished = 0
 
@@ -236,6 +183,17 @@ def run_tasks(
         on_result(key, value)
 
     _gather(pending, report, "task {key} failed after retries")
+
+
+def _on_assigned_device(function: Callable[..., Any], takes_device: bool, *args, **kwargs) -> Any:
+    """A fan-out task's body: `function` on the device Ray assigned to this task.
+
+    Since Ray 2.60 a task that asked for no GPU still sees the node's GPUs, so the task body
+    is told "cuda" only when Ray reserved a GPU for it (ray.get_gpu_ids()), else "cpu".
+    """
+    if takes_device:
+        kwargs["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
+    return function(*args, **kwargs)
 
 
 def put(value: Any) -> Any:
@@ -298,8 +256,6 @@ def run_seed_sweep(base: ExperimentConfig, seeds: list[int], root: str, resume: 
         if result.error is None and result.metrics and "seed" in result.metrics:
             finished.append(int(result.metrics["seed"]))
     return sorted(finished)
-
-
 
 
 class RayExecutor:

@@ -133,7 +133,15 @@ def available_slots(task_cpus: float, task_gpus: float) -> int:
     return max(1, int(slots))
 
 
-def default_concurrent_trials(resources: ResourceConfig) -> int:
-    """Trials that fit at once: each needs both trainers' workers."""
-    per_trial = 2 * resources.workers_per_trainer * resources.cpus_per_worker
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+def default_concurrent_trials(resources: ResourceConfig, totals: dict[str, float] | None = None) -> int:
+    """Trials that fit at once: each needs both trainers' workers, and the scarcest resource decides.
+
+    `totals` is the cluster's resources (default: what is alive now). With GPU trainers, 4
+    single-GPU nodes of 8 CPUs hold 2 trials (4 GPUs / 2 per trial), not the 16 the CPUs would.
+    """
+    totals = ray.cluster_resources() if totals is None else totals
+    workers = 2 * resources.workers_per_trainer
+    need = {"CPU": workers * resources.cpus_per_worker,
+            "GPU": workers * resolve_gpus(resources.gpus_per_worker, DEFAULT_WORKER_GPUS)}
+    fits = [totals.get(kind, 0.0) // amount for kind, amount in need.items() if amount > 0]
+    return max(1, int(min(fits))) if fits else 1

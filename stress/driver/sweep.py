@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from stress import storage
 from stress.analyses.seeds import aggregate, failure_stability, seed_metrics
 from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_json, write_npz
 from stress.config import ExperimentConfig, merge
 from stress.constants import VARIANTS
 from stress.data import load_dataset, split_dataset
 from stress.driver import cluster
-from stress.driver.pipeline import Pipeline
+from stress.driver.pipeline import Pipeline, check_output_location
 from stress.driver.resources import check_resources, default_concurrent_trials
 from stress.errors import StressError
 from stress.report.build import build_report
@@ -50,6 +51,10 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
         raise StressError(f"--seeds/--num-seeds: need distinct non-negative seeds, got {seeds}")
     if max_concurrent < 0:
         raise StressError(f"--max-concurrent must be >= 0, got {max_concurrent}")
+    check_output_location(config.out)  # a relative --out under `ray job submit` would be lost
+    if storage.is_uri(config.out):
+        raise StressError(f"--out {config.out}: seed sweeps write to a path (local, or shared storage every node "
+                          "mounts), not yet to an s3:// / gs:// URI; jobs/stress_test.py takes URIs")
     root = RunFolder(Path(config.out).expanduser().resolve() / config.run_name)  # config.validate checked `out` expands
     dataset = load_dataset(config.data)  # validate the input before starting anything
     test_images = split_dataset(dataset, config.data, seeds[0]).test_x

@@ -23,8 +23,11 @@ from stress.perturb.shifts import apply_shift
 from stress.precision import autocast
 
 
-def task_device() -> torch.device:
-    """The task's device: the GPU Ray assigned to it, if any, else the CPU."""
+def task_device(device: str | None = None) -> torch.device:
+    """The task's device: `device` when the caller decided (Ray passes "cuda" only to tasks it gave a
+    GPU, stress.driver.cluster.run_tasks), else the GPU if there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -51,6 +54,7 @@ def evaluate_shard(
     faithfulness_steps: int = 16,
     seed: int = 0,
     precision: str = "fp32",
+    device: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Predictions (and Grad-CAM statistics) for test images [start, stop).
 
@@ -62,7 +66,7 @@ def evaluate_shard(
     global indices. Random orders and the randomised model are seeded by `seed` and the
     image index range, so the result does not depend on which worker ran the shard.
     """
-    device = task_device()
+    device = task_device(device)
     model = load_model(state_dict, model_config, device)
     x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
@@ -160,13 +164,14 @@ def stress_shard(
     batch_size: int = 500,
     precision: str = "fp32",
     compile: bool = False,
+    device: str | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Evaluate both models on images [start, stop) under each perturbation.
 
     perturbations: (corruption name, severity) pairs, or (shift name, 0) for shifts.
     Returns {"<variant>|<name>|<severity>": {correct, confidence, nll, brier}} with (n,) arrays.
     """
-    device = task_device()
+    device = task_device(device)
     models = {v: load_model(w, model_config, device) for v, w in weights.items()}
     if compile:
         import logging

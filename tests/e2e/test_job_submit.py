@@ -130,6 +130,12 @@ def test_job_submit_to_a_local_head_with_token_auth(tmp_path):
         assert f"Job '{job_id}' succeeded" in cli_status.stdout + cli_status.stderr, cli_status.stderr
         logs = job_logs(head, job_id, lines=100_000)
         print(f"job log: {len(logs.splitlines())} lines, {logs.count('Traceback')} tracebacks")
+        from log_lines import sort_lines
+
+        own, explained, unexplained = sort_lines(logs)
+        print(f"job log lines: {sum(own.values())} the project's own, explained {dict(explained)}")
+        assert unexplained == [], "lines of `ray job logs` that no one explains:\n" + "\n".join(unexplained[:40])
+        assert sum(explained.values()) <= 8
 
         summary = check_run_folder(out / "submitted")
         print("test_acc:", {v: round(s["test_acc"], 3) for v, s in summary["variants"].items()})

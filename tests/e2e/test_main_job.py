@@ -166,3 +166,25 @@ def test_a_ray_address_that_does_not_answer_fails_fast(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"Ray at 127.0.0.1:{port} does not answer" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_log_holds_only_the_projects_own_lines(finished_run):
+    """Every line of a local run's log is the project's progress (tests/log_lines.py); Ray's own lines are switched off."""
+    from log_lines import sort_lines
+
+    _, result = finished_run
+    own, explained, unexplained = sort_lines(result.stdout + result.stderr)
+    assert unexplained == [] and explained == {}
+    assert sum(own.values()) > 40
+
+
+def test_the_log_check_sees_ray_lines():
+    """Planted: lines a run of the flat-layout code printed (Train's report and cleaner lines) are caught."""
+    from log_lines import sort_lines
+
+    old = ("\x1b[36m(RayTrainWorker pid=16922)\x1b[0m Reporting training result 8: TrainingReport(checkpoint=None)\n"
+           "\x1b[36m(PlacementGroupCleaner pid=16804)\x1b[0m Failed to query Ray Train Controller actor state.\n"
+           "2026-12-01 13:50:47,001\tWARNING authentication_token_setup.py:85 -- Token authentication is enabled for this Ray cluster.\n"
+           "\x1b[36m(RayTrainWorker pid=16922)\x1b[0m [augmented] epoch 8/15 train_loss 0.77 val_acc 0.73 1053 img/s\n")
+    own, _, unexplained = sort_lines(old)
+    assert len(unexplained) == 3 and sum(own.values()) == 1

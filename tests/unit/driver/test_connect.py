@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from stress.driver import cluster, resources
+from stress.driver import cluster, connection, resources
 from stress.errors import StressError
 
 
@@ -35,43 +35,51 @@ def test_a_silent_open_port_is_not_taken_for_a_ray_head():
     port = listener(None)
     started = time.monotonic()
     with pytest.raises(StressError, match="accepts connections but does not answer like a Ray head"):
-        cluster._check_reachable(f"127.0.0.1:{port}", timeout_s=1.0)
+        connection._check_reachable(f"127.0.0.1:{port}", timeout_s=1.0)
     assert time.monotonic() - started < 5
 
 
 def test_a_web_server_is_not_a_ray_head():
     port = listener(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     with pytest.raises(StressError, match="is not a Ray head \\(it does not speak gRPC\\)"):
-        cluster._check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
+        connection._check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
 
 
 def test_a_grpc_server_passes_the_check():
     # What a gRPC (HTTP/2) server sends first: a SETTINGS frame (type 4) on stream 0.
     port = listener(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-    cluster._check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
+    connection._check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "host:port", "ray://:10001", "http://[::1"])
 def test_malformed_addresses_are_one_line_errors(address):
     with pytest.raises(StressError, match="is not of the form HOST:PORT"):
-        cluster._check_reachable(address, timeout_s=1.0)
+        connection._check_reachable(address, timeout_s=1.0)
 
 
 def test_a_local_run_starts_its_own_instance(monkeypatch):
     """Without --address or RAY_ADDRESS, ray.init gets address="local": a plain ray.init() would
     join the cluster recorded in /tmp/ray/ray_current_cluster by an earlier `ray start`."""
+    import os
+
     seen = {}
 
     def fake_init(**kwargs):
-        seen.update(kwargs)
+        seen.update(kwargs, environment={k: os.environ.get(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PRINT_PATCH")})
         raise RuntimeError("stop here")
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     monkeypatch.setattr(cluster.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(cluster.ray, "init", fake_init)
     with pytest.raises(StressError, match="cannot connect to Ray at a local instance"):
         cluster.connect()
-    assert seen["address"] == "local" and seen["include_dashboard"] is False
+    assert seen["address"] == "local"
+    # Its dashboard on loopback, and the state API address its processes inherit (Train's cleaner asks it) ...
+    assert seen["include_dashboard"] is True and seen["dashboard_host"] == "127.0.0.1"
+    assert seen["environment"] == {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{seen['dashboard_port']}", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    # ... while this process gets its environment back.
+    assert "RAY_API_SERVER_ADDRESS" not in os.environ
 
 
 @pytest.mark.parametrize(("overrides", "needle"), [
@@ -142,3 +150,45 @@ def test_a_joined_cluster_is_given_time_to_add_nodes_then_the_job_refuses(monkey
     asked[:] = []
     resources.wait_for_nodes(ResourceConfig(), 30, lines.append, nodes=lambda: [{"CPU": 2.0, "GPU": 1.0}], sleep=pytest.fail)
     assert asked == []
+
+
+@pytest.mark.parametrize("overrides, totals, trials", [
+    ({}, {"CPU": 2.0}, 1),  # two 1-CPU trainers per trial
+    ({}, {"CPU": 8.0}, 4),
+    ({"gpus_per_worker": 1.0}, {"CPU": 32.0, "GPU": 4.0}, 2),  # 4 single-GPU nodes of 8 CPUs: the GPUs decide
+    ({"gpus_per_worker": 0.5}, {"CPU": 32.0, "GPU": 4.0}, 4),
+    ({"gpus_per_worker": 1.0, "cpus_per_worker": 8.0}, {"CPU": 32.0, "GPU": 4.0}, 2),
+    ({"cpus_per_worker": 8.0}, {"CPU": 8.0}, 1),  # never 0: one trial waits for the cluster to grow
+])
+def test_concurrent_trials_are_sized_by_the_scarcest_resource(monkeypatch, overrides, totals, trials):
+    import dataclasses
+
+    from stress.config import ResourceConfig
+
+    monkeypatch.setattr(resources, "cluster_has_gpus", lambda: "GPU" in totals)
+    assert resources.default_concurrent_trials(dataclasses.replace(ResourceConfig(), **overrides), totals) == trials
+
+
+def test_a_task_uses_a_gpu_only_when_ray_assigned_it_one(monkeypatch):
+    """Since Ray 2.60 a task that asked for no GPU still sees the node's GPUs: the device comes from ray.get_gpu_ids()."""
+    import torch
+
+    seen = []
+
+    def body(x, device=None):
+        seen.append(device)
+        return x
+
+    def no_device(x):
+        return x
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node
+    monkeypatch.setattr(cluster.ray, "get_gpu_ids", lambda: [])
+    assert cluster._on_assigned_device(body, True, 1) == 1 and seen == ["cpu"]
+    monkeypatch.setattr(cluster.ray, "get_gpu_ids", lambda: [0])
+    cluster._on_assigned_device(body, True, 1)
+    assert seen == ["cpu", "cuda"]
+    assert cluster._on_assigned_device(no_device, False, 2) == 2  # a body without a device argument is called as it is
+    from stress.evaluate.shards import task_device
+
+    assert task_device("cpu").type == "cpu"  # what the task body does with it, even where CUDA is visible
