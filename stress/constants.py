@@ -28,3 +28,8 @@ UNIFORM_CENTRE_SHARE = 0.25  # the central (H/2, W/2) window's share of the imag
 
 DEFAULT_TASK_GPUS = 0.25  # GPU fraction per fan-out task when the cluster has GPUs and --task-gpus is -1
 DEFAULT_WORKER_GPUS = 1.0  # GPUs per training worker when the cluster has GPUs and --gpus-per-worker is -1
+
+# A custom resource that marks nodes that are not spot instances (the head in cluster.yaml). Where a
+# cluster has it, the trainers' tasks (and so their Train controllers) and sweep trial drivers ask for
+# a sliver of it, so that a spot reclaim never takes down what coordinates the run.
+NON_SPOT_RESOURCE = "non_spot"

@@ -30,7 +30,7 @@ from ray.train.torch import TorchTrainer
 
 from stress.artifacts import load_torch
 from stress.config import ExperimentConfig, ResourceConfig
-from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS
+from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS, NON_SPOT_RESOURCE
 from stress.driver.connection import connect
 from stress.driver.resources import available_slots, check_resources, resolve_gpus
 from stress.errors import StressError
@@ -101,7 +101,8 @@ def _fit(config_dict: dict, variant: str, data_ref: list, storage: str) -> dict:
         run_config=RunConfig(
             name=variant,
             storage_path=storage,
-            failure_config=FailureConfig(max_failures=r.max_failures),
+            # A reclaimed spot node that Ray drains is a preemption: retried without limit, not counted in max_failures.
+            failure_config=FailureConfig(max_failures=r.max_failures, max_preemption_failures=-1),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig("WARNING"),  # ray.train's INFO lines (checkpoints, worker groups)
         ),
@@ -116,6 +117,16 @@ def _fit(config_dict: dict, variant: str, data_ref: list, storage: str) -> dict:
     return {"state": state, "gpus_per_worker": gpus}
 
 
+def coordinator_placement(totals: dict[str, float] | None = None) -> dict[str, Any]:
+    """Options that keep a coordinating task off spot nodes: a sliver of NON_SPOT_RESOURCE where the cluster has it.
+
+    Ray Train starts a trainer's controller on the node of the task that calls fit(), so pinning
+    that task pins the controller too. On a cluster without the resource (a laptop) nothing is asked.
+    """
+    totals = ray.cluster_resources() if totals is None else totals
+    return {"resources": {NON_SPOT_RESOURCE: 0.001}} if totals.get(NON_SPOT_RESOURCE, 0) > 0 else {}
+
+
 def train_variants(
     config: ExperimentConfig, arrays: dict, storage: str, variants: Iterable[str], on_done: Callable[[str, dict], None]
 ) -> None:
@@ -126,7 +137,7 @@ def train_variants(
     """
     data_ref = ray.put(arrays)
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
-    fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV})
+    fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV}, **coordinator_placement())
     pending = {fit.remote(config.to_dict(), v, [data_ref], storage): v for v in variants}
     _gather(pending, on_done, "training of {key} failed")
 
@@ -242,7 +253,7 @@ def run_seed_sweep(base: ExperimentConfig, seeds: list[int], root: str, resume: 
         raise StressError(f"{tune_root} exists: pass --resume to continue that sweep, or choose another --run-name")
     attempt = 1 + sum(1 for p in tune_root.glob("attempt_*") if p.is_dir()) if tune_root.is_dir() else 1
     tuner = tune.Tuner(
-        tune.with_resources(trial, TRIAL_RESOURCES),
+        tune.with_resources(trial, {**TRIAL_RESOURCES, **coordinator_placement().get("resources", {})}),
         param_space={"seed": tune.grid_search(seeds), "base": base.to_dict(), "root": str(root)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(

@@ -85,7 +85,7 @@ def test_cluster_yaml_head_does_no_work_and_gpu_workers_autoscale():
     config = load_cluster_config()
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
-    assert head["resources"] == {"CPU": 0}
+    assert head["resources"]["CPU"] == 0 and not head["resources"].get("GPU")  # the driver's node: no tasks, no training
     workers = [t for name, t in types.items() if name != config["head_node_type"]]
     assert workers, "no worker node type"
     gpu_workers = [t for t in workers if t["resources"].get("GPU", 0) >= 1]
@@ -195,3 +195,13 @@ def test_rayjob_runtime_env_pins_the_project_dependencies():
             assert pinned.get(name) == requirement.replace(" ", ""), name
     assert runtime_env["working_dir"].endswith(".zip")
     assert runtime_env["env_vars"]["STRESS_DATA_DIR"].startswith("/mnt/shared/")
+
+
+def test_cluster_yaml_marks_only_the_head_as_non_spot():
+    from stress.constants import NON_SPOT_RESOURCE
+
+    config = load_cluster_config()
+    marked = {name for name, node in config["available_node_types"].items() if node["resources"].get(NON_SPOT_RESOURCE)}
+    assert marked == {config["head_node_type"]}
+    spot = {name for name, node in config["available_node_types"].items() if node["node_config"].get("InstanceMarketOptions")}
+    assert spot and not spot & marked

@@ -192,3 +192,8 @@ def test_a_task_uses_a_gpu_only_when_ray_assigned_it_one(monkeypatch):
     from stress.evaluate.shards import task_device
 
     assert task_device("cpu").type == "cpu"  # what the task body does with it, even where CUDA is visible
+
+
+def test_coordinating_tasks_ask_for_the_non_spot_resource_only_where_the_cluster_has_it():
+    assert cluster.coordinator_placement({"CPU": 8.0, "GPU": 4.0}) == {}
+    assert cluster.coordinator_placement({"CPU": 8.0, "non_spot": 1000.0}) == {"resources": {"non_spot": 0.001}}
