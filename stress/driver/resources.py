@@ -18,8 +18,30 @@ from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS
 from stress.errors import StressError
 
 
+def autoscaler_maximum() -> dict[str, float]:
+    """The most of each resource the autoscaler's node types can bring ({} without an autoscaler).
+
+    Read from the cluster config the autoscaler publishes in the GCS (what Ray Train itself reads
+    to refuse impossible worker groups); a fixed cluster or a local instance publishes none.
+    """
+    try:
+        from ray._private.state import state
+
+        return {k: float(v) for k, v in (state.get_max_resources_from_cluster_config() or {}).items()}
+    except Exception:  # noqa: BLE001 - a private API: without it, only the nodes alive now count
+        return {}
+
+
+def cluster_resources() -> dict[str, float]:
+    """Per resource, the larger of what is alive now and what the autoscaler can add."""
+    alive = {k: float(v) for k, v in ray.cluster_resources().items()}
+    maximum = autoscaler_maximum()
+    return {k: max(alive.get(k, 0.0), maximum.get(k, 0.0)) for k in set(alive) | set(maximum)}
+
+
 def cluster_has_gpus() -> bool:
-    return ray.cluster_resources().get("GPU", 0) > 0
+    """GPUs alive now, or GPU node types the autoscaler can start (a GPU pool that scales from zero)."""
+    return cluster_resources().get("GPU", 0) > 0
 
 
 def resolve_gpus(requested: float, default_when_present: float) -> float:
@@ -125,8 +147,12 @@ def check_resources(resources: ResourceConfig, totals: dict[str, float], address
 
 
 def available_slots(task_cpus: float, task_gpus: float) -> int:
-    """How many fan-out tasks the cluster can run at once."""
-    resources = ray.cluster_resources()
+    """How many fan-out tasks the cluster can run at once, counting nodes the autoscaler can add.
+
+    Sizing the shards to that gives the autoscaler the demand to grow; sized to the nodes alive at
+    the start, an autoscaling cluster would never see more than one node's worth of tasks.
+    """
+    resources = cluster_resources()
     slots = resources.get("CPU", 1) / task_cpus if task_cpus > 0 else resources.get("CPU", 1)
     if task_gpus > 0:
         slots = min(slots, resources.get("GPU", 0) / task_gpus)
@@ -139,7 +165,7 @@ def default_concurrent_trials(resources: ResourceConfig, totals: dict[str, float
     `totals` is the cluster's resources (default: what is alive now). With GPU trainers, 4
     single-GPU nodes of 8 CPUs hold 2 trials (4 GPUs / 2 per trial), not the 16 the CPUs would.
     """
-    totals = ray.cluster_resources() if totals is None else totals
+    totals = cluster_resources() if totals is None else totals
     workers = 2 * resources.workers_per_trainer
     need = {"CPU": workers * resources.cpus_per_worker,
             "GPU": workers * resolve_gpus(resources.gpus_per_worker, DEFAULT_WORKER_GPUS)}

@@ -197,3 +197,25 @@ def test_a_task_uses_a_gpu_only_when_ray_assigned_it_one(monkeypatch):
 def test_coordinating_tasks_ask_for_the_non_spot_resource_only_where_the_cluster_has_it():
     assert cluster.coordinator_placement({"CPU": 8.0, "GPU": 4.0}) == {}
     assert cluster.coordinator_placement({"CPU": 8.0, "non_spot": 1000.0}) == {"resources": {"non_spot": 0.001}}
+
+
+def test_gpu_node_types_of_the_autoscaler_count_before_any_gpu_node_is_up(monkeypatch):
+    """A GPU pool that autoscales from zero: no GPU alive at start-up, yet the job plans for GPUs and for its shards."""
+    monkeypatch.setattr(resources.ray, "cluster_resources", lambda: {"CPU": 4.0, "memory": 1e10})
+    monkeypatch.setattr(resources, "autoscaler_maximum", lambda: {})
+    assert not resources.cluster_has_gpus() and resources.resolve_gpus(-1, 0.25) == 0.0  # a fixed CPU cluster
+    assert resources.available_slots(1.0, 0.0) == 4
+    monkeypatch.setattr(resources, "autoscaler_maximum", lambda: {"CPU": 20.0, "GPU": 4.0})  # 4 x (4 CPU, 1 GPU) + head
+    assert resources.cluster_has_gpus() and resources.resolve_gpus(-1, 0.25) == 0.25
+    assert resources.available_slots(1.0, 0.25) == 16  # min(20 CPUs, 4 GPUs / 0.25)
+
+
+def test_the_autoscaler_maximum_is_read_from_the_config_ray_publishes(monkeypatch):
+    import types
+
+    import ray._private.state as ray_state
+
+    monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: {"GPU": 4, "CPU": 16}))
+    assert resources.autoscaler_maximum() == {"GPU": 4.0, "CPU": 16.0}
+    monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: None))
+    assert resources.autoscaler_maximum() == {}
