@@ -276,6 +276,7 @@ class Pipeline:
         if self.remote:
             self.remote_lock = storage.acquire_lock(self.remote, self.log)
         self.prepare()
+        self.sync()
         self.log(f"{self.executor.name}: {resources}")
         run, config, splits, executor, log = self.run, self.config, self.splits, self.executor, self.log
         for stage in (
@@ -286,6 +287,7 @@ class Pipeline:
             outcome = stage()
             if outcome.ran:
                 self.stage_seconds[outcome.name] = outcome.seconds
+                self.sync()  # a storage URI holds every finished stage, whatever happens next
         self.write_config()  # every stage now matches these options
         summary = self.write_summary()
         started = time.perf_counter()

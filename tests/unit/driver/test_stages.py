@@ -16,6 +16,7 @@ from stress.constants import VARIANTS
 from stress.data import load_dataset, split_dataset
 from stress.driver import stages
 from stress.driver.fanout import LocalExecutor
+from stress.driver.pipeline import Pipeline
 from stress.errors import StressError
 from stress.evaluate.predict import predict_logits
 from stress.evaluate.shards import evaluate_shard, load_model
@@ -165,3 +166,23 @@ def test_a_checkpoint_from_another_architecture_is_a_one_line_error(tmp_path):
         load_weights(run, config)
     message = str(error.value)
     assert "model.pt: checkpoint does not match the configured model" in message and "\n" not in message
+
+
+def test_a_storage_uri_holds_every_finished_stage_when_a_later_stage_fails(tmp_path):
+    """With --out on a URI (file:// here), the run folder is mirrored after each stage, not only at the end."""
+    from stress.errors import StressError as Failure
+
+    class StressFails(LocalExecutor):
+        def run(self, function, calls, resources, on_result, log):
+            if function.__name__ == "stress_shard":
+                raise Failure("the stress stage failed")
+            super().run(function, calls, resources, on_result, log)
+
+    remote = tmp_path / "bucket"
+    config = merge(ExperimentConfig(), {**tiny_overrides(), **STRESS, "train.epochs": 1, "out": f"file://{remote}", "run_name": "r"})
+    with pytest.raises(Failure, match="the stress stage failed"):
+        Pipeline(config, log=lambda line: None, executor=StressFails()).run_all()
+    stages_there = sorted(p.stem for p in (remote / "r" / "stages").glob("*.json"))
+    assert stages_there == ["evaluate", "train_augmented", "train_baseline"]
+    assert (remote / "r" / "eval" / "predictions.npz").is_file() and (remote / "r" / "variants" / "baseline" / "model.pt").is_file()
+    assert not (remote / "r" / "eval" / "robustness.json").exists()
