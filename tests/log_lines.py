@@ -16,7 +16,7 @@ OWN = [re.compile(p) for p in (
     r"^data: ", r"^ray: \{", r"^in-process: \{", r"^training (baseline|augmented)", r"^\[(baseline|augmented)\] ",
     r"^evaluate: ", r"^stress: ", r"^  \[\d+/\d+\] \S+ done \(\d+ s\)$", r"^augmented - baseline: ", r"^figures: \d+ written",
     r"^report: ", r"^(baseline|augmented): test_acc ", r"^run folder: ", r"^resuming ", r"^waiting up to ", r"^nodes are there",
-    r"^sweep: ", r"^sweep finished", r"^augmented - baseline \w+: ",
+    r"^sweep: ", r"^sweep finished", r"^augmented - baseline \w+: ", r"^interrupted",
 )]
 # Lines of other processes that a run's log may hold, each with what it means (README, "What a run's log holds").
 EXPLAINED = {
