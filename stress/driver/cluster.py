@@ -1,6 +1,5 @@
-"""Ray itself: starting or joining it, Ray Train, Ray tasks, Ray Tune.
+"""Ray Train, Ray tasks and Ray Tune for the pipeline (starting or joining Ray: stress.driver.connection).
 
-- `connect` (stress.driver.connection) starts or joins Ray.
 - `train_variants` runs the baseline and the augmented training as two Ray Train
   TorchTrainers at the same time, each resumable by its (storage path, name).
 - `run_tasks` fans plain-PyTorch shard functions out as Ray tasks with retries and
