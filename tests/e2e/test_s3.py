@@ -63,6 +63,15 @@ def keys(client, prefix: str) -> set[str]:
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
+def recorded_checkpoint(client, trainer: str) -> bool:
+    """Whether Ray Train's checkpoint-manager snapshot under `trainer` names a checkpoint whose files are uploaded."""
+    body = client.get_object(Bucket=BUCKET, Key=f"{trainer}/checkpoint_manager_snapshot.json")["Body"].read()
+    latest = json.loads(body).get("latest_checkpoint_result")
+    if not latest:
+        return False
+    return any(k.startswith(f"{trainer}/{latest['checkpoint_dir_name']}/") for k in keys(client, f"{trainer}/"))
+
+
 def holds(condition) -> bool:
     """condition(), with a listing that fails (the server busy with the job's uploads) read as "not yet"."""
     try:
@@ -91,10 +100,10 @@ def test_the_main_job_writes_to_s3_is_interrupted_and_resumes_from_the_bucket(s3
     with open(first_log, "wb") as handle:
         job = subprocess.Popen([sys.executable, str(JOB), *ARGS], env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
     try:
-        # Ray Train's workers write checkpoints to the bucket themselves: wait for one of each trainer.
-        checkpointed = lambda: all(any(k.startswith(f"{run}/train/{v}/checkpoint_") for k in keys(client, f"{run}/train/{v}/"))  # noqa: E731
-                                   for v in VARIANTS)
-        assert wait_for(checkpointed, 400, job), (f"no checkpoints in the bucket: {sorted(keys(client, ''))[:40]}\n"
+        # Ray Train's workers write checkpoints to the bucket themselves, and its controller then records
+        # them in a snapshot; a resume finds only recorded ones: wait for one of each trainer.
+        checkpointed = lambda: all(recorded_checkpoint(client, f"{run}/train/{v}") for v in VARIANTS)  # noqa: E731
+        assert wait_for(checkpointed, 400, job), (f"no recorded checkpoints in the bucket: {sorted(keys(client, ''))[:40]}\n"
                                                   f"{first_log.read_text()[-1500:]}")
         assert job.poll() is None, "the job finished before it could be interrupted"
         job.send_signal(signal.SIGTERM)
