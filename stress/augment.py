@@ -12,15 +12,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Per-channel statistics of the CIFAR-10 training set (official pixels), in [0, 1] units.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from stress.constants import CIFAR10_MEAN, CIFAR10_STD
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) in [0, 1] units
+CIFAR10_STATS: Stats = (CIFAR10_MEAN, CIFAR10_STD)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 (N, 3, H, W), scaled to [0, 1] then standardised per channel."""
-    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+def input_stats(model_config) -> Stats:
+    """(mean, std) of a ModelConfig or its dict; a config whose statistics were not measured yet
+    (empty lists) gets CIFAR-10's, the seed's dataset. A run always measures or is given them."""
+    get = model_config.get if isinstance(model_config, dict) else lambda k: getattr(model_config, k)
+    mean, std = tuple(get("mean") or ()), tuple(get("std") or ())
+    return (mean, std) if mean and std else CIFAR10_STATS
+
+
+def normalize(images: torch.Tensor, stats: Stats = CIFAR10_STATS) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W), scaled to [0, 1] then standardised per channel."""
+    c = images.shape[1]
+    mean = torch.tensor(stats[0], device=images.device, dtype=torch.float32).view(1, c, 1, 1)
+    std = torch.tensor(stats[1], device=images.device, dtype=torch.float32).view(1, c, 1, 1)
     return (images.float() / 255.0 - mean) / std
 
 

@@ -13,7 +13,13 @@ from stress.errors import Interrupted, StressError
 
 # flag name -> (dotted config key, type, help)
 EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "data": ("data.source", str, "torchvision (download, cached), synthetic, or a path to a .npz file or cifar-10-batches-py folder [torchvision]"),
+    "data": ("data.source", str, "torchvision (CIFAR-10, downloaded and cached), torchvision:cifar100 | torchvision:svhn, synthetic, "
+                                 "or a path: a .npz file, an image folder (train/<class>/, test/<class>/) or cifar-10-batches-py [torchvision]"),
+    "image-size": ("data.image_size", int, "resize every image to N x N on loading (32 gives the CIFAR-10-C corruptions); 0 = as stored [0]"),
+    "model": ("model.name", str, "simple_cnn, torchvision:NAME (e.g. torchvision:resnet18), timm:NAME, or package.module:callable, "
+                                 "a factory called with num_classes=, image_size= and model.kwargs from --config [simple_cnn]"),
+    "cam-layer": ("stress.cam_layer", str, "module Grad-CAM hooks (a name from model.named_modules()); "
+                                           "default: the last one whose output is a spatial map [auto]"),
     "out": ("out", str, "where run folders go: a path (local or shared filesystem) or an s3:// / gs:// URI [runs]"),
     "run-name": ("run_name", str, "run folder name; re-running the same name resumes it [default]"),
     "epochs": ("train.epochs", int, "training epochs per variant [15]"),
@@ -40,7 +46,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-METAVARS = {"data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST", "node-wait": "S"}
+METAVARS = {"model": "NAME", "cam-layer": "NAME", "data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST", "node-wait": "S"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -56,6 +62,8 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     for flag, (_, kind, text) in EXPERIMENT_FLAGS.items():
         metavar = METAVARS.get(flag, "N" if kind is int else "X")
         parser.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=metavar)
+    parser.add_argument("--cifar-stem", action="store_true", default=None,
+                        help="torchvision/timm models: 3x3 stride-1 first convolution and no stem max-pool, for 32x32 images")
     parser.add_argument("--skip-stress", action="store_true", default=None, help="skip corruptions, shifts and calibration")
     parser.add_argument("--compile", action="store_true", default=None,
                         help="torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs")
@@ -83,6 +91,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         overrides[key] = value
     if args.skip_stress:
         overrides["stress.skip_stress"] = True
+    if getattr(args, "cifar_stem", None):
+        overrides["model.cifar_stem"] = True
     if getattr(args, "compile", None):
         overrides["stress.compile"] = True
     return merge(base, overrides)

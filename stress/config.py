@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from stress.constants import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from stress.errors import StressError
 from stress.paths import check_regular_file, expand
 
@@ -21,7 +22,16 @@ PRECISIONS = ("fp32", "bf16", "auto")  # see stress.precision
 # Fields added after run folders already existed, with the value that reproduces the old
 # behaviour. At that value they are left out of stage keys and count as present in an older
 # config.json, so run folders written before them keep resuming.
-LATER_FIELDS: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("stress", "compile"): False}
+# Values that the dataset or the model resolves (class names, input statistics, the Grad-CAM layer)
+# count here at what the seed's CIFAR-10 and SimpleCNN resolved to before they were recorded.
+LATER_FIELDS: dict[tuple[str, str], Any] = {
+    ("train", "precision"): "fp32", ("stress", "compile"): False,
+    ("data", "class_names"): list(CIFAR10_CLASSES), ("data", "image_size"): 0,
+    ("data", "synthetic_classes"): 10, ("data", "synthetic_size"): 32,
+    ("model", "kwargs"): {}, ("model", "cifar_stem"): False,
+    ("model", "mean"): list(CIFAR10_MEAN), ("model", "std"): list(CIFAR10_STD),
+    ("stress", "cam_layer"): "features.relu3",
+}
 
 
 def without_later_defaults(config_dict: dict) -> dict:
@@ -31,7 +41,6 @@ def without_later_defaults(config_dict: dict) -> dict:
         if isinstance(out.get(section), dict) and out[section].get(name, value) == value:
             out[section].pop(name, None)
     return out
-MODEL_NAMES = ("simple_cnn",)  # what stress.models.create_model builds
 MAX_SEED = 2**32 - 1  # numpy's seed range; derived generator seeds stay far below 2**63
 
 
@@ -43,16 +52,24 @@ class DataConfig:
     test_limit: int = 0  # use only the first N test images (0 = all)
     synthetic_train: int = 2000  # synthetic source: training images
     synthetic_test: int = 500  # synthetic source: test images
+    synthetic_classes: int = 10  # synthetic source: classes (up to 100: 10 shapes x 10 colours)
+    synthetic_size: int = 32  # synthetic source: pixels per side
+    class_names: tuple[str, ...] = ()  # empty = the dataset's (recorded in config.json once resolved)
+    image_size: int = 0  # resize every image to N x N pixels on loading (0 = as stored)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "simple_cnn"
-    widths: tuple[int, int, int] = (32, 64, 128)  # output channels of conv1..conv3
-    hidden: int = 256  # units of the hidden fully connected layer
-    num_classes: int = 10
+    name: str = "simple_cnn"  # simple_cnn | torchvision:NAME | timm:NAME | package.module:callable (stress.models)
+    widths: tuple[int, int, int] = (32, 64, 128)  # simple_cnn: output channels of conv1..conv3
+    hidden: int = 256  # simple_cnn: units of the hidden fully connected layer
+    num_classes: int = 10  # set from the dataset when a run resolves its config
     in_channels: int = 3
-    image_size: int = 32  # pixels per side
+    image_size: int = 32  # pixels per side; set from the dataset when a run resolves its config
+    kwargs: dict = field(default_factory=dict)  # keyword arguments for the builder (torchvision, timm, a factory)
+    cifar_stem: bool = False  # torchvision/timm: 3x3 stride-1 first conv and no stem max-pool, for 32x32 inputs
+    mean: tuple[float, ...] = ()  # per-channel input mean in [0, 1]; empty = measured on the training split
+    std: tuple[float, ...] = ()  # per-channel input standard deviation; empty = measured on the training split
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class StressConfig:
     faithfulness_steps: int = 16  # points along the deletion/insertion curves
     skip_stress: bool = False  # skip corruptions, shifts and calibration
     compile: bool = False  # torch.compile the stress stage's forward passes (pays on full-size runs: benchmarks/bench_compile.py)
+    cam_layer: str = ""  # module Grad-CAM hooks; empty = the last one with a spatial output (stress.models.find_cam_layer)
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,10 @@ def _build(cls, values: Any, where: str):
         default = getattr(cls(), name) if not dataclasses.is_dataclass(f.type) else None
         if isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory):
             kwargs[name] = _build(f.default_factory, value, f"{where}.{name}")
+        elif isinstance(default, dict):
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise StressError(f"{where}.{name}: expected a mapping with string keys, got {value!r}")
+            kwargs[name] = dict(value)
         elif isinstance(default, tuple):
             if not isinstance(value, (list, tuple)):
                 raise StressError(f"{where}.{name}: expected a list, got {value!r}")
@@ -221,8 +243,8 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("data.test_limit", d.test_limit, minimum=0, integer=True)
     _check_number("data.synthetic_train", d.synthetic_train, minimum=20, integer=True)
     _check_number("data.synthetic_test", d.synthetic_test, minimum=10, integer=True)
-    if m.name not in MODEL_NAMES:
-        raise StressError(f"model.name: unknown {m.name!r}; valid choices: {', '.join(MODEL_NAMES)}")
+    if m.name != "simple_cnn" and ":" not in m.name:
+        raise StressError(f"model.name: unknown {m.name!r}; valid: simple_cnn, torchvision:NAME, timm:NAME, package.module:callable")
     if len(m.widths) != 3:
         raise StressError(f"model.widths must list 3 channel counts, got {list(m.widths)}")
     for i, w in enumerate(m.widths):
@@ -231,8 +253,35 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("model.num_classes", m.num_classes, minimum=2, integer=True)
     _check_number("model.in_channels", m.in_channels, minimum=1, integer=True)
     _check_number("model.image_size", m.image_size, minimum=8, integer=True)
-    if m.image_size % 8:
-        raise StressError(f"model.image_size must be a multiple of 8, got {m.image_size}")
+    if m.name == "simple_cnn" and m.image_size % 8:
+        raise StressError(f"model.image_size must be a multiple of 8 for simple_cnn (three 2x2 poolings), got {m.image_size}")
+    if not isinstance(m.cifar_stem, bool):
+        raise StressError(f"model.cifar_stem must be true or false, got {m.cifar_stem!r}")
+    if m.cifar_stem and m.name == "simple_cnn":
+        raise StressError("model.cifar_stem adapts torchvision and timm stems; simple_cnn has none to adapt")
+    try:
+        json.dumps(m.kwargs)
+    except (TypeError, ValueError):
+        raise StressError(f"model.kwargs must hold JSON values (numbers, strings, lists, mappings), got {m.kwargs!r}") from None
+    if bool(m.mean) != bool(m.std):
+        raise StressError("model.mean and model.std: give both (the statistics the model's inputs are standardised with) or neither")
+    for name in ("mean", "std"):
+        values = getattr(m, name)
+        if values and len(values) != m.in_channels:
+            raise StressError(f"model.{name} must list {m.in_channels} per-channel values (or none, to measure them), got {list(values)}")
+        for i, v in enumerate(values):
+            _check_number(f"model.{name}[{i}]", v, minimum=0, strict=name == "std")
+    _check_number("data.synthetic_classes", d.synthetic_classes, minimum=2, integer=True)
+    if d.synthetic_classes > 100:
+        raise StressError(f"data.synthetic_classes must be <= 100 (10 shapes x 10 colours), got {d.synthetic_classes}")
+    _check_number("data.synthetic_size", d.synthetic_size, minimum=8, integer=True)
+    _check_number("data.image_size", d.image_size, minimum=0, integer=True)
+    if 0 < d.image_size < 8:
+        raise StressError(f"data.image_size must be 0 (as stored) or at least 8, got {d.image_size}")
+    for i, c in enumerate(d.class_names):
+        _check_text(f"data.class_names[{i}]", c)
+    if not isinstance(s.cam_layer, str):
+        raise StressError(f"stress.cam_layer must be a module name (or empty for automatic), got {s.cam_layer!r}")
     _check_number("train.epochs", t.epochs, minimum=1, integer=True)
     _check_number("train.batch_size", t.batch_size, minimum=1, integer=True)
     _check_number("train.lr", t.lr, minimum=0, strict=True)

@@ -7,7 +7,10 @@ figure file names in stress.report.figures.
 
 from __future__ import annotations
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # CIFAR-10, by label
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # by label
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of CIFAR-10's official training pixels, in [0, 1]
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CLASSES = CIFAR10_CLASSES
 VARIANTS = ("baseline", "augmented")  # the two trainings: without and with RandomCrop + RandomHorizontalFlip
 
 CORRUPTIONS: tuple[str, ...] = (

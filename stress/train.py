@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from stress.augment import augment_batch, normalize
+from stress.augment import augment_batch, input_stats, normalize
 from stress.config import ExperimentConfig
 from stress.evaluate.predict import evaluate
 from stress.models import create_model
@@ -105,6 +105,7 @@ def train_variant(
     t = config.train
     seed_everything(t.seed)
     layout = training_memory_format(device)
+    stats = input_stats(config.model)
     model = build_model(config).to(device, memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     history: list[dict] = []
@@ -133,7 +134,7 @@ def train_variant(
                 images = augment_batch(images, t.crop_padding, t.flip_probability, generator)
             labels = train_y[index]
             with autocast(t.precision, device):
-                logits = model(normalize(images).contiguous(memory_format=layout))
+                logits = model(normalize(images, stats).contiguous(memory_format=layout))
             logits = logits.float()  # the loss and every metric in fp32
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
@@ -144,7 +145,7 @@ def train_variant(
             )
         totals = _reduce_sum(totals)
         seconds = time.perf_counter() - started
-        val = evaluate(_unwrap(model), data["val_x"], data["val_y"], t.eval_batch_size, t.precision)
+        val = evaluate(_unwrap(model), data["val_x"], data["val_y"], t.eval_batch_size, t.precision, stats)
         metrics = {
             "epoch": epoch,
             "train_loss": float(totals[0] / totals[2]),
@@ -157,7 +158,7 @@ def train_variant(
         history.append(metrics)
         test = None
         if epoch == t.epochs:
-            test = evaluate(_unwrap(model), data["test_x"], data["test_y"], t.eval_batch_size, t.precision)
+            test = evaluate(_unwrap(model), data["test_x"], data["test_y"], t.eval_batch_size, t.precision, stats)
             metrics = {**metrics, "test_loss": test["loss"], "test_acc": test["acc"]}
         if rank == 0:
             log(

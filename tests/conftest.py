@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from stress.config import ExperimentConfig, merge
+from stress.constants import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +21,18 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# What a config written before the dataset and the model were resolved stood for: CIFAR-10's class
+# names and input statistics, SimpleCNN's Grad-CAM layer. Given explicitly, they make such a config
+# resolve as it did.
+RESOLVED_AS_BEFORE = {"data.class_names": CIFAR10_CLASSES, "model.mean": CIFAR10_MEAN, "model.std": CIFAR10_STD,
+                      "stress.cam_layer": "features.relu3"}
+
+
+def resolved_as_before(values: dict) -> ExperimentConfig:
+    """ExperimentConfig of an old config dict, with RESOLVED_AS_BEFORE filled in."""
+    return merge(ExperimentConfig.from_dict(values), RESOLVED_AS_BEFORE)
 
 
 def tiny_overrides() -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 
 from stress.analyses.gradcam import gradcam_for_targets
 from stress.analyses.stats import bootstrap_ci, cohens_d, t_interval
-from stress.augment import normalize
+from stress.augment import CIFAR10_STATS, Stats, normalize
 from stress.constants import UNIFORM_CENTRE_SHARE, VARIANTS
 
 GALLERY_SIZE = 16  # most confident failures shown per variant
@@ -91,7 +91,8 @@ def analyse_explanations(merged: dict) -> dict:
     return result
 
 
-def explain_cases(models: dict[str, torch.nn.Module], images: np.ndarray, labels: np.ndarray, merged: dict, failures: dict) -> dict[str, np.ndarray]:
+def explain_cases(models: dict[str, torch.nn.Module], images: np.ndarray, labels: np.ndarray, merged: dict, failures: dict,
+                  stats: Stats = CIFAR10_STATS, layer: str | None = None) -> dict[str, np.ndarray]:
     """Grad-CAM maps of every selected case under both models, for each model's predicted and the true class.
 
     Returns arrays for eval/gradcam_cases.npz: case_variant (which variant selected the case),
@@ -110,7 +111,7 @@ def explain_cases(models: dict[str, torch.nn.Module], images: np.ndarray, labels
     }
     for model_name, model in models.items():
         predicted = torch.as_tensor(merged[model_name]["predicted"][idx])
-        maps = gradcam_for_targets(model, normalize(x), {"predicted": predicted, "true": y})
+        maps = gradcam_for_targets(model, normalize(x, stats), {"predicted": predicted, "true": y}, layer)
         out[f"maps_{model_name}_predicted"] = maps["predicted"].numpy()
         out[f"maps_{model_name}_true"] = maps["true"].numpy()
         out[f"predicted_{model_name}"] = merged[model_name]["predicted"][idx]

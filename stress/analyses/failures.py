@@ -290,7 +290,8 @@ def cross_model(
     }
 
 
-def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, num_cases: int) -> dict:
+def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, num_cases: int,
+                     class_names: tuple[str, ...] = CLASSES) -> dict:
     """Per variant: counts, top confusions, selected cases with both models' views, characteristics."""
     probs = {v: softmax(merged[v]["logits"]) for v in VARIANTS}
     result: dict = {}
@@ -299,20 +300,20 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
         mined = mine_failures(probs[v], labels)
         mined["ranked_error_indices"] = mined["ranked_error_indices"][:100]  # the full list is in predictions.npz
         for pair in mined["top_confusions"]:
-            pair["true_name"], pair["predicted_name"] = CLASSES[pair["true"]], CLASSES[pair["predicted"]]
+            pair["true_name"], pair["predicted_name"] = class_names[pair["true"]], class_names[pair["predicted"]]
         cases = []
         for rank, index in enumerate(select_cases(probs[v], labels, k=num_cases)):
             cases.append({
                 "rank": rank,
                 "index": int(index),
                 "true": int(labels[index]),
-                "true_name": CLASSES[int(labels[index])],
+                "true_name": class_names[int(labels[index])],
                 "predicted": int(merged[v]["predicted"][index]),
-                "predicted_name": CLASSES[int(merged[v]["predicted"][index])],
+                "predicted_name": class_names[int(merged[v]["predicted"][index])],
                 "confidence": float(merged[v]["confidence"][index]),
                 "other_variant": other,
                 "other_predicted": int(merged[other]["predicted"][index]),
-                "other_predicted_name": CLASSES[int(merged[other]["predicted"][index])],
+                "other_predicted_name": class_names[int(merged[other]["predicted"][index])],
                 "other_confidence": float(merged[other]["confidence"][index]),
                 "characteristics": {k: float(characteristics[k][index]) for k in CHARACTERISTICS},
             })

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stress.models import GRADCAM_LAYER
+from stress.models.layers import find_cam_layer
 from stress.precision import autocast
 
 # Insertion starts from a Gaussian-blurred copy of the image (RISE uses a blur
@@ -52,7 +52,7 @@ class ActivationsAndGradients:
     later op works in place on the output. Use as a context manager, or call `release()`.
     """
 
-    def __init__(self, model: nn.Module, layer: str = GRADCAM_LAYER):
+    def __init__(self, model: nn.Module, layer: str):
         modules = dict(model.named_modules())
         if layer not in modules:
             raise ValueError(f"no module named {layer!r} in {type(model).__name__}")
@@ -110,7 +110,7 @@ def gradcam_for_targets(
     model: nn.Module,
     images: torch.Tensor,
     target_sets: dict[str, torch.Tensor],
-    layer: str = GRADCAM_LAYER,
+    layer: str | None = None,
     batch_size: int = 1000,
     precision: str = "fp32",
 ) -> dict[str, torch.Tensor]:
@@ -121,8 +121,10 @@ def gradcam_for_targets(
 
     images: normalised float (N, 3, H, W); each target set: long (N,).
     Returns {name: (N, H, W) float maps >= 0, not normalised}. Images are processed in
-    chunks of `batch_size`; per chunk one forward and one backward per target set.
+    chunks of `batch_size`; per chunk one forward and one backward per target set. `layer` names
+    the hooked module; None takes stress.models.find_cam_layer's choice (SimpleCNN: features.relu3).
     """
+    layer = resolve_layer(model, images, layer)
     size = (images.shape[-2], images.shape[-1])
     maps: dict[str, list[torch.Tensor]] = {name: [] for name in target_sets}
     with frozen_eval(model), torch.enable_grad(), ActivationsAndGradients(model, layer) as hooks:
@@ -141,15 +143,26 @@ def gradcam_for_targets(
 
 
 def gradcam(
-    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str = GRADCAM_LAYER, batch_size: int = 1000,
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str | None = None, batch_size: int = 1000,
     precision: str = "fp32",
 ) -> torch.Tensor:
     """images: normalised float (N, 3, H, W); targets: long (N,) -> maps (N, H, W), >= 0, not normalised."""
     return gradcam_for_targets(model, images, {"target": targets}, layer, batch_size, precision)["target"]
 
 
-def cam_resolution(model: nn.Module, images: torch.Tensor, layer: str = GRADCAM_LAYER) -> tuple[int, int]:
+def resolve_layer(model: nn.Module, images: torch.Tensor, layer: str | None) -> str:
+    """`layer`, or when None the last module with a spatial output on these images (find_cam_layer)."""
+    if layer is not None:
+        return layer
+    found = find_cam_layer(model, images[:1])
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no module with a spatial output (N, K, h, w), h and w > 1, for Grad-CAM")
+    return found
+
+
+def cam_resolution(model: nn.Module, images: torch.Tensor, layer: str | None = None) -> tuple[int, int]:
     """(h, w) of the Grad-CAM layer's output for images of this size, before upsampling."""
+    layer = resolve_layer(model, images, layer)
     with torch.no_grad(), ActivationsAndGradients(model, layer) as hooks:
         was_training = model.training
         model.eval()
@@ -318,7 +331,7 @@ def sanity_check(
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
-    layer: str = GRADCAM_LAYER,
+    layer: str | None = None,
     generator: torch.Generator | None = None,
 ) -> dict:
     """Model randomisation test: Spearman correlation of trained vs randomised-model Grad-CAM maps.
@@ -327,6 +340,7 @@ def sanity_check(
     "mean": float, "median": float (middle-average, over the defined ones; NaN if none), "undefined": int}.
     A faithful explainer depends on the weights, so correlations should be low.
     """
+    layer = resolve_layer(model, images, layer)
     trained_maps = gradcam(model, images, targets, layer)
     random_maps = gradcam(randomized_copy(model, generator), images, targets, layer)
     correlations = spearman_rows(trained_maps, random_maps)  # (N,)

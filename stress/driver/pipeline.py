@@ -35,6 +35,7 @@ from stress.errors import Interrupted, StressError
 from stress.paths import expand
 from stress.report.build import build_report
 from stress.report.figures import write_figures
+from stress.resolve import Resolution, resolve
 
 
 def _git_commit() -> str | None:
@@ -85,9 +86,21 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
 
     Evaluation and resource options may change between re-runs; stages whose inputs
     changed are re-run (their records carry a key of those inputs). The dataset is compared
-    by its SHA-256 fingerprint, recorded in split.json when the run was prepared: the same
-    path with other contents is another dataset.
+    first, by its SHA-256 fingerprint recorded in split.json when the run was prepared: the same
+    path with other contents is another dataset (whose measured input statistics differ too).
     """
+    split = run.path("split.json")
+    if split.is_file():
+        record = read_json(split)
+        if not isinstance(record, dict) or not isinstance(record.get("val_indices"), list):
+            raise StressError(f"{split}: not a valid split record (no list of val_indices), so the data this run "
+                              "was trained on is unknown; use another --run-name")
+        recorded = record.get("dataset_sha256")
+        if dataset_sha256 and recorded and recorded != dataset_sha256:
+            raise StressError(
+                f"{run.root} was run on other data (sha256 {recorded[:12]}…, now {dataset_sha256[:12]}…); "
+                "use another --run-name for this dataset"
+            )
     path = run.path("config.json")
     if path.is_file():
         previous, current = read_json(path), config.to_dict()
@@ -105,21 +118,10 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
                 f"{run.root} holds a run with a different config ({', '.join(changed) or 'top-level keys'}); "
                 "use another --run-name or the same options"
             )
-    split = run.path("split.json")
-    if split.is_file():
-        record = read_json(split)
-        if not isinstance(record, dict) or not isinstance(record.get("val_indices"), list):
-            raise StressError(f"{split}: not a valid split record (no list of val_indices), so the data this run "
-                              "was trained on is unknown; use another --run-name")
-        if val_indices is not None and [int(i) for i in record["val_indices"]] != [int(i) for i in val_indices]:
+    if split.is_file() and val_indices is not None:
+        if [int(i) for i in read_json(split)["val_indices"]] != [int(i) for i in val_indices]:
             raise StressError(f"{split}: the run's validation split differs from the one these options give; "
                               "use another --run-name")
-        recorded = record.get("dataset_sha256")
-        if dataset_sha256 and recorded and recorded != dataset_sha256:
-            raise StressError(
-                f"{run.root} was run on other data (sha256 {recorded[:12]}…, now {dataset_sha256[:12]}…); "
-                "use another --run-name for this dataset"
-            )
 
 
 def check_output_location(out: str) -> None:
@@ -150,6 +152,7 @@ class Pipeline:
         self.log = log
         self.stage_seconds: dict[str, float] = {}
         self.splits: Splits | None = None
+        self.resolution: Resolution | None = None  # what the dataset and the model filled into the config
         self.locked = False  # whether this pipeline holds the run folder's lock
         self.remote_lock: str | None = None  # the token of the storage URI's run.lock this pipeline holds
 
@@ -167,6 +170,8 @@ class Pipeline:
             self.log(f"resuming {self.remote} (copied to {self.run.root})")
         dataset = load_dataset(self.config.data)
         self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
+        self.resolution = resolve(self.config, self.splits)
+        self.config = self.resolution.config
         check_resume(self.run, self.config, self.splits.sha256, self.splits.val_indices)
         self.run.check_writable()
         self.stage_seconds["prepare"] = time.perf_counter() - started
@@ -232,7 +237,9 @@ class Pipeline:
                 "git_commit": _git_commit(),
                 "dataset": self.splits.describe(),
                 "seeds": {"train": self.config.train.seed, "split": self.config.train.seed},
-                "training": {"optimizer": "Adam", "loss": "cross-entropy", "augmentation": "RandomCrop(32, padding) + RandomHorizontalFlip (augmented variant only)"},
+                "model": {"name": self.config.model.name, **self.resolution.describe()},
+                "training": {"optimizer": "Adam", "loss": "cross-entropy",
+                             "augmentation": f"RandomCrop({self.config.model.image_size}, padding) + RandomHorizontalFlip (augmented variant only)"},
                 "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
                 "hardware": _hardware(),
                 "precision": _precision(self.config.train.precision),

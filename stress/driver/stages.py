@@ -32,8 +32,11 @@ from stress.constants import CONFIDENT, CORRUPTIONS, VARIANTS
 from stress.data import Splits
 from stress.driver.fanout import Executor, Task, merge_shards, run_resumable, shard_bounds, shard_key
 from stress.errors import StressError
+from stress.augment import input_stats
 from stress.evaluate.shards import evaluate_shard, load_model, stress_shard
+from stress.resolve import GRADCAM_SKIPPED
 from stress.perturb.shifts import list_shifts
+from stress.perturb.tables import corruption_support
 from stress.report.figures import figure_path
 from stress.report.statements import interval_text, number, signed
 
@@ -42,7 +45,7 @@ TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depen
 # shards from older code are recomputed instead of mixed with new results.
 EVALUATE_VERSION = 2
 STRESS_VERSION = 2
-EVALUATE_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps")  # stress.* the evaluate stage reads
+EVALUATE_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps", "cam_layer")  # stress.* the evaluate stage reads
 STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins", "compile")  # stress.* the stress stage reads
 SHIFTS_PER_TASK = 6
 FIELDS = ("correct", "confidence", "nll", "brier")  # per-image arrays of every stress cell
@@ -139,8 +142,11 @@ def predict_all(run: RunFolder, config: ExperimentConfig, executor: Executor, we
                 n: int, shards: int, log) -> dict[str, dict[str, np.ndarray]]:
     """evaluate_shard for every (variant, shard), saved ones reused; merged per-image results per variant."""
     bounds = shard_bounds(n, shards)
+    layer = config.stress.cam_layer  # resolved: empty when the model has no layer for Grad-CAM
     kwargs = {
-        "faithfulness_every": max(1, n // config.stress.faithfulness_images),
+        "gradcam": bool(layer),
+        "cam_layer": layer or None,
+        "faithfulness_every": max(1, n // config.stress.faithfulness_images) if layer else 0,
         "faithfulness_steps": config.stress.faithfulness_steps,
         "seed": config.train.seed,
         "precision": config.train.precision,
@@ -176,20 +182,28 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     images, labels = splits.test_x, splits.test_y
     characteristics = image_characteristics(images)
     write_npz(run.path("eval", "characteristics.npz"), **characteristics)
-    failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases)
-    for v in VARIANTS:
+    failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases, config.data.class_names)
+    for v in VARIANTS if config.stress.cam_layer else ():
         for case in failures[v]["cases"]:
             case["figure"] = figure_path("case", v, rank=case["rank"], index=case["index"])  # drawn by the figures step
-    explanations = analyse_explanations(merged)
-    for v in VARIANTS:
-        explanations[v]["timing"] = {
-            "images": int(len(labels)),
-            "seconds_predict": float(merged[v]["seconds_predict"][0]),
-            "seconds_gradcam": float(merged[v]["seconds_gradcam"][0]),
-            "gradcam_over_predict": float(merged[v]["seconds_gradcam"][0] / merged[v]["seconds_predict"][0]),
-        }
-    models = {v: load_model(weights[v], config.to_dict()["model"], torch.device("cpu")) for v in VARIANTS}
-    write_npz(run.path("eval", "gradcam_cases.npz"), **explain_cases(models, images, labels, merged, failures))
+    layer = config.stress.cam_layer
+    if layer:
+        explanations = analyse_explanations(merged)
+        for v in VARIANTS:
+            explanations[v]["timing"] = {
+                "images": int(len(labels)),
+                "seconds_predict": float(merged[v]["seconds_predict"][0]),
+                "seconds_gradcam": float(merged[v]["seconds_gradcam"][0]),
+                "gradcam_over_predict": float(merged[v]["seconds_gradcam"][0] / merged[v]["seconds_predict"][0]),
+            }
+        explanations["layer"] = layer
+        model_config = config.to_dict()["model"]
+        models = {v: load_model(weights[v], model_config, torch.device("cpu")) for v in VARIANTS}
+        write_npz(run.path("eval", "gradcam_cases.npz"),
+                  **explain_cases(models, images, labels, merged, failures, input_stats(model_config), layer))
+    else:
+        explanations = {"skipped": GRADCAM_SKIPPED}
+        run.path("eval", "gradcam_cases.npz").unlink(missing_ok=True)
     write_npz(run.path("eval", "failure_gallery.npz"), **failure_gallery(images, labels, merged))
     write_json(run.path("eval", "failures.json"), failures)
     write_json(run.path("eval", "explanations.json"), explanations)
@@ -217,10 +231,12 @@ def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exe
     merged = predict_all(run, config, executor, weights_ref, images_ref, labels_ref, n, shards, log)
     write_npz(run.path("eval", "predictions.npz"), labels=splits.test_y, **{f"{v}_{k}": merged[v][k] for v in VARIANTS for k in merged[v]})
     write_prediction_table(run, splits.test_y, merged)
-    for v in VARIANTS:
+    for v in VARIANTS if config.stress.cam_layer else ():
         seconds_predict, seconds_gradcam = float(merged[v]["seconds_predict"][0]), float(merged[v]["seconds_gradcam"][0])
-        log(f"[{v}] Grad-CAM (predicted + true class) over {n} images: {seconds_gradcam:.1f} s of task time, "
-            f"{seconds_gradcam / seconds_predict:.2f}x the evaluation pass ({seconds_predict:.1f} s)")
+        log(f"[{v}] Grad-CAM at {config.stress.cam_layer} (predicted + true class) over {n} images: {seconds_gradcam:.1f} s "
+            f"of task time, {seconds_gradcam / seconds_predict:.2f}x the evaluation pass ({seconds_predict:.1f} s)")
+    if not config.stress.cam_layer:
+        log(f"Grad-CAM skipped: {GRADCAM_SKIPPED}")
     analyse(run, config, splits, weights, merged, log)
     run.mark_done("evaluate", time.perf_counter() - started, key, weights=weights_id, shards=min(shards, n))
     return StageOutcome("evaluate", ran=True, seconds=time.perf_counter() - started)
@@ -243,6 +259,10 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     started = time.perf_counter()
     s = config.stress
     corruptions, severities, shifts = list(s.corruptions or CORRUPTIONS), list(s.severities), list_shifts()
+    unsupported = corruption_support(config.model.image_size)
+    if unsupported:
+        log(f"stress: corruptions skipped: {unsupported}")
+        corruptions = []
     n = len(splits.test_y) if s.stress_limit == 0 else min(s.stress_limit, len(splits.test_y))
     images, labels = splits.test_x[:n], splits.test_y[:n]
     model_config = config.to_dict()["model"]
@@ -276,6 +296,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         test_logits = {v: predictions[f"{v}_logits"][:n] for v in VARIANTS}
     robustness = summarise_robustness(clean_correct, merged, corruptions, severities, shifts)
     robustness["images"] = n
+    robustness["corruptions_skipped"] = unsupported
     calibration = summarise_calibration(test_logits, val_logits, labels, splits.val_y, merged, corruptions, severities, s.calibration_bins)
     write_npz(run.path("eval", "stress_correct.npz"), **{cell: arrays["correct"] for cell, arrays in merged.items()})
     write_json(run.path("eval", "robustness.json"), robustness)

@@ -23,6 +23,7 @@ from stress.driver.pipeline import Pipeline, check_output_location
 from stress.driver.resources import check_resources, default_concurrent_trials
 from stress.errors import StressError
 from stress.report.build import build_report
+from stress.report.figures import class_names
 from stress.report.sweep_figures import write_sweep_figures
 
 
@@ -102,6 +103,7 @@ def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery
         "kind": "sweep",
         "run": {"name": root.name, "folder": str(root)},
         "dataset": first["dataset"],
+        "class_names": list(class_names(RunFolder(root / f"seed_{seeds[0]}"))),
         "seeds": seeds,
         "per_seed": {str(s): per_seed[s] for s in seeds},
         "aggregate": aggregate(per_seed) if len(seeds) > 1 else None,

@@ -6,13 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stress.augment import normalize
+from stress.augment import CIFAR10_STATS, Stats, normalize
 from stress.precision import autocast
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, precision: str = "fp32") -> torch.Tensor:
-    """uint8 (N, 3, H, W) on the model's device -> float32 logits (N, C), in eval mode, model mode restored.
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, precision: str = "fp32",
+                   stats: Stats = CIFAR10_STATS) -> torch.Tensor:
+    """uint8 (N, C, H, W) on the model's device -> float32 logits (N, classes), in eval mode, model mode restored.
+
+    stats: the per-channel (mean, std) the model's inputs are standardised with (stress.augment.input_stats).
 
     precision "bf16"/"auto" runs the forward passes under bf16 autocast; logits come back as float32.
     """
@@ -20,16 +23,16 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 100
     model.eval()
     try:
         with autocast(precision, images.device):
-            chunks = [model(normalize(images[i : i + batch_size])).float() for i in range(0, len(images), batch_size)]
+            chunks = [model(normalize(images[i : i + batch_size], stats)).float() for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
-             precision: str = "fp32") -> dict[str, float]:
+             precision: str = "fp32", stats: Stats = CIFAR10_STATS) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of `model` on (images, labels)."""
-    logits = predict_logits(model, images, batch_size, precision)
+    logits = predict_logits(model, images, batch_size, precision, stats)
     return {
         "loss": float(F.cross_entropy(logits, labels, reduction="mean")),
         "acc": float((logits.argmax(1) == labels).float().mean()),

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import torch
 
-from stress.augment import normalize
+from stress.augment import input_stats, normalize
 from stress.config import ModelConfig
 from stress.evaluate.predict import predict_logits
 from stress.models import create_model
@@ -55,6 +55,7 @@ def evaluate_shard(
     seed: int = 0,
     precision: str = "fp32",
     device: str | None = None,
+    cam_layer: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Predictions (and Grad-CAM statistics) for test images [start, stop).
 
@@ -65,13 +66,16 @@ def evaluate_shard(
     model-randomisation rank correlation; these come back under faithful_* keys with their
     global indices. Random orders and the randomised model are seeded by `seed` and the
     image index range, so the result does not depend on which worker ran the shard.
+    Grad-CAM hooks `cam_layer` (None: stress.models.find_cam_layer's choice); inputs are
+    standardised with the statistics in `model_config` (stress.augment.input_stats).
     """
     device = task_device(device)
     model = load_model(state_dict, model_config, device)
+    stats = input_stats(model_config)
     x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
     started = time.perf_counter()
-    logits = predict_logits(model, x, batch_size, precision)
+    logits = predict_logits(model, x, batch_size, precision, stats)
     probs = logits.softmax(1)
     confidence, predicted = probs.max(1)
     out = {
@@ -89,8 +93,8 @@ def evaluate_shard(
         shares = {"predicted": [], "true": []}
         for i in range(0, len(x), batch_size):
             maps = gradcam_for_targets(
-                model, normalize(x[i : i + batch_size]), {"predicted": predicted[i : i + batch_size], "true": y[i : i + batch_size]},
-                precision=precision,
+                model, normalize(x[i : i + batch_size], stats), {"predicted": predicted[i : i + batch_size], "true": y[i : i + batch_size]},
+                layer=cam_layer, precision=precision,
             )
             for key in shares:
                 shares[key].append(centre_energy_share(maps[key]).cpu())
@@ -98,7 +102,8 @@ def evaluate_shard(
         out["centre_share_true"] = torch.cat(shares["true"]).numpy()
         out["seconds_gradcam"] = np.array([time.perf_counter() - started])  # maps for two targets per image
     if faithfulness_every > 0:
-        out.update(_faithfulness(model, x, predicted, start, faithfulness_every, faithfulness_steps, seed, batch_size, precision))
+        out.update(_faithfulness(model, x, predicted, start, faithfulness_every, faithfulness_steps, seed, batch_size, precision,
+                                 stats, cam_layer))
     return out
 
 
@@ -108,7 +113,8 @@ FAITHFUL_KEYS = (
 )
 
 
-def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed: int, batch_size: int, precision: str = "fp32") -> dict:
+def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed: int, batch_size: int, precision: str,
+                  stats, cam_layer: str | None) -> dict:
     """Deletion/insertion and ROAD AUCs and the randomisation sanity check on every `every`-th image."""
     from stress.analyses.faithfulness import road_curves, structured_random_maps
     from stress.analyses.gradcam import cam_resolution, deletion_insertion, gradcam, sanity_check
@@ -118,16 +124,17 @@ def _faithfulness(model, x, predicted, start: int, every: int, steps: int, seed:
     if len(local) == 0:
         return {"faithful_indices": np.zeros(0, dtype=np.int64), **{f"faithful_{k}": np.zeros(0) for k in FAITHFUL_KEYS},
                 "faithful_randomisation_correlation": np.zeros(0)}
-    images, targets = normalize(x[local]), predicted[local]
-    maps = gradcam(model, images, targets, precision=precision)
+    images, targets = normalize(x[local], stats), predicted[local]
+    maps = gradcam(model, images, targets, layer=cam_layer, precision=precision)
     generator = torch.Generator().manual_seed(seed * 7919 + start)
     with autocast(precision, x.device):  # the curves' forward passes; probabilities are read as float32
         curves = deletion_insertion(model, images, maps, targets, steps=steps, generator=generator, batch_size=batch_size * 2)
-        random_maps = structured_random_maps(len(local), cam_resolution(model, images), tuple(images.shape[-2:]), generator, x.device)
+        random_maps = structured_random_maps(len(local), cam_resolution(model, images, cam_layer), tuple(images.shape[-2:]),
+                                           generator, x.device)
         road = road_curves(model, images, {"road": maps, "road_random": random_maps}, targets, generator=generator, batch_size=batch_size)
     curves.update(road)
     # The same randomised weights for every shard: seeded by `seed` alone.
-    sanity = sanity_check(model, images, targets, generator=torch.Generator().manual_seed(seed))
+    sanity = sanity_check(model, images, targets, layer=cam_layer, generator=torch.Generator().manual_seed(seed))
     return {
         "faithful_indices": (local + start).cpu().numpy(),
         **{f"faithful_{k}": curves[k].float().cpu().numpy() for k in FAITHFUL_KEYS},
@@ -172,6 +179,7 @@ def stress_shard(
     Returns {"<variant>|<name>|<severity>": {correct, confidence, nll, brier}} with (n,) arrays.
     """
     device = task_device(device)
+    stats = input_stats(model_config)
     models = {v: load_model(w, model_config, device) for v, w in weights.items()}
     if compile:
         import logging
@@ -192,5 +200,5 @@ def stress_shard(
                 for i in range(0, len(x), batch_size)
             ])
         for v, model in models.items():
-            out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size, precision), y)
+            out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size, precision, stats), y)
     return out

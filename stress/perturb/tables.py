@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+TABLE_SIZES = (32,)  # image sizes with severity tables: CIFAR-10-C's (CIFAR-100-C was made with the same)
+
+
+def corruption_support(size: int) -> str | None:
+    """None where the corruptions have severity tables for `size`-pixel images, else why they are skipped."""
+    if size in TABLE_SIZES:
+        return None
+    return (f"the corruptions' severity tables are for {' or '.join(f'{s}x{s}' for s in TABLE_SIZES)} images "
+            f"(CIFAR-10-C, CIFAR-100-C), and this dataset's are {size}x{size}; pass --image-size 32 to resize on purpose")
+
 # Severity tables of make_cifar_c.py (index = severity - 1).
 GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)
 

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from stress.analyses.failures import confusion_matrix
-from stress.artifacts import RunFolder, read_record
+from stress.artifacts import RunFolder, read_json, read_record
 from stress.constants import CLASSES, CONFIDENT, VARIANTS
 from stress.errors import StressError
+from stress.report.class_plots import plot_confusion, plot_confusion_pairs
 from stress.report.plots import (
     plot_case,
     plot_case_grid,
     plot_centre_attention,
     plot_characteristics,
-    plot_confusion,
-    plot_confusion_pairs,
     plot_failure_gallery,
     plot_faithfulness,
     plot_gain_heatmap,
@@ -71,7 +70,15 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise StressError(f"{path}: not a readable .npz ({type(exc).__name__})") from None
 
 
-def _case_figures(run: RunFolder, failures: dict) -> list[Path]:
+def class_names(run: RunFolder) -> tuple[str, ...]:
+    """The run's class names from its config.json; CIFAR-10's for folders written before they were recorded."""
+    path = run.path("config.json")
+    record = read_json(path) if path.is_file() else {}
+    names = record.get("data", {}).get("class_names") if isinstance(record, dict) and isinstance(record.get("data"), dict) else None
+    return tuple(str(n) for n in names) if isinstance(names, list) and names else CLASSES
+
+
+def _case_figures(run: RunFolder, failures: dict, names: tuple[str, ...]) -> list[Path]:
     written = []
     cases = load_arrays(run.path("eval", "gradcam_cases.npz"))
     keys = [(str(v), int(i)) for v, i in zip(cases["case_variant"], cases["indices"])]
@@ -81,15 +88,17 @@ def _case_figures(run: RunFolder, failures: dict) -> list[Path]:
             if (v, case["index"]) in keys:
                 row = keys.index((v, case["index"]))
                 rows.append(row)
-                written.append(plot_case(cases, row, run.path(*case["figure"].split("/"))))
+                written.append(plot_case(cases, row, run.path(*case["figure"].split("/")), names))
         if rows:
-            written.append(plot_case_grid(cases, rows, f"Grad-CAM of the cases selected from {v}'s failures", run.figures / figure_name("case_grid", v)))
+            written.append(plot_case_grid(cases, rows, f"Grad-CAM of the cases selected from {v}'s failures",
+                                          run.figures / figure_name("case_grid", v), names))
     return written
 
 
 def write_figures(run: RunFolder, log=print) -> list[Path]:
     """Every figure whose inputs exist in the run folder; returns the paths written."""
     written: list[Path] = []
+    names = class_names(run)
     evaluation = lambda name: run.path("eval", name)  # noqa: E731
     if all((run.variant_dir(v) / "history.json").is_file() for v in VARIANTS):
         histories = {v: read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs",))["epochs"] for v in VARIANTS}
@@ -98,19 +107,19 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
     if evaluation("predictions.npz").is_file():
         predictions = load_arrays(evaluation("predictions.npz"))
         for v in VARIANTS:
-            matrix = confusion_matrix(predictions["labels"], predictions[f"{v}_predicted"], len(CLASSES))
+            matrix = confusion_matrix(predictions["labels"], predictions[f"{v}_predicted"], len(names))
             acc = float(np.trace(matrix) / matrix.sum())
-            written.append(plot_confusion(matrix, f"{v}: test accuracy {acc:.3f}", run.figures / figure_name("confusion", v)))
+            written.append(plot_confusion(matrix, f"{v}: test accuracy {acc:.3f}", run.figures / figure_name("confusion", v), names))
     failures = read_record(evaluation("failures.json"), "failure record", keys=VARIANTS, variants=VARIANTS) if evaluation("failures.json").is_file() else None
     if evaluation("failure_gallery.npz").is_file():
         g = load_arrays(evaluation("failure_gallery.npz"))
         for v in VARIANTS:
             written.append(plot_failure_gallery(
                 g[f"{v}_images"], g[f"{v}_labels"], g[f"{v}_predicted"], g[f"{v}_confidence"],
-                f"{v}: most confident failures (true / predicted, confidence)", run.figures / figure_name("gallery", v)))
+                f"{v}: most confident failures (true / predicted, confidence)", run.figures / figure_name("gallery", v), names=names))
     if failures is not None:
         if evaluation("gradcam_cases.npz").is_file():
-            written += _case_figures(run, failures)
+            written += _case_figures(run, failures, names)
         written.append(plot_confusion_pairs(failures, run.figures / figure_name("confusion_pairs")))
     if predictions is not None and evaluation("characteristics.npz").is_file():
         characteristics = load_arrays(evaluation("characteristics.npz"))
@@ -120,7 +129,8 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
             masks[v] = (~correct & confident, correct & confident)
         comparisons = {v: failures[v]["characteristics"]["comparison"] for v in VARIANTS} if failures else {}
         written.append(plot_characteristics(characteristics, masks, comparisons, run.figures / figure_name("characteristics")))
-    if evaluation("explanations.json").is_file():
+    skipped = evaluation("explanations.json").is_file() and "skipped" in read_json(evaluation("explanations.json"))
+    if evaluation("explanations.json").is_file() and not skipped:
         explanations = read_record(evaluation("explanations.json"), "explanation record", variants=VARIANTS)
         written.append(plot_centre_attention(explanations, run.figures / figure_name("centre_attention")))
         if any("faithfulness" in explanations.get(v, {}) for v in VARIANTS):

@@ -39,7 +39,7 @@ def confident_failures(summary: dict) -> list[Observation]:
 def border_attention(summary: dict) -> list[Observation]:
     """Do failures attend more to the border than successes? (centre share of the Grad-CAM mass)"""
     explanations = summary.get("explanations")
-    if not explanations:
+    if not explanations or "skipped" in explanations:
         return []
     out = []
     for v in VARIANTS:
@@ -75,7 +75,7 @@ def border_attention(summary: dict) -> list[Observation]:
 def sanity_check(summary: dict) -> list[Observation]:
     """Do the maps pass the model-randomisation sanity check (low rank correlation with a random model)?"""
     explanations = summary.get("explanations")
-    if not explanations:
+    if not explanations or "skipped" in explanations:
         return []
     out = []
     for v in VARIANTS:
@@ -117,7 +117,7 @@ def faithfulness(summary: dict) -> list[Observation]:
     """Are the maps faithful? ROAD (noisy linear imputation) most- and least-relevant-first against a
     structure-matched random order; the constant-fill deletion against i.i.d. random order is quoted beside it."""
     explanations = summary.get("explanations")
-    if not explanations:
+    if not explanations or "skipped" in explanations:
         return []
     out = []
     for v in VARIANTS:

@@ -66,24 +66,8 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
-    """Row-normalised confusion matrix with counts."""
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    names = CLASSES[: len(matrix)]
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(len(matrix)):
-        for j in range(len(matrix)):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    return save_figure(fig, path)
-
-
-def plot_failure_gallery(images: np.ndarray, labels, predicted, confidence, title: str, path: Path, columns: int = 4) -> Path:
+def plot_failure_gallery(images: np.ndarray, labels, predicted, confidence, title: str, path: Path, columns: int = 4,
+                         names: tuple[str, ...] = CLASSES) -> Path:
     """The most confident failures as an image grid, each titled true / predicted (confidence)."""
     count = max(len(images), 1)
     rows = -(-count // columns)
@@ -92,20 +76,20 @@ def plot_failure_gallery(images: np.ndarray, labels, predicted, confidence, titl
         ax.axis("off")
         if k < len(images):
             ax.imshow(_as_rgb(images[k]), interpolation="nearest")
-            ax.set_title(f"true: {CLASSES[int(labels[k])]}\npred: {CLASSES[int(predicted[k])]} ({float(confidence[k]):.2f})", fontsize=8)
+            ax.set_title(f"true: {names[int(labels[k])]}\npred: {names[int(predicted[k])]} ({float(confidence[k]):.2f})", fontsize=8)
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
-def _draw_case_row(axes, cases: dict, row: int) -> None:
+def _draw_case_row(axes, cases: dict, row: int, names: tuple[str, ...]) -> None:
     """One case: the image, then per model the map of its predicted class and of the true class."""
     image = _as_rgb(cases["images"][row])
-    true_name = CLASSES[int(cases["labels"][row])]
+    true_name = names[int(cases["labels"][row])]
     axes[0].imshow(image, interpolation="nearest")
     axes[0].set_title(f"#{int(cases['indices'][row])} true: {true_name}\n(selected by {cases['case_variant'][row]})", fontsize=8)
     column = 1
     for model in VARIANTS:
-        predicted = CLASSES[int(cases[f"predicted_{model}"][row])]
+        predicted = names[int(cases[f"predicted_{model}"][row])]
         confidence = float(cases[f"confidence_{model}"][row])
         for target in ("predicted", "true"):
             ax = axes[column]
@@ -118,35 +102,21 @@ def _draw_case_row(axes, cases: dict, row: int) -> None:
         ax.axis("off")
 
 
-def plot_case(cases: dict, row: int, path: Path) -> Path:
+def plot_case(cases: dict, row: int, path: Path, names: tuple[str, ...] = CLASSES) -> Path:
     """Grad-CAM figure of one selected case for both models."""
     fig, axes = plt.subplots(1, 1 + 2 * len(VARIANTS), figsize=(2.4 * (1 + 2 * len(VARIANTS)), 2.9))
-    _draw_case_row(axes, cases, row)
+    _draw_case_row(axes, cases, row, names)
     return save_figure(fig, path)
 
 
-def plot_case_grid(cases: dict, rows: list[int], title: str, path: Path) -> Path:
+def plot_case_grid(cases: dict, rows: list[int], title: str, path: Path, names: tuple[str, ...] = CLASSES) -> Path:
     """All selected cases of one variant as rows of `plot_case` panels."""
     columns = 1 + 2 * len(VARIANTS)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.7 * len(rows)), squeeze=False)
     fig.subplots_adjust(hspace=0.45, wspace=0.15, top=1 - 0.35 / len(rows))  # fixed spacing: a layout engine is slow on 40 axes
     for line, row in enumerate(rows):
-        _draw_case_row(axes[line], cases, row)
+        _draw_case_row(axes[line], cases, row, names)
     fig.suptitle(title)
-    return save_figure(fig, path)
-
-
-def plot_confusion_pairs(failures: dict, path: Path, top: int = 8) -> Path:
-    """Most frequent (true -> predicted) confusions per variant, as horizontal bars."""
-    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(5.5 * len(VARIANTS), 3.8), squeeze=False)
-    for ax, v in zip(axes[0], VARIANTS):
-        pairs = failures[v]["top_confusions"][:top][::-1]  # largest on top
-        names = [f"{CLASSES[p['true']]} → {CLASSES[p['predicted']]}" for p in pairs]
-        ax.barh(range(len(pairs)), [p["count"] for p in pairs], color=COLOURS[v])
-        ax.set_yticks(range(len(pairs)), names)
-        ax.set_xlabel("test images")
-        ax.set_title(f"{v}: top confusions (of {failures[v]['n_errors']} errors)")
-        ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
 
 

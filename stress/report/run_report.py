@@ -66,6 +66,29 @@ def precision_text(train: dict, manifest: dict) -> str:
     return f"{recorded.get('requested', MISSING)} ({resolved})"
 
 
+def model_text(model: dict) -> str:
+    name = model.get("name", MISSING)
+    if name == "simple_cnn":
+        return f"{name} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"
+    extras = [f"{k}={v}" for k, v in (model.get("kwargs") or {}).items()] + (["CIFAR stem"] if model.get("cifar_stem") else [])
+    return f"{name}{' (' + ', '.join(extras) + ')' if extras else ''}"
+
+
+def stats_text(model: dict, manifest: dict) -> str:
+    mean, std = model.get("mean"), model.get("std")
+    how = manifest.get("model", {}).get("input_stats", {}).get("how")
+    if not mean:
+        return "CIFAR-10's constants"
+    return f"mean {', '.join(f'{m:.4f}' for m in mean)}; std {', '.join(f'{s:.4f}' for s in std)}{f' ({how})' if how else ''}"
+
+
+def cam_text(config: dict, manifest: dict) -> str:
+    recorded = manifest.get("model", {}).get("gradcam_layer")
+    if recorded:
+        return f"{recorded['name']} ({recorded['chosen']})" if recorded.get("name") else f"none: {recorded.get('skipped')}"
+    return config.get("stress", {}).get("cam_layer") or "features.relu3"
+
+
 def setup(summary: dict, config: dict, manifest: dict) -> Section:
     """Data, split, model, optimiser, seeds, versions, hardware and stage times."""
     dataset, model, train = summary.get("dataset", {}), config.get("model", {}), config.get("train", {})
@@ -77,7 +100,10 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
         ("data source", dataset.get("source", MISSING)),
         ("split sizes (train / validation / test)", f"{dataset.get('train', MISSING)} / {dataset.get('val', MISSING)} / {dataset.get('test', MISSING)}"),
         ("data sha256", dataset.get("sha256", MISSING)),
-        ("model", f"{model.get('name', MISSING)} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"),
+        ("model", model_text(model)),
+        ("classes / image size", f"{model.get('num_classes', MISSING)} / {model.get('image_size', MISSING)}×{model.get('image_size', MISSING)}"),
+        ("input standardisation", stats_text(model, manifest)),
+        ("Grad-CAM layer", cam_text(config, manifest)),
         ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
         ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
         ("precision", precision_text(train, manifest)),
@@ -117,11 +143,12 @@ def failure_cases(summary: dict) -> Section:
         blocks.append(Figure(figure_path("gallery", v), f"The most confident failures of {v}: true / predicted class (confidence)."))
     for v in VARIANTS:
         cases = failures[v]["cases"]
-        blocks.append(Paragraph(f"Cases selected from the failures of {v} (Grad-CAM of both models, for each model's predicted class and the true class):"))
+        maps = " (Grad-CAM of both models, for each model's predicted class and the true class)" if any("figure" in c for c in cases) else ""
+        blocks.append(Paragraph(f"Cases selected from the failures of {v}{maps}:"))
         blocks.append(make_table(("rank", "image", "true", f"{v} predicts", "other model predicts"), [
             (c["rank"], c["index"], c["true_name"], f"{c['predicted_name']} ({number(c['confidence'], 2)})",
              f"{c['other_variant']}: {c['other_predicted_name']} ({number(c['other_confidence'], 2)})") for c in cases]))
-        for c in cases:
+        for c in (c for c in cases if "figure" in c):
             blocks.append(Figure(c["figure"], f"{v} case {c['rank']}: image {c['index']}, true {c['true_name']}, "
                                               f"{v} predicts {c['predicted_name']} ({number(c['confidence'], 2)})."))
     blocks.append(Figure(figure_path("confusion_pairs"), "Most frequent confusions (true → predicted) per variant."))
@@ -147,14 +174,17 @@ def explanations(summary: dict) -> Section:
     results = summary.get("explanations")
     if not results:
         return Section("explanations", "Explanations", (_not_run("evaluate", "explanations"),))
+    if "skipped" in results:
+        return Section("explanations", "Explanations", (Note(f"Grad-CAM skipped: {results['skipped']}."),))
     rows = []
     for v in VARIANTS:
         share = results[v]["centre_share"]
         f, s = share["failures"], share["successes"]
         rows.append((v, _with_interval(f["mean"], f["low"], f["high"]), _with_interval(s["mean"], s["low"], s["high"]),
                      interval_text(*(share.get("difference_interval") or (None, None))), signed(share.get("cohens_d"), 2)))
+    layer = f" at layer {results['layer']}" if results.get("layer") else ""
     blocks: list = [
-        Paragraph("Share of the Grad-CAM mass (predicted class) inside the central window; uniform attention gives 0.25. "
+        Paragraph(f"Share of the Grad-CAM mass (predicted class{layer}) inside the central window; uniform attention gives 0.25. "
                   "Intervals in this section are 95%, over the test images of each trained model."),
         make_table(("variant", "failures [95% CI]", "successes [95% CI]", "difference 95% CI", "Cohen's d"), rows),
         Figure(figure_path("centre_attention"), "Centre versus border attention of failures and successes."),
@@ -205,7 +235,9 @@ def robustness(summary: dict) -> Section:
             "with the baseline in AlexNet's role), so they cannot be compared with published mCE figures."))
         blocks.append(make_table(("variant", "clean accuracy", "mean corruption accuracy", f"mean over CIFAR-10-C main set ({len(main)} of 15)",
                               "drop from clean", "mCE", "relative mCE"), rows))
-        if missing:
+        if results.get("corruptions_skipped"):
+            blocks.append(Note(f"Corruptions skipped: {results['corruptions_skipped']}. Shifts and calibration ran"))
+        elif missing:
             blocks.append(Note(f"CIFAR-10-C main set without {', '.join(missing)} (not implemented): it compares with RobustBench's "
                                "CIFAR-10-C column only approximately, and this copy of CIFAR-10 is JPEG-decoded"))
         labels = [("clean", "clean"), ("mean_corruption", "mean corruption"), ("mean_corruption_main", "mean corruption, main set"),
@@ -225,8 +257,9 @@ def robustness(summary: dict) -> Section:
                 "borders in training, profits from black borders as such"
                 + (f" ({100 * share:.0f}% of its zero-fill gain)." if share is not None and border["gain_zero_fill"] > 0 else ".")
                 + " Shifts default to edge fill for that reason."))
-        blocks.append(Figure(figure_path("severity"), "Accuracy versus corruption severity, both variants."))
-        blocks.append(Figure(figure_path("gain_heatmap"), "Augmented − baseline accuracy per corruption and severity, for this trained pair (blue: augmented better)."))
+        if results[VARIANTS[0]].get("by_corruption"):
+            blocks.append(Figure(figure_path("severity"), "Accuracy versus corruption severity, both variants."))
+            blocks.append(Figure(figure_path("gain_heatmap"), "Augmented − baseline accuracy per corruption and severity, for this trained pair (blue: augmented better)."))
         blocks.append(Figure(figure_path("translation"), "Accuracy under translations by (dx, dy) pixels, with edge-replicated and with black borders."))
         blocks.append(Figure(figure_path("shift_families"), "Accuracy per shift family and the paired gain."))
     else:

@@ -103,7 +103,8 @@ def plot_fail_counts(stability: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_always_wrong(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, title: str, path: Path, columns: int = 8) -> Path:
+def plot_always_wrong(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, title: str, path: Path, columns: int = 8,
+                      names: tuple[str, ...] = CLASSES) -> Path:
     """Images (N, 3, H, W) uint8 misclassified in every seed, each titled with its test index and true class."""
     rows = -(-max(len(images), 1) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.75 * rows + 0.5), squeeze=False)
@@ -111,7 +112,7 @@ def plot_always_wrong(images: np.ndarray, labels: np.ndarray, indices: np.ndarra
         ax.axis("off")
         if k < len(images):
             ax.imshow(np.transpose(images[k], (1, 2, 0)), interpolation="nearest")  # (3, H, W) -> (H, W, 3)
-            ax.set_title(f"#{int(indices[k])}\n{CLASSES[int(labels[k])]}", fontsize=7)
+            ax.set_title(f"#{int(indices[k])}\n{names[int(labels[k])]}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 
@@ -138,6 +139,6 @@ def write_sweep_figures(root: RunFolder, log=print) -> list[Path]:
                     title = (f"{v}: misclassified by all {stability['n_seeds']} seeds ({len(gallery[f'{v}_indices'])} of {always} shown; "
                              "test index, true class)")
                     written.append(plot_always_wrong(gallery[f"{v}_images"], gallery[f"{v}_labels"], gallery[f"{v}_indices"], title,
-                                                     target("always_wrong", v)))
+                                                     target("always_wrong", v), names=tuple(summary.get("class_names") or CLASSES)))
     log(f"sweep figures: {len(written)} written to {root.figures}")
     return written

@@ -282,7 +282,7 @@ def test_run_main_exit_codes(capsys):
 @pytest.mark.parametrize(("values", "needle"), [
     ({"stress": {"corruptions": ["gaussian_noise", "gaussian_noise", "contrast"]}}, "stress.corruptions: gaussian_noise listed more than once"),
     ({"stress": {"severities": [1, 2, 2]}}, "stress.severities: 2 listed more than once"),
-    ({"model": {"name": "resnet"}}, "model.name: unknown 'resnet'; valid choices: simple_cnn"),
+    ({"model": {"name": "resnet"}}, "model.name: unknown 'resnet'; valid: simple_cnn, torchvision:NAME, timm:NAME, package.module:callable"),
     ({"train": {"seed": 2**64}}, "train.seed must be <= 4294967295 (32 bits)"),
     ({"train": {"lr": "1e-3"}}, "train.lr must be a finite number, got '1e-3' (a string: YAML 1.1 reads 1e-3 as text"),
 ])

@@ -103,17 +103,25 @@ def test_valid_npz_is_transposed_to_nchw_and_labels_to_int64(tmp_path):
     [
         ({"y_test": None}, "missing key(s) y_test"),
         ({"x_train": np.zeros((30, 32, 32, 3), np.float32)}, "x_train must be uint8"),
-        ({"x_test": np.zeros((20, 3, 32, 32), np.uint8)}, "x_test must have shape (N, 32, 32, 3)"),
+        ({"x_test": np.zeros((20, 3, 32, 32), np.uint8)}, "x_test must have shape (N, S, S, 3)"),
         ({"x_train": np.zeros((30, 32, 32), np.uint8)}, "x_train must have shape"),
+        ({"x_train": np.zeros((30, 32, 24, 3), np.uint8)}, "(square RGB images), got (30, 32, 24, 3)"),
+        ({"x_train": np.zeros((30, 4, 4, 3), np.uint8), "x_test": np.zeros((20, 4, 4, 3), np.uint8)}, "S >= 8"),
+        ({"x_test": np.zeros((20, 48, 48, 3), np.uint8)}, "train images are 32 pixels wide but test images 48"),
         ({"y_train": np.full(30, 0.5)}, "y_train must be a 1-D integer array"),
         ({"y_train": np.zeros((30, 1), np.int64)}, "y_train must be a 1-D integer array"),
-        ({"y_train": np.arange(30) % 11}, "labels must be in [0, 9]"),
-        ({"y_test": np.full(20, -1)}, "labels must be in [0, 9]"),
+        ({"y_train": np.arange(30) % 11, "class_names": np.array(CLASSES)}, "labels must be in [0, 9]"),
+        ({"y_test": np.full(20, -1)}, "labels must be >= 0"),
         ({"y_train": np.arange(29) % 10}, "x_train has 30 images but y_train has 29 labels"),
         ({"x_test": np.zeros((0, 32, 32, 3), np.uint8), "y_test": np.zeros(0, np.int64)}, "test split is empty"),
+        ({"y_train": np.where(np.arange(30) % 10 == 3, 4, np.arange(30) % 10)}, "class(es) 3 (cat) have no training images"),
+        ({"y_train": np.zeros(30, np.int64), "y_test": np.zeros(20, np.int64)}, "a single class"),
+        ({"class_names": np.array([1, 2, 3])}, "class_names must be a 1-D array of strings"),
+        ({"class_names": np.array(["a", "b"] * 5)}, "class_names lists a name more than once"),
     ],
-    ids=["missing-key", "float-images", "nchw-images", "3d-images", "float-labels", "2d-labels",
-         "label-too-big", "label-negative", "length-mismatch", "empty-split"],
+    ids=["missing-key", "float-images", "nchw-images", "3d-images", "non-square", "too-small", "mixed-sizes",
+         "float-labels", "2d-labels", "label-too-big", "label-negative", "length-mismatch", "empty-split",
+         "empty-class", "one-class", "names-not-strings", "names-repeated"],
 )
 def test_invalid_npz_raises_one_line_error_naming_the_file(tmp_path, overrides, needle):
     path = write_npz(tmp_path / "bad.npz", **overrides)
@@ -201,7 +209,7 @@ def write_batches_folder(parent: Path, per_batch: int = 4, n_test: int = 6, seed
         rows = rng.integers(0, 256, (n, 3072), dtype=np.uint8)  # official: 1024 R, then G, then B, row-major
         entry = {
             b"batch_label": name.encode(),
-            b"labels": [int((offset + k) % 10) for k in range(n)],  # a plain list, as in the official files
+            b"labels": [int((offset * n + k) % 10) for k in range(n)],  # a plain list, as in the official files; all 10 classes in train
             b"data": rows,
             b"filenames": [f"{name}_{k}.png".encode() for k in range(n)],
         }
@@ -226,9 +234,10 @@ def test_batches_folder_is_read_in_official_order(tmp_path):
     assert dataset.x_train.shape == (20, 3, 32, 32) and dataset.x_test.shape == (6, 3, 32, 32)
     np.testing.assert_array_equal(dataset.x_train, train)
     np.testing.assert_array_equal(dataset.x_test, test)
-    expected_train = [(i + k) % 10 for i in range(1, 6) for k in range(4)]
+    expected_train = [(4 * i + k) % 10 for i in range(1, 6) for k in range(4)]
     assert dataset.y_train.tolist() == expected_train
-    assert dataset.y_test.tolist() == [(7 + k) % 10 for k in range(6)]
+    assert dataset.y_test.tolist() == [(7 * 6 + k) % 10 for k in range(6)]
+    assert dataset.class_names == CLASSES  # the batches folder is CIFAR-10
     assert dataset.y_train.dtype == np.int64
 
 
@@ -375,7 +384,8 @@ def test_split_carves_a_seeded_disjoint_validation_set():
     np.testing.assert_array_equal(splits.val_y, dataset.y_train[val_ids])
     np.testing.assert_array_equal(splits.test_x, dataset.x_test)
     np.testing.assert_array_equal(splits.test_y, dataset.y_test)
-    assert splits.describe() == {"source": "test", "train": 38, "val": 12, "test": 20, "sha256": "abc"}
+    assert splits.describe() == {"source": "test", "train": 38, "val": 12, "test": 20, "sha256": "abc", "classes": 10,
+                                 "image_size": 32}
     assert set(splits.arrays()) == {"train_x", "train_y", "val_x", "val_y", "test_x", "test_y"}
 
 
@@ -471,3 +481,133 @@ def test_special_files_are_refused_as_data_and_config(tmp_path):
     os.mkfifo(config_fifo)
     with pytest.raises(StressError, match="not a regular file \\(--config must be a file"):
         load_config_file(config_fifo)
+
+
+# ---------------------------------------------------------------- other datasets: classes, sizes, folders, downloads
+
+
+def test_an_npz_with_100_classes_and_names_keeps_them(tmp_path):
+    rng = np.random.default_rng(0)
+    names = np.array([f"class_{i:03d}" for i in range(100)])
+    path = write_npz(tmp_path / "c100.npz", y_train=np.arange(30) % 100, y_test=np.arange(20) % 100, class_names=names)
+    # 30 training images cannot cover 100 classes: refused, naming the first empty class.
+    assert "class(es) 30 (class_030)" in load_error(path)
+    arrays = {"x_train": rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8), "y_train": np.arange(200) % 100,
+              "x_test": rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8), "y_test": np.arange(50) % 100}
+    np.savez(tmp_path / "ok.npz", **arrays, class_names=names)
+    dataset = load_dataset(DataConfig(source=str(tmp_path / "ok.npz")))
+    assert dataset.class_names == tuple(names) and dataset.image_size == 32
+    assert np.bincount(dataset.y_train).tolist() == [2] * 100
+
+
+def test_names_come_from_the_file_else_cifar10_for_10_classes_at_32_else_numbers(tmp_path):
+    assert load_dataset(DataConfig(source=str(write_npz(tmp_path / "a.npz")))).class_names == CLASSES
+    rng = np.random.default_rng(1)
+    big = {"x_train": rng.integers(0, 256, (30, 48, 48, 3), dtype=np.uint8), "x_test": rng.integers(0, 256, (20, 48, 48, 3), dtype=np.uint8)}
+    assert load_dataset(DataConfig(source=str(write_npz(tmp_path / "b.npz", **big)))).class_names == tuple(str(i) for i in range(10))
+    given = DataConfig(source=str(tmp_path / "a.npz"), class_names=tuple("abcdefghij"))
+    assert load_dataset(given).class_names == tuple("abcdefghij")
+    with pytest.raises(StressError, match="data.class_names lists 3 names, but .* has 10 classes"):
+        load_dataset(DataConfig(source=str(tmp_path / "a.npz"), class_names=("a", "b", "c")))
+
+
+def test_image_size_resizes_like_pil_on_loading(tmp_path):
+    from PIL import Image
+
+    path = write_npz(tmp_path / "a.npz")
+    dataset = load_dataset(DataConfig(source=str(path), image_size=64))
+    assert dataset.x_train.shape == (30, 3, 64, 64) and dataset.x_test.shape == (20, 3, 64, 64)
+    # Independent reference: PIL's bilinear resize (antialiased) of the first image, within one grey level.
+    original = small_arrays()["x_train"][0]
+    reference = np.asarray(Image.fromarray(original).resize((64, 64), Image.BILINEAR))
+    assert np.abs(dataset.x_train[0].transpose(1, 2, 0).astype(int) - reference.astype(int)).max() <= 1
+    # The fingerprint is of the file as stored: resizing is an option of the run, recorded in its config.
+    assert dataset.sha256 == load_dataset(DataConfig(source=str(path))).sha256
+
+
+def write_image_folder(root: Path, sizes=None, classes=("cat", "dog", "eel"), per_class=(4, 2)) -> dict:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    written = {}
+    for split, count in zip(("train", "test"), per_class):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for k in range(count):
+                side = (sizes or {}).get((split, name, k), 24)
+                pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{k}.png")
+                written[(split, name, k)] = pixels
+    return written
+
+
+def test_an_image_folder_is_read_in_imagefolder_order(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    written = write_image_folder(tmp_path / "pets")
+    (tmp_path / "pets" / "train" / "cat" / "notes.txt").write_text("not an image")
+    dataset = load_dataset(DataConfig(source=str(tmp_path / "pets")))
+    assert dataset.class_names == ("cat", "dog", "eel") and dataset.image_size == 24
+    assert dataset.x_train.shape == (12, 3, 24, 24) and dataset.x_test.shape == (6, 3, 24, 24)
+    # torchvision's ImageFolder, an independent reader, gives the same labels in the same order.
+    reference = ImageFolder(str(tmp_path / "pets" / "train"))
+    assert reference.classes == list(dataset.class_names)
+    assert [label for _, label in reference.samples] == dataset.y_train.tolist()
+    np.testing.assert_array_equal(dataset.x_train[0].transpose(1, 2, 0), written[("train", "cat", 0)])
+
+
+def test_image_folder_errors_name_the_file(tmp_path):
+    write_image_folder(tmp_path / "mixed", sizes={("train", "dog", 1): 20})
+    assert "mixed/train/dog/1.png: image is 20x20 pixels, but the folder's first image is 24x24" in load_error(tmp_path / "mixed")
+    write_image_folder(tmp_path / "extra")
+    (tmp_path / "extra" / "test" / "fox").mkdir()
+    assert "class folder(s) fox are not in" in load_error(tmp_path / "extra")
+    write_image_folder(tmp_path / "broken")
+    (tmp_path / "broken" / "train" / "eel" / "9.png").write_bytes(b"not a png")
+    assert "broken/train/eel/9.png: not a readable image" in load_error(tmp_path / "broken")
+
+
+def test_torchvision_cifar100_and_svhn_come_from_torchvision_under_the_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("STRESS_DATA_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    calls = []
+
+    class FakeCIFAR100:
+        classes = [f"c{i}" for i in range(100)]
+
+        def __init__(self, root, train, download):
+            calls.append(("cifar100", root, train, download))
+            n = 200 if train else 100
+            self.data = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            self.targets = list(np.arange(n) % 100)
+
+    class FakeSVHN:
+        def __init__(self, root, split, download):
+            calls.append(("svhn", root, split, download))
+            n = 30 if split == "train" else 20
+            self.data = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)  # SVHN is stored NCHW
+            self.labels = np.arange(n) % 10
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeCIFAR100)
+    monkeypatch.setattr(torchvision.datasets, "SVHN", FakeSVHN)
+    c100 = load_dataset(DataConfig(source="torchvision:cifar100"))
+    assert c100.class_names == tuple(FakeCIFAR100.classes) and c100.x_train.shape == (200, 3, 32, 32)
+    svhn = load_dataset(DataConfig(source="torchvision:svhn"))
+    assert svhn.class_names == tuple("0123456789") and svhn.x_test.shape == (20, 3, 32, 32)
+    assert [(c[0], Path(c[1]).name, c[2], c[3]) for c in calls] == [
+        ("cifar100", "cifar100", True, True), ("cifar100", "cifar100", False, True),
+        ("svhn", "svhn", "train", True), ("svhn", "svhn", "test", True)]
+    with pytest.raises(StressError, match="torchvision:imagenet: unknown dataset; valid: torchvision:cifar10"):
+        load_dataset(DataConfig(source="torchvision:imagenet"))
+
+
+def test_synthetic_data_of_other_shapes_keeps_the_10_class_default_bit_identical():
+    default = make_synthetic(60, 20, seed=0)
+    same = make_synthetic(60, 20, seed=0, num_classes=10, size=32)
+    assert all(np.array_equal(default[k], same[k]) for k in default)
+    many = load_dataset(DataConfig(source="synthetic", synthetic_train=300, synthetic_test=100, synthetic_classes=100, synthetic_size=64))
+    assert many.x_train.shape == (300, 3, 64, 64) and len(many.class_names) == len(set(many.class_names)) == 100
+    assert np.bincount(many.y_train, minlength=100).min() == 3

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from stress.config import ModelConfig
+from stress.errors import StressError
 from stress.models import GRADCAM_LAYER, SimpleCNN, create_model
 
 
@@ -65,7 +66,7 @@ def test_config_controls_widths_classes_and_image_size():
 
 def test_create_model_builds_simple_cnn_and_rejects_unknown_names():
     assert isinstance(create_model(ModelConfig()), SimpleCNN)
-    with pytest.raises(ValueError, match="resnet"):
+    with pytest.raises(StressError, match="'resnet' is not simple_cnn, torchvision:NAME"):
         create_model(ModelConfig(name="resnet"))
 
 

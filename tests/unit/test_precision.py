@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import resolved_as_before
 from test_train import assert_same_weights, run, tensors_for, without_timing  # noqa: E402 - the training helpers
 
 from stress import precision
@@ -47,7 +48,7 @@ def test_precision_is_validated_and_old_run_folders_keep_their_keys():
     # The fixture's config.json predates the option: its stage keys must still match (so it resumes) ...
     old = json.loads((FIXTURE / "config.json").read_text())
     assert "precision" not in old["train"]
-    config = ExperimentConfig.from_dict(old)
+    config = resolved_as_before(old)
     record = json.loads((FIXTURE / "stages" / "evaluate.json").read_text())
     assert evaluation_key(config) == record["key"]
     # ... while bf16 is another training, with other keys.
@@ -151,6 +152,6 @@ def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model
     for cell in eager:
         assert np.array_equal(eager[cell]["correct"], compiled[cell]["correct"]), cell
         assert np.abs(eager[cell]["confidence"] - compiled[cell]["confidence"]).max() < 1e-4, cell
-    default = ExperimentConfig()
+    default = resolved_as_before({})
     assert stress_key(merge(default, {"stress.compile": True})) != stress_key(default)
     assert stress_key(default) == "483a423397d4cab0"  # the key of every run folder written before the option existed

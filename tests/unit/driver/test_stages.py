@@ -22,6 +22,7 @@ from stress.evaluate.predict import predict_logits
 from stress.evaluate.shards import evaluate_shard, load_model
 from stress.models import create_model
 from stress.perturb.shifts import list_shifts
+from stress.resolve import resolve
 
 STRESS = {"stress.corruptions": ("gaussian_noise",), "stress.severities": (1,), "stress.stress_limit": 20,
           "stress.faithfulness_images": 8, "stress.faithfulness_steps": 4, "stress.shards": 2}
@@ -48,6 +49,7 @@ def trained_run(tmp_path_factory):
     config = merge(ExperimentConfig(), {**tiny_overrides(), **STRESS, "out": str(tmp_path_factory.mktemp("runs")), "run_name": "local"})
     run = RunFolder(Path(config.out) / config.run_name)
     splits = split_dataset(load_dataset(config.data), config.data, config.train.seed)
+    config = resolve(config, splits).config  # as the pipeline does: the dataset's statistics, the Grad-CAM layer
     executor, lines = CountingExecutor(), []
     outcomes = [stages.train_stage(run, config, splits, executor, str(run.path("train")), lines.append),
                 stages.evaluate_stage(run, config, splits, executor, lines.append),
@@ -80,7 +82,7 @@ def test_the_evaluate_stage_equals_one_in_process_pass_over_the_test_set(trained
     with np.load(run.path("eval", "predictions.npz")) as table:
         for v in VARIANTS:
             model = load_model(load_torch(run.variant_dir(v) / "model.pt")["model"], config.to_dict()["model"], torch.device("cpu"))
-            logits = predict_logits(model, torch.tensor(splits.test_x), 100).numpy()
+            logits = predict_logits(model, torch.tensor(splits.test_x), 100, stats=(config.model.mean, config.model.std)).numpy()
             np.testing.assert_allclose(table[f"{v}_logits"], logits, rtol=1e-5, atol=1e-5)
             np.testing.assert_array_equal(table[f"{v}_correct"], logits.argmax(1) == splits.test_y)
             # ... and of one unsharded evaluate_shard call, Grad-CAM statistics included.

@@ -1,0 +1,64 @@
+"""A run's config with what the dataset and the model decide filled in, checked before anything is written.
+
+From the dataset: class names, number of classes, image size, input channels, and (unless
+given) the per-channel mean and standard deviation of the training split. From the model: it
+is built once and run on a probe batch, which checks that it exists, takes the images and
+gives one logit per class, and finds the Grad-CAM layer (unless `stress.cam_layer` names one).
+The resolved config is what config.json records and what every stage key is computed from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stress.config import ExperimentConfig, merge
+from stress.data import Splits, channel_stats
+from stress.models import check_cam_layer, check_model, create_model, find_cam_layer, probe_batch
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How the resolved values were chosen, for the manifest and the report."""
+
+    config: ExperimentConfig
+    input_stats: str  # "measured on the training split" | "given"
+    cam_layer: str  # "" when the model has no layer with a spatial output
+    cam_layer_chosen: str  # "automatic" | "given"
+
+    def describe(self) -> dict:
+        m = self.config.model
+        return {
+            "classes": len(self.config.data.class_names), "image_size": m.image_size,
+            "input_stats": {"mean": list(m.mean), "std": list(m.std), "how": self.input_stats},
+            "gradcam_layer": {"name": self.cam_layer or None, "chosen": self.cam_layer_chosen,
+                              "skipped": None if self.cam_layer else GRADCAM_SKIPPED},
+        }
+
+
+GRADCAM_SKIPPED = ("no module of the model gives a spatial map (N, K, h, w) with h and w above 1 on a probe batch, "
+                   "so Grad-CAM, its faithfulness checks and the case maps were skipped")
+
+
+def resolve(config: ExperimentConfig, splits: Splits) -> Resolution:
+    """`config` with the dataset's and the model's values filled in; StressError (one line) on any mismatch."""
+    overrides: dict = {
+        "data.class_names": list(splits.class_names),
+        "model.num_classes": len(splits.class_names),
+        "model.image_size": int(splits.train_x.shape[-1]),
+        "model.in_channels": int(splits.train_x.shape[1]),
+    }
+    how = "given"
+    if not config.model.mean:
+        mean, std = channel_stats(splits.train_x)
+        overrides.update({"model.mean": list(mean), "model.std": list(std)})
+        how = "measured on the training split"
+    resolved = merge(config, overrides)
+    model = create_model(resolved.model)
+    check_model(model, resolved.model)
+    probe = probe_batch(resolved.model)
+    if config.stress.cam_layer:
+        check_cam_layer(model, probe, config.stress.cam_layer)
+        layer, chosen = config.stress.cam_layer, "given"
+    else:
+        layer, chosen = find_cam_layer(model, probe) or "", "automatic"
+    return Resolution(merge(resolved, {"stress.cam_layer": layer}), how, layer, chosen)
