@@ -36,6 +36,7 @@ from stress.augment import input_stats
 from stress.evaluate.shards import evaluate_shard, load_model, stress_shard
 from stress.resolve import GRADCAM_SKIPPED
 from stress.perturb.shifts import list_shifts
+from stress.perturb.tables import SOURCES as TABLE_SOURCES
 from stress.perturb.tables import corruption_support
 from stress.report.figures import figure_path
 from stress.report.statements import interval_text, number, signed
@@ -297,6 +298,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     robustness = summarise_robustness(clean_correct, merged, corruptions, severities, shifts)
     robustness["images"] = n
     robustness["corruptions_skipped"] = unsupported
+    robustness["corruption_tables"] = None if unsupported else TABLE_SOURCES[config.model.image_size]
     calibration = summarise_calibration(test_logits, val_logits, labels, splits.val_y, merged, corruptions, severities, s.calibration_bins)
     write_npz(run.path("eval", "stress_correct.npz"), **{cell: arrays["correct"] for cell, arrays in merged.items()})
     write_json(run.path("eval", "robustness.json"), robustness)

@@ -51,26 +51,14 @@ from stress.perturb.kernels import (
     resize_like_pil,
     zoom_factors,
 )
-from stress.perturb.tables import (
-    BRIGHTNESS,
-    CONTRAST,
-    DEFOCUS_BLUR,
-    ELASTIC,
-    FOG,
-    GAUSSIAN_BLUR,
-    GAUSSIAN_NOISE,
-    GLASS_BLUR,
-    IMPULSE_NOISE,
-    JPEG_QUALITY,
-    MOTION_BLUR,
-    PIXELATE,
-    SATURATE,
-    SHOT_NOISE,
-    SNOW,
-    SPECKLE_NOISE,
-)
+from stress.perturb.tables import tables_for
 
 Draws = dict[str, torch.Tensor]
+
+
+def _T(images: torch.Tensor):
+    """The severity tables for these images' size (stress.perturb.tables.tables_for)."""
+    return tables_for(images.shape[-1])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -97,17 +85,17 @@ def draw_corruption_noise(images: torch.Tensor, name: str, severity: int, genera
     if name == "shot_noise":
         levels = torch.round(images * 255)
         if bool(((images * 255 - levels).abs() > 1e-3).any()):  # not 8-bit images: the general sampler
-            rates = (images * SHOT_NOISE[index]).to(gen_device)
+            rates = (images * _T(images).SHOT_NOISE[index]).to(gen_device)
             return {"counts": torch.poisson(rates, generator=generator).to(images.device)}
         u = torch.rand(images.shape, generator=generator, device=gen_device, dtype=torch.float64)
-        return {"counts": poisson_inverse_cdf(levels.to(gen_device), u, SHOT_NOISE[index]).to(images.device, images.dtype)}
+        return {"counts": poisson_inverse_cdf(levels.to(gen_device), u, _T(images).SHOT_NOISE[index]).to(images.device, images.dtype)}
     if name == "impulse_noise":
         # One uniform per value: flipped with probability p, and salt for half of the flipped ones
         # (u < p / 2). Only `salted` on flipped values is used, and there it has skimage's law.
         u = torch.rand((n, 3, h, w), generator=generator, device=gen_device).to(images.device)
-        return {"flipped": u < IMPULSE_NOISE[index], "salted": u < IMPULSE_NOISE[index] / 2}
+        return {"flipped": u < _T(images).IMPULSE_NOISE[index], "salted": u < _T(images).IMPULSE_NOISE[index] / 2}
     if name == "glass_blur":
-        _, delta, iterations = GLASS_BLUR[index]
+        _, delta, iterations = _T(images).GLASS_BLUR[index]
         positions = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
         shifts = torch.randint(-delta, delta, (n, iterations, positions, 2), generator=generator, device=gen_device)
         return {"shifts": shifts.to(images.device)}  # [..., 0] = dx (columns), [..., 1] = dy (rows)
@@ -123,7 +111,7 @@ def draw_corruption_noise(images: torch.Tensor, name: str, severity: int, genera
                 draws[f"plasma_{level}_{part}"] = uniform(n, k, k, low=-1.0, high=1.0).float()
         return draws
     if name == "elastic_transform":
-        jitter = ELASTIC[index][2]
+        jitter = _T(images).ELASTIC[index][2]
         return {"affine": uniform(n, 3, 2, low=-jitter, high=jitter),
                 "dx": uniform(n, h, w, low=-1.0, high=1.0).float(), "dy": uniform(n, h, w, low=-1.0, high=1.0).float()}
     return {}
@@ -138,11 +126,11 @@ def apply_corruption(x: torch.Tensor, name: str, severity: int, draws: Draws) ->
 
 
 def _gaussian_noise(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
-    return x + draws["normal"] * GAUSSIAN_NOISE[i]
+    return x + draws["normal"] * _T(x).GAUSSIAN_NOISE[i]
 
 
 def _shot_noise(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
-    return draws["counts"] / SHOT_NOISE[i]
+    return draws["counts"] / _T(x).SHOT_NOISE[i]
 
 
 def _impulse_noise(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
@@ -152,11 +140,11 @@ def _impulse_noise(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
 
 
 def _speckle_noise(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
-    return x + x * draws["normal"] * SPECKLE_NOISE[i]
+    return x + x * draws["normal"] * _T(x).SPECKLE_NOISE[i]
 
 
 def _gaussian_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
-    return gaussian_filter(x, GAUSSIAN_BLUR[i])
+    return gaussian_filter(x, _T(x).GAUSSIAN_BLUR[i])
 
 
 def glass_sources(shifts: np.ndarray, h: int, w: int, delta: int) -> np.ndarray:
@@ -191,7 +179,7 @@ def _glass_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     """Blur, truncate to 8 bits, replace each pixel by a random neighbour's (sequentially,
     bottom-right to top-left, with the original's copy semantics: see glass_sources), blur
     again. Vectorised over the batch; only the position loop is Python."""
-    sigma, delta, iterations = GLASS_BLUR[i]
+    sigma, delta, iterations = _T(x).GLASS_BLUR[i]
     n, c, h, w = x.shape
     # np.uint8(blur * 255) truncates; blurring on the 0..255 scale keeps float32 error below the epsilon.
     blurred = torch.floor(gaussian_filter(x * 255, sigma) + 1e-4).clamp(0, 255)
@@ -203,12 +191,12 @@ def _glass_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
 def _defocus_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     if x.dtype == torch.float32:
         return apply_plane_operator(x, "defocus_blur", i + 1)
-    return filter_2d(x, defocus_kernel(*DEFOCUS_BLUR[i]), "mirror")  # cv2.filter2D border: REFLECT_101
+    return filter_2d(x, defocus_kernel(*_T(x).DEFOCUS_BLUR[i]), "mirror")  # cv2.filter2D border: REFLECT_101
 
 
 def _motion_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     """Approximation: ImageMagick MotionBlurImage re-implemented as a line kernel (see motion_blur_planes)."""
-    radius, sigma = MOTION_BLUR[i]
+    radius, sigma = _T(x).MOTION_BLUR[i]
     return motion_blur_planes(x, radius, sigma, draws["angles"])
 
 
@@ -226,7 +214,7 @@ def _zoom_blur(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
 
 def _snow(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     """Approximation: the snow layer's ImageMagick motion blur is the line kernel of motion_blur."""
-    loc, scale, zoom, threshold, radius, sigma, blend = SNOW[i]
+    loc, scale, zoom, threshold, radius, sigma, blend = _T(x).SNOW[i]
     flakes = clipped_zoom(draws["normal"] * scale + loc, zoom)  # (N, 1, H, W)
     flakes = torch.where(flakes < threshold, 0.0, flakes)
     flakes = torch.floor(flakes.clamp(0, 1) * 255 + 1e-4)  # 8-bit greyscale PIL image
@@ -237,7 +225,7 @@ def _snow(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
 
 
 def _fog(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
-    strength, decay = FOG[i]
+    strength, decay = _T(x).FOG[i]
     n, _, h, w = x.shape
     size = _fractal_size(h, w)
     plasma = plasma_fractal([draws[f"plasma_{level}_{part}"] for level in range(int(math.log2(size)))
@@ -251,7 +239,7 @@ def _brightness(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     (a black pixel, whose saturation is 0, becomes the grey V'): the HSV round trip
     (`rgb_to_hsv`, `hsv_to_rgb`) in closed form, tested equal to it."""
     value = x.amax(1, keepdim=True)
-    new_value = (value + BRIGHTNESS[i]).clamp(0, 1)
+    new_value = (value + _T(x).BRIGHTNESS[i]).clamp(0, 1)
     return torch.where(value > 0, x * (new_value / torch.where(value > 0, value, 1.0)), new_value)
 
 
@@ -259,7 +247,7 @@ def _saturate(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     """HSV saturation * a + b, clipped, in closed form: with hue and value fixed, each channel is
     V - V * S' * (V - channel) / (V - min). Greys have hue 0 (red), as in scikit-image, so a
     positive shift b tints them red: V * (1, 1 - S', 1 - S'). Tested equal to the HSV round trip."""
-    scale, shift = SATURATE[i]
+    scale, shift = _T(x).SATURATE[i]
     value = x.amax(1, keepdim=True)
     delta = value - x.amin(1, keepdim=True)
     saturation = torch.where(value > 0, delta / torch.where(value > 0, value, 1.0), 0.0)
@@ -272,7 +260,7 @@ def _saturate(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
 
 def _contrast(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     means = x.mean((2, 3), keepdim=True)  # per image and channel
-    return (x - means) * CONTRAST[i] + means
+    return (x - means) * _T(x).CONTRAST[i] + means
 
 
 def _pixelate(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
@@ -280,7 +268,7 @@ def _pixelate(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     ways; for these sizes the upscale picks exactly the nearest source pixel, like NEAREST)."""
     h, w = x.shape[2:]
     x255 = torch.round(x * 255)
-    small = resize_like_pil(x255, int(h * PIXELATE[i]), int(w * PIXELATE[i]))
+    small = resize_like_pil(x255, int(h * _T(x).PIXELATE[i]), int(w * _T(x).PIXELATE[i]))
     return resize_like_pil(small, h, w) / 255.0
 
 
@@ -292,7 +280,7 @@ def _jpeg_compression(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     images = torch.round(x * 255).to(torch.uint8).cpu()
     with warnings.catch_warnings():  # torchvision 0.29 flags its codecs as deprecated (torchcodec)
         warnings.simplefilter("ignore", DeprecationWarning)
-        encoded = encode_jpeg(list(images.unbind(0)), quality=JPEG_QUALITY[i])
+        encoded = encode_jpeg(list(images.unbind(0)), quality=_T(x).JPEG_QUALITY[i])
         decoded = decode_jpeg(encoded)
     return torch.stack(decoded).to(x.device).float() / 255.0
 
@@ -301,7 +289,7 @@ def _elastic_transform(x: torch.Tensor, i: int, draws: Draws) -> torch.Tensor:
     """Random affine warp (border REFLECT_101) then a smooth random displacement field
     (scipy map_coordinates order 1, mode 'reflect'). Approximation: exact bilinear weights
     instead of OpenCV warpAffine's 1/32-pixel fixed-point interpolation."""
-    alpha, sigma, _ = ELASTIC[i]
+    alpha, sigma, _ = _T(x).ELASTIC[i]
     n, _, h, w = x.shape
     centre, half = np.array([w // 2, h // 2], dtype=np.float64), min(h, w) // 3
     anchors = torch.tensor(np.stack([centre + half, [centre[0] + half, centre[1] - half], centre - half]),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stress.perturb.tables import DEFOCUS_BLUR, ZOOM_BLUR_END
+from stress.perturb.tables import ZOOM_BLUR_END, tables_for
 
 
 def fold_indices(index: torch.Tensor, size: int, mode: str) -> torch.Tensor:
@@ -247,7 +247,7 @@ def _zoom_blur_matrix(h: int, w: int, severity: int):
 
 def _defocus_blur_matrix(h: int, w: int, severity: int):
     """Correlation with the 2-D disk kernel, REFLECT_101 borders: one separable shift per kernel tap."""
-    kernel = defocus_kernel(*DEFOCUS_BLUR[severity - 1])
+    kernel = defocus_kernel(*tables_for(h).DEFOCUS_BLUR[severity - 1])
     size = kernel.shape[0]
 
     def shift(length: int, tap: int) -> np.ndarray:  # the 1-D map x -> x[fold(i + tap - radius)]
@@ -391,4 +391,4 @@ def defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 
 def zoom_factors(severity: int) -> np.ndarray:
-    return np.arange(1, ZOOM_BLUR_END[severity - 1], 0.01)  # float arange as the original (sev 1 has 7)
+    return np.arange(1, ZOOM_BLUR_END[severity - 1], 0.01)  # float arange as the original (sev 1 has 7); the same at 64x64

@@ -228,8 +228,9 @@ def robustness(summary: dict) -> Section:
                  _with_interval(results[v].get("mean_corruption_acc_main"), *(results[v].get("mean_corruption_acc_main_interval") or (None, None))),
                  _with_interval(results[v].get("corruption_drop"), *(results[v].get("corruption_drop_interval") or (None, None))),
                  number(results[v]["mce"]), number(results[v]["relative_mce"])) for v in VARIANTS]
+        tables = f" Corruption severities: the {results['corruption_tables']} tables." if results.get("corruption_tables") else ""
         blocks.append(Paragraph(
-            f"On the first {n} test images. Every interval in this section is a 95% interval over these {n} test images of this one "
+            f"On the first {n} test images.{tables} Every interval in this section is a 95% interval over these {n} test images of this one "
             "trained pair: it describes these two models, not the augmentation in general (training-to-training variation is not in it). "
             "Drop = clean − mean corruption accuracy. CE and mCE are relative to this run's baseline (Hendrycks & Dietterich 2019, "
             "with the baseline in AlexNet's role), so they cannot be compared with published mCE figures."))

@@ -85,6 +85,14 @@ def test_48_pixel_images_skip_the_corruptions_and_run_everything_else(tmp_path):
     assert summary32["robustness"]["corruptions_skipped"] is None and summary32["robustness"]["baseline"]["by_corruption"]
 
 
+def test_64_pixel_images_get_the_tiny_imagenet_c_tables(tmp_path):
+    summary, folder, lines = run_pipeline(tmp_path, **{"data.synthetic_size": 64, "stress.corruptions": ("gaussian_noise", "fog")})
+    robustness = summary["robustness"]
+    assert robustness["corruptions_skipped"] is None and robustness["corruption_tables"] == "Tiny-ImageNet-C"
+    assert set(robustness["baseline"]["by_corruption"]) == {"gaussian_noise", "fog"}
+    assert "the Tiny-ImageNet-C tables" in report_text(folder)
+
+
 def test_an_image_folder_on_disk_runs_with_its_class_names(tmp_path):
     from PIL import Image
 
