@@ -27,7 +27,8 @@ def main() -> int:
     pipeline = Pipeline(config)
     summary = pipeline.run_all(args.address)
     for variant, values in summary["variants"].items():
-        print(f"{variant}: test_acc {values['test_acc']:.4f}  best_val_acc {values['best_val_acc']:.4f}")
+        extra = f"best_val_acc {values['best_val_acc']:.4f}" if "best_val_acc" in values else f"from {values.get('checkpoint')}"
+        print(f"{variant}: test_acc {values['test_acc']:.4f}  {extra}")
     print(f"run folder: {pipeline.run.root}")
     return 0
 

@@ -62,6 +62,9 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     for flag, (_, kind, text) in EXPERIMENT_FLAGS.items():
         metavar = METAVARS.get(flag, "N" if kind is int else "X")
         parser.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=metavar)
+    parser.add_argument("--evaluate", action="append", default=None, metavar="NAME=CHECKPOINT",
+                        help="stress-test an already-trained model instead of training: a state dict (or a stress model.pt) "
+                             "for --model's architecture; repeat for more models, the first being the reference for comparisons")
     parser.add_argument("--cifar-stem", action="store_true", default=None,
                         help="torchvision/timm models: 3x3 stride-1 first convolution and no stem max-pool, for 32x32 images")
     parser.add_argument("--skip-stress", action="store_true", default=None, help="skip corruptions, shifts and calibration")
@@ -91,6 +94,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         overrides[key] = value
     if args.skip_stress:
         overrides["stress.skip_stress"] = True
+    if getattr(args, "evaluate", None):
+        overrides["evaluate"] = tuple(args.evaluate)
     if getattr(args, "cifar_stem", None):
         overrides["model.cifar_stem"] = True
     if getattr(args, "compile", None):

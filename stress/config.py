@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,9 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     stress: StressConfig = field(default_factory=StressConfig)
     resources: ResourceConfig = field(default_factory=ResourceConfig)
+    # Already-trained models under test, "NAME=CHECKPOINT" each (the first is the reference for
+    # comparisons); empty = train the seed's baseline and augmented variants.
+    evaluate: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -130,6 +134,21 @@ class ExperimentConfig:
         config = _build(cls, values, "config")
         validate(config)
         return config
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def evaluate_entries(config: ExperimentConfig) -> list[tuple[str, str]]:
+    """config.evaluate as (name, checkpoint path) pairs, in the order given."""
+    return [tuple(entry.split("=", 1)) for entry in config.evaluate]  # type: ignore[misc]
+
+
+def model_names(config: ExperimentConfig) -> tuple[str, ...]:
+    """The models under test, the reference first: --evaluate's names, else the trained variants."""
+    from stress.constants import VARIANTS
+
+    return tuple(name for name, _ in evaluate_entries(config)) if config.evaluate else VARIANTS
 
 
 def _build(cls, values: Any, where: str):
@@ -326,5 +345,19 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("resources.max_failures", r.max_failures, minimum=0, integer=True)
     _check_number("resources.task_retries", r.task_retries, minimum=0, integer=True)
     _check_number("resources.node_wait_s", r.node_wait_s, minimum=0)
+    names = []
+    for i, entry in enumerate(config.evaluate):
+        if not isinstance(entry, str) or "=" not in entry:
+            raise StressError(f"evaluate[{i}]: expected NAME=CHECKPOINT, got {entry!r}")
+        name, path = entry.split("=", 1)
+        if not MODEL_NAME.match(name):
+            raise StressError(f"evaluate[{i}]: model name {name!r} must be letters, digits, '_', '.' or '-' (up to 64, "
+                              "starting with a letter or digit)")
+        if not path:
+            raise StressError(f"evaluate[{i}]: {name}= names no checkpoint file")
+        names.append(name)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise StressError(f"evaluate: model name(s) {', '.join(repeated)} given more than once")
     if t.batch_size % r.workers_per_trainer:
         raise StressError(f"train.batch_size ({t.batch_size}) must divide evenly over {r.workers_per_trainer} workers")

@@ -20,7 +20,6 @@ import numpy as np
 from scipy import optimize
 
 from stress.analyses.stats import bootstrap_ci
-from stress.constants import VARIANTS
 from stress.errors import StressError
 
 # Search range for the temperature. NLL is convex in 1/T, so a bounded scalar
@@ -201,9 +200,9 @@ def summarise_calibration(
     test_logits: dict[str, np.ndarray], val_logits: dict[str, np.ndarray], test_labels: np.ndarray, val_labels: np.ndarray,
     merged: dict, corruptions: list[str], severities: list[int], n_bins: int,
 ) -> dict:
-    """ECE (15 bins), NLL, Brier clean and under each corruption; temperature fitted on validation."""
+    """ECE (15 bins), NLL, Brier clean and under each corruption; temperature fitted on validation. One entry per model of `test_logits`."""
     result = {}
-    for v in VARIANTS:
+    for v in test_logits:
         temperature = fit_temperature(val_logits[v], val_labels)
         clean = calibration_summary(test_logits[v], test_labels, temperature=temperature, n_bins=n_bins)
         by_corruption = {}

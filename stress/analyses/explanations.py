@@ -12,7 +12,7 @@ import torch
 from stress.analyses.gradcam import gradcam_for_targets
 from stress.analyses.stats import bootstrap_ci, cohens_d, t_interval
 from stress.augment import CIFAR10_STATS, Stats, normalize
-from stress.constants import UNIFORM_CENTRE_SHARE, VARIANTS
+from stress.constants import UNIFORM_CENTRE_SHARE
 
 GALLERY_SIZE = 16  # most confident failures shown per variant
 
@@ -49,7 +49,7 @@ def summarise_road(m: dict) -> dict:
 def analyse_explanations(merged: dict) -> dict:
     """Centre-versus-border attention of failures and successes, deletion/insertion AUCs, sanity check."""
     result = {}
-    for v in VARIANTS:
+    for v in merged:  # every model under test
         m = merged[v]
         correct = m["correct"].astype(bool)
         share = m["centre_share_predicted"].astype(np.float64)
@@ -99,7 +99,7 @@ def explain_cases(models: dict[str, torch.nn.Module], images: np.ndarray, labels
     indices, images (uint8), labels, and maps_<model>_<predicted|true> (n, H, W) raw maps.
     """
     case_variant, indices = [], []
-    for v in VARIANTS:
+    for v in models:
         for case in failures[v]["cases"]:
             case_variant.append(v)
             indices.append(case["index"])

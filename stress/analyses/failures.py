@@ -291,12 +291,18 @@ def cross_model(
 
 
 def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, num_cases: int,
-                     class_names: tuple[str, ...] = CLASSES) -> dict:
-    """Per variant: counts, top confusions, selected cases with both models' views, characteristics."""
-    probs = {v: softmax(merged[v]["logits"]) for v in VARIANTS}
+                     class_names: tuple[str, ...] = CLASSES, names: tuple[str, ...] = VARIANTS) -> dict:
+    """Per model: counts, top confusions, selected cases with every model's view, characteristics.
+
+    names: the models under test, the reference first. A case's `other_*` fields are the view of
+    the reference (or, for the reference's own cases, of the second model); `others` lists every
+    other model's. `cross_model` compares the reference with the second model, `cross_models`
+    the reference with each other model.
+    """
+    probs = {v: softmax(merged[v]["logits"]) for v in names}
     result: dict = {}
-    for v in VARIANTS:
-        other = [o for o in VARIANTS if o != v][0]
+    for v in names:
+        other = (names[1] if v == names[0] else names[0]) if len(names) > 1 else None
         mined = mine_failures(probs[v], labels)
         mined["ranked_error_indices"] = mined["ranked_error_indices"][:100]  # the full list is in predictions.npz
         for pair in mined["top_confusions"]:
@@ -311,10 +317,13 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
                 "predicted": int(merged[v]["predicted"][index]),
                 "predicted_name": class_names[int(merged[v]["predicted"][index])],
                 "confidence": float(merged[v]["confidence"][index]),
-                "other_variant": other,
-                "other_predicted": int(merged[other]["predicted"][index]),
-                "other_predicted_name": class_names[int(merged[other]["predicted"][index])],
-                "other_confidence": float(merged[other]["confidence"][index]),
+                **({"other_variant": other,
+                    "other_predicted": int(merged[other]["predicted"][index]),
+                    "other_predicted_name": class_names[int(merged[other]["predicted"][index])],
+                    "other_confidence": float(merged[other]["confidence"][index])} if other else {}),
+                "others": [{"model": o, "predicted": int(merged[o]["predicted"][index]),
+                            "predicted_name": class_names[int(merged[o]["predicted"][index])],
+                            "confidence": float(merged[o]["confidence"][index])} for o in names if o != v],
                 "characteristics": {k: float(characteristics[k][index]) for k in CHARACTERISTICS},
             })
         correct, confidence = merged[v]["correct"].astype(bool), merged[v]["confidence"]
@@ -329,20 +338,24 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
                 "comparison": compare_groups(characteristics, confident_failures, confident_successes),
             },
         }
-    view = cross_model(
-        labels, merged["baseline"]["predicted"], merged["baseline"]["confidence"],
-        merged["augmented"]["predicted"], merged["augmented"]["confidence"], threshold=CONFIDENT,
-    )
-    view["indices"] = {k: list(map(int, idx[:50])) for k, idx in view["indices"].items()}  # examples; full table in predictions.csv
-    view["names"] = {"a": "baseline", "b": "augmented"}
-    result["cross_model"] = view
+    views = {}
+    for b in names[1:]:
+        a = names[0]
+        view = cross_model(labels, merged[a]["predicted"], merged[a]["confidence"], merged[b]["predicted"], merged[b]["confidence"],
+                           threshold=CONFIDENT)
+        view["indices"] = {k: list(map(int, idx[:50])) for k, idx in view["indices"].items()}  # examples; full table in predictions.csv
+        view["names"] = {"a": a, "b": b}
+        views[b] = view
+    if views:
+        result["cross_model"] = views[names[1]]
+        result["cross_models"] = views
     return result
 
 
 def failure_gallery(images: np.ndarray, labels: np.ndarray, merged: dict) -> dict[str, np.ndarray]:
-    """The GALLERY_SIZE most confident failures per variant, with their images, for the gallery figure."""
+    """The GALLERY_SIZE most confident failures per model (every key of `merged`), with their images, for the gallery figure."""
     out = {}
-    for v in VARIANTS:
+    for v in merged:
         wrong = np.flatnonzero(~merged[v]["correct"].astype(bool))
         order = wrong[np.lexsort((wrong, -merged[v]["confidence"][wrong]))][:GALLERY_SIZE]
         out[f"{v}_indices"] = order

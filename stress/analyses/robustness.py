@@ -15,7 +15,8 @@ from stress.constants import CIFAR10_C_MAIN, VARIANTS
 from stress.perturb.shifts import shift_family
 
 
-def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, corruptions: list[str], severities: list[int], shifts: list[str]) -> dict:
+def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, corruptions: list[str], severities: list[int], shifts: list[str],
+                         names: tuple[str, ...] = VARIANTS) -> dict:
     """Accuracy per corruption and severity, mean corruption accuracy, CE and relative CE, shifts.
 
     CE and relative CE follow Hendrycks & Dietterich (2019) with the baseline model in the
@@ -27,12 +28,16 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
     Alongside absolute accuracy: the drop from clean (clean − mean corruption accuracy) and the
     mean over the CIFAR-10-C main corruptions that are implemented. Every interval here is over
     the test images of this one trained pair (`interval_unit`).
+
+    names: the models under test, the first being the reference (the baseline's role: CE, and every
+    gain is model − reference). gains[other] compares each other model with it; gain is gains[names[1]].
     """
+    reference = names[0]
     result: dict = {"interval_unit": IMAGE_UNIT}
     main = [c for c in CIFAR10_C_MAIN if c in corruptions]
-    clean_error = {v: 1 - float(clean_correct[v].mean()) for v in VARIANTS}
-    error = {v: {c: [1 - float(merged[f"{v}|{c}|{s}"]["correct"].mean()) for s in severities] for c in corruptions} for v in VARIANTS}
-    for v in VARIANTS:
+    clean_error = {v: 1 - float(clean_correct[v].mean()) for v in names}
+    error = {v: {c: [1 - float(merged[f"{v}|{c}|{s}"]["correct"].mean()) for s in severities] for c in corruptions} for v in names}
+    for v in names:
         by_corruption = {c: [1 - e for e in error[v][c]] for c in corruptions}
         intervals = {
             c: [[accuracy_with_interval(merged[f"{v}|{c}|{s}"]["correct"])[k] for k in ("low", "high")] for s in severities]
@@ -41,9 +46,9 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
         per_image = _per_image_corruption_accuracy(merged, v, corruptions, severities)  # (n,)
         ce, relative_ce = {}, {}
         for c in corruptions:
-            base = sum(error["baseline"][c])
+            base = sum(error[reference][c])
             ce[c] = sum(error[v][c]) / base if base > 0 else None
-            base_rel = sum(e - clean_error["baseline"] for e in error["baseline"][c])
+            base_rel = sum(e - clean_error[reference] for e in error[reference][c])
             rel = sum(e - clean_error[v] for e in error[v][c])
             relative_ce[c] = rel / base_rel if base_rel > 0 else None
         clean = accuracy_with_interval(clean_correct[v])
@@ -78,7 +83,9 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
             "shifts": shift_acc,
             "shift_families": {k: float(np.mean(vals)) for k, vals in families.items()},
         }
-    result["gain"] = _gains(clean_correct, merged, corruptions, severities, shifts)
+    result["reference"] = reference
+    result["gains"] = {other: _gains(clean_correct, merged, corruptions, severities, shifts, reference, other) for other in names[1:]}
+    result["gain"] = result["gains"][names[1]] if len(names) > 1 else {"unit": IMAGE_UNIT}
     return result
 
 
@@ -95,34 +102,35 @@ def _interval(values: np.ndarray) -> list[float | None]:
     return [result["low"], result["high"]]
 
 
-def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities: list[int], shifts: list[str]) -> dict:
-    """Augmented minus baseline, paired over the same images, with 95% t-intervals over images."""
+def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities: list[int], shifts: list[str],
+           a: str = "baseline", b: str = "augmented") -> dict:
+    """Model `b` minus model `a` (augmented minus baseline), paired over the same images, with 95% t-intervals over images."""
 
     def paired(a: np.ndarray, b: np.ndarray) -> dict:
         difference = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
         interval = t_interval(difference)
         return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "n": interval["n"]}
 
-    gains = {"unit": IMAGE_UNIT, "clean": paired(clean_correct["baseline"], clean_correct["augmented"])}
+    gains = {"unit": IMAGE_UNIT, "models": [a, b], "clean": paired(clean_correct[a], clean_correct[b])}
     if corruptions:
-        corrupted = {v: _per_image_corruption_accuracy(merged, v, corruptions, severities) for v in VARIANTS}
-        gains["mean_corruption"] = paired(corrupted["baseline"], corrupted["augmented"])
+        corrupted = {v: _per_image_corruption_accuracy(merged, v, corruptions, severities) for v in (a, b)}
+        gains["mean_corruption"] = paired(corrupted[a], corrupted[b])
         # Change of the drop from clean (positive: the augmented model loses more to corruptions).
-        gains["corruption_drop"] = paired(clean_correct["baseline"] - corrupted["baseline"],
-                                          clean_correct["augmented"] - corrupted["augmented"])
+        gains["corruption_drop"] = paired(clean_correct[a] - corrupted[a],
+                                          clean_correct[b] - corrupted[b])
         main = [c for c in CIFAR10_C_MAIN if c in corruptions]
         if main:
-            gains["mean_corruption_main"] = paired(_per_image_corruption_accuracy(merged, "baseline", main, severities),
-                                                   _per_image_corruption_accuracy(merged, "augmented", main, severities))
+            gains["mean_corruption_main"] = paired(_per_image_corruption_accuracy(merged, a, main, severities),
+                                                   _per_image_corruption_accuracy(merged, b, main, severities))
         gains["by_corruption"] = {
             c: paired(
-                _per_image_corruption_accuracy(merged, "baseline", [c], severities),
-                _per_image_corruption_accuracy(merged, "augmented", [c], severities),
+                _per_image_corruption_accuracy(merged, a, [c], severities),
+                _per_image_corruption_accuracy(merged, b, [c], severities),
             )
             for c in corruptions
         }
         gains["by_corruption_severity"] = {
-            c: [float(merged[f"augmented|{c}|{s}"]["correct"].mean() - merged[f"baseline|{c}|{s}"]["correct"].mean()) for s in severities]
+            c: [float(merged[f"{b}|{c}|{s}"]["correct"].mean() - merged[f"{a}|{c}|{s}"]["correct"].mean()) for s in severities]
             for c in corruptions
         }
     families: dict[str, list[str]] = {}
@@ -130,18 +138,18 @@ def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities
         families.setdefault(shift_family(name), []).append(name)
     family_accuracy = {
         (v, family): np.mean([merged[f"{v}|{n}|0"]["correct"] for n in names], axis=0)
-        for v in VARIANTS for family, names in families.items()
+        for v in (a, b) for family, names in families.items()
     }
     gains["shift_families"] = {
-        family: paired(family_accuracy["baseline", family], family_accuracy["augmented", family]) for family in families
+        family: paired(family_accuracy[a, family], family_accuracy[b, family]) for family in families
     }
     if "translation" in families and "translation_zerofill" in families:
         # The black-border effect: how much more the augmented model gains when translations
         # leave black borders (which it saw in training) than when they replicate the edge.
-        per_variant = {v: family_accuracy[v, "translation_zerofill"] - family_accuracy[v, "translation"] for v in VARIANTS}
+        per_variant = {v: family_accuracy[v, "translation_zerofill"] - family_accuracy[v, "translation"] for v in (a, b)}
         zero, edge = gains["shift_families"]["translation_zerofill"]["mean"], gains["shift_families"]["translation"]["mean"]
         gains["border_effect"] = {
-            **paired(per_variant["baseline"], per_variant["augmented"]),
+            **paired(per_variant[a], per_variant[b]),
             "gain_zero_fill": zero, "gain_edge_fill": edge,
             "share_of_zero_fill_gain": (zero - edge) / zero if zero else None,
         }

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from stress import storage
 from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, read_record, write_json
-from stress.config import ExperimentConfig, without_later_defaults
+from stress.config import ExperimentConfig, evaluate_entries, without_later_defaults
 from stress.constants import VARIANTS
 from stress.data import Splits, load_dataset, split_dataset
 from stress.driver import stages
@@ -113,6 +113,8 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
             for key, value in current[section].items()
             if not isinstance(previous.get(section), dict) or previous[section].get(key) != value
         )
+        if list(previous.get("evaluate") or []) != list(current.get("evaluate") or []):
+            changed.append("evaluate")
         if changed:
             raise StressError(
                 f"{run.root} holds a run with a different config ({', '.join(changed) or 'top-level keys'}); "
@@ -172,6 +174,11 @@ class Pipeline:
         self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
         self.resolution = resolve(self.config, self.splits)
         self.config = self.resolution.config
+        if self.config.evaluate:  # every checkpoint readable and fitting the architecture, before anything is written
+            from stress.evaluate.checkpoints import read_checkpoint
+
+            for _, path in evaluate_entries(self.config):
+                read_checkpoint(path, self.config.to_dict()["model"])
         check_resume(self.run, self.config, self.splits.sha256, self.splits.val_indices)
         self.run.check_writable()
         self.stage_seconds["prepare"] = time.perf_counter() - started
@@ -195,8 +202,8 @@ class Pipeline:
 
     def write_summary(self) -> dict:
         run, config = self.run, self.config
-        variants = {}
-        for v in VARIANTS:
+        variants = self.imported_models() if config.evaluate else {}
+        for v in () if config.evaluate else VARIANTS:
             history = read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs", "test"))
             epochs = history["epochs"]
             if not isinstance(epochs, list) or not epochs or not all(isinstance(e, dict) for e in epochs) or not isinstance(history["test"], dict):
@@ -225,6 +232,24 @@ class Pipeline:
         write_json(run.path("summary.json"), summary)
         return summary
 
+    def imported_models(self) -> dict:
+        """summary.json's entry per --evaluate model: its checkpoint, and test accuracy and loss from the evaluate stage."""
+        import numpy as np
+
+        out = {}
+        predictions = self.run.path("eval", "predictions.npz")
+        with np.load(predictions) as table:
+            labels = table["labels"]
+            for name, path in evaluate_entries(self.config):
+                logits = table[f"{name}_logits"].astype(np.float64)
+                shifted = logits - logits.max(1, keepdims=True)
+                log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+                record = self.run.stage_record(f"import_{name}") or {}
+                out[name] = {"checkpoint": path, "test_acc": float(table[f"{name}_correct"].mean()),
+                             "test_loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
+                             "parameters": record.get("parameters")}
+        return out
+
     def write_manifest(self, started_at: float, resources: dict) -> None:
         previous = read_json(self.run.path("manifest.json")) if self.run.path("manifest.json").is_file() else {}
         earlier = previous.get("stage_seconds") if isinstance(previous, dict) else None
@@ -238,8 +263,9 @@ class Pipeline:
                 "dataset": self.splits.describe(),
                 "seeds": {"train": self.config.train.seed, "split": self.config.train.seed},
                 "model": {"name": self.config.model.name, **self.resolution.describe()},
-                "training": {"optimizer": "Adam", "loss": "cross-entropy",
-                             "augmentation": f"RandomCrop({self.config.model.image_size}, padding) + RandomHorizontalFlip (augmented variant only)"},
+                "training": ({"none": "models given with --evaluate", "models": dict(evaluate_entries(self.config))} if self.config.evaluate else
+                             {"optimizer": "Adam", "loss": "cross-entropy",
+                              "augmentation": f"RandomCrop({self.config.model.image_size}, padding) + RandomHorizontalFlip (augmented variant only)"}),
                 "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
                 "hardware": _hardware(),
                 "precision": _precision(self.config.train.precision),
@@ -286,8 +312,10 @@ class Pipeline:
         self.sync()
         self.log(f"{self.executor.name}: {resources}")
         run, config, splits, executor, log = self.run, self.config, self.splits, self.executor, self.log
+        first = ((lambda: stages.import_stage(run, config, log)) if config.evaluate else
+                 (lambda: stages.train_stage(run, config, splits, executor, self.train_storage, log)))
         for stage in (
-            lambda: stages.train_stage(run, config, splits, executor, self.train_storage, log),
+            first,
             lambda: stages.evaluate_stage(run, config, splits, executor, log),
             lambda: stages.stress_stage(run, config, splits, executor, log),
         ):

@@ -27,7 +27,7 @@ from stress.analyses.explanations import analyse_explanations, explain_cases
 from stress.analyses.failures import analyse_failures, failure_gallery, image_characteristics
 from stress.analyses.robustness import summarise_robustness
 from stress.artifacts import RunFolder, config_key, load_torch, save_torch, write_bytes_atomic, write_json, write_npz
-from stress.config import ExperimentConfig
+from stress.config import ExperimentConfig, evaluate_entries, model_names
 from stress.constants import CONFIDENT, CORRUPTIONS, VARIANTS
 from stress.data import Splits
 from stress.driver.fanout import Executor, Task, merge_shards, run_resumable, shard_bounds, shard_key
@@ -123,11 +123,40 @@ def train_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execut
     return StageOutcome("train", ran=True, seconds=time.perf_counter() - started)
 
 
+def import_key(config: ExperimentConfig, checkpoint: str) -> str:
+    """An imported model's inputs: the architecture options and the checkpoint file's contents."""
+    from stress.artifacts import file_sha256
+    from stress.paths import expand
+
+    return config_key({**config.to_dict(), "checkpoint": file_sha256(expand(checkpoint, "--evaluate"))}, ("model", "checkpoint"))
+
+
+def import_stage(run: RunFolder, config: ExperimentConfig, log) -> StageOutcome:
+    """--evaluate: each checkpoint, checked against --model, copied to variants/<name>/model.pt (no training)."""
+    from stress.evaluate.checkpoints import read_checkpoint
+
+    started, ran = time.perf_counter(), False
+    model_config = config.to_dict()["model"]
+    for name, path in evaluate_entries(config):
+        key = import_key(config, path)
+        digest = run.weights_digest((name,))
+        if run.stage_done(f"import_{name}", key, digest) and not digest.endswith(":missing"):
+            log(f"[{name}] {path}: already imported: skipped")
+            continue
+        state = read_checkpoint(path, model_config)
+        save_torch(run.variant_dir(name) / "model.pt", {"model": state, "config": config.to_dict(), "variant": name})
+        run.mark_done(f"import_{name}", time.perf_counter() - started, key, weights=run.weights_digest((name,)), checkpoint=path,
+                      parameters=int(sum(t.numel() for t in state.values())))
+        log(f"[{name}] {path}: imported ({sum(t.numel() for t in state.values()):,} values)")
+        ran = True
+    return StageOutcome("import", ran=ran, seconds=time.perf_counter() - started)
+
+
 # -- evaluate ----------------------------------------------------------------------
-def load_weights(run: RunFolder, model_config: dict) -> dict[str, dict]:
-    """Both variants' final weights, checked against the configured architecture."""
+def load_weights(run: RunFolder, model_config: dict, names: tuple[str, ...] = VARIANTS) -> dict[str, dict]:
+    """Every model's final weights, checked against the configured architecture."""
     weights = {}
-    for v in VARIANTS:
+    for v in names:
         path = run.variant_dir(v) / "model.pt"
         state = load_torch(path)
         try:
@@ -153,8 +182,9 @@ def predict_all(run: RunFolder, config: ExperimentConfig, executor: Executor, we
         "precision": config.train.precision,
     }
     model_config = config.to_dict()["model"]
+    names = model_names(config)
     tasks = [Task(f"{v}_{start}_{stop}", (weights_ref[v], model_config, images_ref, labels_ref, start, stop), kwargs, f"{v}:{start}-{stop}")
-             for v in VARIANTS for start, stop in bounds]
+             for v in names for start, stop in bounds]
     folder = run.path("eval", "shards")
     key = shard_key(run, evaluation_key(config))
 
@@ -163,16 +193,16 @@ def predict_all(run: RunFolder, config: ExperimentConfig, executor: Executor, we
             log(f"evaluate: {reused} shard(s) already saved, {to_run} to run")
 
     results = run_resumable(executor, evaluate_shard, tasks, folder, key, config.resources, log, announce=announce)
-    return {v: merge_shards([results[f"{v}_{start}_{stop}"] for start, stop in bounds], n) for v in VARIANTS}
+    return {v: merge_shards([results[f"{v}_{start}_{stop}"] for start, stop in bounds], n) for v in names}
 
 
 def write_prediction_table(run: RunFolder, labels: np.ndarray, merged: dict) -> None:
-    """eval/predictions.csv: index, true class, then predicted class and confidence per variant."""
-    columns = ["index", "true"] + [f"{v}_{c}" for v in VARIANTS for c in ("predicted", "confidence")]
+    """eval/predictions.csv: index, true class, then predicted class and confidence per model."""
+    columns = ["index", "true"] + [f"{v}_{c}" for v in merged for c in ("predicted", "confidence")]
     lines = [",".join(columns)]
     for i in range(len(labels)):
         row = [str(i), str(int(labels[i]))]
-        for v in VARIANTS:
+        for v in merged:
             row += [str(int(merged[v]["predicted"][i])), f"{float(merged[v]['confidence'][i]):.6f}"]
         lines.append(",".join(row))
     write_bytes_atomic(run.path("eval", "predictions.csv"), ("\n".join(lines) + "\n").encode())
@@ -183,14 +213,15 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     images, labels = splits.test_x, splits.test_y
     characteristics = image_characteristics(images)
     write_npz(run.path("eval", "characteristics.npz"), **characteristics)
-    failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases, config.data.class_names)
-    for v in VARIANTS if config.stress.cam_layer else ():
+    names = model_names(config)
+    failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases, config.data.class_names, names)
+    for v in names if config.stress.cam_layer else ():
         for case in failures[v]["cases"]:
             case["figure"] = figure_path("case", v, rank=case["rank"], index=case["index"])  # drawn by the figures step
     layer = config.stress.cam_layer
     if layer:
         explanations = analyse_explanations(merged)
-        for v in VARIANTS:
+        for v in names:
             explanations[v]["timing"] = {
                 "images": int(len(labels)),
                 "seconds_predict": float(merged[v]["seconds_predict"][0]),
@@ -199,7 +230,7 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
             }
         explanations["layer"] = layer
         model_config = config.to_dict()["model"]
-        models = {v: load_model(weights[v], model_config, torch.device("cpu")) for v in VARIANTS}
+        models = {v: load_model(weights[v], model_config, torch.device("cpu")) for v in names}
         write_npz(run.path("eval", "gradcam_cases.npz"),
                   **explain_cases(models, images, labels, merged, failures, input_stats(model_config), layer))
     else:
@@ -208,7 +239,7 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     write_npz(run.path("eval", "failure_gallery.npz"), **failure_gallery(images, labels, merged))
     write_json(run.path("eval", "failures.json"), failures)
     write_json(run.path("eval", "explanations.json"), explanations)
-    for v in VARIANTS:
+    for v in names:
         f = failures[v]
         log(
             f"[{v}] {f['n_errors']} errors of {f['n_images']}; confident (>={CONFIDENT}): {f['confident_errors']['0.9']}, "
@@ -218,21 +249,22 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
 
 def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, executor: Executor, log) -> StageOutcome:
     """Predictions and Grad-CAM statistics over test shards, then failures and explanations."""
-    key, weights_id = evaluation_key(config), run.weights_digest()
+    names = model_names(config)
+    key, weights_id = evaluation_key(config), run.weights_digest(names)
     if run.stage_done("evaluate", key, weights_id):
         log("evaluate: already finished: skipped")
         return StageOutcome("evaluate", ran=False)
     started = time.perf_counter()
     n = len(splits.test_y)
     shards = config.stress.shards or executor.slots(config.resources)
-    weights = load_weights(run, config.to_dict()["model"])
+    weights = load_weights(run, config.to_dict()["model"], names)
     weights_ref = {v: executor.put(w) for v, w in weights.items()}
     images_ref, labels_ref = executor.put(splits.test_x), executor.put(splits.test_y)
-    log(f"evaluate: {len(VARIANTS)} variants x {min(shards, n)} shards over {n} test images")
+    log(f"evaluate: {len(names)} model(s) x {min(shards, n)} shards over {n} test images")
     merged = predict_all(run, config, executor, weights_ref, images_ref, labels_ref, n, shards, log)
-    write_npz(run.path("eval", "predictions.npz"), labels=splits.test_y, **{f"{v}_{k}": merged[v][k] for v in VARIANTS for k in merged[v]})
+    write_npz(run.path("eval", "predictions.npz"), labels=splits.test_y, **{f"{v}_{k}": merged[v][k] for v in names for k in merged[v]})
     write_prediction_table(run, splits.test_y, merged)
-    for v in VARIANTS if config.stress.cam_layer else ():
+    for v in names if config.stress.cam_layer else ():
         seconds_predict, seconds_gradcam = float(merged[v]["seconds_predict"][0]), float(merged[v]["seconds_gradcam"][0])
         log(f"[{v}] Grad-CAM at {config.stress.cam_layer} (predicted + true class) over {n} images: {seconds_gradcam:.1f} s "
             f"of task time, {seconds_gradcam / seconds_predict:.2f}x the evaluation pass ({seconds_predict:.1f} s)")
@@ -253,7 +285,8 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     if config.stress.skip_stress:
         log("stress: skipped (--skip-stress)")
         return StageOutcome("stress", ran=False)
-    key, weights_id = stress_key(config), run.weights_digest()
+    names = model_names(config)
+    key, weights_id = stress_key(config), run.weights_digest(names)
     if run.stage_done("stress", key, weights_id):
         log("stress: already finished: skipped")
         return StageOutcome("stress", ran=False)
@@ -267,7 +300,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     n = len(splits.test_y) if s.stress_limit == 0 else min(s.stress_limit, len(splits.test_y))
     images, labels = splits.test_x[:n], splits.test_y[:n]
     model_config = config.to_dict()["model"]
-    weights = load_weights(run, model_config)
+    weights = load_weights(run, model_config, names)
     weights_ref, images_ref, labels_ref = executor.put(weights), executor.put(images), executor.put(labels)
     bounds = shard_bounds(n, s.shards or executor.slots(config.resources))
     groups = {c: [(c, sev) for sev in severities] for c in corruptions}
@@ -286,16 +319,16 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         val_logits[task[4:]] = value["logits"]
 
     val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)),
-                  {"gradcam": False, "precision": config.train.precision}) for v in VARIANTS]
+                  {"gradcam": False, "precision": config.train.precision}) for v in names]
     executor.run(evaluate_shard, val_calls, config.resources, validation_done, log)
     results = run_resumable(executor, stress_shard, tasks, folder, shard_key(run, key), config.resources, log,
                             flatten=_flatten, unflatten=_unflatten,
                             announce=lambda reused, to_run: log(f"stress: {to_run} tasks ({reused} already saved)"))
     merged = merge_cells(results, bounds, groups)
     with np.load(run.path("eval", "predictions.npz")) as predictions:
-        clean_correct = {v: predictions[f"{v}_correct"][:n] for v in VARIANTS}
-        test_logits = {v: predictions[f"{v}_logits"][:n] for v in VARIANTS}
-    robustness = summarise_robustness(clean_correct, merged, corruptions, severities, shifts)
+        clean_correct = {v: predictions[f"{v}_correct"][:n] for v in names}
+        test_logits = {v: predictions[f"{v}_logits"][:n] for v in names}
+    robustness = summarise_robustness(clean_correct, merged, corruptions, severities, shifts, names)
     robustness["images"] = n
     robustness["corruptions_skipped"] = unsupported
     robustness["corruption_tables"] = None if unsupported else TABLE_SOURCES[config.model.image_size]
@@ -303,12 +336,13 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     write_npz(run.path("eval", "stress_correct.npz"), **{cell: arrays["correct"] for cell, arrays in merged.items()})
     write_json(run.path("eval", "robustness.json"), robustness)
     write_json(run.path("eval", "calibration.json"), calibration)
-    gain = robustness["gain"]
-    if "mean_corruption" in gain:
-        g = gain["mean_corruption"]
-        log(f"augmented - baseline: mean corruption acc {signed(g['mean'], 4)} "
-            f"(95% CI over images {interval_text(g['low'], g['high'], 4)}; one trained pair)")
-    for v in VARIANTS:
+    for other, gain in robustness["gains"].items():
+        if "mean_corruption" in gain:
+            g = gain["mean_corruption"]
+            pair = "one trained pair" if not config.evaluate else "these models"
+            log(f"{other} - {names[0]}: mean corruption acc {signed(g['mean'], 4)} "
+                f"(95% CI over images {interval_text(g['low'], g['high'], 4)}; {pair})")
+    for v in names:
         r, c = robustness[v], calibration[v]
         log(f"[{v}] clean {number(r['clean_acc'], 4)}  mean corruption acc {number(r['mean_corruption_acc'], 4)}  "
             f"ECE {number(c['ece'], 4)} -> {number(c['ece_after_temperature'], 4)} after T={number(c['temperature'], 2)}")

@@ -53,6 +53,9 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
     if max_concurrent < 0:
         raise StressError(f"--max-concurrent must be >= 0, got {max_concurrent}")
     check_output_location(config.out)  # a relative --out under `ray job submit` would be lost
+    if config.evaluate:
+        raise StressError("--evaluate gives already-trained models, and a seed sweep trains one pair per seed; "
+                          "run jobs/stress_test.py for given models")
     if storage.is_uri(config.out):
         raise StressError(f"--out {config.out}: seed sweeps write to a path (local, or shared storage every node "
                           "mounts), not yet to an s3:// / gs:// URI; jobs/stress_test.py takes URIs")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stress.artifacts import RunFolder, read_json, read_record, write_bytes_atomic
 from stress.constants import VARIANTS
+from stress.report.statements import given_models
 from stress.errors import StressError
 from stress.paths import expand
 from stress.report.blocks import render_html, render_markdown
@@ -41,8 +42,9 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         for key in ("dataset", "variants"):
             if not isinstance(summary[key], dict):
                 raise StressError(f"{run.path('summary.json')}: not a valid run summary ({key!r} is not an object)")
-        if any(not isinstance(summary["variants"].get(v), dict) for v in VARIANTS):
-            raise StressError(f"{run.path('summary.json')}: not a valid run summary ('variants' lacks one of {', '.join(VARIANTS)})")
+        required = tuple(summary["variants"]) if given_models(summary) else VARIANTS  # trained runs hold both variants
+        if not required or any(not isinstance(summary["variants"].get(v), dict) for v in required):
+            raise StressError(f"{run.path('summary.json')}: not a valid run summary ('variants' lacks one of {', '.join(required) or 'the models'})")
         for key in ("failures", "explanations", "robustness", "calibration"):
             if summary.get(key) is not None and not isinstance(summary[key], dict):
                 raise StressError(f"{run.path('summary.json')}: not a valid run summary ({key!r} is neither an object nor null)")

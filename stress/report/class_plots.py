@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from stress.constants import CLASSES, VARIANTS
-from stress.report.plots import COLOURS, plt, save_figure
+from stress.report.plots import colour, plt, save_figure
 
 MAX_MATRIX_CLASSES = 20  # above this a confusion matrix is unreadable: plot the ranked top confusions instead
 
@@ -56,14 +56,14 @@ def plot_top_confusions(matrix: np.ndarray, title: str, path: Path, names: tuple
     return save_figure(fig, path)
 
 
-def plot_confusion_pairs(failures: dict, path: Path, top: int = 8) -> Path:
+def plot_confusion_pairs(failures: dict, path: Path, top: int = 8, models: tuple[str, ...] = VARIANTS) -> Path:
     """Most frequent (true -> predicted) confusions per variant, as horizontal bars."""
-    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(5.5 * len(VARIANTS), 3.8), squeeze=False)
-    for ax, v in zip(axes[0], VARIANTS):
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False)
+    for ax, v in zip(axes[0], models):
         pairs = failures[v]["top_confusions"][:top][::-1]  # largest on top
         names = [f"{p['true_name']} → {p['predicted_name']}" if "true_name" in p else f"{CLASSES[p['true']]} → {CLASSES[p['predicted']]}"
                  for p in pairs]
-        ax.barh(range(len(pairs)), [p["count"] for p in pairs], color=COLOURS[v])
+        ax.barh(range(len(pairs)), [p["count"] for p in pairs], color=colour(v))
         ax.set_yticks(range(len(pairs)), names)
         ax.set_xlabel("test images")
         ax.set_title(f"{v}: top confusions (of {failures[v]['n_errors']} errors)")

@@ -78,76 +78,84 @@ def class_names(run: RunFolder) -> tuple[str, ...]:
     return tuple(str(n) for n in names) if isinstance(names, list) and names else CLASSES
 
 
-def _case_figures(run: RunFolder, failures: dict, names: tuple[str, ...]) -> list[Path]:
+def run_models(run: RunFolder) -> tuple[str, ...]:
+    """The run's models under test, reference first: config.json's --evaluate names, else the trained variants."""
+    path = run.path("config.json")
+    record = read_json(path) if path.is_file() else {}
+    entries = record.get("evaluate") if isinstance(record, dict) else None
+    return tuple(str(e).split("=", 1)[0] for e in entries) if isinstance(entries, list) and entries else VARIANTS
+
+
+def _case_figures(run: RunFolder, failures: dict, names: tuple[str, ...], models: tuple[str, ...]) -> list[Path]:
     written = []
     cases = load_arrays(run.path("eval", "gradcam_cases.npz"))
     keys = [(str(v), int(i)) for v, i in zip(cases["case_variant"], cases["indices"])]
-    for v in VARIANTS:
+    for v in models:
         rows = []
         for case in failures.get(v, {}).get("cases", []):
             if (v, case["index"]) in keys:
                 row = keys.index((v, case["index"]))
                 rows.append(row)
-                written.append(plot_case(cases, row, run.path(*case["figure"].split("/")), names))
+                written.append(plot_case(cases, row, run.path(*case["figure"].split("/")), names, models))
         if rows:
             written.append(plot_case_grid(cases, rows, f"Grad-CAM of the cases selected from {v}'s failures",
-                                          run.figures / figure_name("case_grid", v), names))
+                                          run.figures / figure_name("case_grid", v), names, models))
     return written
 
 
 def write_figures(run: RunFolder, log=print) -> list[Path]:
     """Every figure whose inputs exist in the run folder; returns the paths written."""
     written: list[Path] = []
-    names = class_names(run)
+    names, models = class_names(run), run_models(run)
     evaluation = lambda name: run.path("eval", name)  # noqa: E731
-    if all((run.variant_dir(v) / "history.json").is_file() for v in VARIANTS):
-        histories = {v: read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs",))["epochs"] for v in VARIANTS}
+    if all((run.variant_dir(v) / "history.json").is_file() for v in models):
+        histories = {v: read_record(run.variant_dir(v) / "history.json", "training history", keys=("epochs",))["epochs"] for v in models}
         written.append(plot_training_curves(histories, run.figures / figure_name("training")))
     predictions = None
     if evaluation("predictions.npz").is_file():
         predictions = load_arrays(evaluation("predictions.npz"))
-        for v in VARIANTS:
+        for v in models:
             matrix = confusion_matrix(predictions["labels"], predictions[f"{v}_predicted"], len(names))
             acc = float(np.trace(matrix) / matrix.sum())
             written.append(plot_confusion(matrix, f"{v}: test accuracy {acc:.3f}", run.figures / figure_name("confusion", v), names))
-    failures = read_record(evaluation("failures.json"), "failure record", keys=VARIANTS, variants=VARIANTS) if evaluation("failures.json").is_file() else None
+    failures = read_record(evaluation("failures.json"), "failure record", keys=models, variants=models) if evaluation("failures.json").is_file() else None
     if evaluation("failure_gallery.npz").is_file():
         g = load_arrays(evaluation("failure_gallery.npz"))
-        for v in VARIANTS:
+        for v in models:
             written.append(plot_failure_gallery(
                 g[f"{v}_images"], g[f"{v}_labels"], g[f"{v}_predicted"], g[f"{v}_confidence"],
                 f"{v}: most confident failures (true / predicted, confidence)", run.figures / figure_name("gallery", v), names=names))
     if failures is not None:
         if evaluation("gradcam_cases.npz").is_file():
-            written += _case_figures(run, failures, names)
-        written.append(plot_confusion_pairs(failures, run.figures / figure_name("confusion_pairs")))
+            written += _case_figures(run, failures, names, models)
+        written.append(plot_confusion_pairs(failures, run.figures / figure_name("confusion_pairs"), models=models))
     if predictions is not None and evaluation("characteristics.npz").is_file():
         characteristics = load_arrays(evaluation("characteristics.npz"))
         masks = {}
-        for v in VARIANTS:
+        for v in models:
             correct, confident = predictions[f"{v}_correct"].astype(bool), predictions[f"{v}_confidence"] >= CONFIDENT
             masks[v] = (~correct & confident, correct & confident)
-        comparisons = {v: failures[v]["characteristics"]["comparison"] for v in VARIANTS} if failures else {}
-        written.append(plot_characteristics(characteristics, masks, comparisons, run.figures / figure_name("characteristics")))
+        comparisons = {v: failures[v]["characteristics"]["comparison"] for v in models} if failures else {}
+        written.append(plot_characteristics(characteristics, masks, comparisons, run.figures / figure_name("characteristics"), models=models))
     skipped = evaluation("explanations.json").is_file() and "skipped" in read_json(evaluation("explanations.json"))
     if evaluation("explanations.json").is_file() and not skipped:
-        explanations = read_record(evaluation("explanations.json"), "explanation record", variants=VARIANTS)
-        written.append(plot_centre_attention(explanations, run.figures / figure_name("centre_attention")))
-        if any("faithfulness" in explanations.get(v, {}) for v in VARIANTS):
-            written.append(plot_faithfulness(explanations, run.figures / figure_name("faithfulness")))
+        explanations = read_record(evaluation("explanations.json"), "explanation record", variants=models)
+        written.append(plot_centre_attention(explanations, run.figures / figure_name("centre_attention"), models=models))
+        if any("faithfulness" in explanations.get(v, {}) for v in models):
+            written.append(plot_faithfulness(explanations, run.figures / figure_name("faithfulness"), models=models))
     if evaluation("robustness.json").is_file():
-        robustness = read_record(evaluation("robustness.json"), "robustness record", keys=VARIANTS, variants=VARIANTS)
-        if robustness[VARIANTS[0]]["by_corruption"]:
-            written.append(plot_severity_curves(robustness, run.figures / figure_name("severity")))
+        robustness = read_record(evaluation("robustness.json"), "robustness record", keys=models, variants=models)
+        if robustness[models[0]]["by_corruption"]:
+            written.append(plot_severity_curves(robustness, run.figures / figure_name("severity"), models=models))
             if "by_corruption_severity" in robustness.get("gain", {}):
-                written.append(plot_gain_heatmap(robustness, run.figures / figure_name("gain_heatmap")))
-        if any(name.startswith("translate_") for name in robustness[VARIANTS[0]]["shifts"]):
-            written.append(plot_translation_grids(robustness, run.figures / figure_name("translation")))
-        if robustness[VARIANTS[0]]["shift_families"]:
-            written.append(plot_shift_families(robustness, run.figures / figure_name("shift_families")))
+                written.append(plot_gain_heatmap(robustness, run.figures / figure_name("gain_heatmap"), models=models))
+        if any(name.startswith("translate_") for name in robustness[models[0]]["shifts"]):
+            written.append(plot_translation_grids(robustness, run.figures / figure_name("translation"), models=models))
+        if robustness[models[0]]["shift_families"]:
+            written.append(plot_shift_families(robustness, run.figures / figure_name("shift_families"), models=models))
     if evaluation("calibration.json").is_file():
-        calibration = read_record(evaluation("calibration.json"), "calibration record", keys=VARIANTS, variants=VARIANTS)
-        written.append(plot_reliability(calibration, run.figures / figure_name("reliability")))
+        calibration = read_record(evaluation("calibration.json"), "calibration record", keys=models, variants=models)
+        written.append(plot_reliability(calibration, run.figures / figure_name("reliability"), models=models))
     log(f"figures: {len(written)} written to {run.figures}")
     return written
 

@@ -7,10 +7,11 @@ what its verdicts mean is in stress.report.statements.
 from __future__ import annotations
 
 from stress.analyses.stats import wilson_interval
-from stress.constants import VARIANTS
 from stress.report.figures import figure_path
 from stress.report.robustness_observations import black_borders, clean_gain, corruption_gain, corruption_gain_split, invariances, worst_corruptions
-from stress.report.statements import EFFECT, INCONCLUSIVE, NO_EFFECT, SANITY_THRESHOLD, Observation, Rule, interval_text, number, signed, verdict_of
+from stress.report.statements import (
+    EFFECT, INCONCLUSIVE, NO_EFFECT, SANITY_THRESHOLD, Observation, Rule, interval_text, models_of, number, signed, verdict_of,
+)
 
 
 # -- rules --------------------------------------------------------------------
@@ -20,7 +21,7 @@ def confident_failures(summary: dict) -> list[Observation]:
     if not failures:
         return []
     out = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         f = failures[v]
         at_90, at_99, n = f["confident_errors"]["0.9"], f["confident_errors"]["0.99"], f["n_images"]
         low, high = wilson_interval(at_90, n)
@@ -42,7 +43,7 @@ def border_attention(summary: dict) -> list[Observation]:
     if not explanations or "skipped" in explanations:
         return []
     out = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         share = explanations[v]["centre_share"]
         interval = share.get("difference_interval") or [None, None]
         low, high = interval
@@ -78,7 +79,7 @@ def sanity_check(summary: dict) -> list[Observation]:
     if not explanations or "skipped" in explanations:
         return []
     out = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         check = explanations[v].get("sanity_check")
         if not check or check.get("mean_rank_correlation") is None:
             continue
@@ -120,7 +121,7 @@ def faithfulness(summary: dict) -> list[Observation]:
     if not explanations or "skipped" in explanations:
         return []
     out = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         road, legacy = explanations[v].get("road"), explanations[v].get("faithfulness")
         if not road:
             continue
@@ -159,7 +160,7 @@ def calibration(summary: dict) -> list[Observation]:
     if not results:
         return []
     out = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         c = results[v]
         n = sum(c["reliability"]["count"])
         if c.get("ece") is None or c.get("ece_after_temperature") is None:
@@ -198,7 +199,7 @@ def characteristics(summary: dict) -> list[Observation]:
     if not failures:
         return []
     out = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         comparison = failures[v]["characteristics"]["comparison"]
         n_failures = min((entry["n_a"] for entry in comparison.values()), default=0)
         separating = [name for name, entry in comparison.items() if entry.get("separates")]
@@ -231,7 +232,8 @@ def shared_failures(summary: dict) -> list[Observation]:
     counts, p = view["counts"], view["mcnemar_p"]
     return [Observation(
         rule="shared_failures",
-        text=(f"Only baseline is wrong on {counts['a_wrong_b_right']} images, only augmented on {counts['a_right_b_wrong']}, "
+        text=(f"Only {view.get('names', {}).get('a', 'baseline')} is wrong on {counts['a_wrong_b_right']} images, only "
+              f"{view.get('names', {}).get('b', 'augmented')} on {counts['a_right_b_wrong']}, "
               f"both on {counts['both_wrong']} ({counts['both_confidently_wrong']} of them confidently); McNemar p = {number(p)}."),
         verdict=EFFECT if p < 0.05 else INCONCLUSIVE,
         uncertainty="exact two-sided McNemar test on the discordant images (5% level)",

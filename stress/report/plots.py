@@ -22,6 +22,14 @@ from stress.constants import (
 from stress.report.statements import number  # noqa: E402
 
 COLOURS = {"baseline": "#1f77b4", "augmented": "#d62728"}
+PALETTE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def colour(model: str) -> str:
+    """The trained variants' fixed colours; any other model name gets a stable one from PALETTE."""
+    import zlib
+
+    return COLOURS.get(model) or PALETTE[zlib.crc32(model.encode()) % len(PALETTE)]
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -56,7 +64,7 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> Path:
         x = [e["epoch"] for e in epochs]
         for row, metric in enumerate(("loss", "acc")):
             ax = axes[row, column]
-            ax.plot(x, [e[f"train_{metric}"] for e in epochs], "o-", label="train", color=COLOURS.get(variant))
+            ax.plot(x, [e[f"train_{metric}"] for e in epochs], "o-", label="train", color=colour(variant))
             ax.plot(x, [e[f"val_{metric}"] for e in epochs], "s--", label="validation", color="black")
             ax.set_title(f"{variant}: {'loss' if metric == 'loss' else 'accuracy'}")
             ax.set_ylabel("cross-entropy" if metric == "loss" else "accuracy")
@@ -81,14 +89,14 @@ def plot_failure_gallery(images: np.ndarray, labels, predicted, confidence, titl
     return save_figure(fig, path)
 
 
-def _draw_case_row(axes, cases: dict, row: int, names: tuple[str, ...]) -> None:
+def _draw_case_row(axes, cases: dict, row: int, names: tuple[str, ...], models: tuple[str, ...] = VARIANTS) -> None:
     """One case: the image, then per model the map of its predicted class and of the true class."""
     image = _as_rgb(cases["images"][row])
     true_name = names[int(cases["labels"][row])]
     axes[0].imshow(image, interpolation="nearest")
     axes[0].set_title(f"#{int(cases['indices'][row])} true: {true_name}\n(selected by {cases['case_variant'][row]})", fontsize=8)
     column = 1
-    for model in VARIANTS:
+    for model in models:
         predicted = names[int(cases[f"predicted_{model}"][row])]
         confidence = float(cases[f"confidence_{model}"][row])
         for target in ("predicted", "true"):
@@ -102,33 +110,33 @@ def _draw_case_row(axes, cases: dict, row: int, names: tuple[str, ...]) -> None:
         ax.axis("off")
 
 
-def plot_case(cases: dict, row: int, path: Path, names: tuple[str, ...] = CLASSES) -> Path:
+def plot_case(cases: dict, row: int, path: Path, names: tuple[str, ...] = CLASSES, models: tuple[str, ...] = VARIANTS) -> Path:
     """Grad-CAM figure of one selected case for both models."""
-    fig, axes = plt.subplots(1, 1 + 2 * len(VARIANTS), figsize=(2.4 * (1 + 2 * len(VARIANTS)), 2.9))
-    _draw_case_row(axes, cases, row, names)
+    fig, axes = plt.subplots(1, 1 + 2 * len(models), figsize=(2.4 * (1 + 2 * len(models)), 2.9))
+    _draw_case_row(axes, cases, row, names, models)
     return save_figure(fig, path)
 
 
-def plot_case_grid(cases: dict, rows: list[int], title: str, path: Path, names: tuple[str, ...] = CLASSES) -> Path:
+def plot_case_grid(cases: dict, rows: list[int], title: str, path: Path, names: tuple[str, ...] = CLASSES, models: tuple[str, ...] = VARIANTS) -> Path:
     """All selected cases of one variant as rows of `plot_case` panels."""
-    columns = 1 + 2 * len(VARIANTS)
+    columns = 1 + 2 * len(models)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.7 * len(rows)), squeeze=False)
     fig.subplots_adjust(hspace=0.45, wspace=0.15, top=1 - 0.35 / len(rows))  # fixed spacing: a layout engine is slow on 40 axes
     for line, row in enumerate(rows):
-        _draw_case_row(axes[line], cases, row, names)
+        _draw_case_row(axes[line], cases, row, names, models)
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
-def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, path: Path) -> Path:
+def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """Distributions of image characteristics: confident failures vs confident successes, per variant.
 
     masks: {variant: (failures (N,) bool, successes (N,) bool)}; comparisons: failures.json's
     characteristics.comparison per variant (its Cohen's d and CI go in the titles), or {}.
     """
     names = list(characteristics)
-    fig, axes = plt.subplots(len(VARIANTS), len(names), figsize=(3.2 * len(names), 3.2 * len(VARIANTS)), squeeze=False, layout="constrained")
-    for row, v in enumerate(VARIANTS):
+    fig, axes = plt.subplots(len(models), len(names), figsize=(3.2 * len(names), 3.2 * len(models)), squeeze=False, layout="constrained")
+    for row, v in enumerate(models):
         failed, succeeded = masks[v]
         for column, name in enumerate(names):
             ax, values = axes[row, column], np.asarray(characteristics[name], dtype=np.float64)
@@ -136,7 +144,7 @@ def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, 
             if succeeded.any():  # an empty group has no density (numpy would warn and draw nothing)
                 ax.hist(values[succeeded], bins=bins, density=True, alpha=0.5, color="grey", label=f"confident successes (n={int(succeeded.sum())})")
             if failed.any():
-                ax.hist(values[failed], bins=bins, density=True, alpha=0.6, color=COLOURS[v], label=f"confident failures (n={int(failed.sum())})")
+                ax.hist(values[failed], bins=bins, density=True, alpha=0.6, color=colour(v), label=f"confident failures (n={int(failed.sum())})")
             entry = comparisons.get(v, {}).get(name)
             if entry is not None and entry.get("cohens_d") is not None:
                 d = (f"d = {number(entry['cohens_d'], 2)} [{number(entry['d_low'], 2)}, {number(entry['d_high'], 2)}]"
@@ -155,20 +163,20 @@ def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, 
 
 
 # -- explanations -------------------------------------------------------------
-def plot_centre_attention(explanations: dict, path: Path) -> Path:
+def plot_centre_attention(explanations: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """Mean centre share of the Grad-CAM mass, failures vs successes per variant, with 95% CIs."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for k, v in enumerate(VARIANTS):
+    for k, v in enumerate(models):
         share = explanations[v]["centre_share"]
         for offset, group, marker in ((-0.12, "failures", "o"), (0.12, "successes", "s")):
             g = share[group]
             if g["mean"] is None:  # no image in the group (e.g. no failures): nothing to draw
                 continue
             ax.errorbar(k + offset, g["mean"], yerr=np.array([_errors(g["mean"], g["low"], g["high"])]).T,
-                        fmt=marker, color=COLOURS[v], capsize=4, markersize=7, mfc="white" if group == "failures" else COLOURS[v],
+                        fmt=marker, color=colour(v), capsize=4, markersize=7, mfc="white" if group == "failures" else colour(v),
                         label=f"{v} {group} (n={g['n']})")
     ax.axhline(UNIFORM_CENTRE_SHARE, color="black", linestyle=":", label=f"uniform attention ({UNIFORM_CENTRE_SHARE:g})")
-    ax.set_xticks(range(len(VARIANTS)), VARIANTS)
+    ax.set_xticks(range(len(models)), models)
     ax.set_ylabel("share of map mass in the central window")
     ax.set_title("Centre versus border attention (mean, 95% CI; window = half the side)")
     ax.grid(axis="y", alpha=0.3)
@@ -186,13 +194,13 @@ FAITHFULNESS_PANELS = (
 )
 
 
-def plot_faithfulness(explanations: dict, path: Path) -> Path:
+def plot_faithfulness(explanations: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """ROAD (MoRF lower and LeRF higher = faithful) and constant-fill deletion/insertion AUCs,
     Grad-CAM order versus random order, with 95% CIs; one panel per protocol that was run."""
-    panels = [p for p in FAITHFULNESS_PANELS if any(p[0] in explanations.get(v, {}) for v in VARIANTS)]
+    panels = [p for p in FAITHFULNESS_PANELS if any(p[0] in explanations.get(v, {}) for v in models)]
     fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels), 4.2), squeeze=False)
     for ax, (block, title, keys) in zip(axes[0], panels):
-        variants = [v for v in VARIANTS if block in explanations.get(v, {})]
+        variants = [v for v in models if block in explanations.get(v, {})]
         width = 0.8 / len(keys)
         for k, v in enumerate(variants):
             f = explanations[v][block]
@@ -201,7 +209,7 @@ def plot_faithfulness(explanations: dict, path: Path) -> Path:
                 if g["mean"] is None:
                     continue
                 ax.bar(k + (j - 1.5) * width, g["mean"], width, yerr=np.array([_errors(g["mean"], g["low"], g["high"])]).T, capsize=3,
-                       color=COLOURS[v], alpha=1.0 if "random" not in key else 0.4,
+                       color=colour(v), alpha=1.0 if "random" not in key else 0.4,
                        hatch="//" if ("insertion" in key or "lerf" in key) else "", edgecolor="black", label=label if k == 0 else None)
         ax.set_xticks(range(len(variants)), [f"{v} (n={explanations[v][block]['n_images']})" for v in variants])
         ax.set_ylabel("mean target probability along the curve")
@@ -212,19 +220,19 @@ def plot_faithfulness(explanations: dict, path: Path) -> Path:
 
 
 # -- robustness ---------------------------------------------------------------
-def plot_severity_curves(robustness: dict, path: Path, columns: int = 5) -> Path:
+def plot_severity_curves(robustness: dict, path: Path, columns: int = 5, models: tuple[str, ...] = VARIANTS) -> Path:
     """Accuracy versus severity per corruption, both variants, Wilson 95% bands (severity 0 = clean)."""
-    corruptions = list(robustness[VARIANTS[0]]["by_corruption"])
+    corruptions = list(robustness[models[0]]["by_corruption"])
     rows = -(-len(corruptions) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 2.6 * rows), sharex=True, sharey=True, squeeze=False, layout="constrained")
     for ax, name in zip(axes.flat, corruptions):
-        for v in VARIANTS:
+        for v in models:
             r = robustness[v]
             x = [0] + list(r["severities"])
             y = [r["clean_acc"]] + list(r["by_corruption"][name])
-            ax.plot(x, y, "o-", color=COLOURS[v], label=v, markersize=3)
+            ax.plot(x, y, "o-", color=colour(v), label=v, markersize=3)
             bands = [r["clean_acc_interval"]] + list(r["by_corruption_interval"][name])
-            ax.fill_between(x, [b[0] for b in bands], [b[1] for b in bands], color=COLOURS[v], alpha=0.15)
+            ax.fill_between(x, [b[0] for b in bands], [b[1] for b in bands], color=colour(v), alpha=0.15)
         ax.set_title(name.replace("_", " "), fontsize=9)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
@@ -239,13 +247,13 @@ def plot_severity_curves(robustness: dict, path: Path, columns: int = 5) -> Path
     return save_figure(fig, path)
 
 
-def plot_gain_heatmap(robustness: dict, path: Path) -> Path:
+def plot_gain_heatmap(robustness: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """Augmented − baseline accuracy per corruption and severity; diverging colours centred at 0."""
     table = robustness["gain"]["by_corruption_severity"]
     names = list(table)
     values = np.array([table[c] for c in names], dtype=np.float64)  # (corruptions, severities)
     limit = max(float(np.nanmax(np.abs(values))), 1e-3)
-    severities = robustness[VARIANTS[0]]["severities"]
+    severities = robustness[models[0]]["severities"]
     fig, ax = plt.subplots(figsize=(1.1 * len(severities) + 3.5, 0.38 * len(names) + 1.6))
     image = ax.imshow(values, cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
     for i in range(len(names)):
@@ -254,7 +262,8 @@ def plot_gain_heatmap(robustness: dict, path: Path) -> Path:
     ax.set_xticks(range(len(severities)), [str(s) for s in severities])
     ax.set_yticks(range(len(names)), [c.replace("_", " ") for c in names])
     ax.set_xlabel("severity")
-    ax.set_title("Augmented − baseline accuracy (this trained pair)")
+    a, b = robustness["gain"].get("models", ("baseline", "augmented"))
+    ax.set_title(f"{b} − {a} accuracy (this pair of models)")
     fig.colorbar(image, ax=ax, label="accuracy difference")
     return save_figure(fig, path)
 
@@ -276,16 +285,16 @@ def _translation_grid(shifts: dict, prefix: str = "translate_") -> tuple[list[in
 TRANSLATION_FILLS = (("translate_", "edge-replicated border"), ("zerofill_translate_", "black (zero) border"))
 
 
-def plot_translation_grids(robustness: dict, path: Path) -> Path:
+def plot_translation_grids(robustness: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """Accuracy per (dx, dy) translation: one panel per variant and border fill, one shared colour scale."""
     fills = [(prefix, label) for prefix, label in TRANSLATION_FILLS
-             if any(name.startswith(prefix) for name in robustness[VARIANTS[0]]["shifts"])]
-    grids = {(v, prefix): _translation_grid(robustness[v]["shifts"], prefix) for v in VARIANTS for prefix, _ in fills}
+             if any(name.startswith(prefix) for name in robustness[models[0]]["shifts"])]
+    grids = {(v, prefix): _translation_grid(robustness[v]["shifts"], prefix) for v in models for prefix, _ in fills}
     low = min(float(np.nanmin(g[2])) for g in grids.values())
     high = max(float(np.nanmax(g[2])) for g in grids.values())
-    fig, axes = plt.subplots(len(fills), len(VARIANTS), figsize=(4.6 * len(VARIANTS), 4.0 * len(fills)), squeeze=False)
+    fig, axes = plt.subplots(len(fills), len(models), figsize=(4.6 * len(models), 4.0 * len(fills)), squeeze=False)
     for row, (prefix, label) in enumerate(fills):
-        for ax, v in zip(axes[row], VARIANTS):
+        for ax, v in zip(axes[row], models):
             xs, ys, grid = grids[v, prefix]
             image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, origin="upper")
             for i in range(len(ys)):
@@ -302,15 +311,15 @@ def plot_translation_grids(robustness: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_shift_families(robustness: dict, path: Path) -> Path:
+def plot_shift_families(robustness: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """Mean accuracy per shift family for both variants, and the paired gain with 95% CIs."""
-    families = list(robustness[VARIANTS[0]]["shift_families"])
+    families = list(robustness[models[0]]["shift_families"])
     gains = robustness.get("gain", {}).get("shift_families", {})
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    width = 0.8 / len(VARIANTS)
-    for k, v in enumerate(VARIANTS):
-        axes[0].bar(np.arange(len(families)) + (k - (len(VARIANTS) - 1) / 2) * width,
-                    [robustness[v]["shift_families"][f] for f in families], width, color=COLOURS[v], label=v)
+    width = 0.8 / len(models)
+    for k, v in enumerate(models):
+        axes[0].bar(np.arange(len(families)) + (k - (len(models) - 1) / 2) * width,
+                    [robustness[v]["shift_families"][f] for f in families], width, color=colour(v), label=v)
     axes[0].set_xticks(range(len(families)), families)
     axes[0].set_ylabel("mean accuracy")
     axes[0].set_ylim(0, 1)
@@ -322,24 +331,25 @@ def plot_shift_families(robustness: dict, path: Path) -> Path:
     axes[1].errorbar(range(len(shown)), means, yerr=errors, fmt="o", color="black", capsize=4)
     axes[1].axhline(0, color="grey", linestyle=":")
     axes[1].set_xticks(range(len(shown)), shown)
-    axes[1].set_ylabel("augmented − baseline accuracy")
-    axes[1].set_title("Augmented − baseline per family (95% CI over images, this pair)")
+    a, b = robustness["gain"].get("models", ("baseline", "augmented")) if len(models) > 1 else ("", "")
+    axes[1].set_ylabel(f"{b} − {a} accuracy")
+    axes[1].set_title(f"{b} − {a} per family (95% CI over images, this pair)")
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
 
-def plot_reliability(calibration: dict, path: Path) -> Path:
+def plot_reliability(calibration: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """Reliability diagrams per variant: accuracy versus confidence per bin, before and after temperature."""
-    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(4.8 * len(VARIANTS), 4.4), squeeze=False)
-    for ax, v in zip(axes[0], VARIANTS):
+    fig, axes = plt.subplots(1, len(models), figsize=(4.8 * len(models), 4.4), squeeze=False)
+    for ax, v in zip(axes[0], models):
         c = calibration[v]
         ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
         for key, style, label in (("reliability", "o-", "before"), ("reliability_after_temperature", "s--", f"after T={number(c['temperature'], 2)}")):
             bins = c[key]
             points = [(x, y) for x, y, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n and x is not None and y is not None]
             if points:
-                ax.plot(*zip(*points), style, color=COLOURS[v] if key == "reliability" else "black", label=label, markersize=4)
+                ax.plot(*zip(*points), style, color=colour(v) if key == "reliability" else "black", label=label, markersize=4)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("mean confidence in bin")

@@ -9,7 +9,10 @@ from __future__ import annotations
 from stress.analyses.stats import newcombe_interval
 from stress.constants import VARIANTS
 from stress.report.figures import figure_path
-from stress.report.statements import EFFECT, INCONCLUSIVE, INTERVENTION, NOT_TRAINED_FOR, ONE_PAIR, TRAINED_FOR, Observation, interval_text, number, one_pair, pair_difference, signed, verdict_of
+from stress.report.statements import (
+    EFFECT, INCONCLUSIVE, INTERVENTION, NOT_TRAINED_FOR, ONE_PAIR, TRAINED_FOR, Observation, given_models, interval_text, models_of,
+    number, one_pair, pair_difference, signed, verdict_of,
+)
 
 
 def _test_accuracy(summary: dict, variant: str) -> tuple[int, int]:
@@ -24,6 +27,8 @@ def _test_accuracy(summary: dict, variant: str) -> tuple[int, int]:
 
 def clean_gain(summary: dict) -> list[Observation]:
     """Did augmentation improve clean accuracy? Paired gain if the stress stage ran, else Newcombe/Wilson."""
+    if given_models(summary):
+        return []  # about the augmentation; given models are compared in the report's tables
     gain = summary.get("robustness", {}).get("gain", {}).get("clean")
     if gain:
         mean, low, high, how = gain["mean"], gain["low"], gain["high"], f"paired 95% t-interval over {gain['n']} test images"
@@ -44,6 +49,8 @@ def clean_gain(summary: dict) -> list[Observation]:
 
 def corruption_gain(summary: dict) -> list[Observation]:
     """Absolute accuracy under corruption and the drop from clean, read together, for this pair."""
+    if given_models(summary):
+        return []  # about the augmentation; given models are compared in the report's tables
     robustness = summary.get("robustness")
     gain = (robustness or {}).get("gain", {}).get("mean_corruption")
     if not gain:
@@ -75,10 +82,10 @@ def corruption_gain(summary: dict) -> list[Observation]:
 def worst_corruptions(summary: dict, top: int = 3) -> list[Observation]:
     """Which corruptions hurt each model most (largest drop from clean at the highest severity)?"""
     robustness = summary.get("robustness")
-    if not robustness or not robustness[VARIANTS[0]].get("by_corruption"):
+    if not robustness or not robustness[models_of(summary)[0]].get("by_corruption"):
         return []
     out = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         r = robustness[v]
         severity = r["severities"][-1]
         drops = {c: r["clean_acc"] - values[-1] for c, values in r["by_corruption"].items()}
@@ -103,6 +110,8 @@ def worst_corruptions(summary: dict, top: int = 3) -> list[Observation]:
 
 def corruption_gain_split(summary: dict) -> list[Observation]:
     """Which corruptions augmentation helped and which it hurt, each judged by its own paired interval."""
+    if given_models(summary):
+        return []  # about the augmentation; given models are compared in the report's tables
     gains = summary.get("robustness", {}).get("gain", {}).get("by_corruption")
     if not gains:
         return []
@@ -132,6 +141,8 @@ def _family_sentence(name: str, gain: dict) -> str:
 
 def invariances(summary: dict) -> list[Observation]:
     """Trained-for invariances (translation, flip) versus transfer (rotation, scale, corruptions)."""
+    if given_models(summary):
+        return []  # about the augmentation; given models are compared in the report's tables
     gain = summary.get("robustness", {}).get("gain", {})
     families = gain.get("shift_families")
     if not families:
@@ -160,6 +171,8 @@ def invariances(summary: dict) -> list[Observation]:
 
 def black_borders(summary: dict) -> list[Observation]:
     """How much of the translation gain under zero fill is familiarity with black borders?"""
+    if given_models(summary):
+        return []  # about the augmentation; given models are compared in the report's tables
     border = summary.get("robustness", {}).get("gain", {}).get("border_effect")
     if not border:
         return []

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Callable
 
 from stress.analyses.stats import wilson_interval
-from stress.constants import VARIANTS
 from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make_table
 from stress.report.figures import figure_path
 from stress.report.observations import RULES, derive_observations
-from stress.report.statements import Rule, interval_text, number, signed
+from stress.report.statements import Rule, given_models, interval_text, models_of, number, signed
 
 
 def _with_interval(value, low, high) -> str:
@@ -28,10 +27,10 @@ def _not_run(stage: str, what: str) -> Note:
 
 # -- sections -----------------------------------------------------------------
 def headline(summary: dict) -> Section:
-    """Both variants: clean accuracy, mean corruption accuracy, ECE, confident-failure counts."""
+    """Every model: clean accuracy, mean corruption accuracy, ECE, confident-failure counts."""
     failures, robustness, calibration = summary.get("failures"), summary.get("robustness"), summary.get("calibration")
     rows = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         if failures:
             a = failures[v]["accuracy"]
             clean = f"{_with_interval(a['acc'], a['low'], a['high'])} (n={a['n']})"
@@ -47,11 +46,13 @@ def headline(summary: dict) -> Section:
         ece = f"{number(calibration[v]['ece'])} → {number(calibration[v]['ece_after_temperature'])}" if calibration else MISSING
         confident = (f"{failures[v]['confident_errors']['0.9']} / {failures[v]['confident_errors']['0.99']}" if failures else MISSING)
         rows.append((v, clean, corrupted, ece, confident))
-    headers = ("variant", "clean test accuracy [95% CI]", "mean corruption accuracy [95% CI]",
+    headers = ("model" if given_models(summary) else "variant", "clean test accuracy [95% CI]", "mean corruption accuracy [95% CI]",
                "ECE → after temperature", "confident failures ≥0.9 / ≥0.99")
-    blocks = [make_table(headers, rows), Paragraph(
-        "Intervals are 95%, over the test images, for these two trained models. They say how precisely these models were "
-        "measured, not whether the augmentation itself changes anything: that needs several trainings (a seed sweep).")]
+    scope = ("for these given models (checkpoints). They say how precisely these models were measured, nothing about how "
+             "they were trained." if given_models(summary) else
+             "for these two trained models. They say how precisely these models were measured, not whether the augmentation "
+             "itself changes anything: that needs several trainings (a seed sweep).")
+    blocks = [make_table(headers, rows), Paragraph(f"Intervals are 95%, over the test images, {scope}")]
     if not robustness or not calibration:
         blocks.append(Note(f"{MISSING}: stage stress did not run"))
     return Section("headline", "Headline", tuple(blocks))
@@ -122,12 +123,21 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
 
 
 def training(summary: dict) -> Section:
+    if given_models(summary):
+        rows = [(v, e.get("checkpoint", MISSING), f"{e['parameters']:,}" if e.get("parameters") else MISSING, number(e["test_acc"]),
+                 number(e["test_loss"])) for v, e in summary["variants"].items()]
+        return Section("training", "Models under test", (
+            Paragraph(f"Not trained here: given with --evaluate. The first, {models_of(summary)[0]}, is the reference every "
+                      "comparison is made against."),
+            make_table(("model", "checkpoint", "parameters", "test accuracy", "test loss"), rows),
+            *(Figure(figure_path("confusion", v), f"Confusion matrix of {v} on the test set (rows: true class).") for v in models_of(summary)),
+        ))
     rows = [(v, e["epochs"], number(e["best_val_acc"]), number(e["test_acc"]), number(e["test_loss"]), f"{e['train_seconds']:.1f}",
              f"{e['images_per_second']:.0f}") for v, e in summary["variants"].items()]
     return Section("training", "Training", (
         make_table(("variant", "epochs", "best validation accuracy", "test accuracy", "test loss", "training seconds", "images/s"), rows),
         Figure(figure_path("training"), "Training and validation loss and accuracy per epoch."),
-        *(Figure(figure_path("confusion", v), f"Confusion matrix of {v} on the test set (rows: true class).") for v in VARIANTS),
+        *(Figure(figure_path("confusion", v), f"Confusion matrix of {v} on the test set (rows: true class).") for v in models_of(summary)),
     ))
 
 
@@ -138,16 +148,19 @@ def failure_cases(summary: dict) -> Section:
     blocks: list = [make_table(
         ("variant", "errors", "error rate", "confident errors ≥0.9", "≥0.99"),
         [(v, f"{failures[v]['n_errors']} of {failures[v]['n_images']}", number(failures[v]["error_rate"]),
-          failures[v]["confident_errors"]["0.9"], failures[v]["confident_errors"]["0.99"]) for v in VARIANTS])]
-    for v in VARIANTS:
+          failures[v]["confident_errors"]["0.9"], failures[v]["confident_errors"]["0.99"]) for v in models_of(summary)])]
+    for v in models_of(summary):
         blocks.append(Figure(figure_path("gallery", v), f"The most confident failures of {v}: true / predicted class (confidence)."))
-    for v in VARIANTS:
+    for v in models_of(summary):
         cases = failures[v]["cases"]
         maps = " (Grad-CAM of both models, for each model's predicted class and the true class)" if any("figure" in c for c in cases) else ""
         blocks.append(Paragraph(f"Cases selected from the failures of {v}{maps}:"))
-        blocks.append(make_table(("rank", "image", "true", f"{v} predicts", "other model predicts"), [
+        blocks.append(make_table(("rank", "image", "true", f"{v} predicts", "the other models predict"), [
             (c["rank"], c["index"], c["true_name"], f"{c['predicted_name']} ({number(c['confidence'], 2)})",
-             f"{c['other_variant']}: {c['other_predicted_name']} ({number(c['other_confidence'], 2)})") for c in cases]))
+             "; ".join(f"{o['model']}: {o['predicted_name']} ({number(o['confidence'], 2)})" for o in (c["others"] if "others" in c else
+                       [{"model": c["other_variant"], "predicted_name": c["other_predicted_name"], "confidence": c["other_confidence"]}]))
+             or MISSING)
+            for c in cases]))
         for c in (c for c in cases if "figure" in c):
             blocks.append(Figure(c["figure"], f"{v} case {c['rank']}: image {c['index']}, true {c['true_name']}, "
                                               f"{v} predicts {c['predicted_name']} ({number(c['confidence'], 2)})."))
@@ -156,17 +169,21 @@ def failure_cases(summary: dict) -> Section:
                             "a bootstrap 95% CI over images. 'Separates' needs Welch's test to survive Holm's correction over the "
                             "characteristics compared (family-wise α = 0.05) and the interval to exclude 0."))
     rows = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         for name, e in failures[v]["characteristics"]["comparison"].items():
             rows.append((v, name, number(e["mean_a"]), number(e["mean_b"]), f"{e['n_a']} / {e['n_b']}", signed(e.get("cohens_d"), 2),
                          interval_text(e.get("d_low"), e.get("d_high"), 2), "yes" if e.get("separates") else "no"))
     blocks.append(make_table(("variant", "characteristic", "mean (failures)", "mean (successes)", "n", "d", "95% CI", "separates"), rows))
     blocks.append(Figure(figure_path("characteristics"), "Distributions of each characteristic: confident failures versus confident successes."))
-    view = failures.get("cross_model")
-    if view:
-        counts = view["counts"]
-        blocks.append(make_table(("only baseline wrong", "only augmented wrong", "both wrong", "both confidently wrong", "McNemar p"),
-                             [(counts["a_wrong_b_right"], counts["a_right_b_wrong"], counts["both_wrong"], counts["both_confidently_wrong"], number(view["mcnemar_p"]))]))
+    views = failures.get("cross_models") or ({"augmented": failures["cross_model"]} if failures.get("cross_model") else {})
+    if views:
+        rows = []
+        for view in views.values():
+            counts, names = view["counts"], view.get("names", {"a": "baseline", "b": "augmented"})
+            rows.append((f"{names['a']} / {names['b']}", counts["a_wrong_b_right"], counts["a_right_b_wrong"], counts["both_wrong"],
+                         counts["both_confidently_wrong"], number(view["mcnemar_p"])))
+        blocks.append(make_table(("models (reference / other)", "only the reference wrong", "only the other wrong", "both wrong",
+                                  "both confidently wrong", "McNemar p"), rows))
     return Section("failures", "Failure cases", tuple(blocks))
 
 
@@ -177,7 +194,7 @@ def explanations(summary: dict) -> Section:
     if "skipped" in results:
         return Section("explanations", "Explanations", (Note(f"Grad-CAM skipped: {results['skipped']}."),))
     rows = []
-    for v in VARIANTS:
+    for v in models_of(summary):
         share = results[v]["centre_share"]
         f, s = share["failures"], share["successes"]
         rows.append((v, _with_interval(f["mean"], f["low"], f["high"]), _with_interval(s["mean"], s["low"], s["high"]),
@@ -189,7 +206,7 @@ def explanations(summary: dict) -> Section:
         make_table(("variant", "failures [95% CI]", "successes [95% CI]", "difference 95% CI", "Cohen's d"), rows),
         Figure(figure_path("centre_attention"), "Centre versus border attention of failures and successes."),
     ]
-    faithful = [v for v in VARIANTS if "faithfulness" in results[v]]
+    faithful = [v for v in models_of(summary) if "faithfulness" in results[v]]
     if faithful:
         keys = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "deletion_gain", "insertion_gain")
         blocks.append(Paragraph("Constant-fill deletion and blurred-start insertion (Petsiuk et al. 2018) against an i.i.d. random pixel order:"))
@@ -218,22 +235,27 @@ def explanations(summary: dict) -> Section:
 def robustness(summary: dict) -> Section:
     results, calibration = summary.get("robustness"), summary.get("calibration")
     blocks: list = []
+    models = models_of(summary)
+    given = given_models(summary)
     if results:
         gain = results.get("gain", {})
+        gains_by_model = results.get("gains") or ({"augmented": gain} if gain.get("clean") else {})
         n = results.get("images", MISSING)
-        main = results[VARIANTS[0]].get("main_corruptions") or []
-        missing = results[VARIANTS[0]].get("main_corruptions_missing") or []
+        main = results[models[0]].get("main_corruptions") or []
+        missing = results[models[0]].get("main_corruptions_missing") or []
         rows = [(v, _with_interval(results[v]["clean_acc"], *results[v]["clean_acc_interval"]),
                  _with_interval(results[v]["mean_corruption_acc"], *(results[v]["mean_corruption_acc_interval"] or (None, None))),
                  _with_interval(results[v].get("mean_corruption_acc_main"), *(results[v].get("mean_corruption_acc_main_interval") or (None, None))),
                  _with_interval(results[v].get("corruption_drop"), *(results[v].get("corruption_drop_interval") or (None, None))),
-                 number(results[v]["mce"]), number(results[v]["relative_mce"])) for v in VARIANTS]
+                 number(results[v]["mce"]), number(results[v]["relative_mce"])) for v in models]
         tables = f" Corruption severities: the {results['corruption_tables']} tables." if results.get("corruption_tables") else ""
+        scope = ("of these given models: it describes these checkpoints." if given else
+                 "of this one trained pair: it describes these two models, not the augmentation in general (training-to-training "
+                 "variation is not in it).")
         blocks.append(Paragraph(
-            f"On the first {n} test images.{tables} Every interval in this section is a 95% interval over these {n} test images of this one "
-            "trained pair: it describes these two models, not the augmentation in general (training-to-training variation is not in it). "
-            "Drop = clean − mean corruption accuracy. CE and mCE are relative to this run's baseline (Hendrycks & Dietterich 2019, "
-            "with the baseline in AlexNet's role), so they cannot be compared with published mCE figures."))
+            f"On the first {n} test images.{tables} Every interval in this section is a 95% interval over these {n} test images {scope} "
+            f"Drop = clean − mean corruption accuracy. CE and mCE are relative to this run's {models[0]} (Hendrycks & Dietterich 2019, "
+            f"with {models[0]} in AlexNet's role), so they cannot be compared with published mCE figures."))
         blocks.append(make_table(("variant", "clean accuracy", "mean corruption accuracy", f"mean over CIFAR-10-C main set ({len(main)} of 15)",
                               "drop from clean", "mCE", "relative mCE"), rows))
         if results.get("corruptions_skipped"):
@@ -241,33 +263,38 @@ def robustness(summary: dict) -> Section:
         elif missing:
             blocks.append(Note(f"CIFAR-10-C main set without {', '.join(missing)} (not implemented): it compares with RobustBench's "
                                "CIFAR-10-C column only approximately, and this copy of CIFAR-10 is JPEG-decoded"))
-        labels = [("clean", "clean"), ("mean_corruption", "mean corruption"), ("mean_corruption_main", "mean corruption, main set"),
-                  ("corruption_drop", "drop from clean (+: augmented loses more)")]
-        gains = [(label, signed(g["mean"]), interval_text(g["low"], g["high"])) for label, g in
-                 [(label, gain.get(key)) for key, label in labels] + [(f"shift: {k.replace('_', ' ')}", g) for k, g in gain.get("shift_families", {}).items()] if g]
-        border = gain.get("border_effect")
-        if border:
-            gains.append(("black-border effect (zero-fill − edge-fill translation gain)", signed(border["mean"]), interval_text(border["low"], border["high"])))
-        blocks.append(make_table(("augmented − baseline, this pair", "difference", "95% CI (paired, over test images)"), gains))
-        if border:
-            share = border.get("share_of_zero_fill_gain")
-            blocks.append(Paragraph(
-                f"Black borders: for this pair, augmented − baseline accuracy under translation is {signed(border['gain_zero_fill'])} "
-                f"with zero fill and {signed(border['gain_edge_fill'])} with edge fill. The difference, {signed(border['mean'])} "
-                f"{interval_text(border['low'], border['high'])}, measures how much the augmented model, which saw zero-padded "
-                "borders in training, profits from black borders as such"
-                + (f" ({100 * share:.0f}% of its zero-fill gain)." if share is not None and border["gain_zero_fill"] > 0 else ".")
-                + " Shifts default to edge fill for that reason."))
-        if results[VARIANTS[0]].get("by_corruption"):
-            blocks.append(Figure(figure_path("severity"), "Accuracy versus corruption severity, both variants."))
-            blocks.append(Figure(figure_path("gain_heatmap"), "Augmented − baseline accuracy per corruption and severity, for this trained pair (blue: augmented better)."))
+        for other, gain in gains_by_model.items():
+            reference = gain.get("models", (models[0], other))[0]
+            labels = [("clean", "clean"), ("mean_corruption", "mean corruption"), ("mean_corruption_main", "mean corruption, main set"),
+                      ("corruption_drop", f"drop from clean (+: {other} loses more)")]
+            gains = [(label, signed(g["mean"]), interval_text(g["low"], g["high"])) for label, g in
+                     [(label, gain.get(key)) for key, label in labels] + [(f"shift: {k.replace('_', ' ')}", g) for k, g in gain.get("shift_families", {}).items()] if g]
+            border = gain.get("border_effect")
+            if border:
+                gains.append(("black-border effect (zero-fill − edge-fill translation gain)", signed(border["mean"]), interval_text(border["low"], border["high"])))
+            blocks.append(make_table((f"{other} − {reference}, {'these models' if given else 'this pair'}", "difference",
+                                      "95% CI (paired, over test images)"), gains))
+            if border and not given:
+                share = border.get("share_of_zero_fill_gain")
+                blocks.append(Paragraph(
+                    f"Black borders: for this pair, augmented − baseline accuracy under translation is {signed(border['gain_zero_fill'])} "
+                    f"with zero fill and {signed(border['gain_edge_fill'])} with edge fill. The difference, {signed(border['mean'])} "
+                    f"{interval_text(border['low'], border['high'])}, measures how much the augmented model, which saw zero-padded "
+                    "borders in training, profits from black borders as such"
+                    + (f" ({100 * share:.0f}% of its zero-fill gain)." if share is not None and border["gain_zero_fill"] > 0 else ".")
+                    + " Shifts default to edge fill for that reason."))
+        if results[models[0]].get("by_corruption"):
+            blocks.append(Figure(figure_path("severity"), "Accuracy versus corruption severity, every model."))
+            if len(models) > 1:
+                a, b = results.get("gain", {}).get("models", models[:2])
+                blocks.append(Figure(figure_path("gain_heatmap"), f"{b} − {a} accuracy per corruption and severity (blue: {b} better)."))
         blocks.append(Figure(figure_path("translation"), "Accuracy under translations by (dx, dy) pixels, with edge-replicated and with black borders."))
         blocks.append(Figure(figure_path("shift_families"), "Accuracy per shift family and the paired gain."))
     else:
         blocks.append(_not_run("stress", "robustness"))
     if calibration:
         keys = ("ece", "ece_after_temperature", "temperature", "nll", "nll_after_temperature", "brier", "mean_corrupted_ece")
-        blocks.append(make_table(("variant", *(k.replace("_", " ") for k in keys)), [(v, *(number(calibration[v][k]) for k in keys)) for v in VARIANTS]))
+        blocks.append(make_table(("model", *(k.replace("_", " ") for k in keys)), [(v, *(number(calibration[v][k]) for k in keys)) for v in models]))
         blocks.append(Figure(figure_path("reliability"), "Reliability diagrams before and after temperature scaling."))
     else:
         blocks.append(_not_run("stress", "calibration"))

@@ -103,6 +103,18 @@ def sweep_command(summary: dict) -> str:
     return f"python jobs/seed_sweep.py --data {source} --num-seeds 5"
 
 
+def models_of(summary: dict) -> tuple[str, ...]:
+    """The models under test in a run's summary, the reference first (the trained variants, or --evaluate's names)."""
+    from stress.constants import VARIANTS
+
+    return tuple(summary.get("variants") or ()) or VARIANTS
+
+
+def given_models(summary: dict) -> bool:
+    """Whether the models were given with --evaluate (not trained by this run from one recipe with and without augmentation)."""
+    return any(isinstance(e, dict) and "checkpoint" in e for e in (summary.get("variants") or {}).values())
+
+
 def one_pair(summary: dict, finding: str) -> str:
     """`finding` (what this pair of models shows) plus the sentence that scopes it."""
     return (f"{finding} One trained pair: the variation between trainings (initialisation, data order, augmentation "
@@ -110,8 +122,8 @@ def one_pair(summary: dict, finding: str) -> str:
             "measures that.")
 
 
-def pair_difference(mean: float | None, low: float | None, high: float | None) -> str:
+def pair_difference(mean: float | None, low: float | None, high: float | None, other: str = "augmented") -> str:
     """How an image-level interval of a difference between the two models reads: about these models only."""
     if verdict_of(low, high) == INCONCLUSIVE:
         return "on these test images the two models are not distinguishable"
-    return f"these two models differ ({'augmented higher' if low > 0 else 'augmented lower'})"
+    return f"these two models differ ({f'{other} higher' if low > 0 else f'{other} lower'})"

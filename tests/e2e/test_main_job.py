@@ -120,6 +120,21 @@ def test_rerun_skips_finished_stages(finished_run):
     assert (run / "variants" / "baseline" / "model.pt").read_bytes() == before
 
 
+def test_the_trained_model_files_given_back_with_evaluate_reproduce_the_run(finished_run, tmp_path):
+    """Evaluate-only on Ray: the run's two model.pt files, given back, give the same evaluation, stress and calibration."""
+    run, _ = finished_run
+    given = [arg for v in ("baseline", "augmented") for arg in ("--evaluate", f"{v}={run / 'variants' / v / 'model.pt'}")]
+    result = run_job(*SMALL, *given, "--out", str(tmp_path), "--run-name", "given")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "] epoch " not in log and "[baseline]" in log and ": imported (" in log
+    trained, again = (json.loads((folder / "summary.json").read_text()) for folder in (run, tmp_path / "given"))
+    for section in ("failures", "robustness", "calibration"):
+        assert json.dumps(again[section], sort_keys=True) == json.dumps(trained[section], sort_keys=True), section
+    for v in ("baseline", "augmented"):
+        assert abs(again["variants"][v]["test_acc"] - trained["variants"][v]["test_acc"]) < 1e-6
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -1,0 +1,38 @@
+"""Already-trained models: a checkpoint file read as a state dict and checked against the configured architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stress.artifacts import load_torch
+from stress.errors import StressError
+from stress.paths import check_regular_file, expand
+
+
+def state_dict_of(loaded, path: Path) -> dict[str, torch.Tensor]:
+    """A plain state dict, or the project's own model.pt ({"model": state dict, "config": ..., "variant": ...})."""
+    if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
+        loaded = loaded["model"]
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+        raise StressError(f"{path}: not a state dict (a mapping of parameter names to tensors, as model.state_dict() gives) "
+                          "or a stress model.pt")
+    return loaded
+
+
+def read_checkpoint(path: str, model_config: dict) -> dict[str, torch.Tensor]:
+    """The state dict in `path` (read with weights_only=True), after checking it loads into the configured model."""
+    from stress.evaluate.shards import load_model
+
+    file = expand(path, "--evaluate")
+    if not file.exists():
+        raise StressError(f"{file}: no such checkpoint file (--evaluate NAME=CHECKPOINT)")
+    check_regular_file(file, "--evaluate")
+    state = state_dict_of(load_torch(file), file)
+    try:
+        load_model(state, model_config, torch.device("cpu"))
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StressError(f"{file}: does not fit --model {model_config.get('name')} ({first})") from None
+    return state
