@@ -93,7 +93,7 @@ def worst_corruptions(summary: dict, top: int = 3) -> list[Observation]:
         worst = ranked[0]
         worst_low, worst_high = r["by_corruption_interval"][worst][-1]
         clean_low, clean_high = r["clean_acc_interval"]
-        listing = ", ".join(f"{c} (−{number(drops[c])})" for c in ranked)
+        listing = ", ".join(f"{c} (−{number(drops[c])})" if drops[c] >= 0 else f"{c} (+{number(-drops[c])})" for c in ranked)
         separated = None not in (worst_high, clean_low) and worst_high < clean_low
         out.append(Observation(
             rule="worst_corruptions",

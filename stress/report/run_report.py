@@ -105,10 +105,14 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
         ("classes / image size", f"{model.get('num_classes', MISSING)} / {model.get('image_size', MISSING)}×{model.get('image_size', MISSING)}"),
         ("input standardisation", stats_text(model, manifest)),
         ("Grad-CAM layer", cam_text(config, manifest)),
-        ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
-        ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
+        *(() if config.get("evaluate") else (
+            ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
+            ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
+        )),
         ("precision", precision_text(train, manifest)),
-        ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
+        *(() if config.get("evaluate") else (
+            ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
+        )),
         ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items())),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or MISSING),
         ("git commit", manifest.get("git_commit") or MISSING),
