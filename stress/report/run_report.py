@@ -126,6 +126,14 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
     return Section("setup", "Setup", tuple(blocks))
 
 
+def confusion_caption(summary: dict, model: str) -> str:
+    from stress.report.class_plots import MAX_MATRIX_CLASSES
+
+    if (summary.get("dataset", {}).get("classes") or 0) > MAX_MATRIX_CLASSES:
+        return f"Confusion matrix of {model} as its most frequent confusions (true → predicted), ranked; too many classes for a grid."
+    return f"Confusion matrix of {model} on the test set (rows: true class)."
+
+
 def training(summary: dict) -> Section:
     if given_models(summary):
         rows = [(v, e.get("checkpoint", MISSING), f"{e['parameters']:,}" if e.get("parameters") else MISSING, number(e["test_acc"]),
@@ -134,14 +142,14 @@ def training(summary: dict) -> Section:
             Paragraph(f"Not trained here: given with --evaluate. The first, {models_of(summary)[0]}, is the reference every "
                       "comparison is made against."),
             make_table(("model", "checkpoint", "parameters", "test accuracy", "test loss"), rows),
-            *(Figure(figure_path("confusion", v), f"Confusion matrix of {v} on the test set (rows: true class).") for v in models_of(summary)),
+            *(Figure(figure_path("confusion", v), confusion_caption(summary, v)) for v in models_of(summary)),
         ))
     rows = [(v, e["epochs"], number(e["best_val_acc"]), number(e["test_acc"]), number(e["test_loss"]), f"{e['train_seconds']:.1f}",
              f"{e['images_per_second']:.0f}") for v, e in summary["variants"].items()]
     return Section("training", "Training", (
         make_table(("variant", "epochs", "best validation accuracy", "test accuracy", "test loss", "training seconds", "images/s"), rows),
         Figure(figure_path("training"), "Training and validation loss and accuracy per epoch."),
-        *(Figure(figure_path("confusion", v), f"Confusion matrix of {v} on the test set (rows: true class).") for v in models_of(summary)),
+        *(Figure(figure_path("confusion", v), confusion_caption(summary, v)) for v in models_of(summary)),
     ))
 
 

@@ -84,3 +84,43 @@ def test_screenshot_job_writes_a_png(browser, report, tmp_path):
     out = job.screenshot_report(report, tmp_path / "readme.png", width=800, max_height=1500)
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (800, 1500)
+
+
+@pytest.fixture(scope="module")
+def report_100_classes(tmp_path_factory) -> Path:
+    """A tiny real run on 100-class synthetic data (CIFAR-100-shaped), in this process."""
+    from conftest import tiny_overrides
+
+    from stress.config import ExperimentConfig, merge
+    from stress.driver.fanout import LocalExecutor
+    from stress.driver.pipeline import Pipeline
+
+    out = tmp_path_factory.mktemp("c100")
+    config = merge(ExperimentConfig(), {**tiny_overrides(), "data.synthetic_classes": 100, "data.synthetic_train": 600,
+                                        "data.synthetic_test": 300, "data.val_size": 100, "train.epochs": 1,
+                                        "stress.corruptions": ("contrast",), "stress.severities": (1,), "stress.stress_limit": 20,
+                                        "stress.faithfulness_images": 4, "stress.shards": 1, "out": str(out), "run_name": "c100"})
+    Pipeline(config, log=lambda line: None, executor=LocalExecutor()).run_all()
+    return out / "c100" / "report.html"
+
+
+def test_a_100_class_report_stays_readable(browser, report_100_classes, tmp_path):
+    job, driver = browser
+    for width, height, mobile in ((1200, 900, False), (390, 844, True)):
+        job.set_viewport(driver, width, height, mobile=mobile)
+        driver.get(report_100_classes.as_uri())
+        job.wait_until_loaded(driver)
+        images = driver.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
+        assert images and all(complete and w > 0 for complete, w, _ in images), images
+        inner, scroll = driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
+        assert scroll <= inner + 1, f"page is {scroll} px wide on a {inner} px screen"
+        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+    text = driver.execute_script("return document.body.innerText")
+    assert "airplane" not in text  # no CIFAR-10 name anywhere: the dataset's own (checked in tests/unit/driver/test_own_models.py)
+    assert "classes / image size\t100 / 32×32" in text
+    # The confusion figures (the ranked top confusions at 100 classes, tests/unit/report/test_class_plots.py) stay page-sized.
+    sizes = driver.execute_script(
+        "return Array.from(document.images).filter(i => i.alt.startsWith('Confusion matrix')).map(i => [i.naturalWidth, i.naturalHeight])")
+    assert len(sizes) == 2 and all(w <= 1200 and h <= 1500 for w, h in sizes), sizes
+    shot = tmp_path / "c100.png"
+    shot.write_bytes(job.full_page_png(driver))
