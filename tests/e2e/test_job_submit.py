@@ -85,6 +85,9 @@ def test_working_dir_upload_is_small_and_leaves_out_local_state(tmp_path):
     assert "jobs" in top_level and "stress" in top_level
     assert not top_level & {".git", "docs", ".venv", "runs", "data", ".pytest_cache"}, sorted(top_level)
     assert not [n for n in names if n.endswith(".pyc") or "__pycache__/" in n]
+    # Every module of the package goes up: an ignore pattern such as `data/` matches stress/data/ too.
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "stress").rglob("*.py") if "__pycache__" not in p.parts}
+    assert modules and not modules - set(names), sorted(modules - set(names))
     assert package.stat().st_size < 5 * 2**20, package.stat().st_size
     print(f"\nworking dir upload: {package.stat().st_size / 1024:.0f} KiB, {len(names)} files")
 
