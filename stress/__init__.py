@@ -6,12 +6,16 @@ The public API, for notebooks and scripts (the jobs in jobs/ are thin wrappers a
 
     config = stress.load_config("my_run.yaml", **{"train.epochs": 5, "stress.stress_limit": 2000})
     summary = stress.run(config)                   # train both variants, evaluate, stress, report
+    # any network and dataset: model.name "torchvision:resnet18" | "timm:NAME" | "package.module:callable";
+    # already-trained models: evaluate=["mine=mine.pt", ...] skips training (the first is the reference)
+    given = stress.run(stress.load_config(None, **{"model.name": "torchvision:resnet18", "evaluate": ["mine=mine.pt"]}))
     sweep = stress.sweep(config, seeds=[42, 43, 44])  # the same per seed, then statistics over seeds
     html, markdown = stress.build_report("runs/default")  # re-draw and re-render from the files alone
 
 The package's folders are the pipeline's stages, in order:
 
-    data.py, augment.py, models.py, train.py   inputs, the model, the training loop (plain PyTorch)
+    data/, models/, resolve.py   datasets; networks (SimpleCNN and the registry); what they fill into a config
+    augment.py, train.py         batched crop/flip and normalisation; the training loop (plain PyTorch)
     perturb/     test-time uint8 -> uint8 transforms: CIFAR-10-C corruptions, geometric shifts
     evaluate/    task bodies over one shard of the test set: predictions, Grad-CAM, stress cells
     analyses/    merged arrays -> findings (failures, explanations, robustness, calibration, seeds)
