@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from stress.analyses.stats import wilson_interval
 from stress.report.figures import figure_path
-from stress.report.robustness_observations import black_borders, clean_gain, corruption_gain, corruption_gain_split, invariances, worst_corruptions
+from stress.report.robustness_observations import (
+    AUGMENTATION_RULES, black_borders, clean_gain, corruption_gain, corruption_gain_split, invariances, worst_corruptions,
+)
 from stress.report.statements import (
-    EFFECT, INCONCLUSIVE, NO_EFFECT, SANITY_THRESHOLD, Observation, Rule, interval_text, models_of, number, signed, verdict_of,
+    EFFECT, INCONCLUSIVE, NO_EFFECT, SANITY_THRESHOLD, Observation, Rule, given_models, interval_text, models_of, number, signed, verdict_of,
 )
 
 
@@ -249,5 +251,8 @@ RULES: tuple[Rule, ...] = (
 
 
 def derive_observations(summary: dict, rules: tuple[Rule, ...] = RULES) -> list[Observation]:
-    """Every observation the rules can make from `summary`, in rule order; missing sections are skipped."""
+    """Every observation the rules can make from `summary`, in rule order; missing sections are skipped,
+    and so are the augmentation's rules for models given with --evaluate (AUGMENTATION_RULES)."""
+    if given_models(summary):
+        rules = tuple(rule for rule in rules if rule not in AUGMENTATION_RULES)
     return [observation for rule in rules for observation in rule(summary)]

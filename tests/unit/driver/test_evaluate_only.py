@@ -86,6 +86,12 @@ def test_three_plain_state_dicts_with_the_first_as_reference(trained, tmp_path):
     assert "base − aug" in text and "noisy − aug" in text
     assert "augmented" not in summary["calibration"] and set(summary["calibration"]) == {"aug", "base", "noisy"}
     assert any(line.startswith("noisy - aug: mean corruption acc") for line in lines)
+    # The augmentation's rules speak of trained pairs only; the per-model ones run for every given model.
+    from stress.report.observations import derive_observations
+
+    given_rules = [o.rule for o in derive_observations(summary)]
+    assert "corruption_gain" not in given_rules and given_rules.count("worst_corruptions") == 3
+    assert "corruption_gain" in [o.rule for o in derive_observations(trained[0])]  # the same rule on the trained run
 
 
 def test_one_given_model_runs_every_stage(trained, tmp_path):
