@@ -236,17 +236,14 @@ class Pipeline:
         """summary.json's entry per --evaluate model: its checkpoint, and test accuracy and loss from the evaluate stage."""
         import numpy as np
 
+        from stress.analyses.calibration import negative_log_likelihood
+
         out = {}
-        predictions = self.run.path("eval", "predictions.npz")
-        with np.load(predictions) as table:
-            labels = table["labels"]
+        with np.load(self.run.path("eval", "predictions.npz")) as table:
             for name, path in evaluate_entries(self.config):
-                logits = table[f"{name}_logits"].astype(np.float64)
-                shifted = logits - logits.max(1, keepdims=True)
-                log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
                 record = self.run.stage_record(f"import_{name}") or {}
                 out[name] = {"checkpoint": path, "test_acc": float(table[f"{name}_correct"].mean()),
-                             "test_loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
+                             "test_loss": negative_log_likelihood(table[f"{name}_logits"], table["labels"]),
                              "parameters": record.get("parameters")}
         return out
 
