@@ -26,9 +26,12 @@ def run(script: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def one_class_data(path: Path) -> Path:
+    """Two classes, one of them a single training image; every test label is the other class."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
-    np.savez(path, x_train=x[:240], y_train=np.zeros(240, np.uint8), x_test=x[240:], y_test=np.zeros(60, np.uint8))
+    y_train = np.zeros(240, np.uint8)
+    y_train[0] = 1  # a classifier needs two classes; the second has one image
+    np.savez(path, x_train=x[:240], y_train=y_train, x_test=x[240:], y_test=np.zeros(60, np.uint8))
     return path
 
 
@@ -37,7 +40,7 @@ def test_degenerate_run_finishes_with_a_report_and_notes(tmp_path, case):
     if case == "diverged":  # --lr 1e6: NaN losses and logits; ECE and the faithfulness curves are not finite
         args = ["--data", "synthetic", "--val-size", "100", "--lr", "1e6"]
         expected = "expected calibration error could not be computed"
-    else:  # every label is 0, a single test image: no failures, no successes of one kind, no spread
+    else:  # almost every label is 0, a single test image: no failures, no successes of one kind, no spread
         args = ["--data", str(one_class_data(tmp_path / "one_class.npz")), "--val-size", "40", "--test-limit", "1"]
         expected = "there are no failures among the test images"
     result = run(JOB, *args, *TINY, "--out", str(tmp_path / "runs"), "--run-name", case)

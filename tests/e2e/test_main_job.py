@@ -77,7 +77,8 @@ def test_merged_shards_equal_a_single_in_process_pass(finished_run):
             assert np.array_equal(table[f"{variant}_indices"], np.arange(len(data.y_test)))  # each image exactly once
             model = create_model(ModelConfig())
             model.load_state_dict(load_torch(run / "variants" / variant / "model.pt")["model"])
-            logits = predict_logits(model, torch.as_tensor(data.x_test))
+            resolved = json.loads((run / "config.json").read_text())["model"]  # the training split's input statistics
+            logits = predict_logits(model, torch.as_tensor(data.x_test), stats=(resolved["mean"], resolved["std"]))
             np.testing.assert_array_equal(table[f"{variant}_predicted"], logits.argmax(1).numpy())
             np.testing.assert_allclose(table[f"{variant}_logits"], logits.numpy(), rtol=1e-5, atol=1e-5)
             accuracy = float((logits.argmax(1).numpy() == data.y_test).mean())

@@ -84,6 +84,14 @@ def config_for(out: Path, data: Path, **overrides) -> ExperimentConfig:
     return merge(config, overrides)
 
 
+def resolved(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` as a run records it: with the dataset's and the model's values filled in (stress.resolve)."""
+    from stress.data import load_dataset, split_dataset
+    from stress.resolve import resolve
+
+    return resolve(config, split_dataset(load_dataset(config.data), config.data, config.train.seed)).config
+
+
 def run(config: ExperimentConfig) -> dict:
     Pipeline(config, log=lambda line: None).run_all()
     return read_json(Path(config.out) / config.run_name / "summary.json")
@@ -163,7 +171,7 @@ def test_a_re_run_reports_what_a_fresh_run_with_the_final_options_reports(base_r
     fresh = base_summary if not overrides else run(config_for(root / f"fresh_{slug}", data, **overrides))
     differ = same_numbers(numbers(rerun), numbers(fresh))
     assert not differ, f"{case}: {len(differ)} numbers differ from a fresh run, e.g. {differ[:5]}"
-    assert read_json(out / "r" / "config.json") == config_for(out, data, **overrides).to_dict()
+    assert read_json(out / "r" / "config.json") == resolved(config_for(out, data, **overrides)).to_dict()
 
 
 REFUSED = [
