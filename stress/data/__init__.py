@@ -5,9 +5,7 @@ from stress.data.download import DOWNLOADS, default_cache_dir, download_named, d
 from stress.data.files import BatchUnpickler, load_batches_folder, load_image_folder, load_npz
 from stress.data.synthetic import make_synthetic, synthetic_class_names
 
-NUM_CLASSES = 10  # CIFAR-10's, the seed's dataset; a run takes its class count from its dataset
-
-__all__ = ["DOWNLOADS", "NUM_CLASSES", "BatchUnpickler", "Dataset", "Splits", "channel_stats", "check_arrays",
+__all__ = ["DOWNLOADS", "BatchUnpickler", "Dataset", "Splits", "channel_stats", "check_arrays",
            "default_cache_dir", "download_named", "download_torchvision", "fingerprint", "load_batches_folder",
            "load_dataset", "load_image_folder", "load_npz", "make_synthetic", "resize_images", "split_dataset",
            "synthetic_class_names"]

@@ -122,8 +122,8 @@ def one_pair(summary: dict, finding: str) -> str:
             "measures that.")
 
 
-def pair_difference(mean: float | None, low: float | None, high: float | None, other: str = "augmented") -> str:
+def pair_difference(mean: float | None, low: float | None, high: float | None) -> str:
     """How an image-level interval of a difference between the two models reads: about these models only."""
     if verdict_of(low, high) == INCONCLUSIVE:
         return "on these test images the two models are not distinguishable"
-    return f"these two models differ ({f'{other} higher' if low > 0 else f'{other} lower'})"
+    return f"these two models differ ({'augmented higher' if low > 0 else 'augmented lower'})"

@@ -12,7 +12,9 @@ import pytest
 
 from stress.config import DataConfig
 from stress.constants import CLASSES
-from stress.data import NUM_CLASSES, Dataset, default_cache_dir, fingerprint, load_dataset, make_synthetic, split_dataset
+
+NUM_CLASSES = len(CLASSES)  # the small arrays are CIFAR-10-shaped
+from stress.data import Dataset, default_cache_dir, fingerprint, load_dataset, make_synthetic, split_dataset
 from stress.errors import StressError
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10" / "cifar10.npz"
@@ -56,7 +58,7 @@ def test_synthetic_shapes_dtypes_and_balanced_classes():
     assert np.bincount(dataset.y_train, minlength=10).tolist() == [6] * 10
     assert np.bincount(dataset.y_test, minlength=10).tolist() == [3] * 10
     assert dataset.source == "synthetic"
-    assert len(CLASSES) == NUM_CLASSES == 10
+    assert len(CLASSES) == 10 and len(dataset.class_names) == 10
     # Not a constant image: the generator draws noise and shapes.
     assert dataset.x_train.std() > 10
 
