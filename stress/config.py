@@ -32,6 +32,7 @@ LATER_FIELDS: dict[tuple[str, str], Any] = {
     ("model", "kwargs"): {}, ("model", "cifar_stem"): False,
     ("model", "mean"): list(CIFAR10_MEAN), ("model", "std"): list(CIFAR10_STD),
     ("stress", "cam_layer"): "features.relu3",
+    ("stress", "exclude_label_suspects"): False,
 }
 
 
@@ -99,6 +100,8 @@ class StressConfig:
     skip_stress: bool = False  # skip corruptions, shifts and calibration
     compile: bool = False  # torch.compile the stress stage's forward passes (pays on full-size runs: benchmarks/bench_compile.py)
     cam_layer: str = ""  # module Grad-CAM hooks; empty = the last one with a spatial output (stress.models.find_cam_layer)
+    exclude_label_suspects: bool = False  # leave images whose label the audit finds suspect out of the failure cases and gallery
+    slice_min_size: int = 30  # test images a candidate failure slice needs to be tested (stress.analyses.slices)
 
 
 @dataclass(frozen=True)
@@ -317,6 +320,9 @@ def validate(config: ExperimentConfig) -> None:
         raise StressError(f"train.flip_probability must be in [0, 1], got {t.flip_probability!r}")
     _check_number("stress.shards", s.shards, minimum=0, integer=True)
     _check_number("stress.num_cases", s.num_cases, minimum=3, integer=True)
+    _check_number("stress.slice_min_size", s.slice_min_size, minimum=1, integer=True)
+    if not isinstance(s.exclude_label_suspects, bool):
+        raise StressError(f"stress.exclude_label_suspects must be true or false, got {s.exclude_label_suspects!r}")
     _check_number("stress.stress_limit", s.stress_limit, minimum=0, integer=True)
     _check_number("stress.calibration_bins", s.calibration_bins, minimum=1, integer=True)
     _check_number("stress.faithfulness_images", s.faithfulness_images, minimum=1, integer=True)

@@ -93,7 +93,7 @@ def mine_failures(
     }
 
 
-def select_cases(probs: np.ndarray, labels: np.ndarray, k: int = 8, min_cases: int = 3) -> list[int]:
+def select_cases(probs: np.ndarray, labels: np.ndarray, k: int = 8, min_cases: int = 3, exclude: np.ndarray | None = None) -> list[int]:
     """Indices of the most confident misclassifications, one per distinct (true, predicted) pair.
 
     Walks the errors from most to least confident and keeps the first error of each new
@@ -101,10 +101,14 @@ def select_cases(probs: np.ndarray, labels: np.ndarray, k: int = 8, min_cases: i
     the dominant confusion. If that yields fewer than min(min_cases, k) cases (few distinct
     pairs), the most confident remaining errors are added, repeating pairs, until that
     many exist or errors run out. Result ordered by confidence descending (ties by index).
+    exclude: image indices never chosen (label suspects, when the studied failures must be the model's own).
     """
     predictions, confidences, labels = _predictions(probs, labels)
     n_classes = int(np.asarray(probs).shape[1])
-    ranked = _rank_by_confidence(np.flatnonzero(predictions != labels), confidences)  # (E,)
+    errors = np.flatnonzero(predictions != labels)
+    if exclude is not None and len(exclude):
+        errors = np.setdiff1d(errors, np.asarray(exclude, dtype=np.int64))
+    ranked = _rank_by_confidence(errors, confidences)  # (E,)
     pair_codes = labels[ranked] * n_classes + predictions[ranked]
     # return_index gives each pair's first position in the ranking, i.e. its most confident error.
     _, first_positions = np.unique(pair_codes, return_index=True)
@@ -291,14 +295,19 @@ def cross_model(
 
 
 def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, num_cases: int,
-                     class_names: tuple[str, ...] = CLASSES, names: tuple[str, ...] = VARIANTS) -> dict:
+                     class_names: tuple[str, ...] = CLASSES, names: tuple[str, ...] = VARIANTS,
+                     suspects: dict[int, str] | None = None, exclude_suspects: bool = False) -> dict:
     """Per model: counts, top confusions, selected cases with every model's view, characteristics.
 
     names: the models under test, the reference first. A case's `other_*` fields are the view of
     the reference (or, for the reference's own cases, of the second model); `others` lists every
     other model's. `cross_model` compares the reference with the second model, `cross_models`
-    the reference with each other model.
+    the reference with each other model. suspects: {image index: label-audit text} of the images
+    whose label is suspect (stress.analyses.labels); their cases say so, and with exclude_suspects
+    they are never selected.
     """
+    suspects = suspects or {}
+    excluded = np.array(sorted(suspects), dtype=np.int64) if exclude_suspects else None
     probs = {v: softmax(merged[v]["logits"]) for v in names}
     result: dict = {}
     for v in names:
@@ -308,7 +317,7 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
         for pair in mined["top_confusions"]:
             pair["true_name"], pair["predicted_name"] = class_names[pair["true"]], class_names[pair["predicted"]]
         cases = []
-        for rank, index in enumerate(select_cases(probs[v], labels, k=num_cases)):
+        for rank, index in enumerate(select_cases(probs[v], labels, k=num_cases, exclude=excluded)):
             cases.append({
                 "rank": rank,
                 "index": int(index),
@@ -325,6 +334,7 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
                             "predicted_name": class_names[int(merged[o]["predicted"][index])],
                             "confidence": float(merged[o]["confidence"][index])} for o in names if o != v],
                 "characteristics": {k: float(characteristics[k][index]) for k in CHARACTERISTICS},
+                "label_suspect": suspects.get(int(index)),
             })
         correct, confidence = merged[v]["correct"].astype(bool), merged[v]["confidence"]
         confident_failures = ~correct & (confidence >= CONFIDENT)
@@ -333,6 +343,7 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
             **mined,
             "accuracy": accuracy_with_interval(correct),
             "cases": cases,
+            "label_suspects_excluded": bool(exclude_suspects),
             "characteristics": {
                 "groups": {"a": f"confident failures (confidence >= {CONFIDENT})", "b": f"confident successes (confidence >= {CONFIDENT})"},
                 "comparison": compare_groups(characteristics, confident_failures, confident_successes),
@@ -352,11 +363,16 @@ def analyse_failures(labels: np.ndarray, merged: dict, characteristics: dict, nu
     return result
 
 
-def failure_gallery(images: np.ndarray, labels: np.ndarray, merged: dict) -> dict[str, np.ndarray]:
-    """The GALLERY_SIZE most confident failures per model (every key of `merged`), with their images, for the gallery figure."""
+def failure_gallery(images: np.ndarray, labels: np.ndarray, merged: dict, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The GALLERY_SIZE most confident failures per model (every key of `merged`), with their images, for the gallery figure.
+
+    exclude: image indices left out (label suspects, with --exclude-label-suspects).
+    """
     out = {}
     for v in merged:
         wrong = np.flatnonzero(~merged[v]["correct"].astype(bool))
+        if exclude is not None and len(exclude):
+            wrong = np.setdiff1d(wrong, np.asarray(exclude, dtype=np.int64))
         order = wrong[np.lexsort((wrong, -merged[v]["confidence"][wrong]))][:GALLERY_SIZE]
         out[f"{v}_indices"] = order
         out[f"{v}_images"] = images[order]

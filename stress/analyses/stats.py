@@ -235,6 +235,20 @@ def holm_bonferroni(pvalues: Sequence[float], alpha: float = 0.05) -> list[bool]
     return rejected
 
 
+def holm_levels(pvalues: Sequence[float], alpha: float = 0.05) -> list[float]:
+    """Each hypothesis' Holm threshold alpha / (m - k), k its position among the p-values sorted ascending (ties in input order).
+
+    A rejected hypothesis was rejected at its threshold, so an interval at confidence 1 - threshold
+    that is the inversion of the same test excludes the null value exactly when it is rejected.
+    """
+    values = [float(p) for p in pvalues]
+    count = len(values)
+    levels = [0.0] * count
+    for rank, index in enumerate(sorted(range(count), key=lambda i: values[i])):
+        levels[index] = alpha / (count - rank)
+    return levels
+
+
 def newcombe_interval(successes_a: int, n_a: int, successes_b: int, n_b: int) -> tuple[float, float, float]:
     """Difference p_b - p_a of two independent proportions with Newcombe's hybrid Wilson 95% interval."""
     p_a, p_b = successes_a / n_a, successes_b / n_b

@@ -5,7 +5,8 @@ with the same run name skips what finished and resumes what did not:
 
     prepare   config.json, split.json (dataset fingerprint)         here
     train     both variants at once -> variants/<v>/{model.pt,history.json}   stress.driver.stages
-    evaluate  fan-out over test shards: predictions, Grad-CAM, failures, explanations   stages
+    evaluate  fan-out over test shards: predictions, Grad-CAM, label audit, failures, explanations   stages
+    slices    fan-out: penultimate-layer embeddings; failure slices               stress.driver.slice_stage
     stress    fan-out: corruptions, shifts, calibration                       stages
     report    summary.json, figures, report.html/.md, manifest.json   here, stress.report
 
@@ -30,6 +31,7 @@ from stress.data import Splits, load_dataset, split_dataset
 from stress.driver import stages
 from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.fanout import Executor
+from stress.driver.slice_stage import slices_stage
 from stress.driver.stages import TRAINING_SECTIONS
 from stress.errors import Interrupted, StressError
 from stress.paths import expand
@@ -77,6 +79,8 @@ INTERVAL_UNITS = {
     "explanations": "test images of each trained model (t-intervals, paired where two orders are compared)",
     "robustness": "test images of one trained pair (t-intervals over images, paired for augmented − baseline)",
     "calibration": "test images of each trained model (bootstrap over images)",
+    "labels": "confident failures (or test images) of each trained model (Wilson intervals)",
+    "slices": "test images of one trained model (Wilson intervals at each slice's Holm-adjusted level)",
     "intervention": "not measured in a single run: one trained pair; run jobs/seed_sweep.py",
 }
 
@@ -224,10 +228,14 @@ class Pipeline:
             "dataset": self.splits.describe(),
             "variants": variants,
         }
-        for section in ("failures", "explanations", "robustness", "calibration"):
+        for section in ("failures", "explanations", "robustness", "calibration", "labels", "slices"):
             path = run.path("eval", f"{section}.json")
             if path.is_file():
                 summary[section] = read_json(path)
+        if "labels" in summary:  # labels.json lists up to 200 suspects; the rest are in eval/labels.npz
+            summary["labels"]["suspects"] = summary["labels"]["suspects"][:20]
+        for v in summary.get("slices", {}).get("models", {}).values():
+            v.pop("tested", None)  # every candidate tried, for sweeps: in eval/slices.json
         summary["interval_units"] = INTERVAL_UNITS
         write_json(run.path("summary.json"), summary)
         return summary
@@ -314,6 +322,7 @@ class Pipeline:
         for stage in (
             first,
             lambda: stages.evaluate_stage(run, config, splits, executor, log),
+            lambda: slices_stage(run, config, splits, executor, log),
             lambda: stages.stress_stage(run, config, splits, executor, log),
         ):
             outcome = stage()

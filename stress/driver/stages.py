@@ -7,7 +7,9 @@ changed and re-runs it when one did:
 
     train      both variants at once (Ray Train) -> variants/<v>/{model.pt,history.json}
     evaluate   fan-out over test shards: predictions, Grad-CAM statistics, faithfulness;
-               then failures, explanations, cases, galleries -> eval/
+               then the label audit, failures, explanations, cases, galleries -> eval/
+    slices     (stress.driver.slice_stage) fan-out over test shards: penultimate-layer embeddings;
+               then failure slices (class, image characteristics, clusters) -> eval/slices.{json,npz}
     stress     fan-out over (corruption or shift group, shard), plus validation logits for
                temperature scaling -> eval/robustness.json, eval/calibration.json
 
@@ -25,6 +27,7 @@ import torch
 from stress.analyses.calibration import summarise_calibration
 from stress.analyses.explanations import analyse_explanations, explain_cases
 from stress.analyses.failures import analyse_failures, failure_gallery, image_characteristics
+from stress.analyses.labels import audit_labels, suspect_set
 from stress.analyses.robustness import summarise_robustness
 from stress.artifacts import RunFolder, config_key, load_torch, save_torch, write_bytes_atomic, write_json, write_npz
 from stress.config import ExperimentConfig, evaluate_entries, model_names
@@ -44,11 +47,14 @@ from stress.report.statements import interval_text, number, signed
 TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depend on
 # Bumped whenever a stage computes something differently, so that run folders and saved
 # shards from older code are recomputed instead of mixed with new results.
-EVALUATE_VERSION = 2
+EVALUATE_VERSION = 3  # 3: the label audit (eval/labels.json) runs before the failure cases are chosen
+EVALUATE_SHARD_VERSION = 2  # the evaluate shards' own computation, unchanged since version 2 of the stage
 STRESS_VERSION = 2
-EVALUATE_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps", "cam_layer")  # stress.* the evaluate stage reads
+EVALUATE_SHARD_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps", "cam_layer")  # stress.* in the shards' key
+EVALUATE_OPTIONS = (*EVALUATE_SHARD_OPTIONS, "exclude_label_suspects")  # stress.* the evaluate stage reads
 STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins", "compile")  # stress.* the stress stage reads
 SHIFTS_PER_TASK = 6
+SUSPECT_GALLERY = 20  # label suspects whose images labels.npz keeps for the gallery figure
 FIELDS = ("correct", "confidence", "nll", "brier")  # per-image arrays of every stress cell
 
 
@@ -69,6 +75,11 @@ def training_key(config: ExperimentConfig) -> str:
 def evaluation_key(config: ExperimentConfig) -> str:
     """The evaluate stage's inputs: the trained models' options and the stress options it reads."""
     return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": EVALUATE_OPTIONS}, EVALUATE_VERSION)
+
+
+def evaluation_shard_key(config: ExperimentConfig) -> str:
+    """What the saved evaluate shards were computed from (the stage's analysis can change without them)."""
+    return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": EVALUATE_SHARD_OPTIONS}, EVALUATE_SHARD_VERSION)
 
 
 def stress_key(config: ExperimentConfig) -> str:
@@ -186,7 +197,7 @@ def predict_all(run: RunFolder, config: ExperimentConfig, executor: Executor, we
     tasks = [Task(f"{v}_{start}_{stop}", (weights_ref[v], model_config, images_ref, labels_ref, start, stop), kwargs, f"{v}:{start}-{stop}")
              for v in names for start, stop in bounds]
     folder = run.path("eval", "shards")
-    key = shard_key(run, evaluation_key(config))
+    key = shard_key(run, evaluation_shard_key(config))
 
     def announce(reused: int, to_run: int) -> None:
         if reused:
@@ -214,7 +225,16 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     characteristics = image_characteristics(images)
     write_npz(run.path("eval", "characteristics.npz"), **characteristics)
     names = model_names(config)
-    failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases, config.data.class_names, names)
+    started = time.perf_counter()
+    audit, flags, texts = audit_labels(labels, {v: merged[v]["logits"] for v in names}, config.data.class_names, names)
+    shown = [s["index"] for s in audit["suspects"][:SUSPECT_GALLERY]]
+    write_npz(run.path("eval", "labels.npz"), **flags, gallery_indices=np.array(shown, dtype=np.int64),
+              gallery_images=images[shown], gallery_labels=labels[shown])
+    audit["seconds"] = time.perf_counter() - started
+    every = suspect_set(flags)  # all suspects; labels.json lists the first MAX_SUSPECTS
+    exclude = config.stress.exclude_label_suspects
+    failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases, config.data.class_names, names,
+                                suspects=texts, exclude_suspects=exclude)
     for v in names if config.stress.cam_layer else ():
         for case in failures[v]["cases"]:
             case["figure"] = figure_path("case", v, rank=case["rank"], index=case["index"])  # drawn by the figures step
@@ -236,15 +256,20 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     else:
         explanations = {"skipped": GRADCAM_SKIPPED}
         run.path("eval", "gradcam_cases.npz").unlink(missing_ok=True)
-    write_npz(run.path("eval", "failure_gallery.npz"), **failure_gallery(images, labels, merged))
+    write_npz(run.path("eval", "failure_gallery.npz"), **failure_gallery(images, labels, merged, every if exclude else None))
+    write_json(run.path("eval", "labels.json"), audit)
     write_json(run.path("eval", "failures.json"), failures)
     write_json(run.path("eval", "explanations.json"), explanations)
     for v in names:
-        f = failures[v]
+        f, a = failures[v], audit["models"][v]
         log(
             f"[{v}] {f['n_errors']} errors of {f['n_images']}; confident (>={CONFIDENT}): {f['confident_errors']['0.9']}, "
             f"(>=0.99): {f['confident_errors']['0.99']}; {len(f['cases'])} cases selected"
+            + (" (label suspects excluded)" if exclude else "")
         )
+        c90, c99 = a["confident_failures"]["0.9"], a["confident_failures"]["0.99"]
+        log(f"[{v}] label audit: {a['flagged']} test labels suspect; of the confident failures {c90['flagged']}/{c90['n']} (>=0.9) "
+            f"and {c99['flagged']}/{c99['n']} (>=0.99) are label suspects")
 
 
 def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, executor: Executor, log) -> StageOutcome:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stress import storage
+from stress.analyses.seed_slices import slices_over_seeds, suspicion_over_seeds
 from stress.analyses.seeds import aggregate, failure_stability, seed_metrics
 from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_json, write_npz
 from stress.config import ExperimentConfig, merge
@@ -112,7 +113,16 @@ def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery
         "aggregate": aggregate(per_seed) if len(seeds) > 1 else None,
         "stability": stability,
     }
+    audit = _labels_over_seeds(root, seeds, per_seed_summary)
+    if audit is not None:
+        summary["labels"], flags = audit
+        summary["slices"] = _slices_over_seeds(root, seeds)
     gallery = {}
+    if audit is not None:
+        for v in VARIANTS:
+            indices = np.asarray(summary["labels"]["variants"][v]["stable_suspect_indices"][:gallery_size], dtype=np.int64)
+            gallery[f"{v}_suspect_indices"], gallery[f"{v}_suspect_images"] = indices, test_images[indices]
+            gallery[f"{v}_suspect_labels"], gallery[f"{v}_flagged"] = labels[indices], flags[v]
     for v in VARIANTS:
         indices = np.asarray(stability["variants"][v]["always_wrong_indices"][:gallery_size], dtype=np.int64)
         gallery[f"{v}_indices"] = indices
@@ -121,3 +131,28 @@ def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery
     write_npz(root / "stability.npz", **gallery, **{f"{v}_wrong": np.stack(rows) for v, rows in wrong.items()})
     write_json(root / "summary.json", summary)
     return summary
+
+
+def _labels_over_seeds(root: Path, seeds: list[int], summaries: dict[int, dict]) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """The sweep's labels block and the flags (n_seeds, n_images) per variant; None if a seed has no label audit."""
+    paths = [root / f"seed_{s}" / "eval" / "labels.npz" for s in seeds]
+    if not all(p.is_file() for p in paths):
+        return None
+    flags = {v: [] for v in VARIANTS}
+    for path in paths:
+        with np.load(path) as table:
+            for v in VARIANTS:
+                flags[v].append(table[f"{v}_flagged"].astype(bool))
+    stacked = {v: np.stack(rows) for v, rows in flags.items()}
+    shares = {v: [summaries[s].get("labels", {}).get("models", {}).get(v, {}).get("confident_failures", {}).get("0.9", {}).get("share")
+                  for s in seeds] for v in VARIANTS}
+    return suspicion_over_seeds(stacked, shares), stacked
+
+
+def _slices_over_seeds(root: Path, seeds: list[int]) -> dict | None:
+    """The sweep's slices block (stress.analyses.seed_slices); None if a seed has no slices.json."""
+    paths = [root / f"seed_{s}" / "eval" / "slices.json" for s in seeds]
+    if len(seeds) < 2 or not all(p.is_file() for p in paths):
+        return None
+    records = [read_json(p) for p in paths]
+    return {"variants": {v: slices_over_seeds(records, v) for v in VARIANTS}, "interval_unit": "seeds (independent trainings)"}

@@ -107,6 +107,34 @@ def evaluate_shard(
     return out
 
 
+def embed_shard(
+    state_dict: dict,
+    model_config: dict,
+    images: np.ndarray,
+    start: int,
+    stop: int,
+    batch_size: int = 500,
+    precision: str = "fp32",
+    device: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Penultimate-layer embeddings (the input of the model's last nn.Linear) of images [start, stop).
+
+    Returns indices (n,) and embedding float32 (n, D); without a Linear layer, embedding is (n, 0).
+    """
+    from stress.models.layers import embed, embedding_layer
+
+    device = task_device(device)
+    model = load_model(state_dict, model_config, device)
+    stats = input_stats(model_config)
+    layer = embedding_layer(model)
+    x = torch.tensor(np.asarray(images[start:stop]), device=device)
+    if layer is None:
+        return {"indices": np.arange(start, stop), "embedding": np.zeros((stop - start, 0), dtype=np.float32)}
+    with autocast(precision, device):
+        parts = [embed(model, normalize(x[i : i + batch_size], stats), layer).cpu() for i in range(0, len(x), batch_size)]
+    return {"indices": np.arange(start, stop), "embedding": torch.cat(parts).numpy().astype(np.float32)}
+
+
 FAITHFUL_KEYS = (
     "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",  # Petsiuk et al., i.i.d. random order
     "road_morf_auc", "road_lerf_auc", "road_random_morf_auc", "road_random_lerf_auc",  # ROAD, structure-matched random order

@@ -98,3 +98,23 @@ def cifar_stem(model: nn.Module) -> nn.Module:
 def _replace(model: nn.Module, dotted: str, new: nn.Module) -> None:
     parent, _, leaf = dotted.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def embedding_layer(model: nn.Module) -> str | None:
+    """The last nn.Linear module (in definition order), whose input is the penultimate-layer embedding; None without one."""
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linear[-1] if linear else None
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """The flattened input of module `layer` for a batch of model-ready images: float32 (N, D)."""
+    captured: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    try:
+        model(images)
+    finally:
+        handle.remove()
+    if not captured:
+        raise StressError(f"embedding layer {layer!r} was not called in the forward pass")
+    return captured[-1].flatten(1).float()

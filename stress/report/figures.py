@@ -16,6 +16,7 @@ from stress.artifacts import RunFolder, read_json, read_record
 from stress.constants import CLASSES, CONFIDENT, VARIANTS
 from stress.errors import StressError
 from stress.report.class_plots import plot_confusion, plot_confusion_pairs
+from stress.report.label_plots import plot_embedding_map, plot_suspect_gallery
 from stress.report.plots import (
     plot_case,
     plot_case_grid,
@@ -47,6 +48,8 @@ FIGURE_NAMES = {
     "shift_families": "shift_families.png",
     "reliability": "reliability.png",
     "case": "cases/{variant}_{rank}_{index}.png",  # one per selected failure case: its Grad-CAM panels
+    "suspects": "label_suspects.png",
+    "embedding_map": "embedding_map.png",
 }
 
 
@@ -88,6 +91,7 @@ def run_models(run: RunFolder) -> tuple[str, ...]:
 
 def _case_figures(run: RunFolder, failures: dict, names: tuple[str, ...], models: tuple[str, ...]) -> list[Path]:
     written = []
+    suspects = {c["index"]: c["label_suspect"] for v in models for c in failures.get(v, {}).get("cases", []) if c.get("label_suspect")}
     cases = load_arrays(run.path("eval", "gradcam_cases.npz"))
     keys = [(str(v), int(i)) for v, i in zip(cases["case_variant"], cases["indices"])]
     for v in models:
@@ -96,10 +100,10 @@ def _case_figures(run: RunFolder, failures: dict, names: tuple[str, ...], models
             if (v, case["index"]) in keys:
                 row = keys.index((v, case["index"]))
                 rows.append(row)
-                written.append(plot_case(cases, row, run.path(*case["figure"].split("/")), names, models))
+                written.append(plot_case(cases, row, run.path(*case["figure"].split("/")), names, models, suspects))
         if rows:
             written.append(plot_case_grid(cases, rows, f"Grad-CAM of the cases selected from {v}'s failures",
-                                          run.figures / figure_name("case_grid", v), names, models))
+                                          run.figures / figure_name("case_grid", v), names, models, suspects))
     return written
 
 
@@ -119,12 +123,30 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
             acc = float(np.trace(matrix) / matrix.sum())
             written.append(plot_confusion(matrix, f"{v}: test accuracy {acc:.3f}", run.figures / figure_name("confusion", v), names))
     failures = read_record(evaluation("failures.json"), "failure record", keys=models, variants=models) if evaluation("failures.json").is_file() else None
+    audit = load_arrays(evaluation("labels.npz")) if evaluation("labels.npz").is_file() else None
     if evaluation("failure_gallery.npz").is_file():
         g = load_arrays(evaluation("failure_gallery.npz"))
         for v in models:
+            suspect = audit["suspicion"][g[f"{v}_indices"]] > 0 if audit is not None else None
             written.append(plot_failure_gallery(
                 g[f"{v}_images"], g[f"{v}_labels"], g[f"{v}_predicted"], g[f"{v}_confidence"],
-                f"{v}: most confident failures (true / predicted, confidence)", run.figures / figure_name("gallery", v), names=names))
+                f"{v}: most confident failures (true / predicted, confidence)", run.figures / figure_name("gallery", v), names=names,
+                suspect=suspect))
+    if audit is not None and evaluation("labels.json").is_file() and len(audit["gallery_indices"]):
+        record = read_record(evaluation("labels.json"), "label audit", keys=("suspects",))
+        shown = len(audit["gallery_indices"])
+        written.append(plot_suspect_gallery(audit["gallery_images"], record["suspects"][:shown], run.figures / figure_name("suspects")))
+    if predictions is not None and evaluation("slices.npz").is_file() and evaluation("slices.json").is_file():
+        arrays = load_arrays(evaluation("slices.npz"))
+        record = read_record(evaluation("slices.json"), "failure slices", keys=("models",))
+        mapped = [v for v in models if f"{v}_projection" in arrays]
+        if mapped:
+            suspect = audit["suspicion"] > 0 if audit is not None else np.zeros(len(predictions["labels"]), dtype=bool)
+            slices = {v: [(s["name"], arrays[f"{v}_top_masks"][i]) for i, s in enumerate(record["models"][v]["slices"])] for v in mapped}
+            variance = {v: record["models"][v].get("embedding", {}).get("projection_variance") for v in mapped}
+            written.append(plot_embedding_map({v: arrays[f"{v}_projection"] for v in mapped},
+                                              {v: predictions[f"{v}_correct"] for v in mapped}, suspect, slices, variance,
+                                              run.figures / figure_name("embedding_map")))
     if failures is not None:
         if evaluation("gradcam_cases.npz").is_file():
             written += _case_figures(run, failures, names, models)
@@ -165,6 +187,7 @@ SWEEP_FIGURES = {
     "corruption_gain": "sweep_corruption_gain.png",
     "fail_counts": "sweep_fail_counts.png",
     "always_wrong": "sweep_always_wrong_{variant}.png",
+    "stable_suspects": "sweep_stable_suspects_{variant}.png",
 }
 
 

@@ -22,6 +22,7 @@ from stress.constants import (
 from stress.report.statements import number  # noqa: E402
 
 COLOURS = {"baseline": "#1f77b4", "augmented": "#d62728"}
+SUSPECT_COLOUR = "#ff7f0e"  # label suspects, wherever they are marked
 PALETTE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 
 
@@ -75,8 +76,11 @@ def plot_training_curves(histories: dict[str, list[dict]], path: Path) -> Path:
 
 
 def plot_failure_gallery(images: np.ndarray, labels, predicted, confidence, title: str, path: Path, columns: int = 4,
-                         names: tuple[str, ...] = CLASSES) -> Path:
-    """The most confident failures as an image grid, each titled true / predicted (confidence)."""
+                         names: tuple[str, ...] = CLASSES, suspect=None) -> Path:
+    """The most confident failures as an image grid, each titled true / predicted (confidence).
+
+    suspect: (n,) bool, the tiles whose label the audit finds suspect: marked "label suspect" and framed in orange.
+    """
     count = max(len(images), 1)
     rows = -(-count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.5 * rows), squeeze=False)
@@ -84,17 +88,30 @@ def plot_failure_gallery(images: np.ndarray, labels, predicted, confidence, titl
         ax.axis("off")
         if k < len(images):
             ax.imshow(_as_rgb(images[k]), interpolation="nearest")
-            ax.set_title(f"true: {names[int(labels[k])]}\npred: {names[int(predicted[k])]} ({float(confidence[k]):.2f})", fontsize=8)
+            flagged = suspect is not None and bool(suspect[k])
+            ax.set_title(f"true: {names[int(labels[k])]}\npred: {names[int(predicted[k])]} ({float(confidence[k]):.2f})"
+                         + ("\nlabel suspect" if flagged else ""), fontsize=8, color=SUSPECT_COLOUR if flagged else "black")
+            if flagged:
+                ax.add_patch(plt.Rectangle((-0.5, -0.5), images[k].shape[-1], images[k].shape[-2], fill=False, lw=3, ec=SUSPECT_COLOUR))
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
-def _draw_case_row(axes, cases: dict, row: int, names: tuple[str, ...], models: tuple[str, ...] = VARIANTS) -> None:
-    """One case: the image, then per model the map of its predicted class and of the true class."""
+def _draw_case_row(axes, cases: dict, row: int, names: tuple[str, ...], models: tuple[str, ...] = VARIANTS,
+                   suspects: dict[int, str] | None = None) -> None:
+    """One case: the image, then per model the map of its predicted class and of the true class.
+
+    suspects: {image index: label-audit text}; a suspect case says so under its image.
+    """
     image = _as_rgb(cases["images"][row])
     true_name = names[int(cases["labels"][row])]
+    index = int(cases["indices"][row])
     axes[0].imshow(image, interpolation="nearest")
-    axes[0].set_title(f"#{int(cases['indices'][row])} true: {true_name}\n(selected by {cases['case_variant'][row]})", fontsize=8)
+    text = (suspects or {}).get(index)
+    axes[0].set_title(f"#{index} true: {true_name}\n(selected by {cases['case_variant'][row]})", fontsize=8)
+    if text:
+        axes[0].set_xlabel("\n".join(_wrap(text, 34)), fontsize=7, color=SUSPECT_COLOUR)
+        axes[0].xaxis.label.set_visible(True)
     column = 1
     for model in models:
         predicted = names[int(cases[f"predicted_{model}"][row])]
@@ -106,24 +123,39 @@ def _draw_case_row(axes, cases: dict, row: int, names: tuple[str, ...], models: 
             what = f"map: {predicted}" if target == "predicted" else f"map: true {true_name}"
             ax.set_title(f"{model} → {predicted} ({confidence:.2f})\n{what}", fontsize=8)
             column += 1
-    for ax in axes:
+    for ax in axes[1:]:
         ax.axis("off")
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    for spine in axes[0].spines.values():
+        spine.set_visible(bool(text))
+        spine.set_color(SUSPECT_COLOUR)
+        spine.set_linewidth(2.5)
 
 
-def plot_case(cases: dict, row: int, path: Path, names: tuple[str, ...] = CLASSES, models: tuple[str, ...] = VARIANTS) -> Path:
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+def plot_case(cases: dict, row: int, path: Path, names: tuple[str, ...] = CLASSES, models: tuple[str, ...] = VARIANTS,
+              suspects: dict[int, str] | None = None) -> Path:
     """Grad-CAM figure of one selected case for both models."""
     fig, axes = plt.subplots(1, 1 + 2 * len(models), figsize=(2.4 * (1 + 2 * len(models)), 2.9))
-    _draw_case_row(axes, cases, row, names, models)
+    _draw_case_row(axes, cases, row, names, models, suspects)
     return save_figure(fig, path)
 
 
-def plot_case_grid(cases: dict, rows: list[int], title: str, path: Path, names: tuple[str, ...] = CLASSES, models: tuple[str, ...] = VARIANTS) -> Path:
+def plot_case_grid(cases: dict, rows: list[int], title: str, path: Path, names: tuple[str, ...] = CLASSES, models: tuple[str, ...] = VARIANTS,
+                   suspects: dict[int, str] | None = None) -> Path:
     """All selected cases of one variant as rows of `plot_case` panels."""
     columns = 1 + 2 * len(models)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.7 * len(rows)), squeeze=False)
-    fig.subplots_adjust(hspace=0.45, wspace=0.15, top=1 - 0.35 / len(rows))  # fixed spacing: a layout engine is slow on 40 axes
+    marked = any(int(cases["indices"][row]) in (suspects or {}) for row in rows)  # suspect text under an image needs room
+    fig.subplots_adjust(hspace=0.75 if marked else 0.45, wspace=0.15, top=1 - 0.35 / len(rows))  # fixed: a layout engine is slow on 40 axes
     for line, row in enumerate(rows):
-        _draw_case_row(axes[line], cases, row, names, models)
+        _draw_case_row(axes[line], cases, row, names, models, suspects)
     fig.suptitle(title)
     return save_figure(fig, path)
 

@@ -13,6 +13,7 @@ from typing import Callable
 from stress.analyses.stats import wilson_interval
 from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make_table
 from stress.report.figures import figure_path
+from stress.report.label_section import labels_and_slices
 from stress.report.observations import RULES, derive_observations
 from stress.report.statements import Rule, given_models, interval_text, models_of, number, signed
 
@@ -162,7 +163,8 @@ def failure_cases(summary: dict) -> Section:
         [(v, f"{failures[v]['n_errors']} of {failures[v]['n_images']}", number(failures[v]["error_rate"]),
           failures[v]["confident_errors"]["0.9"], failures[v]["confident_errors"]["0.99"]) for v in models_of(summary)])]
     for v in models_of(summary):
-        blocks.append(Figure(figure_path("gallery", v), f"The most confident failures of {v}: true / predicted class (confidence)."))
+        marked = " Label suspects are framed in orange." if summary.get("labels") else ""
+        blocks.append(Figure(figure_path("gallery", v), f"The most confident failures of {v}: true / predicted class (confidence).{marked}"))
     for v in models_of(summary):
         cases = failures[v]["cases"]
         maps = " (Grad-CAM of both models, for each model's predicted class and the true class)" if any("figure" in c for c in cases) else ""
@@ -173,6 +175,12 @@ def failure_cases(summary: dict) -> Section:
                        [{"model": c["other_variant"], "predicted_name": c["other_predicted_name"], "confidence": c["other_confidence"]}]))
              or MISSING)
             for c in cases]))
+        marked = [c for c in cases if c.get("label_suspect")]
+        if marked:
+            blocks.append(Note(f"{len(marked)} of these cases have a suspect label: "
+                               + "; ".join(f"image {c['index']}: {c['label_suspect']}" for c in marked)))
+        if failures[v].get("label_suspects_excluded"):
+            blocks.append(Paragraph("Label suspects were left out of these cases and of the gallery (--exclude-label-suspects)."))
         for c in (c for c in cases if "figure" in c):
             blocks.append(Figure(c["figure"], f"{v} case {c['rank']}: image {c['index']}, true {c['true_name']}, "
                                               f"{v} predicts {c['predicted_name']} ({number(c['confidence'], 2)})."))
@@ -345,7 +353,7 @@ def observations(summary: dict, rules: tuple[Rule, ...] = RULES, note: str = SIN
 def compose(summary: dict, config: dict, manifest: dict) -> list[Section]:
     """All sections in report order."""
     sections = [headline(summary), setup(summary, config, manifest), training(summary), failure_cases(summary),
-                explanations(summary), robustness(summary)]
+                labels_and_slices(summary), explanations(summary), robustness(summary)]
     sections += [render(summary) for key, render in OPTIONAL_SECTIONS.items() if key in summary]
     sections.append(observations(summary))
     return sections

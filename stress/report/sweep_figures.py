@@ -140,5 +140,13 @@ def write_sweep_figures(root: RunFolder, log=print) -> list[Path]:
                              "test index, true class)")
                     written.append(plot_always_wrong(gallery[f"{v}_images"], gallery[f"{v}_labels"], gallery[f"{v}_indices"], title,
                                                      target("always_wrong", v), names=tuple(summary.get("class_names") or CLASSES)))
+            for v in VARIANTS:
+                if len(gallery.get(f"{v}_suspect_indices", ())):
+                    stable = summary["labels"]["variants"][v]["stable_suspects"]
+                    title = (f"{v}: label flagged by all {stability['n_seeds']} seeds ({len(gallery[f'{v}_suspect_indices'])} of {stable} shown; "
+                             "test index, given class)")
+                    written.append(plot_always_wrong(gallery[f"{v}_suspect_images"], gallery[f"{v}_suspect_labels"],
+                                                     gallery[f"{v}_suspect_indices"], title, target("stable_suspects", v),
+                                                     names=tuple(summary.get("class_names") or CLASSES)))
     log(f"sweep figures: {len(written)} written to {root.figures}")
     return written

@@ -20,6 +20,7 @@ from stress.errors import StressError
 from stress.report.blocks import MISSING, Figure, Links, Note, Paragraph, Section, make_table
 from stress.report.figures import sweep_figure
 from stress.report.run_report import observations, precision_text
+from stress.report.sweep_label_section import labels_over_seeds, slice_findings
 from stress.report.statements import EFFECT, INCONCLUSIVE, INTERVENTION, NO_EFFECT, Observation, direction, interval_text, number, signed, verdict_of
 
 
@@ -375,7 +376,7 @@ def shared_intrinsic(summary: dict) -> list[Observation]:
 
 SWEEP_NOTE = ("Generated from the numbers above. Statements about the augmentation rest on intervals over seeds (independent "
               "trainings of both models, paired by seed), with Holm's correction over the headline metrics and over the corruptions.")
-SWEEP_RULES = (single_seed, paired_effects, significant_corruptions, error_stability, shared_intrinsic)
+SWEEP_RULES = (single_seed, paired_effects, significant_corruptions, error_stability, shared_intrinsic, slice_findings)
 
 
 def compose_sweep(summary: dict, run: RunFolder) -> list[Section]:
@@ -386,4 +387,4 @@ def compose_sweep(summary: dict, run: RunFolder) -> list[Section]:
     config = read_json(config_path) if config_path.is_file() else {}
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
     return [headline(summary), setup(summary, config, manifest, source), seed_statistics(summary), failure_stability(summary),
-            seed_reports(summary, run), observations(summary, SWEEP_RULES, SWEEP_NOTE)]
+            labels_over_seeds(summary), seed_reports(summary, run), observations(summary, SWEEP_RULES, SWEEP_NOTE)]

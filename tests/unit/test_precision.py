@@ -40,17 +40,18 @@ def test_auto_resolves_from_the_cpu_capability(monkeypatch, capability, flags, e
 
 def test_precision_is_validated_and_old_run_folders_keep_their_keys():
     from stress.artifacts import config_key
-    from stress.driver.stages import evaluation_key
+    from stress.driver.stages import evaluation_shard_key
     from stress.errors import StressError
 
     with pytest.raises(StressError, match="train.precision: unknown 'half'"):
         ExperimentConfig.from_dict({"train": {"precision": "half"}})
-    # The fixture's config.json predates the option: its stage keys must still match (so it resumes) ...
+    # The fixture's config.json predates the option: its keys must still match (so its saved shards are found again;
+    # the evaluate stage's own record moved to version 3 with the label audit) ...
     old = json.loads((FIXTURE / "config.json").read_text())
     assert "precision" not in old["train"]
     config = resolved_as_before(old)
     record = json.loads((FIXTURE / "stages" / "evaluate.json").read_text())
-    assert evaluation_key(config) == record["key"]
+    assert evaluation_shard_key(config) == record["key"]
     # ... while bf16 is another training, with other keys.
     bf16 = ExperimentConfig.from_dict({**old, "train": {**old["train"], "precision": "bf16"}})
     assert config_key(bf16.to_dict(), ("train",)) != config_key(config.to_dict(), ("train",))

@@ -14,7 +14,7 @@ from stress.config import ExperimentConfig, merge
 from stress.driver import stages
 from stress.driver.fanout import STAGE_KEY, LocalExecutor, load_saved_shard, shard_key
 from stress.driver.pipeline import Pipeline
-from stress.driver.stages import evaluation_key, stress_key, trained
+from stress.driver.stages import evaluation_key, evaluation_shard_key, stress_key, trained
 from stress.errors import StressError
 
 
@@ -164,7 +164,17 @@ def test_evaluation_shards_are_saved_under_the_key_they_are_looked_up_by(prepare
                 on_result(task, {"indices": np.arange(start, stop)})
 
     stages.predict_all(run, config, FakeTasks(), {"baseline": None, "augmented": None}, None, None, 20, 2, lambda line: None)
-    key = shard_key(run, evaluation_key(config))
+    key = shard_key(run, evaluation_shard_key(config))
     saved = sorted(run.path("eval", "shards").glob("*.npz"))
     assert [p.name for p in saved] == ["augmented_0_10.npz", "augmented_10_20.npz", "baseline_0_10.npz", "baseline_10_20.npz"]
     assert all(load_saved_shard(path, key, pytest.fail) is not None for path in saved)
+
+
+def test_evaluate_shards_saved_before_the_label_audit_are_still_found(tiny_config):
+    """The stage's record key moved to version 3 (label audit); its shards keep the key they were saved under by version 2."""
+    from stress.artifacts import config_key
+
+    config = tiny_config()
+    before = config_key(config.to_dict(), ("data", "model", "train"),
+                        {"stress": ("shards", "num_cases", "faithfulness_images", "faithfulness_steps", "cam_layer")}, 2)
+    assert evaluation_shard_key(config) == before and evaluation_key(config) != before

@@ -23,9 +23,17 @@ from stress.driver.pipeline import Pipeline
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
-class NothingMayRun(LocalExecutor):
+class OnlyNewWorkMayRun(LocalExecutor):
+    """Runs the slices stage's embedding tasks (new since that code); anything else is a finished stage running again."""
+
+    def __init__(self):
+        self.ran: list[str] = []
+
     def run(self, function, calls, resources, on_result, log):
-        raise AssertionError(f"a finished stage ran again: {function.__name__} x {len(calls)}")
+        if calls and function.__name__ != "embed_shard":
+            raise AssertionError(f"a finished stage ran again: {function.__name__} x {len(calls)}")
+        self.ran += [function.__name__] * len(calls)
+        super().run(function, calls, resources, on_result, log)
 
     def train_variants(self, config, arrays, storage, variants, on_done):
         raise AssertionError(f"training ran again: {variants}")
@@ -46,6 +54,10 @@ def assert_contains(new, old, where="summary") -> None:
         for key, value in old.items():
             assert key in new, f"{where}.{key}"
             assert_contains(new[key], value, f"{where}.{key}")
+    elif isinstance(old, list) and old and isinstance(old[0], dict):  # e.g. failure cases, which gained entries
+        assert isinstance(new, list) and len(new) == len(old), where
+        for i, (a, b) in enumerate(zip(new, old)):
+            assert_contains(a, b, f"{where}[{i}]")
     else:
         assert new == old, where
 
@@ -55,23 +67,32 @@ def test_assert_contains_fails_on_a_changed_or_missing_number():
         assert_contains({"a": {"b": 2, "c": 3}}, {"a": {"b": 1}})
     with pytest.raises(AssertionError, match="summary.x"):
         assert_contains({"a": 1}, {"x": 1})
+    with pytest.raises(AssertionError, match=r"summary.c\[1\].n"):
+        assert_contains({"c": [{"n": 1}, {"n": 3, "m": 0}]}, {"c": [{"n": 1}, {"n": 2}]})
     assert_contains({"a": {"b": 1, "c": 3}, "d": 4}, {"a": {"b": 1}})
 
 
-def test_a_run_folder_from_the_flat_layout_resumes_with_every_stage_skipped(tmp_path):
+def test_a_run_folder_from_the_flat_layout_resumes_with_only_the_new_work_done(tmp_path):
+    """Training and the stress stage are skipped; the evaluate stage re-runs its analysis (the label audit is new) on its
+    saved shards, and the slices stage runs; every number the old code wrote is unchanged."""
     old = FIXTURES / "run_flat_layout"
     shutil.copytree(old, tmp_path / "run_flat_layout")
     # The statistics and the layer that code used are given: measured ones would be another training.
     config = merge(resolved_as_before(load_config_file(FIXTURES / "run_flat_layout.json")),
                    {"out": str(tmp_path), "run_name": "run_flat_layout"})
     lines: list[str] = []
-    summary = Pipeline(config, log=lines.append, executor=NothingMayRun()).run_all()
-    for line in [f"[{v}] training already finished: skipped" for v in VARIANTS] + [
-            "evaluate: already finished: skipped", "stress: already finished: skipped"]:
+    executor = OnlyNewWorkMayRun()
+    summary = Pipeline(config, log=lines.append, executor=executor).run_all()
+    for line in [f"[{v}] training already finished: skipped" for v in VARIANTS] + ["stress: already finished: skipped"]:
         assert line in lines
+    assert "evaluate: 4 shard(s) already saved, 0 to run" in lines and set(executor.ran) == {"embed_shard"}
     new = tmp_path / "run_flat_layout"
-    for pattern in ("stages/*.json", "eval/*.json", "eval/*.npz", "eval/shards/*.npz", "eval/stress_shards/*.npz", "variants/*/*"):
+    for pattern in ("stages/train_*.json", "stages/stress.json", "eval/robustness.json", "eval/calibration.json",
+                    "eval/stress_correct.npz", "eval/shards/*.npz", "eval/stress_shards/*.npz", "variants/*/*"):
         assert hashes(new, pattern) == hashes(old, pattern) and hashes(old, pattern), pattern
+    assert (new / "eval" / "labels.json").is_file() and (new / "eval" / "slices.json").is_file()
+    for name in ("failures", "explanations"):  # recomputed from the same shards: every old number, new entries added
+        assert_contains(json.loads((new / "eval" / f"{name}.json").read_text()), json.loads((old / "eval" / f"{name}.json").read_text()), name)
     # The summary the new code writes from those files holds every number of the old code's, unchanged
     # (it may add entries, such as the dataset's class count).
     assert summary["variants"].keys() == set(VARIANTS)

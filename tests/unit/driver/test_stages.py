@@ -15,6 +15,7 @@ from stress.config import ExperimentConfig, ModelConfig, merge
 from stress.constants import VARIANTS
 from stress.data import load_dataset, split_dataset
 from stress.driver import stages
+from stress.driver.slice_stage import slices_stage
 from stress.driver.fanout import LocalExecutor
 from stress.driver.pipeline import Pipeline
 from stress.errors import StressError
@@ -53,20 +54,23 @@ def trained_run(tmp_path_factory):
     executor, lines = CountingExecutor(), []
     outcomes = [stages.train_stage(run, config, splits, executor, str(run.path("train")), lines.append),
                 stages.evaluate_stage(run, config, splits, executor, lines.append),
+                slices_stage(run, config, splits, executor, lines.append),
                 stages.stress_stage(run, config, splits, executor, lines.append)]
     return config, splits, run, executor, outcomes, lines
 
 
 def test_each_stage_runs_and_writes_its_outputs(trained_run):
     config, splits, run, executor, outcomes, _ = trained_run
-    assert [(o.name, o.ran) for o in outcomes] == [("train", True), ("evaluate", True), ("stress", True)]
+    assert [(o.name, o.ran) for o in outcomes] == [("train", True), ("evaluate", True), ("slices", True), ("stress", True)]
     assert all(o.seconds > 0 for o in outcomes)
     assert executor.ran.count("evaluate_shard") == 2 * 2 + 2  # 2 variants x 2 shards, + the validation pass per variant
     groups = 1 + -(-len(list_shifts()) // stages.SHIFTS_PER_TASK)  # gaussian_noise, then the shifts in groups
     assert executor.ran.count("stress_shard") == groups * 2
+    assert executor.ran.count("embed_shard") == 2 * 2
     for v in VARIANTS:
         assert (run.variant_dir(v) / "model.pt").is_file() and (run.variant_dir(v) / "history.json").is_file()
-    for name in ("predictions.npz", "failures.json", "explanations.json", "robustness.json", "calibration.json"):
+    for name in ("predictions.npz", "failures.json", "explanations.json", "robustness.json", "calibration.json", "labels.json",
+                 "labels.npz", "slices.json", "slices.npz"):
         assert run.path("eval", name).is_file(), name
     assert sorted(p.name for p in run.path("eval", "shards").glob("*.npz")) == sorted(
         f"{v}_{a}_{b}.npz" for v in VARIANTS for a, b in ((0, 20), (20, 40)))
@@ -96,9 +100,11 @@ def test_a_re_run_skips_every_stage(trained_run):
     executor, lines = CountingExecutor(), []
     outcomes = [stages.train_stage(run, config, splits, executor, str(run.path("train")), lines.append),
                 stages.evaluate_stage(run, config, splits, executor, lines.append),
+                slices_stage(run, config, splits, executor, lines.append),
                 stages.stress_stage(run, config, splits, executor, lines.append)]
-    assert [o.ran for o in outcomes] == [False, False, False] and executor.ran == []
+    assert [o.ran for o in outcomes] == [False, False, False, False] and executor.ran == []
     assert "evaluate: already finished: skipped" in lines and "stress: already finished: skipped" in lines
+    assert "slices: already finished: skipped" in lines
 
 
 @pytest.mark.parametrize("option, value, reruns", [
@@ -108,6 +114,8 @@ def test_a_re_run_skips_every_stage(trained_run):
     ("stress.calibration_bins", 5, {"stress"}),
     ("stress.num_cases", 4, {"evaluate"}),
     ("stress.faithfulness_images", 4, {"evaluate"}),
+    ("stress.exclude_label_suspects", True, {"evaluate"}),
+    ("stress.slice_min_size", 5, {"slices"}),
     ("resources.task_retries", 1, set()),
     ("stress.skip_stress", True, set()),
 ])
@@ -120,9 +128,12 @@ def test_an_option_re_runs_only_the_stages_that_read_it(trained_run, tmp_path, o
     outcomes = {o.name: o.ran for o in (
         stages.train_stage(copy, changed, splits, executor, str(copy.path("train")), lines.append),
         stages.evaluate_stage(copy, changed, splits, executor, lines.append),
+        slices_stage(copy, changed, splits, executor, lines.append),
         stages.stress_stage(copy, changed, splits, executor, lines.append))}
     assert {name for name, ran in outcomes.items() if ran} == reruns
     assert not any(name.startswith("train_") for name in executor.ran)
+    if option == "stress.exclude_label_suspects":  # the evaluate stage's analysis re-runs on its saved shards
+        assert "evaluate_shard" not in executor.ran
 
 
 def test_the_check_can_fail_a_stage_that_re_runs_on_an_option_it_does_not_read(trained_run, tmp_path, monkeypatch):
@@ -153,6 +164,14 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     assert written["variants"] == json.loads(json.dumps(summary["variants"]))
     # The summary holds the stage files' numbers as written (the stages did not run again).
     assert written["robustness"] == json.loads(run.path("eval", "robustness.json").read_text())
+    labels = json.loads(run.path("eval", "labels.json").read_text())
+    assert written["labels"]["models"] == labels["models"] and written["labels"]["suspects"] == labels["suspects"][:20]
+    assert written["slices"]["models"]["baseline"]["slices"] == json.loads(run.path("eval", "slices.json").read_text())["models"]["baseline"]["slices"]
+    assert "tested" not in written["slices"]["models"]["baseline"]  # every candidate tried stays in eval/slices.json
+    report = (tmp_path / "copy" / "report.md").read_text()
+    assert "## Label errors and failure slices" in report and "figures/embedding_map.png" in report
+    figures = tmp_path / "copy" / "figures"
+    assert (figures / "embedding_map.png").is_file() and (figures / "label_suspects.png").is_file() == bool(labels["suspects"])
 
 
 def test_a_checkpoint_from_another_architecture_is_a_one_line_error(tmp_path):
@@ -185,6 +204,21 @@ def test_a_storage_uri_holds_every_finished_stage_when_a_later_stage_fails(tmp_p
     with pytest.raises(Failure, match="the stress stage failed"):
         Pipeline(config, log=lambda line: None, executor=StressFails()).run_all()
     stages_there = sorted(p.stem for p in (remote / "r" / "stages").glob("*.json"))
-    assert stages_there == ["evaluate", "train_augmented", "train_baseline"]
+    assert stages_there == ["evaluate", "slices", "train_augmented", "train_baseline"]
     assert (remote / "r" / "eval" / "predictions.npz").is_file() and (remote / "r" / "variants" / "baseline" / "model.pt").is_file()
     assert not (remote / "r" / "eval" / "robustness.json").exists()
+
+
+def test_label_suspects_are_marked_in_the_cases_and_left_out_with_the_option(trained_run, tmp_path):
+    config, splits, run, *_ = trained_run
+    suspects = set(np.flatnonzero(np.load(run.path("eval", "labels.npz"))["suspicion"] > 0).tolist())
+    cases = [c for v in VARIANTS for c in json.loads(run.path("eval", "failures.json").read_text())[v]["cases"]]
+    assert any(c["index"] in suspects for c in cases)  # the tiny models' cases include suspects: the check below can fail
+    assert all((c["label_suspect"] or "").startswith("label suspect: given") == (c["index"] in suspects) for c in cases)
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    stages.evaluate_stage(copy, merge(config, {"stress.exclude_label_suspects": True}), splits, CountingExecutor(), lambda line: None)
+    failures = json.loads(copy.path("eval", "failures.json").read_text())
+    assert all(c["index"] not in suspects and c["label_suspect"] is None for v in VARIANTS for c in failures[v]["cases"])
+    gallery = np.load(copy.path("eval", "failure_gallery.npz"))
+    assert not suspects & set(np.concatenate([gallery[f"{v}_indices"] for v in VARIANTS]).tolist())

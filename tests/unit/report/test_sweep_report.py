@@ -26,7 +26,7 @@ from stress.report.sweep_report import HEADLINE_METRICS, HEADLINE_TABLE, error_s
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURE = ROOT / "tests" / "fixtures" / "sweep_small"
-SECTIONS = ["headline", "setup", "seed-statistics", "stability", "seed-reports", "observations"]
+SECTIONS = ["headline", "setup", "seed-statistics", "stability", "labels", "seed-reports", "observations"]
 QUIET = lambda message: None  # noqa: E731
 
 

@@ -1,0 +1,147 @@
+"""Label-error audit: which test labels are probably wrong, and how many confident failures they explain.
+
+Each model's softmax over the test set is out-of-sample (the models never trained on test
+images), which is what confident learning needs. `flag_label_issues` hands it to cleanlab's
+`find_label_issues` (Northcutt et al. 2021, prune by noise rate, ranked by self-confidence);
+this module only counts and compares what cleanlab flags:
+
+- per model: how many test images are flagged, and what share of its confident failures
+  (confidence >= 0.9 and >= 0.99) are flagged, with Wilson intervals over those failures;
+- between the reference and every other model: how far their flags agree (Cohen's kappa over
+  the test images, Jaccard index of the flagged sets);
+- the suspects: images flagged by at least one model, most suspect first.
+
+Inputs are numpy arrays; results are plain Python values for JSON.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stress.analyses.calibration import softmax
+from stress.analyses.stats import wilson_interval
+from stress.errors import StressError
+
+THRESHOLDS = (0.9, 0.99)  # confidence of the confident failures whose flags are counted
+MAX_SUSPECTS = 200  # suspects listed in labels.json (every flag is in labels.npz)
+METHOD = ("confident learning: cleanlab.filter.find_label_issues (filter_by='prune_by_noise_rate', "
+          "ranked by self-confidence) on each model's test-set softmax")
+
+
+def flag_label_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Indices of the images whose given label cleanlab finds probably wrong, most suspect first.
+
+    labels (N,) int, probs (N, C) rows summing to 1, out-of-sample for the model that gave them.
+    """
+    from cleanlab.filter import find_label_issues
+
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != labels.size or labels.size == 0:
+        raise StressError(f"expected probs (N, C) and labels (N,) with N > 0, got {probs.shape} and {labels.shape}")
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1 by ~1e-7
+    ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    return np.asarray(ranked, dtype=np.int64)
+
+
+def _share(flagged: np.ndarray, group: np.ndarray) -> dict:
+    """How many of `group` (bool mask) are flagged, as a share with its Wilson 95% interval (None without a group)."""
+    n, k = int(group.sum()), int((flagged & group).sum())
+    low, high = wilson_interval(k, n) if n else (None, None)
+    return {"n": n, "flagged": k, "share": k / n if n else None, "low": low, "high": high}
+
+
+def cohens_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Cohen's kappa of two boolean ratings of the same items; None when chance agreement is 1 (both constant and equal)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    observed = float(np.mean(a == b))
+    pa, pb = float(a.mean()), float(b.mean())
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    return None if chance >= 1.0 else (observed - chance) / (1.0 - chance)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    """Counts of images flagged by both, only one or either of two models, their Jaccard index and Cohen's kappa."""
+    both, either = int((a & b).sum()), int((a | b).sum())
+    return {"both": both, "only_reference": int((a & ~b).sum()), "only_other": int((~a & b).sum()), "either": either,
+            "jaccard": both / either if either else None, "kappa": cohens_kappa(a, b)}
+
+
+def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names: tuple[str, ...],
+                 names: tuple[str, ...]) -> tuple[dict, dict[str, np.ndarray], dict[int, str]]:
+    """The audit's record (labels.json), its per-image arrays (labels.npz) and every suspect's text by image index.
+
+    logits: {model: (N, C)} over the test images, the reference model first in `names`. The
+    arrays are `<model>_flagged` (N,) bool and `<model>_rank` (N,) int (position in cleanlab's
+    ranking, -1 where not flagged), and `suspicion` (N,): the share of models that flag the image.
+    """
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    n = labels.size
+    probs = {v: softmax(logits[v]) for v in names}
+    arrays: dict[str, np.ndarray] = {}
+    models = {}
+    for v in names:
+        ranked = flag_label_issues(labels, probs[v])
+        flagged = np.zeros(n, dtype=bool)
+        flagged[ranked] = True
+        rank = np.full(n, -1, dtype=np.int64)
+        rank[ranked] = np.arange(ranked.size)
+        arrays[f"{v}_flagged"], arrays[f"{v}_rank"] = flagged, rank
+        predicted, confidence = probs[v].argmax(1), probs[v].max(1)
+        wrong = predicted != labels
+        low, high = wilson_interval(int(flagged.sum()), n)
+        models[v] = {
+            "flagged": int(flagged.sum()),
+            "share": float(flagged.mean()),
+            "share_interval": [low, high],
+            "errors": _share(flagged, wrong),
+            "correct": _share(flagged, ~wrong),
+            "confident_failures": {str(t): _share(flagged, wrong & (confidence >= t)) for t in THRESHOLDS},
+            "ranked": [int(i) for i in ranked[:MAX_SUSPECTS]],
+        }
+    votes = np.mean([arrays[f"{v}_flagged"] for v in names], axis=0)
+    arrays["suspicion"] = votes
+    listed = suspects(labels, probs, arrays, class_names, names, limit=n)
+    record = {
+        "method": METHOD,
+        "n_images": int(n),
+        "models": models,
+        "agreement": {o: {"models": [names[0], o], **agreement(arrays[f"{names[0]}_flagged"], arrays[f"{o}_flagged"])} for o in names[1:]},
+        "flagged_by_every_model": int((votes == 1).sum()),
+        "flagged_by_any_model": int((votes > 0).sum()),
+        "suspects": listed[:MAX_SUSPECTS],
+    }
+    return record, arrays, {s["index"]: s["text"] for s in listed}
+
+
+def suspects(labels: np.ndarray, probs: dict[str, np.ndarray], arrays: dict[str, np.ndarray], class_names: tuple[str, ...],
+             names: tuple[str, ...], limit: int = MAX_SUSPECTS) -> list[dict]:
+    """Images flagged by any model: flagged by more models first, then by the lowest mean probability of the given label."""
+    votes = arrays["suspicion"]
+    flagged = np.flatnonzero(votes > 0)
+    given_probability = np.mean([probs[v][np.arange(labels.size), labels] for v in names], axis=0)
+    order = flagged[np.lexsort((flagged, given_probability[flagged], -votes[flagged]))][:limit]
+    out = []
+    for rank, i in enumerate(order):
+        views = {v: {"predicted": int(probs[v][i].argmax()), "predicted_name": class_names[int(probs[v][i].argmax())],
+                     "confidence": float(probs[v][i].max()), "given_probability": float(probs[v][i, labels[i]]),
+                     "flagged": bool(arrays[f"{v}_flagged"][i])} for v in names}
+        out.append({"rank": rank, "index": int(i), "given": int(labels[i]), "given_name": class_names[int(labels[i])],
+                    "flagged_by": [v for v in names if views[v]["flagged"]], "models": views, "text": suspect_text(class_names[int(labels[i])], views)})
+    return out
+
+
+def suspect_text(given_name: str, views: dict[str, dict]) -> str:
+    """'label suspect: given cat, both models say dog (0.99, 0.97)' and its variants."""
+    predicted = {view["predicted_name"] for view in views.values()}
+    confidences = ", ".join(f"{view['confidence']:.2f}" for view in views.values())
+    if len(predicted) == 1:
+        who = "the model says" if len(views) == 1 else ("both models say" if len(views) == 2 else "every model says")
+        return f"label suspect: given {given_name}, {who} {predicted.pop()} ({confidences})"
+    says = "; ".join(f"{v} says {view['predicted_name']} ({view['confidence']:.2f})" for v, view in views.items())
+    return f"label suspect: given {given_name}; {says}"
+
+
+def suspect_set(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Indices flagged by any model (labels.npz's `suspicion` > 0), ascending."""
+    return np.flatnonzero(np.asarray(arrays["suspicion"]) > 0)

@@ -1,0 +1,87 @@
+"""The report section "Label errors and failure slices", from summary.json's labels and slices blocks."""
+
+from __future__ import annotations
+
+from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make_table
+from stress.report.figures import figure_path
+from stress.report.statements import interval_text, models_of, number
+
+TITLE = "Label errors and failure slices"
+
+
+def _share(entry: dict | None) -> str:
+    if not entry or not entry.get("n"):
+        return MISSING
+    return f"{entry['flagged']} / {entry['n']} = {number(entry['share'])} {interval_text(entry['low'], entry['high'], sign=False)}"
+
+
+def label_blocks(summary: dict) -> list:
+    audit = summary.get("labels")
+    if not audit:
+        return [Note("the label audit did not run (labels not in summary.json)")]
+    models = [v for v in models_of(summary) if v in audit["models"]]
+    blocks: list = [Paragraph(
+        f"Label audit: {audit['method']}. The test images are out-of-sample for every model trained on the training split, which "
+        "confident learning needs. A flagged image is a suspect, not a proven label error: look at the gallery. Intervals are "
+        "Wilson 95% intervals over the images counted (all test images, or the model's confident failures).")]
+    rows = [(v, f"{e['flagged']} = {number(e['share'])} {interval_text(*e['share_interval'], sign=False)}",
+             _share(e["confident_failures"].get("0.9")), _share(e["confident_failures"].get("0.99")), _share(e["errors"]),
+             _share(e["correct"])) for v in models for e in [audit["models"][v]]]
+    blocks.append(make_table(("model", f"suspect test labels (of {audit['n_images']})", "suspects among confident failures ≥0.9",
+                              "≥0.99", "among all errors", "among correct predictions"), rows))
+    if audit.get("agreement"):
+        blocks.append(make_table(("models (reference / other)", "flagged by both", "only the reference", "only the other", "Jaccard",
+                                  "Cohen's κ (over test images)"),
+                                 [(" / ".join(a["models"]), a["both"], a["only_reference"], a["only_other"], number(a["jaccard"]),
+                                   number(a["kappa"])) for a in audit["agreement"].values()]))
+    blocks.append(Paragraph(f"{audit['flagged_by_any_model']} test images are flagged by at least one model, "
+                            f"{audit['flagged_by_every_model']} by every model. The failure gallery and the Grad-CAM cases mark suspects "
+                            "in orange; --exclude-label-suspects leaves them out of both."))
+    blocks.append(Figure(figure_path("suspects"), "The top label suspects: flagged by the most models, then by the lowest probability "
+                                                  "the models give the given label."))
+    top = audit.get("suspects", [])[:10]
+    if top:
+        blocks.append(make_table(("rank", "image", "given label", "the models say", "flagged by"), [
+            (s["rank"] + 1, s["index"], s["given_name"],
+             "; ".join(f"{v}: {m['predicted_name']} ({number(m['confidence'], 2)})" for v, m in s["models"].items()),
+             ", ".join(s["flagged_by"])) for s in top]))
+    return blocks
+
+
+def slice_blocks(summary: dict) -> list:
+    slices = summary.get("slices")
+    if not slices:
+        return [Note("failure slices were not computed (slices not in summary.json)")]
+    models = [v for v in models_of(summary) if v in slices["models"]]
+    first = slices["models"][models[0]] if models else {}
+    blocks: list = [Paragraph(
+        "Failure slices: groups of test images named by the true class, an image characteristic in quarters of the test set, the hue "
+        "of the mean colour, a class with one of those, or a k-means cluster of the model's penultimate-layer embeddings "
+        f"(input of {slices.get('embedding_layer') or MISSING}). Each candidate with at least {first.get('min_size', MISSING)} images is "
+        "tested against the model's overall error rate (score test); Holm's procedure over all candidates keeps the family-wise error "
+        f"rate at {first.get('alpha', MISSING)}. Listed slices are worse than overall, and their Wilson interval, at the confidence of "
+        "each slice's Holm threshold, excludes the overall rate. Lift = slice error rate / overall error rate; slices are ranked by "
+        "the lift the interval guarantees (its lower end / overall rate), so a small fragment of a weak slice does not outrank it. "
+        "Intervals are over "
+        "the test images of each trained model; a slice is a finding about the augmentation only if a seed sweep repeats it.")]
+    for v in models:
+        found = slices["models"][v]
+        blocks.append(Paragraph(f"{v}: {found['kept']} of {found['tried']} slices worse than the overall error rate "
+                                f"{number(found['overall_error'])}; the top {len(found['slices'])}:"))
+        if found["slices"]:
+            blocks.append(make_table(("rank", "slice", "images", "error rate [interval, level]", "lift", "lift at least", "most frequent error"), [
+                (s["rank"] + 1, s["name"], s["size"], f"{number(s['error_rate'])} {interval_text(s['low'], s['high'], sign=False)}, "
+                 f"{100 * s['confidence']:.3g}%", f"×{number(s['lift'], 2)}", f"×{number(s['lift_low'], 2)}",
+                 (f"{s['top_confusion']['true_name']} → {s['top_confusion']['predicted_name']} ({s['top_confusion']['count']})"
+                  if s.get("top_confusion") else MISSING)) for s in found["slices"]]))
+    if any("projection_variance" in slices["models"][v].get("embedding", {}) for v in models):
+        blocks.append(Figure(figure_path("embedding_map"), "Test images in each model's embedding space (2-D PCA): correct, wrong and "
+                                                           "label suspects, with the top three slices outlined (2σ ellipses)."))
+    else:
+        blocks.append(Note(next((slices["models"][v]["embedding"]["skipped"] for v in models
+                                 if "skipped" in slices["models"][v].get("embedding", {})), "no embeddings")))
+    return blocks
+
+
+def labels_and_slices(summary: dict) -> Section:
+    return Section("labels", TITLE, tuple(label_blocks(summary) + slice_blocks(summary)))

@@ -1,0 +1,113 @@
+"""The label audit: planted label flips on synthetic data are found, its counts match slow loops and scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stress.analyses.labels import THRESHOLDS, agreement, audit_labels, cohens_kappa, flag_label_issues, suspect_text
+from stress.augment import normalize
+from stress.config import ModelConfig
+from stress.data.synthetic import make_synthetic
+from stress.models import create_model
+
+NAMES = tuple(f"class{i}" for i in range(10))
+
+
+@pytest.fixture(scope="module")
+def synthetic_logits():
+    """A small SimpleCNN trained on synthetic shapes (train split), and its logits on 2,000 synthetic test images."""
+    torch.manual_seed(0)
+    data = make_synthetic(2000, 2000, seed=3)
+    to_tensor = lambda key: torch.tensor(data[key]).permute(0, 3, 1, 2).contiguous()  # noqa: E731 - (N, H, W, 3) -> (N, 3, H, W)
+    x, y = to_tensor("x_train"), torch.tensor(data["y_train"]).long()
+    stats = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    model = create_model(ModelConfig(widths=(8, 16, 32), hidden=32))
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(8):
+        for batch in torch.randperm(len(y)).split(64):
+            optimiser.zero_grad()
+            F.cross_entropy(model(normalize(x[batch], stats)), y[batch]).backward()
+            optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(normalize(to_tensor("x_test"), stats)).numpy()
+    return logits, np.asarray(data["y_test"], dtype=np.int64)
+
+
+def flip(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels with `share` of them changed to another class, and the changed indices."""
+    rng = np.random.default_rng(seed)
+    changed = rng.choice(labels.size, int(round(share * labels.size)), replace=False)
+    noisy = labels.copy()
+    noisy[changed] = (labels[changed] + rng.integers(1, 10, changed.size)) % 10
+    return noisy, np.sort(changed)
+
+
+def precision_recall(found: np.ndarray, planted: np.ndarray) -> tuple[float, float]:
+    hits = np.intersect1d(found, planted).size
+    return hits / max(found.size, 1), hits / planted.size
+
+
+def test_the_audit_recovers_planted_label_flips_on_synthetic_data(synthetic_logits):
+    logits, labels = synthetic_logits
+    assert (logits.argmax(1) == labels).mean() > 0.95  # the model learnt the shapes: its view of a label is informative
+    noisy, planted = flip(labels, 0.02, seed=1)
+    record, arrays, _ = audit_labels(noisy, {"m": logits}, NAMES, ("m",))
+    found = np.flatnonzero(arrays["m_flagged"])
+    precision, recall = precision_recall(found, planted)
+    assert precision > 0.8 and recall > 0.8, (precision, recall)
+    assert record["models"]["m"]["flagged"] == found.size
+
+
+def test_the_check_fails_for_a_model_that_knows_nothing(synthetic_logits):
+    """Planted: logits unrelated to the images cannot tell a flipped label from a true one."""
+    logits, labels = synthetic_logits
+    noisy, planted = flip(labels, 0.02, seed=1)
+    uninformed = np.random.default_rng(0).normal(size=logits.shape)
+    found = flag_label_issues(noisy, np.exp(uninformed) / np.exp(uninformed).sum(1, keepdims=True))
+    precision, recall = precision_recall(found, planted)
+    assert precision < 0.8
+
+
+def test_counts_and_shares_match_a_slow_loop(synthetic_logits):
+    logits, labels = synthetic_logits
+    noisy, _ = flip(labels, 0.05, seed=2)
+    other = logits + np.random.default_rng(1).normal(scale=2.0, size=logits.shape)  # a second, noisier model
+    record, arrays, texts = audit_labels(noisy, {"a": logits, "b": other}, NAMES, ("a", "b"))
+    for name, lg in (("a", logits), ("b", other)):
+        probs = np.exp(lg - lg.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        flagged = arrays[f"{name}_flagged"]
+        for t in THRESHOLDS:
+            confident = [i for i in range(noisy.size) if probs[i].argmax() != noisy[i] and probs[i].max() >= t]
+            entry = record["models"][name]["confident_failures"][str(t)]
+            assert entry["n"] == len(confident) and entry["flagged"] == sum(bool(flagged[i]) for i in confident)
+        ranked = record["models"][name]["ranked"]
+        assert [arrays[f"{name}_rank"][i] for i in ranked] == list(range(len(ranked)))
+    a, b = arrays["a_flagged"], arrays["b_flagged"]
+    together = record["agreement"]["b"]
+    assert together["both"] == sum(1 for i in range(noisy.size) if a[i] and b[i])
+    assert record["flagged_by_any_model"] == sum(1 for i in range(noisy.size) if a[i] or b[i]) == len(texts)
+    suspects = record["suspects"]
+    assert [s["index"] for s in suspects if len(s["flagged_by"]) == 2] == [s["index"] for s in suspects[: record["flagged_by_every_model"]]]
+
+
+def test_kappa_agrees_with_scikit_learn_and_is_undefined_for_constant_equal_ratings():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    a = rng.random(500) < 0.1
+    b = np.where(rng.random(500) < 0.8, a, rng.random(500) < 0.1)
+    assert cohens_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+    assert cohens_kappa(np.zeros(5, bool), np.zeros(5, bool)) is None
+    assert agreement(a, a)["kappa"] == pytest.approx(1.0) and agreement(a, a)["only_other"] == 0
+
+
+def test_the_suspect_text_names_the_given_label_and_what_the_models_say():
+    views = {"baseline": {"predicted_name": "dog", "confidence": 0.991}, "augmented": {"predicted_name": "dog", "confidence": 0.97}}
+    assert suspect_text("cat", views) == "label suspect: given cat, both models say dog (0.99, 0.97)"
+    views["augmented"]["predicted_name"] = "deer"
+    assert suspect_text("cat", views) == "label suspect: given cat; baseline says dog (0.99); augmented says deer (0.97)"
