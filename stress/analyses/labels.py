@@ -6,10 +6,15 @@ images), which is what confident learning needs. `flag_label_issues` hands it to
 this module only counts and compares what cleanlab flags:
 
 - per model: how many test images are flagged, and what share of its confident failures
-  (confidence >= 0.9 and >= 0.99) are flagged, with Wilson intervals over those failures;
+  (confidence >= 0.9 and >= 0.99), of its errors and of its correct predictions are flagged,
+  with Wilson intervals over those images;
 - between the reference and every other model: how far their flags agree (Cohen's kappa over
   the test images, Jaccard index of the flagged sets);
-- the suspects: images flagged by at least one model, most suspect first.
+- the label suspects: images that every model under test flags. A wrong label is wrong for any
+  model, while a model's confident error is often its own, so the flags that models share are the
+  candidates worth a look. Confident learning trusts a model where it is confident: when the
+  flags cover most of a model's errors (`share of errors flagged` >= MIRRORS_ERRORS), they mostly
+  restate that model's confident errors, and the report says so instead of calling them label errors.
 
 Inputs are numpy arrays; results are plain Python values for JSON.
 """
@@ -24,6 +29,7 @@ from stress.errors import StressError
 
 THRESHOLDS = (0.9, 0.99)  # confidence of the confident failures whose flags are counted
 MAX_SUSPECTS = 200  # suspects listed in labels.json (every flag is in labels.npz)
+MIRRORS_ERRORS = 0.5  # a model's flags covering at least this share of its errors mostly restate them
 METHOD = ("confident learning: cleanlab.filter.find_label_issues (filter_by='prune_by_noise_rate', "
           "ranked by self-confidence) on each model's test-set softmax")
 
@@ -73,7 +79,8 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
 
     logits: {model: (N, C)} over the test images, the reference model first in `names`. The
     arrays are `<model>_flagged` (N,) bool and `<model>_rank` (N,) int (position in cleanlab's
-    ranking, -1 where not flagged), and `suspicion` (N,): the share of models that flag the image.
+    ranking, -1 where not flagged), `suspicion` (N,): the share of models that flag the image, and
+    `suspect` (N,) bool: flagged by every model (the label suspects).
     """
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     n = labels.size
@@ -100,7 +107,12 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
             "ranked": [int(i) for i in ranked[:MAX_SUSPECTS]],
         }
     votes = np.mean([arrays[f"{v}_flagged"] for v in names], axis=0)
-    arrays["suspicion"] = votes
+    arrays["suspicion"], arrays["suspect"] = votes, votes == 1
+    for v in names:
+        predicted, confidence = probs[v].argmax(1), probs[v].max(1)
+        wrong = predicted != labels
+        models[v]["suspects_among_confident_failures"] = {str(t): _share(arrays["suspect"], wrong & (confidence >= t)) for t in THRESHOLDS}
+        models[v]["flags_mirror_errors"] = bool((models[v]["errors"]["share"] or 0.0) >= MIRRORS_ERRORS)
     listed = suspects(labels, probs, arrays, class_names, names, limit=n)
     record = {
         "method": METHOD,
@@ -109,14 +121,18 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
         "agreement": {o: {"models": [names[0], o], **agreement(arrays[f"{names[0]}_flagged"], arrays[f"{o}_flagged"])} for o in names[1:]},
         "flagged_by_every_model": int((votes == 1).sum()),
         "flagged_by_any_model": int((votes > 0).sum()),
+        "suspect_definition": "flagged by every model under test",
+        "mirrors_errors_at": MIRRORS_ERRORS,
         "suspects": listed[:MAX_SUSPECTS],
     }
-    return record, arrays, {s["index"]: s["text"] for s in listed}
+    return record, arrays, {s["index"]: s["text"] for s in listed if len(s["flagged_by"]) == len(names)}
 
 
 def suspects(labels: np.ndarray, probs: dict[str, np.ndarray], arrays: dict[str, np.ndarray], class_names: tuple[str, ...],
              names: tuple[str, ...], limit: int = MAX_SUSPECTS) -> list[dict]:
-    """Images flagged by any model: flagged by more models first, then by the lowest mean probability of the given label."""
+    """Images flagged by any model: flagged by more models first, then by the lowest mean probability of the given label.
+
+    Each says which models flag it; the label suspects proper are those flagged by every model."""
     votes = arrays["suspicion"]
     flagged = np.flatnonzero(votes > 0)
     given_probability = np.mean([probs[v][np.arange(labels.size), labels] for v in names], axis=0)
@@ -143,5 +159,5 @@ def suspect_text(given_name: str, views: dict[str, dict]) -> str:
 
 
 def suspect_set(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Indices flagged by any model (labels.npz's `suspicion` > 0), ascending."""
-    return np.flatnonzero(np.asarray(arrays["suspicion"]) > 0)
+    """The label suspects' indices (flagged by every model: labels.npz's `suspect`), ascending."""
+    return np.flatnonzero(np.asarray(arrays["suspect"]))

@@ -227,11 +227,11 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     names = model_names(config)
     started = time.perf_counter()
     audit, flags, texts = audit_labels(labels, {v: merged[v]["logits"] for v in names}, config.data.class_names, names)
-    shown = [s["index"] for s in audit["suspects"][:SUSPECT_GALLERY]]
+    shown = [s["index"] for s in audit["suspects"][:SUSPECT_GALLERY] if len(s["flagged_by"]) == len(names)]
     write_npz(run.path("eval", "labels.npz"), **flags, gallery_indices=np.array(shown, dtype=np.int64),
               gallery_images=images[shown], gallery_labels=labels[shown])
     audit["seconds"] = time.perf_counter() - started
-    every = suspect_set(flags)  # all suspects; labels.json lists the first MAX_SUSPECTS
+    every = suspect_set(flags)  # flagged by every model; labels.json lists the first MAX_SUSPECTS images flagged by any
     exclude = config.stress.exclude_label_suspects
     failures = analyse_failures(labels, merged, characteristics, config.stress.num_cases, config.data.class_names, names,
                                 suspects=texts, exclude_suspects=exclude)
@@ -267,9 +267,10 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
             f"(>=0.99): {f['confident_errors']['0.99']}; {len(f['cases'])} cases selected"
             + (" (label suspects excluded)" if exclude else "")
         )
-        c90, c99 = a["confident_failures"]["0.9"], a["confident_failures"]["0.99"]
-        log(f"[{v}] label audit: {a['flagged']} test labels suspect; of the confident failures {c90['flagged']}/{c90['n']} (>=0.9) "
-            f"and {c99['flagged']}/{c99['n']} (>=0.99) are label suspects")
+        c90, c99 = a["suspects_among_confident_failures"]["0.9"], a["suspects_among_confident_failures"]["0.99"]
+        log(f"[{v}] label audit: {a['flagged']} test labels flagged ({a['errors']['flagged']} of its {a['errors']['n']} errors); "
+            f"label suspects (flagged by every model) among its confident failures: {c90['flagged']}/{c90['n']} (>=0.9), "
+            f"{c99['flagged']}/{c99['n']} (>=0.99)")
 
 
 def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, executor: Executor, log) -> StageOutcome:

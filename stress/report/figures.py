@@ -127,7 +127,7 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
     if evaluation("failure_gallery.npz").is_file():
         g = load_arrays(evaluation("failure_gallery.npz"))
         for v in models:
-            suspect = audit["suspicion"][g[f"{v}_indices"]] > 0 if audit is not None else None
+            suspect = audit["suspect"][g[f"{v}_indices"]] if audit is not None and "suspect" in audit else None
             written.append(plot_failure_gallery(
                 g[f"{v}_images"], g[f"{v}_labels"], g[f"{v}_predicted"], g[f"{v}_confidence"],
                 f"{v}: most confident failures (true / predicted, confidence)", run.figures / figure_name("gallery", v), names=names,
@@ -141,7 +141,7 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
         record = read_record(evaluation("slices.json"), "failure slices", keys=("models",))
         mapped = [v for v in models if f"{v}_projection" in arrays]
         if mapped:
-            suspect = audit["suspicion"] > 0 if audit is not None else np.zeros(len(predictions["labels"]), dtype=bool)
+            suspect = (audit["suspect"] if audit is not None and "suspect" in audit else np.zeros(len(predictions["labels"]), dtype=bool))
             slices = {v: [(s["name"], arrays[f"{v}_top_masks"][i]) for i, s in enumerate(record["models"][v]["slices"])] for v in mapped}
             variance = {v: record["models"][v].get("embedding", {}).get("projection_variance") for v in mapped}
             written.append(plot_embedding_map({v: arrays[f"{v}_projection"] for v in mapped},

@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
+from stress.analyses.stats import wilson_interval
 from stress.report.figures import figure_path
 from stress.report.statements import EFFECT, INCONCLUSIVE, NO_EFFECT, Observation, interval_text, models_of, number
 
 
 def label_suspects(summary: dict) -> list[Observation]:
-    """What share of each model's confident failures are label suspects, against the share among all test images?"""
+    """What share of each model's confident failures are label suspects (flagged by every model), against all test images?
+
+    When a model's own flags cover most of its errors (labels.json `flags_mirror_errors`), the audit
+    cannot tell label errors from that model's confident errors, and the rule says so (inconclusive).
+    """
     audit = summary.get("labels")
     if not audit:
         return []
     out = []
+    n = audit["n_images"]
+    suspects = audit["flagged_by_every_model"]
+    overall_low, overall_high = wilson_interval(suspects, n) if n else (None, None)
     for v in models_of(summary):
         entry = audit["models"].get(v)
         if not entry:
             continue
-        overall_low, overall_high = entry["share_interval"]
+        errors = entry["errors"]
+        if entry.get("flags_mirror_errors"):
+            c = entry["suspects_among_confident_failures"]["0.9"]
+            among = (f" Of its {c['n']} confident failures (≥ 0.9), {c['flagged']} ({number(c['share'])}) are among the {suspects} "
+                     "images every model flags: candidates to look at, not established label errors." if c["n"] else "")
+            out.append(Observation(
+                rule="label_suspects",
+                text=(f"Confident learning flags {entry['flagged']} test labels for {v} ({number(entry['share'])} of the test set): "
+                      f"{errors['flagged']} of its {errors['n']} errors ({number(errors['share'])}) and {entry['correct']['flagged']} of "
+                      f"its correct predictions. Flags that cover most of a model's errors restate its confident errors: with a model "
+                      f"this far from its labels, the audit cannot say which failures are the label's fault.{among}"),
+                verdict=INCONCLUSIVE,
+                uncertainty=(f"Wilson 95% CI over {v}'s errors {interval_text(errors['low'], errors['high'], sign=False)}"
+                             + (f"; over its confident failures {interval_text(c['low'], c['high'], sign=False)}" if c["n"] else "")),
+                figure=figure_path("suspects"),
+                evidence={"flagged": entry["flagged"], "errors_flagged": errors["flagged"], "errors": errors["n"],
+                          "suspects": suspects, "mirrors_errors": True},
+            ))
+            continue
         for threshold in ("0.9", "0.99"):
-            c = entry["confident_failures"][threshold]
+            c = entry["suspects_among_confident_failures"][threshold]
             if not c["n"]:
                 out.append(Observation(
                     rule="label_suspects", text=f"{v} has no confident failures at confidence ≥ {threshold}: no label suspects to count.",
@@ -32,15 +58,15 @@ def label_suspects(summary: dict) -> list[Observation]:
                 verdict, answer = INCONCLUSIVE, "the intervals overlap: no clear over-representation"
             out.append(Observation(
                 rule="label_suspects",
-                text=(f"Of {v}'s {c['n']} confident failures (confidence ≥ {threshold}), {c['flagged']} ({number(c['share'])}) have a "
-                      f"label that confident learning finds suspect, against {number(entry['share'])} of all {audit['n_images']} test "
-                      f"images: {answer}. These failures may be the label's fault rather than the model's."),
+                text=(f"Of {v}'s {c['n']} confident failures (confidence ≥ {threshold}), {c['flagged']} ({number(c['share'])}) are label "
+                      f"suspects (flagged by every model), against {number(suspects / n)} of all {n} test images: {answer}."
+                      + (" These failures may be the label's fault rather than the model's." if verdict == EFFECT else "")),
                 verdict=verdict,
                 uncertainty=(f"Wilson 95% CI over the confident failures {interval_text(c['low'], c['high'], sign=False)}; over all test "
                              f"images {interval_text(overall_low, overall_high, sign=False)}"),
                 figure=figure_path("suspects"),
                 evidence={"threshold": float(threshold), "flagged": c["flagged"], "n": c["n"], "share": c["share"], "low": c["low"],
-                          "high": c["high"], "overall_share": entry["share"], "overall_low": overall_low, "overall_high": overall_high},
+                          "high": c["high"], "overall_share": suspects / n, "overall_low": overall_low, "overall_high": overall_high},
             ))
     return out
 

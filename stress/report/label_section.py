@@ -22,23 +22,32 @@ def label_blocks(summary: dict) -> list:
     models = [v for v in models_of(summary) if v in audit["models"]]
     blocks: list = [Paragraph(
         f"Label audit: {audit['method']}. The test images are out-of-sample for every model trained on the training split, which "
-        "confident learning needs. A flagged image is a suspect, not a proven label error: look at the gallery. Intervals are "
-        "Wilson 95% intervals over the images counted (all test images, or the model's confident failures).")]
-    rows = [(v, f"{e['flagged']} = {number(e['share'])} {interval_text(*e['share_interval'], sign=False)}",
-             _share(e["confident_failures"].get("0.9")), _share(e["confident_failures"].get("0.99")), _share(e["errors"]),
-             _share(e["correct"])) for v in models for e in [audit["models"][v]]]
-    blocks.append(make_table(("model", f"suspect test labels (of {audit['n_images']})", "suspects among confident failures ≥0.9",
-                              "≥0.99", "among all errors", "among correct predictions"), rows))
+        "confident learning needs. A label suspect is an image every model under test flags: a wrong label is wrong for any model, "
+        "while a model's confident error is often its own. A suspect is a candidate, not a proven label error: look at the gallery. "
+        "Intervals are Wilson 95% intervals over the images counted (all test images, a model's errors, or its confident failures).")]
+    rows = [(v, f"{e['flagged']} = {number(e['share'])} {interval_text(*e['share_interval'], sign=False)}", _share(e["errors"]),
+             _share(e["correct"]), _share(e["confident_failures"].get("0.9")),
+             _share(e.get("suspects_among_confident_failures", {}).get("0.9")), _share(e.get("suspects_among_confident_failures", {}).get("0.99")))
+            for v in models for e in [audit["models"][v]]]
+    blocks.append(make_table(("model", f"flagged test labels (of {audit['n_images']})", "flagged among its errors",
+                              "flagged among its correct predictions", "flagged among confident failures ≥0.9",
+                              "label suspects among confident failures ≥0.9", "≥0.99"), rows))
+    mirrors = [v for v in models if audit["models"][v].get("flags_mirror_errors")]
+    if mirrors:
+        blocks.append(Note(
+            f"the flags of {', '.join(mirrors)} cover at least {100 * audit.get('mirrors_errors_at', 0.5):.0f}% of its errors: "
+            "confident learning trusts a model where it is confident, so with a model this inaccurate the flags mostly restate its "
+            "confident errors. Only the images every model flags are treated as suspects, and even they are candidates"))
     if audit.get("agreement"):
         blocks.append(make_table(("models (reference / other)", "flagged by both", "only the reference", "only the other", "Jaccard",
                                   "Cohen's κ (over test images)"),
                                  [(" / ".join(a["models"]), a["both"], a["only_reference"], a["only_other"], number(a["jaccard"]),
                                    number(a["kappa"])) for a in audit["agreement"].values()]))
-    blocks.append(Paragraph(f"{audit['flagged_by_any_model']} test images are flagged by at least one model, "
-                            f"{audit['flagged_by_every_model']} by every model. The failure gallery and the Grad-CAM cases mark suspects "
-                            "in orange; --exclude-label-suspects leaves them out of both."))
-    blocks.append(Figure(figure_path("suspects"), "The top label suspects: flagged by the most models, then by the lowest probability "
-                                                  "the models give the given label."))
+    blocks.append(Paragraph(f"{audit['flagged_by_every_model']} test images are label suspects (flagged by every model); "
+                            f"{audit['flagged_by_any_model']} are flagged by at least one. The failure gallery and the Grad-CAM cases "
+                            "mark suspects in orange; --exclude-label-suspects leaves them out of both."))
+    blocks.append(Figure(figure_path("suspects"), "The top label suspects: flagged by every model, ranked by the lowest mean "
+                                                  "probability the models give the given label."))
     top = audit.get("suspects", [])[:10]
     if top:
         blocks.append(make_table(("rank", "image", "given label", "the models say", "flagged by"), [

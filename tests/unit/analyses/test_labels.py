@@ -90,7 +90,15 @@ def test_counts_and_shares_match_a_slow_loop(synthetic_logits):
     a, b = arrays["a_flagged"], arrays["b_flagged"]
     together = record["agreement"]["b"]
     assert together["both"] == sum(1 for i in range(noisy.size) if a[i] and b[i])
-    assert record["flagged_by_any_model"] == sum(1 for i in range(noisy.size) if a[i] or b[i]) == len(texts)
+    assert record["flagged_by_any_model"] == sum(1 for i in range(noisy.size) if a[i] or b[i])
+    assert sorted(texts) == [i for i in range(noisy.size) if a[i] and b[i]] == np.flatnonzero(arrays["suspect"]).tolist()
+    for name in ("a", "b"):  # label suspects (flagged by both) among each model's confident failures, by a slow loop
+        lg = logits if name == "a" else other
+        probs = np.exp(lg - lg.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        confident = [i for i in range(noisy.size) if probs[i].argmax() != noisy[i] and probs[i].max() >= 0.9]
+        entry = record["models"][name]["suspects_among_confident_failures"]["0.9"]
+        assert entry["n"] == len(confident) and entry["flagged"] == sum(1 for i in confident if a[i] and b[i])
     suspects = record["suspects"]
     assert [s["index"] for s in suspects if len(s["flagged_by"]) == 2] == [s["index"] for s in suspects[: record["flagged_by_every_model"]]]
 

@@ -16,12 +16,15 @@ def share(flagged: int, n: int) -> dict:
     return {"n": n, "flagged": flagged, "share": flagged / n, "low": low, "high": high}
 
 
-def audit(confident: dict[str, tuple[int, int]], flagged: int = 300, n: int = 10000) -> dict:
-    return {"method": "m", "n_images": n, "flagged_by_any_model": flagged, "flagged_by_every_model": flagged // 2, "agreement": {},
-            "suspects": [], "models": {"baseline": {
+def audit(confident: dict[str, tuple[int, int]], suspects: int = 150, n: int = 10000, errors_flagged: int = 300) -> dict:
+    """One model with 2,000 errors; `confident`: label suspects among its confident failures per threshold, (suspects, failures)."""
+    flagged = errors_flagged
+    return {"method": "m", "n_images": n, "flagged_by_any_model": flagged, "flagged_by_every_model": suspects, "agreement": {},
+            "suspects": [], "mirrors_errors_at": 0.5, "models": {"baseline": {
                 "flagged": flagged, "share": flagged / n, "share_interval": list(wilson_interval(flagged, n)),
-                "errors": share(flagged // 2, 2000), "correct": share(flagged // 2, 8000),
-                "confident_failures": {t: share(*confident[t]) for t in ("0.9", "0.99")}}}}
+                "errors": share(errors_flagged, 2000), "correct": share(0, 8000), "flags_mirror_errors": errors_flagged >= 1000,
+                "confident_failures": {t: share(*confident[t]) for t in ("0.9", "0.99")},
+                "suspects_among_confident_failures": {t: share(*confident[t]) for t in ("0.9", "0.99")}}}}
 
 
 def summary_with(**blocks) -> dict:
@@ -32,9 +35,16 @@ def test_over_represented_suspects_are_an_effect_and_equal_shares_are_not():
     found = label_suspects(summary_with(labels=audit({"0.9": (120, 1000), "0.99": (60, 300)})))
     assert [o.verdict for o in found] == [st.EFFECT, st.EFFECT]
     assert "120 (0.120)" in found[0].text and "over-represented" in found[0].text
-    same = label_suspects(summary_with(labels=audit({"0.9": (30, 1000), "0.99": (0, 0)})))  # 3.0 % against 3.0 % overall
+    same = label_suspects(summary_with(labels=audit({"0.9": (15, 1000), "0.99": (0, 0)})))  # 1.5 % against 1.5 % overall
     assert same[0].verdict == st.INCONCLUSIVE and same[1].verdict == st.INCONCLUSIVE and "no confident failures" in same[1].text
     assert label_suspects(summary_with()) == []
+
+
+def test_flags_that_cover_most_errors_are_not_read_as_label_errors():
+    """Planted: the same over-representation, but the model's flags cover 90 % of its errors (a weak model)."""
+    weak = label_suspects(summary_with(labels=audit({"0.9": (120, 1000), "0.99": (60, 300)}, errors_flagged=1800)))
+    assert len(weak) == 1 and weak[0].verdict == st.INCONCLUSIVE and "cannot say which failures are the label's fault" in weak[0].text
+    assert "1800 of its 2000 errors (0.900)" in weak[0].text
 
 
 def slices(kept: list[dict], tried: int = 200) -> dict:
