@@ -14,7 +14,9 @@ step-down procedure over all candidates tried keeps the family-wise error rate a
 kept slice is worse than overall (lift = error rate / p0 > 1) and its Wilson interval, taken at
 the confidence level of its Holm threshold (1 - alpha / (m - k)), excludes p0: the Wilson
 interval is the inversion of the same score test, so "rejected" and "interval excludes p0"
-coincide. Kept slices are ranked by the lower end of that interval over p0 (`lift_low`, the lift
+coincide. A conjunction (a class with a bin) is kept only if that interval also lies above the
+error rates of both its parents: otherwise it only inherits the class's (or the bin's) weakness,
+and "cat, bright images" would repeat "cat" once per bin. Kept slices are ranked by the lower end of that interval over p0 (`lift_low`, the lift
 the data guarantee), not by the point lift: a small subset of a weak slice often has a higher
 point lift by chance, and ranking by it would put such fragments above the slice itself. Each
 slice is described by its most frequent (true, predicted) pair among its errors.
@@ -49,6 +51,7 @@ class Candidate:
     kind: str  # class | characteristic | hue | class+characteristic | class+hue | cluster
     name: str
     mask: np.ndarray  # (N,) bool
+    parents: tuple[str, ...] = ()  # a conjunction's two slices (its class, its bin), by name
 
 
 def mean_hue(images: np.ndarray) -> np.ndarray:
@@ -92,7 +95,8 @@ def candidate_slices(labels: np.ndarray, class_names: tuple[str, ...], character
     out = [Candidate("class", f"true class {name}", mask) for _, name, mask in classes]
     out += [Candidate(kind, name, mask) for kind, name, mask in bins]
     for _, class_name, class_mask in classes:
-        out += [Candidate(f"class+{kind}", f"{class_name}, {name}", class_mask & mask) for kind, name, mask in bins]
+        out += [Candidate(f"class+{kind}", f"{class_name}, {name}", class_mask & mask, (f"true class {class_name}", name))
+                for kind, name, mask in bins]
     if clusters is not None:
         out += [Candidate("cluster", f"embedding cluster {int(c)}", clusters == c) for c in np.unique(clusters)]
     return out
@@ -125,7 +129,8 @@ def find_slices(correct: np.ndarray, candidates: list[Candidate], labels: np.nda
                 class_names: tuple[str, ...], alpha: float = ALPHA, min_size: int = MIN_SIZE, top: int = TOP) -> dict:
     """The slices where the error rate is significantly above overall (see the module docstring), ranked by lift_low.
 
-    Returns {"overall_error", "n_images", "tried", "kept", "slices": [top kept], "tested": [every
+    Returns {"overall_error", "n_images", "tried", "kept", "inherited" (conjunctions left out as no worse than a
+    parent), "slices": [top kept], "tested": [every
     tried slice's kind, name, size, errors]} ("tested" lets a sweep follow each named slice over seeds).
     """
     correct = np.asarray(correct, dtype=bool).reshape(-1)
@@ -137,22 +142,26 @@ def find_slices(correct: np.ndarray, candidates: list[Candidate], labels: np.nda
     tried = [c for c in candidates if c.mask.sum() >= min_size and c.mask.sum() < n]
     tested = [{"kind": c.kind, "name": c.name, "size": int(c.mask.sum()), "errors": int(wrong[c.mask].sum())} for c in tried]
     result = {"overall_error": p0, "n_images": int(n), "alpha": alpha, "min_size": min_size, "tried": len(tried),
-              "kept": 0, "slices": [], "tested": tested, "interval_unit": INTERVAL_UNIT}
+              "kept": 0, "inherited": 0, "slices": [], "tested": tested, "interval_unit": INTERVAL_UNIT}
     if not tried or p0 in (0.0, 1.0):  # no errors (or no successes): nothing can be worse than overall
         return result
     pvalues = [score_test_p(t["errors"], t["size"], p0) for t in tested]
     rejected, levels = holm_bonferroni(pvalues, alpha), holm_levels(pvalues, alpha)
-    kept = []
+    rates = {c.name: float(wrong[c.mask].mean()) for c in candidates if c.mask.any()}
+    kept, inherited = [], 0
     for c, t, p, reject, level in zip(tried, tested, pvalues, rejected, levels):
         rate = t["errors"] / t["size"]
         if not reject or rate <= p0:
             continue
         low, high = wilson_interval(t["errors"], t["size"], confidence=1.0 - level)
+        if c.parents and low <= max(rates.get(name, p0) for name in c.parents):
+            inherited += 1
+            continue
         kept.append({**{k: t[k] for k in ("kind", "name", "size", "errors")}, "error_rate": rate, "lift": rate / p0, "lift_low": low / p0,
                      "low": low, "high": high, "confidence": 1.0 - level, "p": p, "mask": c.mask,
                      **_describe(c.mask, labels, predicted, class_names)})
     kept.sort(key=lambda s: (-s["lift_low"], s["name"]))
-    result["kept"] = len(kept)
+    result["kept"], result["inherited"] = len(kept), inherited
     result["slices"] = [{"rank": i, **s} for i, s in enumerate(kept[:top])]
     return result
 

@@ -69,14 +69,16 @@ def slice_blocks(summary: dict) -> list:
         f"(input of {slices.get('embedding_layer') or MISSING}). Each candidate with at least {first.get('min_size', MISSING)} images is "
         "tested against the model's overall error rate (score test); Holm's procedure over all candidates keeps the family-wise error "
         f"rate at {first.get('alpha', MISSING)}. Listed slices are worse than overall, and their Wilson interval, at the confidence of "
-        "each slice's Holm threshold, excludes the overall rate. Lift = slice error rate / overall error rate; slices are ranked by "
+        "each slice's Holm threshold, excludes the overall rate; a class with a bin is listed only if that interval also lies above "
+        "both the class's and the bin's own error rates (otherwise it only inherits their weakness). Lift = slice error rate / overall error rate; slices are ranked by "
         "the lift the interval guarantees (its lower end / overall rate), so a small fragment of a weak slice does not outrank it. "
         "Intervals are over "
         "the test images of each trained model; a slice is a finding about the augmentation only if a seed sweep repeats it.")]
     for v in models:
         found = slices["models"][v]
         blocks.append(Paragraph(f"{v}: {found['kept']} of {found['tried']} slices worse than the overall error rate "
-                                f"{number(found['overall_error'])}; the top {len(found['slices'])}:"))
+                                f"{number(found['overall_error'])} ({found.get('inherited', 0)} more within a class only inherit it); "
+                                f"the top {len(found['slices'])}:"))
         if found["slices"]:
             blocks.append(make_table(("rank", "slice", "images", "error rate [interval, level]", "lift", "lift at least", "most frequent error"), [
                 (s["rank"] + 1, s["name"], s["size"], f"{number(s['error_rate'])} {interval_text(s['low'], s['high'], sign=False)}, "

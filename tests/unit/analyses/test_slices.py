@@ -128,3 +128,16 @@ def test_a_model_without_errors_or_without_successes_has_no_slices(p0):
     correct = np.full(100, p0 == 0.0)
     found = find_slices(correct, [Candidate("class", "half", labels < 5)], labels, labels, NAMES)
     assert found["slices"] == [] and found["overall_error"] == p0
+
+
+def test_a_weak_class_is_one_slice_not_one_per_bin_and_a_weak_conjunction_is_kept():
+    images, hue = tinted_images(3000, seed=6)
+    labels = np.arange(3000) % 10
+    rng = np.random.default_rng(7)
+    red = (hue >= 330) | (hue < 30)
+    # Planted: class 2 fails at 45 % everywhere; class 5 fails at 70 % on reddish images only; elsewhere 10 %.
+    rate = np.where(labels == 2, 0.45, np.where((labels == 5) & red, 0.7, 0.1))
+    found = slices_for(images, labels, rng.random(3000) >= rate)
+    names = [s["name"] for s in found["slices"]]
+    assert "true class c2" in names and not any(n.startswith("c2, ") for n in names) and found["inherited"] > 0
+    assert "c5, mean colour red" in names
