@@ -83,19 +83,29 @@ def page_size(driver) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def full_page_png(driver, max_height: int = 30000) -> bytes:
-    """PNG of the whole page (not just the viewport), at most `max_height` CSS pixels tall."""
+def full_page_png(driver, max_height: int = 30000, section: str | None = None) -> bytes:
+    """PNG of the whole page (not just the viewport), or of one <section id=...>, at most `max_height` CSS pixels tall."""
     wait_until_loaded(driver)
     width, height = page_size(driver)
     if width <= 0 or height <= 0:
         raise StressError(f"the page has no laid-out size ({width}x{height} CSS pixels); nothing to capture")
-    clip = {"x": 0, "y": 0, "width": width, "height": min(height, max_height), "scale": 1}
+    top = 0
+    if section:
+        box = driver.execute_script(
+            "const e = document.getElementById(arguments[0]); if (!e) return null;"
+            " const r = e.getBoundingClientRect(); return [r.top + window.scrollY, r.height];", section)
+        if box is None:
+            ids = driver.execute_script("return Array.from(document.querySelectorAll('section[id]')).map(s => s.id)")
+            raise StressError(f"--section {section!r}: no such section in the report (sections: {', '.join(ids)})")
+        top, height = int(box[0]), int(box[1])
+    clip = {"x": 0, "y": top, "width": width, "height": min(height, max_height), "scale": 1}
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
     return base64.b64decode(shot["data"])
 
 
-def screenshot_report(report_html: str | Path, out_png: str | Path, width: int = 1200, max_height: int = 30000) -> Path:
-    """Open `report_html` in headless Chromium at `width` CSS pixels and save a full-page PNG."""
+def screenshot_report(report_html: str | Path, out_png: str | Path, width: int = 1200, max_height: int = 30000,
+                      section: str | None = None) -> Path:
+    """Open `report_html` in headless Chromium at `width` CSS pixels and save a full-page PNG (or one section's)."""
     report_html, out_png = Path(report_html).resolve(), Path(out_png)
     with tempfile.TemporaryDirectory(prefix="stress-chromium-") as profile:
         driver = start_chromium(profile, width)
@@ -104,7 +114,7 @@ def screenshot_report(report_html: str | Path, out_png: str | Path, width: int =
             driver.get(report_html.as_uri())
             wait_until_loaded(driver)
             out_png.parent.mkdir(parents=True, exist_ok=True)
-            out_png.write_bytes(full_page_png(driver, max_height))
+            out_png.write_bytes(full_page_png(driver, max_height, section))
         finally:
             driver.quit()
     return out_png
@@ -116,11 +126,12 @@ def main() -> int:
     parser.add_argument("out", metavar="OUT.png", help="where to write the screenshot")
     parser.add_argument("--width", type=int, default=1200, help="viewport width in CSS pixels; 390 looks like a phone [1200]")
     parser.add_argument("--max-height", type=int, default=30000, help="cut the page after this many CSS pixels [30000]")
+    parser.add_argument("--section", metavar="ID", help="capture only this section of the report, e.g. labels or robustness [whole page]")
     args = parser.parse_args()
     report = expand(args.run_dir, "RUN_DIR") / "report.html"
     if not report.is_file():
         raise StressError(f"{report}: missing; build it with python jobs/report.py {args.run_dir}")
-    print(f"screenshot: {screenshot_report(report, args.out, args.width, args.max_height)}")
+    print(f"screenshot: {screenshot_report(report, args.out, args.width, args.max_height, args.section)}")
     return 0
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from stress.report.plots import SUSPECT_COLOUR, _as_rgb, plt, save_figure
 
 ELLIPSE_SIGMA = 2.0  # outline of a slice in the embedding map: its 2-sigma covariance ellipse
+OUTLINE_COLOURS = ("#000000", "#1f77b4", "#2ca02c")  # the top slices' outlines, by rank
 
 
 def plot_suspect_gallery(images: np.ndarray, suspects: list[dict], path: Path, columns: int = 5) -> Path:
@@ -51,14 +52,15 @@ def plot_embedding_map(projections: dict[str, np.ndarray], correct: dict[str, np
         ax.scatter(*xy[ok].T, s=3, c="#b0b0b0", alpha=0.5, linewidths=0, label=f"correct (n={int(ok.sum())})")
         wrong = ~ok & ~suspect
         ax.scatter(*xy[wrong].T, s=4, c="#d62728", alpha=0.6, linewidths=0, label=f"wrong (n={int(wrong.sum())})")
-        ax.scatter(*xy[suspect].T, s=14, c=SUSPECT_COLOUR, marker="x", linewidths=0.8, label=f"label suspect (n={int(suspect.sum())})")
+        ax.scatter(*xy[suspect].T, s=7, c=SUSPECT_COLOUR, marker="x", linewidths=0.5, alpha=0.8, label=f"label suspect (n={int(suspect.sum())})")
         for rank, (name, mask) in enumerate(slices.get(v, [])[:outlined]):
             outline = _ellipse(xy[mask])
             if outline is None:
                 continue
-            ax.plot(*outline.T, color="black", lw=1.2)
-            ax.annotate(str(rank + 1), outline[np.argmax(outline[:, 1])], ha="center", va="bottom", fontsize=10, weight="bold")
-            ax.plot([], [], color="black", lw=1.2, label=f"{rank + 1}: {name}"[:70])
+            line_colour = OUTLINE_COLOURS[rank % len(OUTLINE_COLOURS)]
+            ax.plot(*outline.T, color=line_colour, lw=2)
+            ax.annotate(str(rank + 1), outline[np.argmax(outline[:, 1])], ha="center", va="bottom", fontsize=11, weight="bold", color=line_colour)
+            ax.plot([], [], color=line_colour, lw=2, label=f"slice {rank + 1}: {name} (n={int(mask.sum())})"[:80])
         share = variance.get(v) or [0.0, 0.0]
         ax.set_xlabel(f"PC 1 ({100 * share[0]:.0f}% of variance)")
         ax.set_ylabel(f"PC 2 ({100 * share[1]:.0f}% of variance)")

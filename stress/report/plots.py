@@ -83,7 +83,8 @@ def plot_failure_gallery(images: np.ndarray, labels, predicted, confidence, titl
     """
     count = max(len(images), 1)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.5 * rows), squeeze=False)
+    marked = suspect is not None and bool(np.any(suspect))  # a third title line needs room
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, (2.85 if marked else 2.5) * rows), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
