@@ -98,7 +98,12 @@ def candidate_slices(labels: np.ndarray, class_names: tuple[str, ...], character
         out += [Candidate(f"class+{kind}", f"{class_name}, {name}", class_mask & mask, (f"true class {class_name}", name))
                 for kind, name, mask in bins]
     if clusters is not None:
-        out += [Candidate("cluster", f"embedding cluster {int(c)}", clusters == c) for c in np.unique(clusters)]
+        for c in np.unique(clusters):
+            mask = clusters == c
+            values, counts = np.unique(labels[mask], return_counts=True)
+            top = np.argsort(-counts, kind="stable")[:2]
+            make_up = ", ".join(f"{100 * counts[i] / mask.sum():.0f}% {class_names[int(values[i])]}" for i in top)
+            out.append(Candidate("cluster", f"embedding cluster {int(c)} ({make_up})", mask))
     return out
 
 

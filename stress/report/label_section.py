@@ -35,9 +35,10 @@ def label_blocks(summary: dict) -> list:
     mirrors = [v for v in models if audit["models"][v].get("flags_mirror_errors")]
     if mirrors:
         blocks.append(Note(
-            f"the flags of {', '.join(mirrors)} cover at least {100 * audit.get('mirrors_errors_at', 0.5):.0f}% of its errors: "
-            "confident learning trusts a model where it is confident, so with a model this inaccurate the flags mostly restate its "
-            "confident errors. Only the images every model flags are treated as suspects, and even they are candidates"))
+            f"{' and '.join(mirrors)}: the flags cover at least {100 * audit.get('mirrors_errors_at', 0.5):.0f}% of "
+            f"{'its' if len(mirrors) == 1 else 'each model’s'} errors. Confident learning trusts a model where it is confident, so "
+            "with a model this inaccurate the flags mostly restate its confident errors. Only the images every model flags are "
+            "treated as suspects, and even they are candidates to look at"))
     if audit.get("agreement"):
         blocks.append(make_table(("models (reference / other)", "flagged by both", "only the reference", "only the other", "Jaccard",
                                   "Cohen's κ (over test images)"),
@@ -82,7 +83,7 @@ def slice_blocks(summary: dict) -> list:
         if found["slices"]:
             blocks.append(make_table(("rank", "slice", "images", "error rate [interval, level]", "lift", "lift at least", "most frequent error"), [
                 (s["rank"] + 1, s["name"], s["size"], f"{number(s['error_rate'])} {interval_text(s['low'], s['high'], sign=False)}, "
-                 f"{100 * s['confidence']:.3g}%", f"×{number(s['lift'], 2)}", f"×{number(s['lift_low'], 2)}",
+                 f"{100 * s['confidence']:.4g}%", f"×{number(s['lift'], 2)}", f"×{number(s['lift_low'], 2)}",
                  (f"{s['top_confusion']['true_name']} → {s['top_confusion']['predicted_name']} ({s['top_confusion']['count']})"
                   if s.get("top_confusion") else MISSING)) for s in found["slices"]]))
     if any("projection_variance" in slices["models"][v].get("embedding", {}) for v in models):
