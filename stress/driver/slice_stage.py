@@ -23,6 +23,14 @@ SLICES_VERSION = 3  # 2: conjunctions no worse than a parent are left out; 3: cl
 SLICES_OPTIONS = ("slice_min_size",)  # stress.* the stage reads (its inputs are otherwise the weights and the test set)
 
 
+EMBEDDING_VERSION = 1  # the embedding tasks' own computation, apart from how slices are found
+
+
+def embedding_key(config: ExperimentConfig) -> str:
+    """What the saved embedding tasks were computed from: the trained models' options (the weights are checked apart)."""
+    return config_key(config.to_dict(), TRAINING_SECTIONS, None, EMBEDDING_VERSION)
+
+
 def slices_key(config: ExperimentConfig) -> str:
     """The slices stage's inputs: the trained models' options and the slice options (the weights are checked apart)."""
     return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": SLICES_OPTIONS}, SLICES_VERSION)
@@ -51,7 +59,8 @@ def slices_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         tasks = [Task(f"{v}_{start}_{stop}", (weights_ref[v], model_config, images_ref, start, stop), {"precision": config.train.precision},
                       f"{v}:{start}-{stop}") for v in names for start, stop in bounds]
         log(f"slices: embeddings (input of {layer}) of {len(names)} model(s) x {len(bounds)} shards")
-        results = run_resumable(executor, embed_shard, tasks, run.path("eval", "embedding_shards"), shard_key(run, key), config.resources, log)
+        results = run_resumable(executor, embed_shard, tasks, run.path("eval", "embedding_shards"), shard_key(run, embedding_key(config)),
+                                config.resources, log)
         embeddings = {v: merge_shards([results[f"{v}_{start}_{stop}"] for start, stop in bounds], n)["embedding"] for v in names}
     seconds_embed = time.perf_counter() - started
     with np.load(run.path("eval", "predictions.npz")) as table:

@@ -134,6 +134,8 @@ def test_an_option_re_runs_only_the_stages_that_read_it(trained_run, tmp_path, o
     assert not any(name.startswith("train_") for name in executor.ran)
     if option == "stress.exclude_label_suspects":  # the evaluate stage's analysis re-runs on its saved shards
         assert "evaluate_shard" not in executor.ran
+    if option == "stress.slice_min_size":  # the slices are found again from the saved embeddings
+        assert "embed_shard" not in executor.ran
 
 
 def test_the_check_can_fail_a_stage_that_re_runs_on_an_option_it_does_not_read(trained_run, tmp_path, monkeypatch):
