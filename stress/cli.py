@@ -44,6 +44,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "stress-limit": ("stress.stress_limit", int, "corruption/shift evaluation on the first N test images, 0 = all [0]"),
     "faithfulness-images": ("stress.faithfulness_images", int, "images for deletion/insertion curves per variant [500]"),
     "slice-min-size": ("stress.slice_min_size", int, "test images a candidate failure slice needs to be tested [30]"),
+    "audit-folds": ("stress.audit_folds", int, "folds of --audit-train-labels' cross-validation: K parallel trainings [5]"),
 }
 
 
@@ -70,6 +71,9 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
                         help="torchvision/timm models: 3x3 stride-1 first convolution and no stem max-pool, for 32x32 images")
     parser.add_argument("--exclude-label-suspects", action="store_true", default=None,
                         help="leave test images whose label the audit (cleanlab) finds suspect out of the failure cases and gallery")
+    parser.add_argument("--audit-train-labels", action="store_true", default=None,
+                        help="also audit the training labels: K-fold cross-validated probabilities from K trainings of the "
+                             "baseline recipe (run in parallel on Ray Train), then confident learning")
     parser.add_argument("--skip-stress", action="store_true", default=None, help="skip corruptions, shifts and calibration")
     parser.add_argument("--compile", action="store_true", default=None,
                         help="torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs")
@@ -105,6 +109,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         overrides["stress.compile"] = True
     if getattr(args, "exclude_label_suspects", None):
         overrides["stress.exclude_label_suspects"] = True
+    if getattr(args, "audit_train_labels", None):
+        overrides["stress.audit_train_labels"] = True
     return merge(base, overrides)
 
 

@@ -102,6 +102,8 @@ class StressConfig:
     cam_layer: str = ""  # module Grad-CAM hooks; empty = the last one with a spatial output (stress.models.find_cam_layer)
     exclude_label_suspects: bool = False  # leave images whose label the audit finds suspect out of the failure cases and gallery
     slice_min_size: int = 30  # test images a candidate failure slice needs to be tested (stress.analyses.slices)
+    audit_train_labels: bool = False  # also audit the training labels, with K-fold cross-validated probabilities
+    audit_folds: int = 5  # K of that cross-validation: K trainings of the baseline recipe, run in parallel
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,9 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("stress.shards", s.shards, minimum=0, integer=True)
     _check_number("stress.num_cases", s.num_cases, minimum=3, integer=True)
     _check_number("stress.slice_min_size", s.slice_min_size, minimum=1, integer=True)
+    _check_number("stress.audit_folds", s.audit_folds, minimum=2, integer=True)
+    if not isinstance(s.audit_train_labels, bool):
+        raise StressError(f"stress.audit_train_labels must be true or false, got {s.audit_train_labels!r}")
     if not isinstance(s.exclude_label_suspects, bool):
         raise StressError(f"stress.exclude_label_suspects must be true or false, got {s.exclude_label_suspects!r}")
     _check_number("stress.stress_limit", s.stress_limit, minimum=0, integer=True)

@@ -80,6 +80,11 @@ def to_device_arrays(arrays: dict[str, np.ndarray], device: torch.device | str) 
         return {name: torch.from_numpy(np.asarray(value)) for name, value in arrays.items()}
 
 
+def is_training_name(variant: str) -> bool:
+    """"baseline", "augmented", or "fold<k>": a cross-validation fold of the label audit, trained with the baseline recipe."""
+    return variant in ("baseline", "augmented") or (variant.startswith("fold") and variant[4:].isdigit())
+
+
 def train_variant(
     config: ExperimentConfig,
     variant: str,
@@ -93,14 +98,14 @@ def train_variant(
     world_size: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train one variant ("baseline" or "augmented") and return the final state.
+    """Train one variant ("baseline", "augmented", or a label-audit fold "fold<k>": the baseline recipe) and return the final state.
 
     data: device tensors train_x/val_x/test_x (uint8 N,3,H,W) and train_y/val_y/test_y (int64).
     resume: a state returned by an earlier on_epoch call; training continues after its epoch.
     on_epoch(state, metrics): called after every epoch on every worker (checkpointing, reporting).
     The returned state has keys model, optimizer, epoch, rng, history, config, variant, test.
     """
-    if variant not in ("baseline", "augmented"):
+    if not is_training_name(variant):
         raise ValueError(f"unknown variant {variant!r}")
     t = config.train
     seed_everything(t.seed)

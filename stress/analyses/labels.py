@@ -87,8 +87,14 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
     probs = {v: softmax(logits[v]) for v in names}
     arrays: dict[str, np.ndarray] = {}
     models = {}
+    broken = [v for v in names if not np.isfinite(probs[v]).all()]
+    if broken:
+        return skipped(n, f"the outputs of {', '.join(broken)} are not finite (a diverged training?)")
     for v in names:
-        ranked = flag_label_issues(labels, probs[v])
+        try:
+            ranked = flag_label_issues(labels, probs[v])
+        except (ValueError, IndexError, ZeroDivisionError) as exc:  # cleanlab on degenerate inputs (e.g. a class without images)
+            return skipped(n, f"cleanlab could not audit {v}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
         flagged = np.zeros(n, dtype=bool)
         flagged[ranked] = True
         rank = np.full(n, -1, dtype=np.int64)
@@ -126,6 +132,12 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
         "suspects": listed[:MAX_SUSPECTS],
     }
     return record, arrays, {s["index"]: s["text"] for s in listed if len(s["flagged_by"]) == len(names)}
+
+
+def skipped(n: int, why: str) -> tuple[dict, dict[str, np.ndarray], dict[int, str]]:
+    """An audit that could not run: its record says why; no image is a suspect."""
+    return ({"method": METHOD, "n_images": int(n), "skipped": why},
+            {"suspicion": np.zeros(n), "suspect": np.zeros(n, dtype=bool)}, {})
 
 
 def suspects(labels: np.ndarray, probs: dict[str, np.ndarray], arrays: dict[str, np.ndarray], class_names: tuple[str, ...],

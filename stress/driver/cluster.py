@@ -131,13 +131,15 @@ def train_variants(
 ) -> None:
     """Train `variants` concurrently with Ray Train; call on_done(variant, result) as each finishes.
 
-    The data goes into the object store once; both trainers' workers read it from there.
-    A re-run with the same storage path resumes each trainer from its last checkpoint.
+    arrays: the split's arrays, shared by every variant, or {variant: its arrays} (the label audit's
+    folds). Each distinct array set goes into the object store once; the trainers' workers read it
+    from there. A re-run with the same storage path resumes each trainer from its last checkpoint.
     """
-    data_ref = ray.put(arrays)
+    shared = "train_x" in arrays
+    refs = {None: ray.put(arrays)} if shared else {v: ray.put(arrays[v]) for v in variants}
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
     fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV}, **coordinator_placement())
-    pending = {fit.remote(config.to_dict(), v, [data_ref], storage): v for v in variants}
+    pending = {fit.remote(config.to_dict(), v, [refs[None if shared else v]], storage): v for v in variants}
     _gather(pending, on_done, "training of {key} failed")
 
 

@@ -175,7 +175,8 @@ class LocalExecutor:
         from stress.train import to_device_arrays, train_variant
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        data = to_device_arrays(arrays, device)
+        shared = to_device_arrays(arrays, device) if "train_x" in arrays else None  # else {variant: its arrays}
         for variant in variants:
+            data = shared if shared is not None else to_device_arrays(arrays[variant], device)
             state = train_variant(config, variant, data, device=device, log=print)
             on_done(variant, {"state": state, "gpus_per_worker": 1.0 if device.type == "cuda" else 0.0})

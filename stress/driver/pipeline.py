@@ -5,6 +5,7 @@ with the same run name skips what finished and resumes what did not:
 
     prepare   config.json, split.json (dataset fingerprint)         here
     train     both variants at once -> variants/<v>/{model.pt,history.json}   stress.driver.stages
+    train_audit  --audit-train-labels: K fold trainings at once -> eval/train_labels.*  stress.driver.train_audit_stage
     evaluate  fan-out over test shards: predictions, Grad-CAM, label audit, failures, explanations   stages
     slices    fan-out: penultimate-layer embeddings; failure slices               stress.driver.slice_stage
     stress    fan-out: corruptions, shifts, calibration                       stages
@@ -32,6 +33,7 @@ from stress.driver import stages
 from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.fanout import Executor
 from stress.driver.slice_stage import slices_stage
+from stress.driver.train_audit_stage import train_audit_stage
 from stress.driver.stages import TRAINING_SECTIONS
 from stress.errors import Interrupted, StressError
 from stress.paths import expand
@@ -81,6 +83,7 @@ INTERVAL_UNITS = {
     "calibration": "test images of each trained model (bootstrap over images)",
     "labels": "confident failures (or test images) of each trained model (Wilson intervals)",
     "slices": "test images of one trained model (Wilson intervals at each slice's Holm-adjusted level)",
+    "train_labels": "training images (Wilson interval), with --audit-train-labels",
     "intervention": "not measured in a single run: one trained pair; run jobs/seed_sweep.py",
 }
 
@@ -228,12 +231,14 @@ class Pipeline:
             "dataset": self.splits.describe(),
             "variants": variants,
         }
-        for section in ("failures", "explanations", "robustness", "calibration", "labels", "slices"):
+        for section in ("failures", "explanations", "robustness", "calibration", "labels", "slices", "train_labels"):
             path = run.path("eval", f"{section}.json")
             if path.is_file():
                 summary[section] = read_json(path)
-        if "labels" in summary:  # labels.json lists up to 200 suspects; the rest are in eval/labels.npz
+        if "suspects" in summary.get("labels", {}):  # labels.json lists up to 200 suspects; the rest are in eval/labels.npz
             summary["labels"]["suspects"] = summary["labels"]["suspects"][:20]
+        if "train_labels" in summary:
+            summary["train_labels"]["flagged_images"] = summary["train_labels"]["flagged_images"][:20]
         for v in summary.get("slices", {}).get("models", {}).values():
             v.pop("tested", None)  # every candidate tried, for sweeps: in eval/slices.json
         summary["interval_units"] = INTERVAL_UNITS
@@ -321,6 +326,7 @@ class Pipeline:
                  (lambda: stages.train_stage(run, config, splits, executor, self.train_storage, log)))
         for stage in (
             first,
+            lambda: train_audit_stage(run, config, splits, executor, self.train_storage, log),
             lambda: stages.evaluate_stage(run, config, splits, executor, log),
             lambda: slices_stage(run, config, splits, executor, log),
             lambda: stages.stress_stage(run, config, splits, executor, log),

@@ -72,16 +72,19 @@ def slices_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     arrays: dict[str, np.ndarray] = {"hue": hues}
     for v in names:
         correct, predicted = predictions[v]
-        clusters = cluster_embeddings(embeddings[v], config.train.seed, min_size=config.stress.slice_min_size) if layer else None
+        usable = layer is not None and bool(np.isfinite(embeddings[v]).all())  # a diverged training gives inf/NaN features
+        clusters = cluster_embeddings(embeddings[v], config.train.seed, min_size=config.stress.slice_min_size) if usable else None
         candidates = candidate_slices(labels, config.data.class_names, characteristics, hues, clusters)
         found = find_slices(correct, candidates, labels, predicted, config.data.class_names, min_size=config.stress.slice_min_size)
         masks = [s.pop("mask") for s in found["slices"]]
         arrays[f"{v}_top_masks"] = np.stack(masks) if masks else np.zeros((0, n), dtype=bool)
-        if layer:
+        if usable:
             projection, variance = project(embeddings[v], config.train.seed)
             arrays[f"{v}_projection"], arrays[f"{v}_cluster"] = projection, clusters
             found["embedding"] = {"layer": layer, "dimensions": int(embeddings[v].shape[1]), "clusters": int(clusters.max() + 1),
                                   "projection": "PCA of the standardised embeddings", "projection_variance": variance}
+        elif layer is not None:
+            found["embedding"] = {"skipped": f"{v}'s embeddings are not finite (a diverged training?): no cluster slices"}
         else:
             found["embedding"] = {"skipped": "the model has no nn.Linear layer whose input is an embedding: no cluster slices"}
         record["models"][v] = found

@@ -227,7 +227,7 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     names = model_names(config)
     started = time.perf_counter()
     audit, flags, texts = audit_labels(labels, {v: merged[v]["logits"] for v in names}, config.data.class_names, names)
-    shown = [s["index"] for s in audit["suspects"][:SUSPECT_GALLERY] if len(s["flagged_by"]) == len(names)]
+    shown = [s["index"] for s in audit.get("suspects", [])[:SUSPECT_GALLERY] if len(s["flagged_by"]) == len(names)]
     write_npz(run.path("eval", "labels.npz"), **flags, gallery_indices=np.array(shown, dtype=np.int64),
               gallery_images=images[shown], gallery_labels=labels[shown])
     audit["seconds"] = time.perf_counter() - started
@@ -260,13 +260,17 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     write_json(run.path("eval", "labels.json"), audit)
     write_json(run.path("eval", "failures.json"), failures)
     write_json(run.path("eval", "explanations.json"), explanations)
+    if "skipped" in audit:
+        log(f"label audit skipped: {audit['skipped']}")
     for v in names:
-        f, a = failures[v], audit["models"][v]
+        f, a = failures[v], audit.get("models", {}).get(v)
         log(
             f"[{v}] {f['n_errors']} errors of {f['n_images']}; confident (>={CONFIDENT}): {f['confident_errors']['0.9']}, "
             f"(>=0.99): {f['confident_errors']['0.99']}; {len(f['cases'])} cases selected"
             + (" (label suspects excluded)" if exclude else "")
         )
+        if a is None:
+            continue
         c90, c99 = a["suspects_among_confident_failures"]["0.9"], a["suspects_among_confident_failures"]["0.99"]
         log(f"[{v}] label audit: {a['flagged']} test labels flagged ({a['errors']['flagged']} of its {a['errors']['n']} errors); "
             f"label suspects (flagged by every model) among its confident failures: {c90['flagged']}/{c90['n']} (>=0.9), "

@@ -141,6 +141,8 @@ def _labels_over_seeds(root: Path, seeds: list[int], summaries: dict[int, dict])
     flags = {v: [] for v in VARIANTS}
     for path in paths:
         with np.load(path) as table:
+            if not all(f"{v}_flagged" in table.files for v in VARIANTS):
+                return None  # a seed whose audit was skipped (labels.json says why)
             for v in VARIANTS:
                 flags[v].append(table[f"{v}_flagged"].astype(bool))
     stacked = {v: np.stack(rows) for v, rows in flags.items()}

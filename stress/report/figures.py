@@ -49,6 +49,7 @@ FIGURE_NAMES = {
     "reliability": "reliability.png",
     "case": "cases/{variant}_{rank}_{index}.png",  # one per selected failure case: its Grad-CAM panels
     "suspects": "label_suspects.png",
+    "train_suspects": "train_label_suspects.png",
     "embedding_map": "embedding_map.png",
 }
 
@@ -136,6 +137,13 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
         record = read_record(evaluation("labels.json"), "label audit", keys=("suspects",))
         shown = len(audit["gallery_indices"])
         written.append(plot_suspect_gallery(audit["gallery_images"], record["suspects"][:shown], run.figures / figure_name("suspects")))
+    if evaluation("train_labels.npz").is_file():
+        t = load_arrays(evaluation("train_labels.npz"))
+        if len(t["gallery_indices"]):
+            written.append(plot_failure_gallery(
+                t["gallery_images"], t["gallery_labels"], t["gallery_predicted"], t["gallery_confidence"],
+                "Training images whose label confident learning flags (given / out-of-fold prediction, confidence)",
+                run.figures / figure_name("train_suspects"), columns=5, names=names))
     if predictions is not None and evaluation("slices.npz").is_file() and evaluation("slices.json").is_file():
         arrays = load_arrays(evaluation("slices.npz"))
         record = read_record(evaluation("slices.json"), "failure slices", keys=("models",))

@@ -14,7 +14,7 @@ def label_suspects(summary: dict) -> list[Observation]:
     cannot tell label errors from that model's confident errors, and the rule says so (inconclusive).
     """
     audit = summary.get("labels")
-    if not audit:
+    if not audit or "skipped" in audit:
         return []
     out = []
     n = audit["n_images"]
@@ -81,10 +81,16 @@ def failure_slices(summary: dict) -> list[Observation]:
         found = slices["models"].get(v)
         if not found:
             continue
+        if not found["tried"] or found["overall_error"] in (0.0, 1.0):
+            why = (f"no candidate slice has {found['min_size']} images" if not found["tried"] else
+                   f"{v} is {'never' if found['overall_error'] == 0.0 else 'always'} wrong, so no slice can be worse than overall")
+            out.append(Observation(rule="failure_slices", text=f"Failure slices of {v} were not tested: {why}.", verdict=INCONCLUSIVE,
+                                   uncertainty="not computed", evidence={"tried": found["tried"], "kept": 0}))
+            continue
         if not found["slices"]:
             out.append(Observation(
                 rule="failure_slices",
-                text=(f"None of the {found['tried']} candidate slices of the test set is worse for {v} than its overall error rate "
+                text=(f"No candidate slice of the test set ({found['tried']} tried) is worse for {v} than its overall error rate "
                       f"{number(found['overall_error'])} after Holm's correction."),
                 verdict=NO_EFFECT, uncertainty=f"score tests, Holm over {found['tried']} slices (family-wise α = {found['alpha']})",
                 figure=figure_path("embedding_map"), evidence={"tried": found["tried"], "kept": 0}))

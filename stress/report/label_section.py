@@ -19,6 +19,8 @@ def label_blocks(summary: dict) -> list:
     audit = summary.get("labels")
     if not audit:
         return [Note("the label audit did not run (labels not in summary.json)")]
+    if "skipped" in audit:
+        return [Note(f"label audit skipped: {audit['skipped']}")]
     models = [v for v in models_of(summary) if v in audit["models"]]
     blocks: list = [Paragraph(
         f"Label audit: {audit['method']}. The test images are out-of-sample for every model trained on the training split, which "
@@ -95,5 +97,25 @@ def slice_blocks(summary: dict) -> list:
     return blocks
 
 
+def train_label_blocks(summary: dict) -> list:
+    audit = summary.get("train_labels")
+    if not audit:
+        return []
+    folds = audit.get("folds", {})
+    accuracy = folds.get("accuracy", {})
+    return [
+        Paragraph(f"Training labels (--audit-train-labels): {audit['method']}. {folds.get('k', MISSING)} models, each trained from scratch "
+                  f"with the {folds.get('recipe', MISSING)} recipe on the other folds, give every training image probabilities from a "
+                  f"model that never saw it (out-of-fold accuracy {number(audit['out_of_fold_accuracy'])}; per fold "
+                  f"{', '.join(number(a) for a in accuracy.values())})."),
+        make_table(("flagged training labels", "of which the out-of-fold model gets wrong", "per class"), [
+            (f"{audit['flagged']} of {audit['n_images']} = {number(audit['share'])} {interval_text(*audit['share_interval'], sign=False)}",
+             f"{audit['errors_flagged']} of its {audit['errors']} errors",
+             ", ".join(f"{c} {n}" for c, n in audit["per_class"].items()))]),
+        Figure(figure_path("train_suspects"), "The training images cleanlab ranks most likely mislabelled: given label / out-of-fold "
+                                              "prediction (confidence)."),
+    ]
+
+
 def labels_and_slices(summary: dict) -> Section:
-    return Section("labels", TITLE, tuple(label_blocks(summary) + slice_blocks(summary)))
+    return Section("labels", TITLE, tuple(label_blocks(summary) + train_label_blocks(summary) + slice_blocks(summary)))

@@ -30,9 +30,24 @@ def run_job(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    result = run_job(*SMALL, "--out", str(out), "--run-name", "e2e")
+    result = run_job(*SMALL, "--audit-train-labels", "--audit-folds", "2", "--out", str(out), "--run-name", "e2e")
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "e2e", result
+
+
+def test_the_train_label_audit_trains_its_folds_in_parallel_on_ray_train(finished_run):
+    run, result = finished_run
+    log = result.stdout + result.stderr
+    assert "train-label audit: 2 of 2 fold trainings (baseline recipe, 1/2 of the training split each) in parallel on Ray Train" in log
+    epochs = [line for line in log.splitlines() if "] epoch " in line and "[fold" in line]
+    assert {line.split("[fold")[1][0] for line in epochs} == {"1", "2"}
+    record = json.loads((run / "eval" / "train_labels.json").read_text())
+    assert record["n_images"] == 1800 and set(record["folds"]["accuracy"]) == {"fold1", "fold2"}
+    flagged = np.load(run / "eval" / "train_labels.npz")["flagged"]
+    assert flagged.shape == (1800,) and int(flagged.sum()) == record["flagged"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"labels", "slices", "train_labels"} <= set(summary)
+    assert (run / "figures" / "embedding_map.png").is_file()
 
 
 def test_both_trainings_ran_in_parallel_and_wrote_the_artifacts(finished_run):

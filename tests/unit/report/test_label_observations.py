@@ -60,7 +60,9 @@ def test_kept_slices_are_quoted_with_their_interval_and_none_kept_is_no_effect()
     effect = failure_slices(summary_with(slices=slices([top])))
     assert effect[0].verdict == st.EFFECT and "true class cat (error 0.450 [0.400, 0.500] on 1000 images, ×1.80)" in effect[0].text
     nothing = failure_slices(summary_with(slices=slices([])))
-    assert nothing[0].verdict == st.NO_EFFECT and "None of the 200 candidate slices" in nothing[0].text
+    assert nothing[0].verdict == st.NO_EFFECT and "No candidate slice of the test set (200 tried)" in nothing[0].text
+    untested = failure_slices(summary_with(slices=slices([], tried=0)))
+    assert untested[0].verdict == st.INCONCLUSIVE and "no candidate slice has 30 images" in untested[0].text
     section = labels_and_slices(summary_with(labels=audit({"0.9": (120, 1000), "0.99": (60, 300)}), slices=slices([top])))
     tables = [b for b in section.blocks if isinstance(b, Table)]
     assert any(row[1] == "true class cat" and row[4] == "×1.80" and row[5] == "×1.60" for t in tables for row in t.rows)
