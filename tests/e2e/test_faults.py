@@ -41,7 +41,9 @@ STAGE_OUTPUTS = {
     "train_baseline": ["variants/baseline/model.pt", "variants/baseline/history.json"],
     "train_augmented": ["variants/augmented/model.pt", "variants/augmented/history.json"],
     "evaluate": ["eval/predictions.npz", "eval/predictions.csv", "eval/characteristics.npz", "eval/gradcam_cases.npz",
-                 "eval/failure_gallery.npz", "eval/failures.json", "eval/explanations.json"],
+                 "eval/failure_gallery.npz", "eval/failures.json", "eval/explanations.json", "eval/labels.json", "eval/labels.npz"],
+    "slices": ["eval/slices.json", "eval/slices.npz"],
+    "train_audit": ["eval/train_labels.json", "eval/train_labels.npz"],
     "stress": ["eval/stress_correct.npz", "eval/robustness.json", "eval/calibration.json"],
 }
 
@@ -403,7 +405,7 @@ def test_rerun_after_sigterm_skips_training_and_finishes(interrupted_run):
     summary = json.loads((run / "summary.json").read_text())
     assert {v: summary["variants"][v]["epochs"] for v in VARIANTS} == {"baseline": 3, "augmented": 3}
     check_nothing_half_written(run)
-    assert check_stage_records(run) == {"train_baseline", "train_augmented", "evaluate"}  # --skip-stress: no stress stage
+    assert check_stage_records(run) == {"train_baseline", "train_augmented", "evaluate", "slices"}  # --skip-stress: no stress stage
 
 def write_truncated_npz(path: Path) -> None:
     """A real CIFAR-layout .npz cut in half, as an interrupted copy leaves it."""
