@@ -4,9 +4,11 @@
   image flagged in every seed is a stable suspect. The share of confident failures that are
   suspects gets a t-interval over seeds.
 - A named slice (every kind but the seed-specific embedding clusters) is followed over seeds by
-  its error rate minus the model's overall error rate. A slice is a finding when it is worse in
-  every seed and the t-test over seeds of that difference survives Holm's correction over all the
-  slices followed; a slice that a single run keeps in only one seed is noise.
+  its error rate minus the model's overall error rate; a class-with-bin slice by its error rate
+  minus the higher of its two parents' (its class's, its bin's), as in a single run. A slice is a
+  finding when it is worse in every seed and the t-test over seeds of that difference survives
+  Holm's correction over all the slices followed; a slice that a single run keeps in only one seed
+  is noise.
 
 Inputs are each seed's eval/labels.npz arrays and eval/slices.json records; intervals are over seeds.
 """
@@ -54,14 +56,23 @@ def slices_over_seeds(records: list[dict], variant: str, alpha: float = 0.05, li
     tables = [{t["name"]: t for t in m.get("tested", []) if t["kind"] != "cluster"} for m in per_seed]
     names = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
     rows = []
+    def rate(table: dict, name: str) -> float:
+        return table[name]["errors"] / table[name]["size"]
+
     for name in names:
-        differences = np.array([t[name]["errors"] / t[name]["size"] - m["overall_error"] for t, m in zip(tables, per_seed)])
+        parents = tables[0][name].get("parents") or []
+        if parents and all(p in t for p in parents for t in tables):
+            baseline = [max(rate(t, p) for p in parents) for t in tables]  # worse than its class and its bin
+        else:
+            baseline = [m["overall_error"] for m in per_seed]
+        differences = np.array([rate(t, name) - b for t, b in zip(tables, baseline)])
         interval = t_interval(differences)
         if len(differences) > 1 and differences.std(ddof=1) > 0:
             p = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
         else:
             p = 1.0 if not differences.any() else 0.0
         rows.append({"name": name, "kind": tables[0][name]["kind"], "size": tables[0][name]["size"],
+                     "against": "parent" if parents and all(p in t for p in parents for t in tables) else "overall",
                      "difference": interval, "p": p, "worse_in": int((differences > 0).sum()),
                      "kept_in": sum(name in k for k in kept),
                      "error_rates": [float(t[name]["errors"] / t[name]["size"]) for t in tables]})

@@ -145,7 +145,8 @@ def find_slices(correct: np.ndarray, candidates: list[Candidate], labels: np.nda
     n, wrong = correct.size, ~correct
     p0 = float(wrong.mean())
     tried = [c for c in candidates if c.mask.sum() >= min_size and c.mask.sum() < n]
-    tested = [{"kind": c.kind, "name": c.name, "size": int(c.mask.sum()), "errors": int(wrong[c.mask].sum())} for c in tried]
+    tested = [{"kind": c.kind, "name": c.name, "size": int(c.mask.sum()), "errors": int(wrong[c.mask].sum()),
+               **({"parents": list(c.parents)} if c.parents else {})} for c in tried]
     result = {"overall_error": p0, "n_images": int(n), "alpha": alpha, "min_size": min_size, "tried": len(tried),
               "kept": 0, "inherited": 0, "slices": [], "tested": tested, "interval_unit": INTERVAL_UNIT}
     if not tried or p0 in (0.0, 1.0):  # no errors (or no successes): nothing can be worse than overall

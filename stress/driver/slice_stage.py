@@ -19,7 +19,7 @@ from stress.driver.fanout import Executor, Task, merge_shards, run_resumable, sh
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_model, load_weights
 from stress.report.statements import number
 
-SLICES_VERSION = 3  # 2: conjunctions no worse than a parent are left out; 3: clusters named by their classes
+SLICES_VERSION = 4  # 2: conjunctions no worse than a parent are left out; 3: clusters named; 4: parents recorded
 SLICES_OPTIONS = ("slice_min_size",)  # stress.* the stage reads (its inputs are otherwise the weights and the test set)
 
 

@@ -146,8 +146,8 @@ def _labels_over_seeds(root: Path, seeds: list[int], summaries: dict[int, dict])
             for v in VARIANTS:
                 flags[v].append(table[f"{v}_flagged"].astype(bool))
     stacked = {v: np.stack(rows) for v, rows in flags.items()}
-    shares = {v: [summaries[s].get("labels", {}).get("models", {}).get(v, {}).get("confident_failures", {}).get("0.9", {}).get("share")
-                  for s in seeds] for v in VARIANTS}
+    shares = {v: [summaries[s].get("labels", {}).get("models", {}).get(v, {}).get("suspects_among_confident_failures", {})
+                  .get("0.9", {}).get("share") for s in seeds] for v in VARIANTS}
     return suspicion_over_seeds(stacked, shares), stacked
 
 

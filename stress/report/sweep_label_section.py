@@ -25,7 +25,7 @@ def labels_over_seeds(summary: dict) -> Section:
         rows.append((v, e["stable_suspects"], e["ever_flagged"], " / ".join(str(c) for c in e["flag_count_histogram"]),
                      f"{number(share['mean'])} {interval_text(share['low'], share['high'], sign=False)}" if share else MISSING))
     blocks.append(make_table(("variant", "stable suspects (every seed)", "flagged in any seed", "images flagged in 0 / 1 / … / n seeds",
-                              "share of confident failures (≥0.9) that are suspects, mean [95% CI over seeds]"), rows))
+                              "share of confident failures (≥0.9) that both models flag, mean [95% CI over seeds]"), rows))
     if "stable_in_both" in audit:
         blocks.append(Paragraph(f"{audit['stable_in_both']} images are stable suspects under both variants."))
     for v in VARIANTS:
@@ -37,13 +37,14 @@ def labels_over_seeds(summary: dict) -> Section:
         return Section("labels", TITLE, tuple(blocks))
     blocks.append(Paragraph(
         "Failure slices over seeds: every named slice (the embedding clusters differ between trainings and are left out) is followed by "
-        "its error rate minus the model's overall error rate in each seed. A finding is worse in every seed, with a t-test over seeds "
+        "its error rate minus the model's overall error rate in each seed (a class with a bin: minus the higher of its class's and its "
+        "bin's error rates). A finding is worse in every seed, with a t-test over seeds "
         "that survives Holm's correction over all slices followed; a slice that a single run kept in only one seed is noise."))
     for v in VARIANTS:
         s = slices["variants"][v]
         blocks.append(Paragraph(f"{v}: {s['findings']} of {s['followed']} slices are findings over {s['n_seeds']} seeds."))
         if s["top"]:
-            blocks.append(make_table(("slice", "images", "error − overall, mean [95% CI over seeds]", "worse in", "kept by the single run in"), [
+            blocks.append(make_table(("slice", "images", "error − overall (or − parent), mean [95% CI over seeds]", "worse in", "kept by the single run in"), [
                 (r["name"], r["size"], f"{signed(r['difference']['mean'])} {interval_text(r['difference']['low'], r['difference']['high'])}",
                  f"{r['worse_in']} of {s['n_seeds']}", f"{r['kept_in']} of {s['n_seeds']}") for r in s["top"]]))
         if s["kept_in_one_seed_only"]:

@@ -54,3 +54,16 @@ def test_a_slice_worse_in_every_seed_by_a_hair_is_no_finding_after_holm():
     from scipy import stats
 
     assert stats.ttest_1samp([0.001, 0.002, 0.003, 0.004], 0.0).pvalue < 0.05  # uncorrected, cat would count
+
+
+def test_a_class_with_a_bin_is_measured_against_its_parents():
+    """Planted: 'cat, dark' is worse than overall in every seed only because 'cat' is; against its parent it is no finding."""
+    def seed(s: int) -> dict:
+        cat = 400 + 10 * s
+        tested = [{"kind": "class", "name": "true class cat", "size": 1000, "errors": cat},
+                  {"kind": "characteristic", "name": "dark", "size": 2500, "errors": 500 + s},
+                  {"kind": "class+characteristic", "name": "cat, dark", "size": 250, "errors": cat // 4 + (s % 2),
+                   "parents": ["true class cat", "dark"]}]
+        return {"models": {"baseline": {"overall_error": 0.2, "tested": tested, "slices": []}}}
+    result = slices_over_seeds([seed(s) for s in range(5)], "baseline", listed=10)
+    assert [r["name"] for r in result["top"]] == ["true class cat"]
