@@ -7,7 +7,7 @@
   its error rate minus the model's overall error rate; a class-with-bin slice by its error rate
   minus the higher of its two parents' (its class's, its bin's), as in a single run. A slice is a
   finding when it is worse in every seed and the t-test over seeds of that difference survives
-  Holm's correction over all the slices followed; a slice that a single run keeps in only one seed
+  Holm's correction over all the slices followed; a slice in only one seed's listed top slices
   is noise.
 
 Inputs are each seed's eval/labels.npz arrays and eval/slices.json records; intervals are over seeds.
@@ -50,7 +50,7 @@ def suspicion_over_seeds(flags: dict[str, np.ndarray], confident_shares: dict[st
 
 def slices_over_seeds(records: list[dict], variant: str, alpha: float = 0.05, listed: int = 15) -> dict:
     """Every named slice tested in all seeds of `variant`: its error rate minus overall per seed, a t-interval over seeds,
-    in how many seeds it is worse and in how many the single run kept it; findings as in the module docstring."""
+    in how many seeds it is worse and in how many seeds' listed top slices it is; findings as in the module docstring."""
     per_seed = [r["models"][variant] for r in records]
     kept = [{s["name"] for s in m["slices"]} for m in per_seed]  # the top slices each run listed
     tables = [{t["name"]: t for t in m.get("tested", []) if t["kind"] != "cluster"} for m in per_seed]

@@ -39,16 +39,16 @@ def labels_over_seeds(summary: dict) -> Section:
         "Failure slices over seeds: every named slice (the embedding clusters differ between trainings and are left out) is followed by "
         "its error rate minus the model's overall error rate in each seed (a class with a bin: minus the higher of its class's and its "
         "bin's error rates). A finding is worse in every seed, with a t-test over seeds "
-        "that survives Holm's correction over all slices followed; a slice that a single run kept in only one seed is noise."))
+        "that survives Holm's correction over all slices followed; a slice in only one seed's top 10 is noise."))
     for v in VARIANTS:
         s = slices["variants"][v]
         blocks.append(Paragraph(f"{v}: {s['findings']} of {s['followed']} slices are findings over {s['n_seeds']} seeds."))
         if s["top"]:
-            blocks.append(make_table(("slice", "images", "error − overall (or − parent), mean [95% CI over seeds]", "worse in", "kept by the single run in"), [
+            blocks.append(make_table(("slice", "images", "error − overall (or − parent), mean [95% CI over seeds]", "worse in", "in a single run's top 10"), [
                 (r["name"], r["size"], f"{signed(r['difference']['mean'])} {interval_text(r['difference']['low'], r['difference']['high'])}",
                  f"{r['worse_in']} of {s['n_seeds']}", f"{r['kept_in']} of {s['n_seeds']}") for r in s["top"]]))
         if s["kept_in_one_seed_only"]:
-            blocks.append(Note(f"kept in one seed only (noise): {', '.join(s['kept_in_one_seed_only'])}"))
+            blocks.append(Note(f"in one seed's top 10 only, and no finding over seeds (noise): {', '.join(s['kept_in_one_seed_only'])}"))
     return Section("labels", TITLE, tuple(blocks))
 
 
