@@ -264,11 +264,8 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
         log(f"label audit skipped: {audit['skipped']}")
     for v in names:
         f, a = failures[v], audit.get("models", {}).get(v)
-        log(
-            f"[{v}] {f['n_errors']} errors of {f['n_images']}; confident (>={CONFIDENT}): {f['confident_errors']['0.9']}, "
-            f"(>=0.99): {f['confident_errors']['0.99']}; {len(f['cases'])} cases selected"
-            + (" (label suspects excluded)" if exclude else "")
-        )
+        log(f"[{v}] {f['n_errors']} errors of {f['n_images']}; confident (>={CONFIDENT}): {f['confident_errors']['0.9']}, "
+            f"(>=0.99): {f['confident_errors']['0.99']}; {len(f['cases'])} cases selected" + (" (label suspects excluded)" if exclude else ""))
         if a is None:
             continue
         c90, c99 = a["suspects_among_confident_failures"]["0.9"], a["suspects_among_confident_failures"]["0.99"]
