@@ -87,6 +87,7 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
     probs = {v: softmax(logits[v]) for v in names}
     arrays: dict[str, np.ndarray] = {}
     models = {}
+    confident_failures: dict[str, dict[float, np.ndarray]] = {}  # per model and threshold: wrong with confidence >= t
     broken = [v for v in names if not np.isfinite(probs[v]).all()]
     if broken:
         return skipped(n, f"the outputs of {', '.join(broken)} are not finite (a diverged training?)")
@@ -102,6 +103,7 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
         arrays[f"{v}_flagged"], arrays[f"{v}_rank"] = flagged, rank
         predicted, confidence = probs[v].argmax(1), probs[v].max(1)
         wrong = predicted != labels
+        confident_failures[v] = {t: wrong & (confidence >= t) for t in THRESHOLDS}
         low, high = wilson_interval(int(flagged.sum()), n)
         models[v] = {
             "flagged": int(flagged.sum()),
@@ -109,15 +111,13 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
             "share_interval": [low, high],
             "errors": _share(flagged, wrong),
             "correct": _share(flagged, ~wrong),
-            "confident_failures": {str(t): _share(flagged, wrong & (confidence >= t)) for t in THRESHOLDS},
+            "confident_failures": {str(t): _share(flagged, mask) for t, mask in confident_failures[v].items()},
             "ranked": [int(i) for i in ranked[:MAX_SUSPECTS]],
         }
     votes = np.mean([arrays[f"{v}_flagged"] for v in names], axis=0)
     arrays["suspicion"], arrays["suspect"] = votes, votes == 1
     for v in names:
-        predicted, confidence = probs[v].argmax(1), probs[v].max(1)
-        wrong = predicted != labels
-        models[v]["suspects_among_confident_failures"] = {str(t): _share(arrays["suspect"], wrong & (confidence >= t)) for t in THRESHOLDS}
+        models[v]["suspects_among_confident_failures"] = {str(t): _share(arrays["suspect"], mask) for t, mask in confident_failures[v].items()}
         models[v]["flags_mirror_errors"] = bool((models[v]["errors"]["share"] or 0.0) >= MIRRORS_ERRORS)
     listed = suspects(labels, probs, arrays, class_names, names, limit=n)
     record = {
