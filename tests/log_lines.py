@@ -17,7 +17,7 @@ OWN = [re.compile(p) for p in (
     r"^evaluate: ", r"^stress: ", r"^  \[\d+/\d+\] \S+ done \(\d+ s\)$", r"^augmented - baseline: ", r"^figures: \d+ written",
     r"^report: ", r"^(baseline|augmented): test_acc ", r"^run folder: ", r"^resuming ", r"^waiting up to ", r"^nodes are there",
     r"^sweep: ", r"^sweep finished", r"^augmented - baseline \w+: ", r"^interrupted",
-    r"^slices: ", r"^label audit skipped: ", r"^train-label audit: ", r"^\[fold\d+\] ",
+    r"^slices: ", r"^label audit skipped: ", r"^train-label audit: ", r"^\[fold\d+\] ", r"^disk: ",
 )]
 # Lines of other processes that a run's log may hold, each with what it means (README, "What a run's log holds").
 EXPLAINED = {
@@ -28,6 +28,8 @@ EXPLAINED = {
     "job manager: entrypoint": (re.compile(r"^Running entrypoint for job "), "the command Ray runs for the job"),
     "PreemptionWatcher, one per trainer": (re.compile(r"core_worker\.cc:\d+: Actor with class name: 'PreemptionWatcher'"),
                                            "Ray Train's spot-preemption watcher; kept on clusters (spot GPU nodes), harmless"),
+    "raylet: disk nearly full": (re.compile(r"^\(raylet\) .*file_system_monitor\.cc:\d+: .* is over \d+% full"),
+                                 "the node's disk is over Ray's spill threshold; Ray repeats this every 10 s"),
     "raylet: worker processes": (re.compile(r"^\(raylet\) WARNING: \d+ PYTHON worker processes have been started on node"),
                                  "more worker processes than CPUs on a small node: the 0-CPU trainer tasks and their controllers"),
 }

@@ -275,8 +275,8 @@ class RayExecutor:
 
     name = "ray"
 
-    def start(self, address: str | None) -> dict[str, float]:
-        return connect(address)
+    def start(self, address: str | None, log=None) -> dict[str, float]:
+        return connect(address, log=log)
 
     def check(self, resources: ResourceConfig, totals: dict[str, float], address: str | None, log) -> None:
         check_resources(resources, totals, address, log)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import ray
 import ray.train
@@ -25,6 +28,48 @@ LOCAL_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # Train's patched print() on workers: progress lines are written directly
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # watches spot preemption; a local instance has none (and it logs an error line)
 }
+
+
+# Ray's default `local_fs_capacity_threshold`: above this share of its temp dir's disk in use, a
+# raylet refuses to spill objects and logs an error line every 10 s for as long as it runs.
+RAY_DISK_THRESHOLD = 0.95
+
+
+def raised_disk_threshold(used: float, threshold: float) -> float | None:
+    """The spill threshold a local instance gets when its disk is already at or over `threshold`.
+
+    None while `used` (the share of the disk in use) is under it. Otherwise halfway between what
+    is in use now and a full disk: the job can still spill into half of what is left, and Ray
+    still refuses before the disk is full, but it no longer repeats its warning from the start.
+    """
+    if used < threshold:
+        return None
+    return min(used + (1.0 - used) / 2.0, 0.999)
+
+
+def _disk_in_use(path: Path) -> tuple[float, float]:
+    """(share in use, free GB) of the file system that holds `path`, as Ray counts it (1 - free/total)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    return 1.0 - usage.free / usage.total, usage.free / 1e9
+
+
+def _disk_environment(log: Callable[[str], None] | None) -> dict[str, str]:
+    """RAY_local_fs_capacity_threshold for a local instance whose temp dir's disk is nearly full, and one line saying so."""
+    temp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+    try:
+        threshold = float(os.environ.get("RAY_local_fs_capacity_threshold", RAY_DISK_THRESHOLD))
+        used, free_gb = _disk_in_use(temp)
+    except (OSError, ValueError):
+        return {}
+    raised = raised_disk_threshold(used, threshold)
+    if raised is None:
+        return {}
+    if log is not None:
+        log(f"disk: {temp} is {used:.1%} full ({free_gb:.1f} GB free); Ray's spill limit for this local instance "
+            f"raised from {threshold:.0%} to {raised:.1%} (RAY_local_fs_capacity_threshold)")
+    return {"RAY_local_fs_capacity_threshold": f"{raised:.4f}"}
 
 
 class _DropMessage(logging.Filter):
@@ -55,7 +100,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: float = 60.0) -> dict:
+def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: float = 60.0,
+            log: Callable[[str], None] | None = None) -> dict:
     """Start Ray locally or join the cluster in $RAY_ADDRESS / `address`; return the cluster's resources.
 
     A local instance runs its dashboard on a free loopback port, and RAY_API_SERVER_ADDRESS
@@ -75,7 +121,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: 
             # `ray start` on this machine last recorded (/tmp/ray/ray_current_cluster), or hang on a dead one.
             port = free_port()
             kwargs.update(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
-            environment = {**LOCAL_ENV, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+            environment = {**LOCAL_ENV, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}", **_disk_environment(log)}
             if num_cpus:
                 kwargs["num_cpus"] = num_cpus
         else:

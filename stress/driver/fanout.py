@@ -36,7 +36,7 @@ class Executor(Protocol):
 
     name: str  # how the run log names it
 
-    def start(self, address: str | None) -> dict[str, float]: ...  # the resources there are
+    def start(self, address: str | None, log=None) -> dict[str, float]: ...  # the resources there are
     def check(self, resources: ResourceConfig, totals: dict[str, float], address: str | None, log) -> None: ...
     def put(self, value: Any) -> Any: ...  # a large input shared by many tasks
     def slots(self, resources: ResourceConfig) -> int: ...  # tasks that run at once
@@ -151,7 +151,7 @@ class LocalExecutor:
 
     name = "in-process"
 
-    def start(self, address: str | None) -> dict[str, float]:
+    def start(self, address: str | None, log=None) -> dict[str, float]:
         return {"CPU": float(os.cpu_count() or 1)}
 
     def check(self, resources: ResourceConfig, totals: dict[str, float], address: str | None, log) -> None:

@@ -308,7 +308,7 @@ class Pipeline:
         started_at = time.time()
         self.check_inputs()
         started = time.perf_counter()
-        resources = self.executor.start(address)
+        resources = self.executor.start(address, self.log)
         self.stage_seconds["ray_start"] = time.perf_counter() - started
         if check_resources:  # a sweep's driver checks once for all of its trials
             self.executor.check(self.config.resources, resources, address, self.log)

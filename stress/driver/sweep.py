@@ -65,7 +65,7 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
     test_images = split_dataset(dataset, config.data, seeds[0]).test_x
     root.ensure_writable()
     started = time.perf_counter()
-    check_resources(config.resources, cluster.connect(address), address, log)
+    check_resources(config.resources, cluster.connect(address, log=log), address, log)
     concurrent = max_concurrent or default_concurrent_trials(config.resources)
     log(f"sweep: seeds {seeds}, up to {concurrent} trial(s) at once, into {root.root}")
     base = ExperimentConfig.from_dict({**config.to_dict(), "out": str(root.root)})

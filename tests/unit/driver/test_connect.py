@@ -219,3 +219,50 @@ def test_the_autoscaler_maximum_is_read_from_the_config_ray_publishes(monkeypatc
     assert resources.autoscaler_maximum() == {"GPU": 4.0, "CPU": 16.0}
     monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: None))
     assert resources.autoscaler_maximum() == {}
+
+
+@pytest.mark.parametrize(("used", "threshold", "expected"), [
+    (0.50, 0.95, None),     # plenty of room: Ray's default stays
+    (0.9499, 0.95, None),
+    (0.95, 0.95, 0.975),    # at the threshold: halfway to a full disk
+    (0.9626, 0.95, 0.9813),  # the CI machine of stop 23: 9.42 GB free of 251.97 GB
+    (0.30, 0.10, 0.65),     # a threshold the user set lower counts the same way
+    (0.9999, 0.95, 0.999),  # never 1.0: Ray still refuses before the disk is full
+])
+def test_the_spill_threshold_is_raised_only_over_it(used, threshold, expected):
+    raised = connection.raised_disk_threshold(used, threshold)
+    assert raised == (None if expected is None else pytest.approx(expected, abs=1e-4))
+    if raised is not None:  # independent of the formula: above the use now, below a full disk
+        assert used < raised < 1.0 or used >= 0.999
+
+
+def _local_init_environment(monkeypatch, used: float) -> tuple[dict, list[str]]:
+    import os
+
+    seen, lines = {}, []
+
+    def fake_init(**kwargs):
+        seen.update({k: os.environ.get(k) for k in ("RAY_local_fs_capacity_threshold",)})
+        raise RuntimeError("stop here")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_local_fs_capacity_threshold", raising=False)
+    monkeypatch.setattr(connection, "_disk_in_use", lambda path: (used, 9.42))
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(cluster.ray, "init", fake_init)
+    with pytest.raises(StressError):
+        cluster.connect(log=lines.append)
+    assert "RAY_local_fs_capacity_threshold" not in os.environ  # this process gets its environment back
+    return seen, lines
+
+
+def test_a_nearly_full_disk_gives_the_local_instance_a_higher_threshold_and_one_line(monkeypatch):
+    seen, lines = _local_init_environment(monkeypatch, used=0.9626)
+    assert seen["RAY_local_fs_capacity_threshold"] == "0.9813"
+    assert len(lines) == 1 and lines[0].startswith("disk: ") and "96.3% full (9.4 GB free)" in lines[0]
+    assert "from 95% to 98.1%" in lines[0]
+
+
+def test_a_disk_with_room_leaves_ray_alone(monkeypatch):
+    seen, lines = _local_init_environment(monkeypatch, used=0.22)
+    assert seen["RAY_local_fs_capacity_threshold"] is None and lines == []
