@@ -45,6 +45,8 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "faithfulness-images": ("stress.faithfulness_images", int, "images for deletion/insertion curves per variant [500]"),
     "slice-min-size": ("stress.slice_min_size", int, "test images a candidate failure slice needs to be tested [30]"),
     "audit-folds": ("stress.audit_folds", int, "folds of --audit-train-labels' cross-validation: K parallel trainings [5]"),
+    "fourier-images": ("stress.fourier_images", int, "test images of the Fourier heat map (one perturbed copy per frequency); 0 = none [500]"),
+    "fourier-norm": ("stress.fourier_norm", float, "L2 norm of each Fourier basis perturbation, on the [0, 1] pixel scale [4]"),
 }
 
 
@@ -74,7 +76,7 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-train-labels", action="store_true", default=None,
                         help="also audit the training labels: K-fold cross-validated probabilities from K trainings of the "
                              "baseline recipe (run in parallel on Ray Train), then confident learning")
-    parser.add_argument("--skip-stress", action="store_true", default=None, help="skip corruptions, shifts and calibration")
+    parser.add_argument("--skip-stress", action="store_true", default=None, help="skip the stress families: corruptions, shifts, calibration and the Fourier heat map")
     parser.add_argument("--compile", action="store_true", default=None,
                         help="torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs")
 

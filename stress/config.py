@@ -104,6 +104,8 @@ class StressConfig:
     slice_min_size: int = 30  # test images a candidate failure slice needs to be tested (stress.analyses.slices)
     audit_train_labels: bool = False  # also audit the training labels, with K-fold cross-validated probabilities
     audit_folds: int = 5  # K of that cross-validation: K trainings of the baseline recipe, run in parallel
+    fourier_images: int = 500  # test images of the Fourier heat map (stress.perturb.fourier); 0 = no heat map
+    fourier_norm: float = 4.0  # L2 norm of each Fourier basis perturbation per channel, on the [0, 1] pixel scale
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,8 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("stress.num_cases", s.num_cases, minimum=3, integer=True)
     _check_number("stress.slice_min_size", s.slice_min_size, minimum=1, integer=True)
     _check_number("stress.audit_folds", s.audit_folds, minimum=2, integer=True)
+    _check_number("stress.fourier_images", s.fourier_images, minimum=0, integer=True)
+    _check_number("stress.fourier_norm", s.fourier_norm, minimum=0, strict=True)
     if not isinstance(s.audit_train_labels, bool):
         raise StressError(f"stress.audit_train_labels must be true or false, got {s.audit_train_labels!r}")
     if not isinstance(s.exclude_label_suspects, bool):

@@ -48,6 +48,7 @@ def tiny_overrides() -> dict[str, Any]:
         "train.batch_size": 32,
         "train.eval_batch_size": 100,
         "train.lr": 3e-3,
+        "stress.fourier_images": 0,  # the Fourier heat map is tested on its own (tests/unit/driver/test_stages.py)
     }
 
 

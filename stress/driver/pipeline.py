@@ -9,6 +9,7 @@ with the same run name skips what finished and resumes what did not:
     evaluate  fan-out over test shards: predictions, Grad-CAM, label audit, failures, explanations   stages
     slices    fan-out: penultimate-layer embeddings; failure slices               stress.driver.slice_stage
     stress    fan-out: corruptions, shifts, calibration                       stages
+    fourier   fan-out: Fourier heat maps (frequency group x shard)            stress.driver.fourier_stage
     report    summary.json, figures, report.html/.md, manifest.json   here, stress.report
 
 Where the work runs is the executor's business: Ray (`RayExecutor`, the default) or this
@@ -32,6 +33,7 @@ from stress.data import Splits, load_dataset, split_dataset
 from stress.driver import stages
 from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.fanout import Executor
+from stress.driver.fourier_stage import fourier_stage
 from stress.driver.slice_stage import slices_stage
 from stress.driver.train_audit_stage import train_audit_stage
 from stress.driver.stages import TRAINING_SECTIONS
@@ -84,6 +86,8 @@ INTERVAL_UNITS = {
     "labels": "confident failures (or test images) of each trained model (Wilson intervals)",
     "slices": "test images of one trained model (Wilson intervals at each slice's Holm-adjusted level)",
     "train_labels": "training images (Wilson interval), with --audit-train-labels",
+    "fourier": "the heat map's test images of each trained model (t-intervals over images, paired for model differences; "
+               "Holm over the three bands)",
     "intervention": "not measured in a single run: one trained pair; run jobs/seed_sweep.py",
 }
 
@@ -231,7 +235,7 @@ class Pipeline:
             "dataset": self.splits.describe(),
             "variants": variants,
         }
-        for section in ("failures", "explanations", "robustness", "calibration", "labels", "slices", "train_labels"):
+        for section in ("failures", "explanations", "robustness", "calibration", "labels", "slices", "train_labels", "fourier"):
             path = run.path("eval", f"{section}.json")
             if path.is_file():
                 summary[section] = read_json(path)
@@ -330,6 +334,7 @@ class Pipeline:
             lambda: stages.evaluate_stage(run, config, splits, executor, log),
             lambda: slices_stage(run, config, splits, executor, log),
             lambda: stages.stress_stage(run, config, splits, executor, log),
+            lambda: fourier_stage(run, config, splits, executor, log),
         ):
             outcome = stage()
             if outcome.ran:

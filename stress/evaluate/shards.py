@@ -230,3 +230,54 @@ def stress_shard(
         for v, model in models.items():
             out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size, precision, stats), y)
     return out
+
+
+@torch.no_grad()
+def fourier_correct(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, frequencies: list[tuple[int, int]],
+                    seed: int, start: int, norm: float, batch_size: int = 500, precision: str = "fp32",
+                    stats=None) -> dict[str, np.ndarray]:
+    """Per model, bool (F, n): is image start+i still classified correctly with the basis image of frequency f added.
+
+    Every model sees the same perturbed images. The signs of image start+i are row start+i of
+    stress.perturb.fourier.signs, so they do not depend on the sharding. Frequencies are stacked
+    into batches of about `batch_size` images.
+    """
+    from stress.augment import CIFAR10_STATS
+    from stress.perturb.fourier import basis, perturb, signs
+
+    stats = stats or CIFAR10_STATS
+    n, channels, height, width = x.shape
+    out = {v: np.zeros((len(frequencies), n), dtype=bool) for v in models}
+    per_batch = max(1, batch_size // max(n, 1))
+    for first in range(0, len(frequencies), per_batch):
+        group = frequencies[first : first + per_batch]
+        perturbed = torch.cat([perturb(x, basis(height, width, k1, k2, x.device), signs(start + n, channels, seed, k1, k2)[start:], norm)
+                               for k1, k2 in group])
+        labels = y.repeat(len(group))
+        for v, model in models.items():
+            correct = predict_logits(model, perturbed, batch_size, precision, stats).argmax(1) == labels
+            out[v][first : first + len(group)] = correct.view(len(group), n).cpu().numpy()
+    return out
+
+
+def fourier_shard(
+    weights: dict[str, dict],
+    model_config: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    stop: int,
+    frequencies: list[tuple[int, int]],
+    seed: int = 0,
+    norm: float = 4.0,
+    batch_size: int = 500,
+    precision: str = "fp32",
+    device: str | None = None,
+) -> dict[str, np.ndarray]:
+    """fourier_correct of every model on images [start, stop) of `images` (the heat map's subset): {variant: (F, n) bool}."""
+    device = task_device(device)
+    models = {v: load_model(w, model_config, device) for v, w in weights.items()}
+    x = torch.tensor(np.asarray(images[start:stop]), device=device)
+    y = torch.tensor(np.asarray(labels[start:stop]), device=device)
+    return fourier_correct(models, x, y, [tuple(k) for k in frequencies], seed, start, norm, batch_size, precision,
+                           input_stats(model_config))

@@ -16,6 +16,7 @@ from stress.artifacts import RunFolder, read_json, read_record
 from stress.constants import CLASSES, CONFIDENT, VARIANTS
 from stress.errors import StressError
 from stress.report.class_plots import plot_confusion, plot_confusion_pairs
+from stress.report.fourier_plots import plot_fourier_heatmaps, plot_fourier_radial
 from stress.report.label_plots import plot_embedding_map, plot_suspect_gallery
 from stress.report.plots import (
     plot_case,
@@ -51,6 +52,8 @@ FIGURE_NAMES = {
     "suspects": "label_suspects.png",
     "train_suspects": "train_label_suspects.png",
     "embedding_map": "embedding_map.png",
+    "fourier_heatmap": "fourier_heatmap.png",
+    "fourier_radial": "fourier_radial.png",
 }
 
 
@@ -186,6 +189,13 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
     if evaluation("calibration.json").is_file():
         calibration = read_record(evaluation("calibration.json"), "calibration record", keys=models, variants=models)
         written.append(plot_reliability(calibration, run.figures / figure_name("reliability"), models=models))
+    skipped = evaluation("fourier.json").is_file() and "skipped" in read_json(evaluation("fourier.json"))
+    if evaluation("fourier.json").is_file() and evaluation("fourier.npz").is_file() and not skipped:
+        record = read_record(evaluation("fourier.json"), "Fourier record", keys=("models",))
+        shown = tuple(v for v in models if v in record["models"])
+        if shown:
+            written.append(plot_fourier_heatmaps(load_arrays(evaluation("fourier.npz")), record, shown, run.figures / figure_name("fourier_heatmap")))
+            written.append(plot_fourier_radial(record, shown, run.figures / figure_name("fourier_radial")))
     log(f"figures: {len(written)} written to {run.figures}")
     return written
 

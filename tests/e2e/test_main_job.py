@@ -16,7 +16,7 @@ JOB = REPO / "jobs" / "stress_test.py"
 SMALL = [
     "--data", "synthetic", "--epochs", "2", "--val-size", "200", "--shards", "2",
     "--faithfulness-images", "40", "--stress-limit", "100", "--corruptions", "gaussian_noise,contrast,jpeg_compression",
-    "--severities", "1,3,5",
+    "--severities", "1,3,5", "--fourier-images", "20",
 ]
 
 pytestmark = pytest.mark.e2e
@@ -117,6 +117,10 @@ def test_failures_explanations_and_stress_sections(finished_run):
         assert all(len(accs) == 3 for accs in robustness["by_corruption"].values())
         calibration = summary["calibration"][variant]
         assert 0 <= calibration["ece"] <= 1 and calibration["temperature"] > 0
+        fourier = summary["fourier"]["models"][variant]
+        assert fourier["most_sensitive_band"] in ("low", "middle", "high") and 0 <= fourier["mean_error"]["mean"] <= 1
+    assert summary["fourier"]["frequencies"] == 514 and summary["fourier"]["images"] == 20
+    assert "Why it fails: frequency sensitivity" in (run / "report.md").read_text()
     with np.load(run / "eval" / "gradcam_cases.npz") as cases:
         assert cases["maps_baseline_predicted"].shape[1:] == (32, 32)
         assert len(cases["indices"]) == sum(len(summary["failures"][v]["cases"]) for v in ("baseline", "augmented"))
@@ -131,7 +135,7 @@ def test_rerun_skips_finished_stages(finished_run):
     assert "[baseline] training already finished: skipped" in log
     assert "[augmented] training already finished: skipped" in log
     assert "evaluate: already finished: skipped" in log
-    assert "stress: already finished: skipped" in log
+    assert "stress: already finished: skipped" in log and "fourier: already finished: skipped" in log
     assert "] epoch " not in log
     assert (run / "variants" / "baseline" / "model.pt").read_bytes() == before
 

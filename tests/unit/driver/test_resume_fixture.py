@@ -74,23 +74,23 @@ def test_assert_contains_fails_on_a_changed_or_missing_number():
 
 def test_a_run_folder_from_the_flat_layout_resumes_with_only_the_new_work_done(tmp_path):
     """Training and the stress stage are skipped; the evaluate stage re-runs its analysis (the label audit is new) on its
-    saved shards, and the slices stage runs; every number the old code wrote is unchanged."""
+    saved shards, and the slices and Fourier stages run; every number the old code wrote is unchanged."""
     old = FIXTURES / "run_flat_layout"
     shutil.copytree(old, tmp_path / "run_flat_layout")
     # The statistics and the layer that code used are given: measured ones would be another training.
     config = merge(resolved_as_before(load_config_file(FIXTURES / "run_flat_layout.json")),
-                   {"out": str(tmp_path), "run_name": "run_flat_layout"})
+                   {"out": str(tmp_path), "run_name": "run_flat_layout", "stress.fourier_images": 6})
     lines: list[str] = []
     executor = OnlyNewWorkMayRun()
     summary = Pipeline(config, log=lines.append, executor=executor).run_all()
     for line in [f"[{v}] training already finished: skipped" for v in VARIANTS] + ["stress: already finished: skipped"]:
         assert line in lines
-    assert "evaluate: 4 shard(s) already saved, 0 to run" in lines and set(executor.ran) == {"embed_shard"}
+    assert "evaluate: 4 shard(s) already saved, 0 to run" in lines and set(executor.ran) == {"embed_shard", "fourier_shard"}
     new = tmp_path / "run_flat_layout"
     for pattern in ("stages/train_*.json", "stages/stress.json", "eval/robustness.json", "eval/calibration.json",
                     "eval/stress_correct.npz", "eval/shards/*.npz", "eval/stress_shards/*.npz", "variants/*/*"):
         assert hashes(new, pattern) == hashes(old, pattern) and hashes(old, pattern), pattern
-    assert (new / "eval" / "labels.json").is_file() and (new / "eval" / "slices.json").is_file()
+    assert all((new / "eval" / f"{name}.json").is_file() for name in ("labels", "slices", "fourier"))
     for name in ("failures", "explanations"):  # recomputed from the same shards: every old number, new entries added
         assert_contains(json.loads((new / "eval" / f"{name}.json").read_text()), json.loads((old / "eval" / f"{name}.json").read_text()), name)
     # The summary the new code writes from those files holds every number of the old code's, unchanged

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_overrides
 
 from stress.artifacts import RunFolder
@@ -15,6 +16,7 @@ from stress.config import ExperimentConfig, ModelConfig, merge
 from stress.constants import VARIANTS
 from stress.data import load_dataset, split_dataset
 from stress.driver import stages
+from stress.driver.fourier_stage import FREQUENCIES_PER_TASK, fourier_stage, heat_map_images
 from stress.driver.slice_stage import slices_stage
 from stress.driver.fanout import LocalExecutor
 from stress.driver.pipeline import Pipeline
@@ -224,3 +226,46 @@ def test_label_suspects_are_marked_in_the_cases_and_left_out_with_the_option(tra
     assert all(c["index"] not in suspects and c["label_suspect"] is None for v in VARIANTS for c in failures[v]["cases"])
     gallery = np.load(copy.path("eval", "failure_gallery.npz"))
     assert not suspects & set(np.concatenate([gallery[f"{v}_indices"] for v in VARIANTS]).tolist())
+
+
+def test_the_fourier_stage_is_one_unsharded_pass_and_re_runs_only_on_its_options(trained_run, tmp_path):
+    """The merged (frequency group x shard) tasks equal one fourier_correct over all the heat map's images."""
+    from stress.evaluate.shards import fourier_correct
+    from stress.perturb.fourier import frequencies
+
+    config, splits, run, *_ = trained_run
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    config = merge(config, {"stress.fourier_images": 12})
+    executor, lines = CountingExecutor(), []
+    outcome = fourier_stage(copy, config, splits, executor, lines.append)
+    freqs = frequencies(32, 32)
+    assert outcome.ran and executor.ran.count("fourier_shard") == -(-len(freqs) // FREQUENCIES_PER_TASK) * 2
+    chosen = heat_map_images(len(splits.test_y), 12, config.train.seed)
+    assert len(set(chosen.tolist())) == 12 and (np.diff(chosen) > 0).all()
+    model_config = config.to_dict()["model"]
+    models = {v: load_model(stages.load_weights(copy, model_config)[v], model_config, torch.device("cpu")) for v in VARIANTS}
+    x, y = torch.tensor(splits.test_x[chosen]), torch.tensor(splits.test_y[chosen])
+    whole = fourier_correct(models, x, y, freqs, config.train.seed, 0, 4.0, stats=(tuple(config.model.mean), tuple(config.model.std)))
+    record = json.loads(copy.path("eval", "fourier.json").read_text())
+    with np.load(copy.path("eval", "fourier.npz")) as table:
+        np.testing.assert_array_equal(table["indices"], chosen)
+        for v in VARIANTS:
+            np.testing.assert_allclose(table[f"{v}_error"], 1 - whole[v].mean(axis=1))
+    assert record["frequencies"] == len(freqs) and record["images"] == 12 and set(record["models"]) == set(VARIANTS)
+    assert any(line.startswith("[baseline] Fourier heat map: error ") for line in lines)
+    from PIL import Image
+
+    from stress.report.figures import write_figures
+
+    drawn = {p.name for p in write_figures(copy, log=lambda message: None)}
+    assert {"fourier_heatmap.png", "fourier_radial.png"} <= drawn
+    for name in ("fourier_heatmap.png", "fourier_radial.png"):
+        with Image.open(copy.figures / name) as image:
+            assert image.format == "PNG" and image.width > 600
+    # a re-run skips; another norm re-runs only this stage; a corruption option does not touch it
+    again = CountingExecutor()
+    assert not fourier_stage(copy, config, splits, again, lines.append).ran and again.ran == []
+    assert not fourier_stage(copy, merge(config, {"stress.corruptions": ("contrast",)}), splits, again, lines.append).ran
+    assert fourier_stage(copy, merge(config, {"stress.fourier_norm": 2.0}), splits, again, lines.append).ran
+    assert set(again.ran) == {"fourier_shard"}
