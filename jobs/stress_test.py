@@ -16,6 +16,9 @@ from stress.cli import ArgumentParser, add_experiment_flags, config_from_args, r
 
 
 def main() -> int:
+    # One line at a time into a log file too (`> job.log`, `ray job logs`): progress shows as it happens, and no
+    # buffered line is written twice by a process forked from this one.
+    sys.stdout.reconfigure(line_buffering=True)
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_experiment_flags(parser)
     parser.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else start Ray locally)")

@@ -103,3 +103,25 @@ def summarise_fourier(clean_correct: dict[str, np.ndarray], correct: dict[str, n
                            for d in [paired_difference(errors[reference][rings == r].mean(axis=0), errors[other][rings == r].mean(axis=0))]],
             }
     return record, arrays
+
+
+def fourier_over_seeds(records: list[dict], reference: str = "baseline", other: str = "augmented") -> dict | None:
+    """Band errors over seeds: per band, both models' mean and the paired difference (other − reference) with a t-interval
+    over seeds and Holm over the bands; and how often each band was a model's most sensitive one. None when a seed has no
+    heat map for both models, or fewer than two seeds do."""
+    usable = [r for r in records if r and "skipped" not in r and {reference, other} <= set(r.get("models", {}))]
+    if len(usable) < 2 or len(usable) != len(records):
+        return None
+    bands = [b for b in BANDS if all(b in r["models"][reference]["by_band"] for r in usable)]
+    by_band = {}
+    for b in bands:
+        values = {v: np.array([r["models"][v]["by_band"][b]["mean"] for r in usable]) for v in (reference, other)}
+        d = paired_difference(values[reference], values[other])
+        by_band[b] = {"reference": t_interval(values[reference])["mean"], "other": t_interval(values[other])["mean"],
+                      "difference": {k: d[k] for k in ("mean", "low", "high", "p", "n")}}
+    pvalues = [x["difference"]["p"] if x["difference"]["p"] is not None else 1.0 for x in by_band.values()]
+    for x, level, rejected in zip(by_band.values(), holm_levels(pvalues), holm_bonferroni(pvalues)):
+        x["holm_level"], x["significant"] = level, bool(rejected)
+    most = {v: {b: sum(r["models"][v]["most_sensitive_band"] == b for r in usable) for b in BANDS} for v in (reference, other)}
+    return {"models": [reference, other], "n_seeds": len(usable), "norm": usable[0]["norm"], "images": usable[0]["images"],
+            "by_band": by_band, "most_sensitive_band": most, "interval_unit": "seeds (independent trainings), paired by seed; Holm over bands"}

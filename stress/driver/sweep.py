@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stress import storage
+from stress.analyses.fourier import fourier_over_seeds
 from stress.analyses.seed_slices import slices_over_seeds, suspicion_over_seeds
 from stress.analyses.seeds import aggregate, failure_stability, seed_metrics
 from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_json, write_npz
@@ -113,6 +114,9 @@ def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery
         "aggregate": aggregate(per_seed) if len(seeds) > 1 else None,
         "stability": stability,
     }
+    fourier = fourier_over_seeds([per_seed_summary[s].get("fourier") for s in seeds])
+    if fourier is not None:
+        summary["fourier"] = fourier
     audit = _labels_over_seeds(root, seeds, per_seed_summary)
     if audit is not None:
         summary["labels"], flags = audit

@@ -105,3 +105,48 @@ def test_summaries_match_slow_loops_and_find_the_planted_band():
     # the radial profile's radius-0 entry is the (0, 0) frequency alone
     assert record["models"]["ref"]["radial"][0]["frequencies"] == 1
     assert record["models"]["ref"]["radial"][0]["mean"] == pytest.approx(1 - correct["ref"][freqs.index((0, 0))].mean())
+
+
+def seed_record(high_ref: float, high_other: float) -> dict:
+    def model(high: float) -> dict:
+        by_band = {"low": {"mean": 0.1}, "middle": {"mean": 0.2}, "high": {"mean": high}}
+        return {"by_band": by_band, "most_sensitive_band": max(by_band, key=lambda b: by_band[b]["mean"])}
+
+    return {"norm": 4.0, "images": 500, "models": {"baseline": model(high_ref), "augmented": model(high_other)}}
+
+
+def test_over_seeds_the_band_difference_is_paired_by_seed_and_holm_corrected():
+    from scipy import stats as scipy_stats
+
+    from stress.analyses.fourier import fourier_over_seeds
+
+    ref, other = [0.50, 0.60, 0.55, 0.58, 0.52], [0.40, 0.45, 0.41, 0.47, 0.43]
+    record = fourier_over_seeds([seed_record(a, b) for a, b in zip(ref, other)])
+    high = record["by_band"]["high"]
+    differences = np.array(other) - np.array(ref)
+    half = scipy_stats.t.ppf(0.975, 4) * differences.std(ddof=1) / math.sqrt(5)
+    assert high["difference"]["mean"] == pytest.approx(differences.mean())
+    assert (high["difference"]["low"], high["difference"]["high"]) == pytest.approx((differences.mean() - half, differences.mean() + half))
+    assert high["significant"] and not record["by_band"]["low"]["significant"]  # low: no difference in any seed
+    assert record["most_sensitive_band"]["baseline"] == {"low": 0, "middle": 0, "high": 5}
+    # planted: differences of both signs over seeds are not significant
+    mixed = fourier_over_seeds([seed_record(a, b) for a, b in zip(ref, [0.60, 0.50, 0.60, 0.50, 0.55])])
+    assert not mixed["by_band"]["high"]["significant"]
+    # a seed without a heat map, or a single seed: nothing over seeds
+    assert fourier_over_seeds([seed_record(0.5, 0.4), None]) is None and fourier_over_seeds([seed_record(0.5, 0.4)]) is None
+    assert fourier_over_seeds([seed_record(0.5, 0.4), {"skipped": "images of 224 x 224"}]) is None
+
+
+def test_the_sweep_rule_gives_an_intervention_verdict_only_for_a_holm_significant_band():
+    from stress.analyses.fourier import fourier_over_seeds
+    from stress.report import statements as st
+    from stress.report.sweep_fourier_section import fourier_over_seeds_section, fourier_shift_over_seeds
+
+    moved = fourier_over_seeds([seed_record(a, b) for a, b in zip([0.5, 0.6, 0.55], [0.4, 0.45, 0.41])])
+    (found,) = fourier_shift_over_seeds({"fourier": moved})
+    assert found.verdict == st.EFFECT and found.scope == st.INTERVENTION and "Holm-significant: high." in found.text
+    still = fourier_over_seeds([seed_record(a, b) for a, b in zip([0.5, 0.6, 0.55], [0.6, 0.5, 0.55])])
+    (found,) = fourier_shift_over_seeds({"fourier": still})
+    assert found.verdict == st.INCONCLUSIVE and "No band's difference is Holm-significant." in found.text
+    assert fourier_over_seeds_section({}) is None and fourier_shift_over_seeds({}) == []
+    assert fourier_over_seeds_section({"fourier": moved}).title == "Frequency sensitivity over seeds"
