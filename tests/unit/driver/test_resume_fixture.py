@@ -24,13 +24,13 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 class OnlyNewWorkMayRun(LocalExecutor):
-    """Runs the slices stage's embedding tasks (new since that code); anything else is a finished stage running again."""
+    """Runs the new stages' tasks (the slices stage's embeddings, the Fourier heat map); anything else is a finished stage running again."""
 
     def __init__(self):
         self.ran: list[str] = []
 
     def run(self, function, calls, resources, on_result, log):
-        if calls and function.__name__ != "embed_shard":
+        if calls and function.__name__ not in ("embed_shard", "fourier_shard"):
             raise AssertionError(f"a finished stage ran again: {function.__name__} x {len(calls)}")
         self.ran += [function.__name__] * len(calls)
         super().run(function, calls, resources, on_result, log)
