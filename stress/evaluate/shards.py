@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import torch
 
-from stress.augment import input_stats, normalize
+from stress.augment import CIFAR10_STATS, input_stats, normalize
 from stress.config import ModelConfig
 from stress.evaluate.predict import predict_logits
 from stress.models import create_model
@@ -242,7 +242,6 @@ def fourier_correct(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torc
     stress.perturb.fourier.signs, so they do not depend on the sharding. Frequencies are stacked
     into batches of about `batch_size` images.
     """
-    from stress.augment import CIFAR10_STATS
     from stress.perturb.fourier import basis, perturb, signs
 
     stats = stats or CIFAR10_STATS
