@@ -74,12 +74,18 @@ def summarise_fourier(clean_correct: dict[str, np.ndarray], correct: dict[str, n
                 rise = paired_difference(clean_error, per_image)  # the band's error minus the clean error, image by image
                 by_band[b] = {**_interval(per_image), "frequencies": int((bands == b).sum()),
                               "over_clean": {k: rise[k] for k in ("mean", "low", "high")}}
+        ranked = sorted(by_band, key=lambda b: by_band[b]["mean"], reverse=True)
+        margin = None
+        if len(ranked) > 1:  # the most sensitive band's error minus the runner-up's, image by image
+            d = paired_difference(errors[v][bands == ranked[1]].mean(axis=0), errors[v][bands == ranked[0]].mean(axis=0))
+            margin = {"over": ranked[1], **{k: d[k] for k in ("mean", "low", "high")}}
         worst = int(np.argmax(per_frequency))
         record["models"][v] = {
             "clean_error": float(1.0 - np.mean(clean_correct[v])),
             "mean_error": _interval(errors[v].mean(axis=0)),
             "by_band": by_band,
-            "most_sensitive_band": max(by_band, key=lambda b: by_band[b]["mean"]),
+            "most_sensitive_band": ranked[0],
+            "margin": margin,
             "worst_frequency": {"u": centred(frequencies[worst][0], height), "v": centred(frequencies[worst][1], width),
                                 "error": float(per_frequency[worst])},
             "radial": [{"radius": int(r), **_interval(errors[v][rings == r].mean(axis=0)), "frequencies": int((rings == r).sum())}

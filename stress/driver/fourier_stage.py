@@ -21,7 +21,8 @@ from stress.driver.fanout import Executor, Task, run_resumable, shard_bounds, sh
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.report.statements import interval_text, number, signed
 
-FOURIER_VERSION = 1
+FOURIER_VERSION = 2  # 2: each model's margin of its most sensitive band over the next one
+FOURIER_SHARD_VERSION = 1  # the saved tasks' own computation, unchanged since version 1 of the stage
 FOURIER_OPTIONS = ("fourier_images", "fourier_norm")  # stress.* the stage reads; the sharding does not change its results
 FREQUENCIES_PER_TASK = 64
 
@@ -29,6 +30,11 @@ FREQUENCIES_PER_TASK = 64
 def fourier_key(config: ExperimentConfig) -> str:
     """The Fourier stage's inputs: the trained models' options and the Fourier options (the weights are checked apart)."""
     return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": FOURIER_OPTIONS}, FOURIER_VERSION)
+
+
+def fourier_shard_key(config: ExperimentConfig) -> str:
+    """What the saved tasks were computed from (the stage's summary can change without them)."""
+    return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": FOURIER_OPTIONS}, FOURIER_SHARD_VERSION)
 
 
 def heat_map_images(n_test: int, count: int, seed: int) -> np.ndarray:
@@ -73,7 +79,7 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
                   f"fourier{g}:{start}-{stop}") for g, group in enumerate(groups) for start, stop in bounds]
     log(f"fourier: {len(freqs)} frequencies x {len(chosen)} test images x {len(names)} model(s), basis images of norm "
         f"{s.fourier_norm:g} on the [0, 1] scale, in {len(tasks)} tasks")
-    results = run_resumable(executor, fourier_shard, tasks, run.path("eval", "fourier_shards"), shard_key(run, key), config.resources, log,
+    results = run_resumable(executor, fourier_shard, tasks, run.path("eval", "fourier_shards"), shard_key(run, fourier_shard_key(config)), config.resources, log,
                             announce=lambda reused, to_run: log(f"fourier: {reused} task(s) already saved, {to_run} to run") if reused else None)
     correct = {v: np.concatenate([np.concatenate([results[f"f{g}_{start}_{stop}"][v] for start, stop in bounds], axis=1)
                                   for g in range(len(groups))], axis=0) for v in names}

@@ -2,7 +2,8 @@
 
 Rules:
 - fourier_sensitivity (about each trained model): the band of frequencies whose basis
-  perturbations raise its error most over clean, with the paired rise's interval over images;
+  perturbations raise its error most, whether that band is distinguishably above the next one,
+  and its rise over clean, each with a paired interval over images;
 - fourier_shift: how the other model's error differs by band from the reference's (paired over
   images, Holm over the three bands), and whether the corruption results line up: noise is
   high-frequency, fog and contrast low-frequency. For the trained variants that is a statement
@@ -72,16 +73,26 @@ def fourier_sensitivity(summary: dict) -> list[Observation]:
         if not m:
             continue
         band = m["most_sensitive_band"]
-        rise = m["by_band"][band]["over_clean"]
+        rise, margin = m["by_band"][band]["over_clean"], m.get("margin")
         bands = ", ".join(f"{b} {number(x['mean'])}" for b, x in m["by_band"].items())
+        if margin is None:
+            where = f"its error is highest in the {band} band"
+        elif verdict_of(margin["low"], margin["high"]) == EFFECT:
+            where = (f"it is most sensitive to {band}-frequency perturbations ({signed(margin['mean'])} "
+                     f"{interval_text(margin['low'], margin['high'])} over the {margin['over']} band, paired over images)")
+        else:
+            where = (f"its error is highest in the {band} band, but not distinguishably above the {margin['over']} band "
+                     f"({signed(margin['mean'])} {interval_text(margin['low'], margin['high'])}, paired over images)")
         out.append(Observation(
             rule="fourier_sensitivity",
-            text=(f"{v} is most sensitive to {band}-frequency perturbations: under basis images of norm {record['norm']:g} its error "
-                  f"is {bands} by band (clean {number(m['clean_error'])}), {signed(rise['mean'])} over clean in the {band} band; "
-                  f"its worst single frequency is (u, v) = ({m['worst_frequency']['u']}, {m['worst_frequency']['v']}) with error "
+            text=(f"{v}: under basis images of norm {record['norm']:g} its error is {bands} by band (clean "
+                  f"{number(m['clean_error'])}); {where}. In the {band} band that is {signed(rise['mean'])} over clean; its worst "
+                  f"single frequency is (u, v) = ({m['worst_frequency']['u']}, {m['worst_frequency']['v']}) with error "
                   f"{number(m['worst_frequency']['error'])}."),
             verdict=verdict_of(rise["low"], rise["high"]),
-            uncertainty=f"paired 95% t-interval over {record['images']} test images of the rise over clean {interval_text(rise['low'], rise['high'])}",
+            uncertainty=(f"paired 95% t-intervals over {record['images']} test images: the rise over clean "
+                         f"{interval_text(rise['low'], rise['high'])}"
+                         + (f", the margin over the next band {interval_text(margin['low'], margin['high'])}" if margin else "")),
             figure=figure_path("fourier_heatmap"),
             evidence={"band": band, "rise": rise["mean"], "low": rise["low"], "high": rise["high"]},
         ))

@@ -228,7 +228,7 @@ def test_label_suspects_are_marked_in_the_cases_and_left_out_with_the_option(tra
     assert not suspects & set(np.concatenate([gallery[f"{v}_indices"] for v in VARIANTS]).tolist())
 
 
-def test_the_fourier_stage_is_one_unsharded_pass_and_re_runs_only_on_its_options(trained_run, tmp_path):
+def test_the_fourier_stage_is_one_unsharded_pass_and_re_runs_only_on_its_options(trained_run, tmp_path, monkeypatch):
     """The merged (frequency group x shard) tasks equal one fourier_correct over all the heat map's images."""
     from stress.evaluate.shards import fourier_correct
     from stress.perturb.fourier import frequencies
@@ -267,5 +267,10 @@ def test_the_fourier_stage_is_one_unsharded_pass_and_re_runs_only_on_its_options
     again = CountingExecutor()
     assert not fourier_stage(copy, config, splits, again, lines.append).ran and again.ran == []
     assert not fourier_stage(copy, merge(config, {"stress.corruptions": ("contrast",)}), splits, again, lines.append).ran
+    # a new version of the stage's summary re-runs it on the saved tasks
+    import stress.driver.fourier_stage as module
+
+    monkeypatch.setattr(module, "FOURIER_VERSION", module.FOURIER_VERSION + 1)
+    assert fourier_stage(copy, config, splits, again, lines.append).ran and again.ran == []
     assert fourier_stage(copy, merge(config, {"stress.fourier_norm": 2.0}), splits, again, lines.append).ran
     assert set(again.ran) == {"fourier_shard"}

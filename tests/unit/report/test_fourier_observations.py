@@ -39,8 +39,9 @@ def test_the_most_sensitive_band_and_its_rise_over_clean():
     found = fourier_sensitivity(summary_with(planted_record(0.6, 0.3)))
     assert [o.evidence["band"] for o in found] == ["high", "high"]
     assert all(o.verdict == st.EFFECT for o in found)
-    assert "baseline is most sensitive to high-frequency perturbations" in found[0].text
-    assert "paired 95% t-interval over 200 test images" in found[0].uncertainty
+    assert "baseline: under basis images of norm 4" in found[0].text
+    assert "it is most sensitive to high-frequency perturbations (+0.5" in found[0].text and "over the low band" in found[0].text
+    assert "paired 95% t-intervals over 200 test images: the rise over clean" in found[0].uncertainty
 
 
 def test_a_rise_that_is_not_there_is_not_an_effect():
@@ -49,7 +50,10 @@ def test_a_rise_that_is_not_there_is_not_an_effect():
     for v in record["models"].values():
         for b in v["by_band"].values():
             b["over_clean"] = {"mean": 0.001, "low": -0.01, "high": 0.012}
-    assert all(o.verdict == st.INCONCLUSIVE for o in fourier_sensitivity(summary_with(record)))
+    found = fourier_sensitivity(summary_with(record))
+    assert all(o.verdict == st.INCONCLUSIVE for o in found)
+    # and with no band above the others, the rule does not name one as the most sensitive
+    assert all("but not distinguishably above the" in o.text for o in found)
 
 
 def test_the_shift_is_one_pair_only_for_trained_variants_and_lines_up_with_noise():
