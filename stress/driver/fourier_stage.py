@@ -92,8 +92,11 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
     for v in names:
         m = record["models"][v]
         bands = ", ".join(f"{b} {number(m['by_band'][b]['mean'], 3)}" for b in BANDS if b in m["by_band"])
+        margin = m["margin"]
+        lead = (f"; highest in the {m['most_sensitive_band']} band, {signed(margin['mean'], 3)} "
+                f"{interval_text(margin['low'], margin['high'], 3)} over the {margin['over']} band" if margin else "")
         log(f"[{v}] Fourier heat map: error {number(m['mean_error']['mean'], 3)} (clean {number(m['clean_error'], 3)}); "
-            f"most sensitive to {m['most_sensitive_band']} frequencies ({bands})")
+            f"by band {bands}{lead}")
     for other, d in record.get("differences", {}).items():
         parts = [f"{b} {signed(x['mean'], 3)} {interval_text(x['low'], x['high'], 3)}" + ("*" if x["significant"] else "")
                  for b, x in d["by_band"].items()]
