@@ -28,6 +28,13 @@ def _band_text(entry: dict) -> str:
     return f"{number(entry['mean'])} {interval_text(entry['low'], entry['high'], sign=False)}"
 
 
+def _highest(model: dict) -> str:
+    margin = model.get("margin")
+    if not margin:
+        return model["most_sensitive_band"]
+    return f"{model['most_sensitive_band']}: {signed(margin['mean'])} {interval_text(margin['low'], margin['high'])} over {margin['over']}"
+
+
 def fourier_section(summary: dict) -> Section:
     record = summary.get("fourier")
     if not record:
@@ -45,10 +52,10 @@ def fourier_section(summary: dict) -> Section:
         f"95% over these {record['images']} images; an image's value is its error averaged over the band's frequencies.")]
     rows = [(v, number(m["clean_error"]), _band_text(m["mean_error"]),
              *(_band_text(m["by_band"][b]) if b in m["by_band"] else "—" for b in ("low", "middle", "high")),
-             m["most_sensitive_band"], f"({m['worst_frequency']['u']}, {m['worst_frequency']['v']}): {number(m['worst_frequency']['error'])}")
+             _highest(m), f"({m['worst_frequency']['u']}, {m['worst_frequency']['v']}): {number(m['worst_frequency']['error'])}")
             for v in models for m in [record["models"][v]]]
     blocks.append(make_table(("model", "clean error", "mean error, all frequencies", "low", "middle", "high",
-                              "most sensitive band", "worst frequency (u, v)"), rows))
+                              "highest band, its margin over the next (paired)", "worst frequency (u, v)"), rows))
     for other, d in record.get("differences", {}).items():
         blocks.append(make_table(
             (f"{other} − {d['reference']} error", "difference", "95% CI (paired, over images)", "Holm level", "significant"),
