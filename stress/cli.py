@@ -47,6 +47,9 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "audit-folds": ("stress.audit_folds", int, "folds of --audit-train-labels' cross-validation: K parallel trainings [5]"),
     "fourier-images": ("stress.fourier_images", int, "test images of the Fourier heat map (one perturbed copy per frequency); 0 = none [500]"),
     "fourier-norm": ("stress.fourier_norm", float, "L2 norm of each Fourier basis perturbation, on the [0, 1] pixel scale [4]"),
+    "texture-images": ("stress.texture_images", int, "test images of the texture-versus-shape probes (patch shuffling, low/high-pass); 0 = none [10000]"),
+    "adversarial-images": ("stress.adversarial_images", int, "test images attacked with PGD (L-inf and L2) and AutoAttack; 0 = no attacks [1000]"),
+    "pgd-steps": ("stress.pgd_steps", int, "PGD iterations per attack [20]"),
 }
 
 
@@ -76,7 +79,9 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-train-labels", action="store_true", default=None,
                         help="also audit the training labels: K-fold cross-validated probabilities from K trainings of the "
                              "baseline recipe (run in parallel on Ray Train), then confident learning")
-    parser.add_argument("--skip-stress", action="store_true", default=None, help="skip the stress families: corruptions, shifts, calibration and the Fourier heat map")
+    parser.add_argument("--skip-stress", action="store_true", default=None, help="skip the stress families: corruptions, shifts, calibration, the Fourier heat map, the texture probes and the attacks")
+    parser.add_argument("--no-autoattack", action="store_true", default=None,
+                        help="run PGD only, not AutoAttack (standard, L-inf 8/255; about 100 gradient steps per image still correct)")
     parser.add_argument("--compile", action="store_true", default=None,
                         help="torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs")
 
@@ -103,6 +108,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         overrides[key] = value
     if args.skip_stress:
         overrides["stress.skip_stress"] = True
+    if getattr(args, "no_autoattack", None):
+        overrides["stress.autoattack"] = False
     if getattr(args, "evaluate", None):
         overrides["evaluate"] = tuple(args.evaluate)
     if getattr(args, "cifar_stem", None):

@@ -106,6 +106,10 @@ class StressConfig:
     audit_folds: int = 5  # K of that cross-validation: K trainings of the baseline recipe, run in parallel
     fourier_images: int = 500  # test images of the Fourier heat map (stress.perturb.fourier); 0 = no heat map
     fourier_norm: float = 4.0  # L2 norm of each Fourier basis perturbation per channel, on the [0, 1] pixel scale
+    texture_images: int = 10000  # test images of the texture-versus-shape probes (stress.perturb.texture); 0 = none
+    adversarial_images: int = 1000  # test images attacked with PGD and AutoAttack (stress.perturb.pgd); 0 = no attacks
+    pgd_steps: int = 20  # PGD iterations per attack (step size 2.5 eps / steps)
+    autoattack: bool = True  # also run AutoAttack (standard, L-inf 8/255) on the attacked images; needs torchattacks
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,11 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("stress.audit_folds", s.audit_folds, minimum=2, integer=True)
     _check_number("stress.fourier_images", s.fourier_images, minimum=0, integer=True)
     _check_number("stress.fourier_norm", s.fourier_norm, minimum=0, strict=True)
+    _check_number("stress.texture_images", s.texture_images, minimum=0, integer=True)
+    _check_number("stress.adversarial_images", s.adversarial_images, minimum=0, integer=True)
+    _check_number("stress.pgd_steps", s.pgd_steps, minimum=1, integer=True)
+    if not isinstance(s.autoattack, bool):
+        raise StressError(f"stress.autoattack must be true or false, got {s.autoattack!r}")
     if not isinstance(s.audit_train_labels, bool):
         raise StressError(f"stress.audit_train_labels must be true or false, got {s.audit_train_labels!r}")
     if not isinstance(s.exclude_label_suspects, bool):

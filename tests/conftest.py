@@ -49,6 +49,8 @@ def tiny_overrides() -> dict[str, Any]:
         "train.eval_batch_size": 100,
         "train.lr": 3e-3,
         "stress.fourier_images": 0,  # the Fourier heat map is tested on its own (tests/unit/driver/test_stages.py)
+        "stress.texture_images": 0,  # so are the texture probes and the attacks (tests/unit/driver/test_probe_stages.py)
+        "stress.adversarial_images": 0,
     }
 
 

@@ -10,6 +10,8 @@ with the same run name skips what finished and resumes what did not:
     slices    fan-out: penultimate-layer embeddings; failure slices               stress.driver.slice_stage
     stress    fan-out: corruptions, shifts, calibration                       stages
     fourier   fan-out: Fourier heat maps (frequency group x shard)            stress.driver.fourier_stage
+    texture   fan-out: patch shuffling, low / high-pass probes                stress.driver.probe_stages
+    attack    fan-out: PGD and AutoAttack, Grad-CAM of adversarial cases      stress.driver.probe_stages
     report    summary.json, figures, report.html/.md, manifest.json   here, stress.report
 
 Where the work runs is the executor's business: Ray (`RayExecutor`, the default) or this
@@ -34,6 +36,7 @@ from stress.driver import stages
 from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.fanout import Executor
 from stress.driver.fourier_stage import fourier_stage
+from stress.driver.probe_stages import attack_stage, texture_stage
 from stress.driver.slice_stage import slices_stage
 from stress.driver.train_audit_stage import train_audit_stage
 from stress.driver.stages import TRAINING_SECTIONS
@@ -88,6 +91,10 @@ INTERVAL_UNITS = {
     "train_labels": "training images (Wilson interval), with --audit-train-labels",
     "fourier": "the heat map's test images of each trained model (t-intervals over images, paired for model differences; "
                "Holm over the three bands)",
+    "texture": "the probed test images of each trained model (Wilson intervals; percentile bootstrap over images for the "
+               "texture-reliance index, paired for model differences; Holm over probes and scales)",
+    "adversarial": "the attacked test images of each trained model (Wilson intervals; paired t-intervals over images for model "
+                   "differences, Holm over attacks)",
     "intervention": "not measured in a single run: one trained pair; run jobs/seed_sweep.py",
 }
 
@@ -235,7 +242,7 @@ class Pipeline:
             "dataset": self.splits.describe(),
             "variants": variants,
         }
-        for section in ("failures", "explanations", "robustness", "calibration", "labels", "slices", "train_labels", "fourier"):
+        for section in ("failures", "explanations", "robustness", "calibration", "labels", "slices", "train_labels", "fourier", "texture", "adversarial"):
             path = run.path("eval", f"{section}.json")
             if path.is_file():
                 summary[section] = read_json(path)
@@ -335,6 +342,8 @@ class Pipeline:
             lambda: slices_stage(run, config, splits, executor, log),
             lambda: stages.stress_stage(run, config, splits, executor, log),
             lambda: fourier_stage(run, config, splits, executor, log),
+            lambda: texture_stage(run, config, splits, executor, log),
+            lambda: attack_stage(run, config, splits, executor, log),
         ):
             outcome = stage()
             if outcome.ran:
