@@ -61,7 +61,7 @@ def summarise_attacks(results: dict[str, dict[str, np.ndarray]], names: list[str
         clean = r["clean"].astype(bool)
         first = [int(i) for i in indices[(flip == 0) & clean]]
         adversarial, random = r["cam_adversarial"], r["cam_random"]
-        both = ~np.isnan(adversarial) & ~np.isnan(random)
+        both = ~np.isnan(adversarial) & ~np.isnan(random) & clean  # a misclassified image counts as fooled before any step
         moved = paired_difference(random[both], adversarial[both]) if both.sum() > 1 else None
         record["models"][v] = {
             "clean": accuracy_with_interval(clean),
@@ -70,7 +70,7 @@ def summarise_attacks(results: dict[str, dict[str, np.ndarray]], names: list[str
                      + [{"attack": None, "label": f"not within {linf[-1].label}" if linf else "none", "images": int(((flip < 0) & clean).sum())}],
             "first_to_flip": first[:50],
             "first_to_flip_count": len(first),
-            "cam": {"adversarial": _mean(adversarial), "random": _mean(random), "images": int(both.sum()),
+            "cam": {"adversarial": _mean(adversarial[both]), "random": _mean(random[both]), "images": int(both.sum()),
                     "adversarial_minus_random": None if moved is None else {k: moved[k] for k in ("mean", "low", "high", "p", "n")}},
         }
     if len(names) > 1:

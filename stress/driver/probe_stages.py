@@ -27,9 +27,11 @@ from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.errors import StressError
 from stress.report.statements import interval_text, number, signed
 
-TEXTURE_VERSION = 1
+TEXTURE_VERSION = 1  # the stage's summary; the saved tasks have their own version, so a new summary reuses them
+TEXTURE_SHARD_VERSION = 1
 TEXTURE_OPTIONS = ("texture_images",)
-ATTACK_VERSION = 1
+ATTACK_VERSION = 3  # 3: Grad-CAM similarity over correctly classified images only
+ATTACK_SHARD_VERSION = 1
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU
 CASES = 4
@@ -85,7 +87,8 @@ def texture_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
              for a, b in bounds]
     log(f"texture: {len(names_of_probes)} probes ({', '.join(names_of_probes)}) x {len(chosen)} test images x {len(names)} model(s), "
         f"in {len(tasks)} tasks")
-    results = run_resumable(executor, texture_shard, tasks, run.path("eval", "texture_shards"), shard_key(run, key), config.resources, log)
+    tasks_key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": TEXTURE_OPTIONS}, TEXTURE_SHARD_VERSION)
+    results = run_resumable(executor, texture_shard, tasks, run.path("eval", "texture_shards"), shard_key(run, tasks_key), config.resources, log)
     probed = {v: {p: np.concatenate([results[t.name][f"{v}|{p}"] for t in tasks]) for p in names_of_probes} for v in names}
     record = summarise_texture(_clean(run, names, chosen), probed, names, len(splits.class_names), config.train.seed)
     record["seconds"] = time.perf_counter() - started
@@ -183,7 +186,8 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     log(f"attack: PGD ({s.pgd_steps} steps; L-inf {', '.join(a.label for a in ATTACKS if a.norm == 'linf')}; "
         f"L2 {', '.join(a.label for a in ATTACKS if a.norm == 'l2')})" + (" and AutoAttack (standard, L-inf 8/255)" if autoattack else "")
         + f" on {len(chosen)} test images x {len(names)} model(s), in {len(tasks)} tasks")
-    results = run_resumable(executor, attack_shard, tasks, run.path("eval", "attack_shards"), shard_key(run, key), config.resources, log,
+    tasks_key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": ATTACK_OPTIONS}, ATTACK_SHARD_VERSION)
+    results = run_resumable(executor, attack_shard, tasks, run.path("eval", "attack_shards"), shard_key(run, tasks_key), config.resources, log,
                             announce=lambda reused, to_run: log(f"attack: {reused} task(s) already saved, {to_run} to run") if reused else None)
     per_model = {v: {k.split("|", 1)[1]: np.concatenate([results[t.name][k] for t in tasks])
                      for k in results[tasks[0].name] if k.startswith(f"{v}|")} for v in names}

@@ -120,7 +120,8 @@ def attack_shard(
     - "v|clean": correct without attack;
     - "v|<attack name>": fooled by PGD (stress.perturb.pgd) for each (norm, eps) of `attacks`;
     - "v|autoattack": still correct after AutoAttack (standard, L-inf 8/255, torchattacks), if asked;
-    - "v|flip": index into the L-inf attacks of the smallest eps that fooled the image (-1: none did);
+    - "v|flip": index into the L-inf attacks of the smallest eps that fooled the image (-1: none did; an image
+      misclassified clean is fooled by the first one, and stress.analyses.adversarial leaves it out);
     - "v|cam_adversarial", "v|cam_random": Pearson correlation of the Grad-CAM of the prediction on the
       clean image with that on the adversarial image at the flip eps, and on the clean image plus random
       signs of the same L-inf size (NaN where no L-inf attack fooled the image).

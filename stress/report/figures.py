@@ -17,6 +17,7 @@ from stress.constants import CLASSES, CONFIDENT, VARIANTS
 from stress.errors import StressError
 from stress.report.class_plots import plot_confusion, plot_confusion_pairs
 from stress.report.fourier_plots import plot_fourier_heatmaps, plot_fourier_radial
+from stress.report.probe_plots import plot_adversarial_cases, plot_robust_accuracy, plot_texture_probes
 from stress.report.label_plots import plot_embedding_map, plot_suspect_gallery
 from stress.report.plots import (
     plot_case,
@@ -54,6 +55,9 @@ FIGURE_NAMES = {
     "embedding_map": "embedding_map.png",
     "fourier_heatmap": "fourier_heatmap.png",
     "fourier_radial": "fourier_radial.png",
+    "texture": "texture_probes.png",
+    "robust_accuracy": "robust_accuracy.png",
+    "adversarial_cases": "adversarial_cases.png",
 }
 
 
@@ -196,6 +200,19 @@ def write_figures(run: RunFolder, log=print) -> list[Path]:
         if shown:
             written.append(plot_fourier_heatmaps(load_arrays(evaluation("fourier.npz")), record, shown, run.figures / figure_name("fourier_heatmap")))
             written.append(plot_fourier_radial(record, shown, run.figures / figure_name("fourier_radial")))
+    if evaluation("texture.json").is_file():
+        record = read_record(evaluation("texture.json"), "texture record", keys=("models", "probes"))
+        shown = tuple(v for v in models if v in record["models"])
+        if shown:
+            written.append(plot_texture_probes(record, shown, run.figures / figure_name("texture")))
+    if evaluation("adversarial.json").is_file():
+        record = read_record(evaluation("adversarial.json"), "adversarial record", keys=("models", "attacks"))
+        shown = tuple(v for v in models if v in record["models"])
+        if shown:
+            written.append(plot_robust_accuracy(record, shown, run.figures / figure_name("robust_accuracy")))
+        if evaluation("adversarial_cases.npz").is_file() and shown:
+            written.append(plot_adversarial_cases(load_arrays(evaluation("adversarial_cases.npz")), shown, names,
+                                                  run.figures / figure_name("adversarial_cases")))
     log(f"figures: {len(written)} written to {run.figures}")
     return written
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from stress.analyses.stats import wilson_interval
 from stress.report.figures import figure_path
 from stress.report.fourier_section import fourier_sensitivity, fourier_shift
+from stress.report.probe_sections import PROBE_RULES
 from stress.report.label_observations import failure_slices, label_suspects
 from stress.report.robustness_observations import (
     AUGMENTATION_RULES, black_borders, clean_gain, corruption_gain, corruption_gain_split, invariances, worst_corruptions,
@@ -249,6 +250,7 @@ def shared_failures(summary: dict) -> list[Observation]:
 RULES: tuple[Rule, ...] = (
     confident_failures, label_suspects, failure_slices, clean_gain, corruption_gain, worst_corruptions, corruption_gain_split, invariances, black_borders,
     border_attention, sanity_check, faithfulness, calibration, characteristics, shared_failures, fourier_sensitivity, fourier_shift,
+    *PROBE_RULES,
 )
 
 

@@ -14,6 +14,7 @@ from stress.analyses.stats import wilson_interval
 from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make_table
 from stress.report.figures import figure_path
 from stress.report.fourier_section import fourier_section
+from stress.report.probe_sections import attack_section, texture_section
 from stress.report.label_section import labels_and_slices
 from stress.report.observations import RULES, derive_observations
 from stress.report.statements import Rule, given_models, interval_text, models_of, number, signed
@@ -354,7 +355,8 @@ def observations(summary: dict, rules: tuple[Rule, ...] = RULES, note: str = SIN
 def compose(summary: dict, config: dict, manifest: dict) -> list[Section]:
     """All sections in report order."""
     sections = [headline(summary), setup(summary, config, manifest), training(summary), failure_cases(summary),
-                labels_and_slices(summary), explanations(summary), robustness(summary), fourier_section(summary)]
+                labels_and_slices(summary), explanations(summary), robustness(summary), fourier_section(summary),
+                texture_section(summary), attack_section(summary)]
     sections += [render(summary) for key, render in OPTIONAL_SECTIONS.items() if key in summary]
     sections.append(observations(summary))
     return sections

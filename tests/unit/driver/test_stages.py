@@ -274,3 +274,71 @@ def test_the_fourier_stage_is_one_unsharded_pass_and_re_runs_only_on_its_options
     assert fourier_stage(copy, config, splits, again, lines.append).ran and again.ran == []
     assert fourier_stage(copy, merge(config, {"stress.fourier_norm": 2.0}), splits, again, lines.append).ran
     assert set(again.ran) == {"fourier_shard"}
+
+
+def test_the_texture_stage_equals_one_unsharded_pass_and_reuses_its_tasks(trained_run, tmp_path, monkeypatch):
+    from stress.driver.probe_stages import subset, texture_stage
+    from stress.evaluate.probe_shards import texture_shard
+    from stress.perturb.texture import probes
+
+    config, splits, run, *_ = trained_run
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    config = merge(config, {"stress.texture_images": 30})
+    executor, lines = CountingExecutor(), []
+    assert texture_stage(copy, config, splits, executor, lines.append).ran and executor.ran.count("texture_shard") == 2
+    chosen = subset(len(splits.test_y), 30, config.train.seed, 0x7E)
+    model_config = config.to_dict()["model"]
+    weights = stages.load_weights(copy, model_config)
+    whole = texture_shard(weights, model_config, splits.test_x[chosen], splits.test_y[chosen], 0, 30, probes(32, 32), seed=config.train.seed)
+    record = json.loads(copy.path("eval", "texture.json").read_text())
+    with np.load(copy.path("eval", "texture.npz")) as table:
+        np.testing.assert_array_equal(table["indices"], chosen)
+        for key, value in whole.items():
+            np.testing.assert_array_equal(table[key], value)
+    assert record["images"] == 30 and [e["grid"] for e in record["models"]["baseline"]["index"]] == [2, 4, 8]
+    assert any(line.startswith("[augmented] texture probes: clean ") for line in lines)
+    again = CountingExecutor()
+    assert not texture_stage(copy, config, splits, again, lines.append).ran
+    import stress.driver.probe_stages as module
+
+    monkeypatch.setattr(module, "TEXTURE_VERSION", module.TEXTURE_VERSION + 1)
+    assert texture_stage(copy, config, splits, again, lines.append).ran and again.ran == []  # a new summary, the saved tasks
+    assert not texture_stage(copy, merge(config, {"stress.texture_images": 0}), splits, again, lines.append).ran
+
+
+def test_the_attack_stage_attacks_each_model_and_draws_its_cases(trained_run, tmp_path, monkeypatch):
+    from stress.driver.probe_stages import attack_stage, subset
+    from stress.evaluate.probe_shards import attack_shard
+    from stress.perturb.pgd import ATTACKS
+    from stress.report.figures import write_figures
+
+    pytest.importorskip("torchattacks")
+    config, splits, run, *_ = trained_run
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    config = merge(config, {"stress.adversarial_images": 12, "stress.pgd_steps": 3})
+    executor, lines = CountingExecutor(), []
+    assert attack_stage(copy, config, splits, executor, lines.append).ran and executor.ran.count("attack_shard") == 2
+    chosen = subset(len(splits.test_y), 12, config.train.seed, 0xAD)
+    model_config = config.to_dict()["model"]
+    whole = attack_shard(stages.load_weights(copy, model_config), model_config, splits.test_x[chosen], splits.test_y[chosen], 0, 12,
+                         [(a.norm, a.eps) for a in ATTACKS], steps=3, seed=config.train.seed)
+    record = json.loads(copy.path("eval", "adversarial.json").read_text())
+    with np.load(copy.path("eval", "adversarial.npz")) as table:
+        for key in ("baseline|clean", "augmented|autoattack", "baseline|linf_8/255", "augmented|l2_0.5"):
+            agree = (table[key] == whole[key]).mean()
+            assert agree >= 11 / 12, key  # per-image random starts: the sharding changes at most float rounding
+    assert record["autoattack"] and set(record["models"]["baseline"]["robust"]) >= {"linf_1/255", "l2_0.25", "autoattack"}
+    assert any(line.startswith("[baseline] attacks: clean ") for line in lines)
+    if copy.path("eval", "adversarial_cases.npz").is_file():
+        assert "adversarial_cases.png" in {p.name for p in write_figures(copy, log=lambda message: None)}
+    # without torchattacks: a one-line error that says how to install it, or --no-autoattack
+    import stress.driver.probe_stages as module
+
+    monkeypatch.setattr(module, "_autoattack_available", lambda: False)
+    with pytest.raises(StressError, match="pip install --no-deps torchattacks==3.5.1"):
+        attack_stage(RunFolder(tmp_path / "other"), config, splits, CountingExecutor(), lines.append)
+    no_aa = merge(config, {"stress.autoattack": False})
+    assert attack_stage(copy, no_aa, splits, CountingExecutor(), lines.append).ran
+    assert not json.loads(copy.path("eval", "adversarial.json").read_text())["autoattack"]

@@ -1,0 +1,251 @@
+"""The report sections "Why it fails: texture versus shape" and "Why it fails: adversarial robustness", and their rules.
+
+Rules:
+- texture_reliance (about each trained model): the seed's sentence "the model relies on texture
+  and global shape", measured: accuracy kept under patch shuffling and under low-pass filtering,
+  and the texture-reliance index at the headline scale with its bootstrap interval;
+- texture_shift: the paired index difference between models, per scale, Holm over scales
+  (verdict "one pair only" for the trained variants);
+- adversarial_robustness (about each model): PGD robust accuracy per eps, AutoAttack at 8/255;
+- adversarial_shift: paired robust-accuracy differences, Holm over the attacks (one pair only);
+- explanation_moved: Grad-CAM similarity between clean and adversarial predictions against random
+  signs of the same size.
+"""
+
+from __future__ import annotations
+
+from stress.analyses.texture import headline_index
+from stress.report.blocks import Figure, Note, Paragraph, Section, make_table
+from stress.report.figures import figure_path
+from stress.report.statements import (
+    EFFECT, INCONCLUSIVE, INTERVENTION, ONE_PAIR, Observation, given_models, interval_text, models_of, number, one_pair, signed,
+    verdict_of,
+)
+
+TEXTURE_TITLE = "Why it fails: texture versus shape"
+ATTACK_TITLE = "Why it fails: adversarial robustness"
+
+
+def _acc(entry: dict) -> str:
+    return f"{number(entry['acc'])} {interval_text(entry['low'], entry['high'], sign=False)}"
+
+
+def _probe_label(name: str) -> str:
+    kind, _, value = name.partition("_")
+    return {"shuffle": f"shuffle {value}x{value}", "lowpass": f"low-pass {value}", "highpass": f"high-pass {value}"}[kind]
+
+
+def texture_section(summary: dict) -> Section:
+    record = summary.get("texture")
+    if not record:
+        return Section("texture", TEXTURE_TITLE, (Note("stage texture did not run (--texture-images 0 or --skip-stress)"),))
+    models = [v for v in models_of(summary) if v in record["models"]]
+    head = record["headline"]
+    blocks: list = [Paragraph(
+        f"Patch shuffling cuts each image into g x g patches and permutes them (a seeded permutation per image): local texture "
+        f"stays, global shape goes. A Gaussian low-pass filter of cut-off c cycles per image keeps coarse shape and removes fine "
+        f"texture; the high-pass filter keeps the rest (with the image's mean colour). Every model sees the very same "
+        f"{record['images']} probed test images. Accuracy kept is chance-corrected, (acc − 1/K) / (clean acc − 1/K). The "
+        f"texture-reliance index at a scale g is (acc under shuffle g − 1/K) / (acc under low-pass g − 1/K): both keep "
+        f"structure of about 1/g of the image, the one without shape and the other without texture; above 1 the model keeps "
+        f"more from texture. The headline scale is g = {head['grid']}. Accuracy intervals are Wilson 95% over the images; the "
+        f"index's are percentile bootstraps over the images ({record['bootstrap']} resamples).")]
+    probes = record["probes"]
+    blocks.append(make_table(("model", "clean", *(_probe_label(p) for p in probes)),
+                             [(v, number(record["models"][v]["clean"]["acc"]), *(_acc(record["models"][v]["accuracy"][p]) for p in probes))
+                              for v in models]))
+    rows = []
+    for v in models:
+        for e in record["models"][v]["index"]:
+            kept = record["models"][v]["accuracy"]
+            rows.append((v, f"{e['grid']} | {e['cutoff']:g}", number(kept[f"shuffle_{e['grid']}"]["kept"]),
+                         number(kept[f"lowpass_{e['cutoff']:g}"]["kept"]),
+                         f"{number(e['index'], 2)} {interval_text(e['low'], e['high'], 2, sign=False)}"))
+    blocks.append(make_table(("model", "scale: grid | cut-off", "kept under shuffling", "kept under low-pass", "texture-reliance index (95% bootstrap)"), rows))
+    for other, d in record.get("differences", {}).items():
+        blocks.append(make_table(
+            (f"{other} − {d['reference']} index", "difference", "95% CI (paired bootstrap over images)", "Holm level", "significant"),
+            [(f"{e['grid']} | {e['cutoff']:g}", signed(e["difference"], 2), interval_text(e["low"], e["high"], 2), number(e.get("holm_level"), 4),
+              "yes" if e.get("significant") else "no") for e in d["index"]]))
+    blocks.append(Figure(figure_path("texture"), "Accuracy under each probe (Wilson 95% bars) and the texture-reliance index by scale."))
+    return Section("texture", TEXTURE_TITLE, tuple(blocks))
+
+
+def attack_section(summary: dict) -> Section:
+    record = summary.get("adversarial")
+    if not record:
+        return Section("adversarial", ATTACK_TITLE, (Note("stage attack did not run (--adversarial-images 0 or --skip-stress)"),))
+    models = [v for v in models_of(summary) if v in record["models"]]
+    names = [a["name"] for a in record["attacks"]] + [k for k in ("autoattack", "worst_8/255") if record["autoattack"]]
+    blocks: list = [Paragraph(
+        f"White-box attacks on {record['images']} test images (a seeded subset), in pixel space through each model's own "
+        f"normalisation: PGD with {record['steps']} steps of {record['step_size']} from a random start, and "
+        + ("AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square; torchattacks) at L-inf 8/255, RobustBench's CIFAR-10 "
+           "setting. " if record["autoattack"] else "no AutoAttack (--no-autoattack). ")
+        + "An image is robust at eps if it is correct clean and no attack of that norm at eps or below fooled it, so robust "
+          "accuracy never rises with eps. Wilson 95% intervals over the attacked images.")]
+    blocks.append(make_table(("model", "clean", *names),
+                             [(v, _acc(record["models"][v]["clean"]), *(_acc(record["models"][v]["robust"][k]) for k in names)) for v in models]))
+    for other, d in record.get("differences", {}).items():
+        blocks.append(make_table(
+            (f"{other} − {d['reference']} robust accuracy", "difference", "95% CI (paired, over images)", "Holm level", "significant"),
+            [(k, signed(x["mean"]), interval_text(x["low"], x["high"]), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
+             for k, x in d["by_attack"].items()]))
+    labels = [f["label"] for f in record["models"][models[0]]["flips"]]
+    blocks.append(make_table(("images that flip first at", *labels),
+                             [(v, *(str(f["images"]) for f in record["models"][v]["flips"])) for v in models]))
+    blocks.append(make_table(
+        ("Grad-CAM similarity to the clean map", "adversarial at the flip eps", "random signs, same L-inf size", "adversarial − random (paired)"),
+        [(v, _mean_text(c["adversarial"]), _mean_text(c["random"]),
+          _difference_text(c["adversarial_minus_random"])) for v in models for c in [record["models"][v]["cam"]]]))
+    blocks.append(Figure(figure_path("robust_accuracy"), "Robust accuracy against eps, Wilson 95% bands; stars: AutoAttack at 8/255."))
+    blocks.append(Figure(figure_path("adversarial_cases"), "A few images that flip at the smallest eps in both models, with the "
+                                                           "Grad-CAM of the clean and of the adversarial prediction."))
+    return Section("adversarial", ATTACK_TITLE, tuple(blocks))
+
+
+def _mean_text(entry: dict | None) -> str:
+    return "—" if not entry else f"{number(entry['mean'])} {interval_text(entry['low'], entry['high'], sign=False)}"
+
+
+def _difference_text(entry: dict | None) -> str:
+    return "—" if not entry else f"{signed(entry['mean'])} {interval_text(entry['low'], entry['high'])}"
+
+
+# -- rules --------------------------------------------------------------------
+def texture_reliance(summary: dict) -> list[Observation]:
+    """How much accuracy each model keeps without global shape and without fine texture, and which it leans on."""
+    record = summary.get("texture")
+    if not record:
+        return []
+    out = []
+    for v in models_of(summary):
+        m, head = record["models"].get(v), headline_index(record, v)
+        if not m or not head or head["index"] is None:
+            continue
+        g, c = head["grid"], head["cutoff"]
+        shuffle, low = m["accuracy"][f"shuffle_{g}"], m["accuracy"][f"lowpass_{c:g}"]
+        lean = ("more from local texture than from global shape" if head["low"] is not None and head["low"] > 1 else
+                "more from global shape than from local texture" if head["high"] is not None and head["high"] < 1 else
+                "about as much from local texture as from global shape")
+        out.append(Observation(
+            rule="texture_reliance",
+            text=(f"{v}: with its {g}x{g} patches shuffled (no global shape) it keeps accuracy {number(shuffle['acc'])} "
+                  f"({number(shuffle['kept'])} of its above-chance accuracy); low-pass filtered at {c:g} cycles per image (no fine "
+                  f"texture) {number(low['acc'])} ({number(low['kept'])}). Its texture-reliance index is {number(head['index'], 2)}: "
+                  f"at this scale it keeps {lean} (the seed notebook's \"relies on texture and global shape\", measured)."),
+            verdict=EFFECT if lean != "about as much from local texture as from global shape" else INCONCLUSIVE,
+            uncertainty=f"Wilson 95% over {record['images']} test images for the accuracies; the index "
+                        f"{interval_text(head['low'], head['high'], 2, sign=False)} (percentile bootstrap over images)",
+            figure=figure_path("texture"),
+            evidence={"index": head["index"], "low": head["low"], "high": head["high"], "shuffle": shuffle["acc"], "lowpass": low["acc"]},
+        ))
+    return out
+
+
+def texture_shift(summary: dict) -> list[Observation]:
+    record = summary.get("texture")
+    if not record:
+        return []
+    out, given = [], given_models(summary)
+    for other, d in record.get("differences", {}).items():
+        rows = [e for e in d["index"] if e["difference"] is not None]
+        if not rows:
+            continue
+        parts = [f"scale {e['grid']}: {signed(e['difference'], 2)} {interval_text(e['low'], e['high'], 2)}"
+                 + (" (Holm-significant)" if e["significant"] else "") for e in rows]
+        text = f"{other} − {d['reference']} texture-reliance index: {'; '.join(parts)}."
+        significant = [e for e in rows if e["significant"]]
+        if given:
+            verdict = EFFECT if significant else INCONCLUSIVE
+        else:
+            text, verdict = one_pair(summary, text), ONE_PAIR
+        out.append(Observation(
+            rule="texture_shift", text=text, verdict=verdict,
+            uncertainty=f"paired percentile bootstrap over {record['images']} test images, Holm over {len(rows)} scales"
+                        + ("" if given else "; one trained pair"),
+            figure=figure_path("texture"),
+            evidence={f"scale_{e['grid']}": e["difference"] for e in rows} | {"significant_scales": len(significant)},
+            scope=INTERVENTION if not given else "model",
+        ))
+    return out
+
+
+def adversarial_robustness(summary: dict) -> list[Observation]:
+    record = summary.get("adversarial")
+    if not record:
+        return []
+    out = []
+    for v in models_of(summary):
+        m = record["models"].get(v)
+        if not m:
+            continue
+        linf = [a for a in record["attacks"] if a["norm"] == "linf"]
+        curve = ", ".join(f"{number(m['robust'][a['name']]['acc'])} at {a['label']}" for a in linf)
+        aa = m["robust"].get("autoattack")
+        half = next((f for f in m["flips"] if f["attack"]), None)
+        text = (f"{v}: clean accuracy {number(m['clean']['acc'])} on the attacked images; under L-inf PGD its robust accuracy is {curve}"
+                + (f"; under AutoAttack at 8/255 {number(aa['acc'])} {interval_text(aa['low'], aa['high'], sign=False)}" if aa else "")
+                + f". {half['images'] if half else 0} correctly classified images flip already at {half['label'] if half else '—'}.")
+        worst = aa or m["robust"][linf[-1]["name"]]
+        out.append(Observation(
+            rule="adversarial_robustness", text=text, verdict=verdict_of(worst["low"] - m["clean"]["acc"], worst["high"] - m["clean"]["acc"]),
+            uncertainty=f"Wilson 95% over {record['images']} attacked test images",
+            figure=figure_path("robust_accuracy"),
+            evidence={"clean": m["clean"]["acc"], **{a["name"]: m["robust"][a["name"]]["acc"] for a in linf},
+                      "autoattack": aa["acc"] if aa else None},
+        ))
+    return out
+
+
+def adversarial_shift(summary: dict) -> list[Observation]:
+    record = summary.get("adversarial")
+    if not record:
+        return []
+    out, given = [], given_models(summary)
+    for other, d in record.get("differences", {}).items():
+        parts = [f"{k} {signed(x['mean'])} {interval_text(x['low'], x['high'])}" + (" (Holm-significant)" if x["significant"] else "")
+                 for k, x in d["by_attack"].items()]
+        significant = [k for k, x in d["by_attack"].items() if x["significant"]]
+        text = (f"{other} − {d['reference']} robust accuracy: {'; '.join(parts)}. {d['first_to_flip_in_both_count']} images flip at the "
+                f"smallest eps in both models.")
+        if given:
+            verdict = EFFECT if significant else INCONCLUSIVE
+        else:
+            text, verdict = one_pair(summary, text), ONE_PAIR
+        out.append(Observation(
+            rule="adversarial_shift", text=text, verdict=verdict,
+            uncertainty=f"paired 95% t-intervals over {record['images']} attacked images, Holm over {len(parts)} attacks"
+                        + ("" if given else "; one trained pair"),
+            figure=figure_path("robust_accuracy"),
+            evidence={"significant_attacks": len(significant), **{k: x["mean"] for k, x in d["by_attack"].items()}},
+            scope=INTERVENTION if not given else "model",
+        ))
+    return out
+
+
+def explanation_moved(summary: dict) -> list[Observation]:
+    record = summary.get("adversarial")
+    if not record:
+        return []
+    out = []
+    for v in models_of(summary):
+        c = record["models"].get(v, {}).get("cam")
+        if not c or not c["adversarial_minus_random"]:
+            continue
+        d = c["adversarial_minus_random"]
+        out.append(Observation(
+            rule="explanation_moved",
+            text=(f"{v}: the Grad-CAM of the adversarial prediction correlates {number(c['adversarial']['mean'])} with that of the "
+                  f"clean prediction (random signs of the same size: {number(c['random']['mean'])}); the attack "
+                  + ("moves the explanation far more than noise of its size does." if d["high"] < 0 else
+                     "does not move the explanation distinguishably more than noise of its size.")),
+            verdict=verdict_of(d["low"], d["high"]),
+            uncertainty=f"paired 95% t-interval over {c['images']} flipped images: {signed(d['mean'])} {interval_text(d['low'], d['high'])}",
+            figure=figure_path("adversarial_cases"),
+            evidence={"adversarial": c["adversarial"]["mean"], "random": c["random"]["mean"], "difference": d["mean"]},
+        ))
+    return out
+
+
+PROBE_RULES = (texture_reliance, texture_shift, adversarial_robustness, adversarial_shift, explanation_moved)
