@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from stress import storage
+from stress.analyses.adversarial import attacks_over_seeds
 from stress.analyses.fourier import fourier_over_seeds
+from stress.analyses.texture import texture_over_seeds
 from stress.analyses.seed_slices import slices_over_seeds, suspicion_over_seeds
 from stress.analyses.seeds import aggregate, failure_stability, seed_metrics
 from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, write_json, write_npz
@@ -117,6 +119,10 @@ def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery
     fourier = fourier_over_seeds([per_seed_summary[s].get("fourier") for s in seeds])
     if fourier is not None:
         summary["fourier"] = fourier
+    for key, over_seeds in (("texture", texture_over_seeds), ("adversarial", attacks_over_seeds)):
+        record = over_seeds([per_seed_summary[s].get(key) for s in seeds])
+        if record is not None:
+            summary[key] = record
     audit = _labels_over_seeds(root, seeds, per_seed_summary)
     if audit is not None:
         summary["labels"], flags = audit

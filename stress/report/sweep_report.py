@@ -21,6 +21,7 @@ from stress.report.blocks import MISSING, Figure, Links, Note, Paragraph, Sectio
 from stress.report.figures import sweep_figure
 from stress.report.run_report import observations, precision_text
 from stress.report.sweep_fourier_section import fourier_over_seeds_section, fourier_shift_over_seeds
+from stress.report.sweep_probe_section import probes_over_seeds_section, probes_shift_over_seeds
 from stress.report.sweep_label_section import labels_over_seeds, slice_findings
 from stress.report.statements import EFFECT, INCONCLUSIVE, INTERVENTION, NO_EFFECT, Observation, direction, interval_text, number, signed, verdict_of
 
@@ -378,7 +379,7 @@ def shared_intrinsic(summary: dict) -> list[Observation]:
 SWEEP_NOTE = ("Generated from the numbers above. Statements about the augmentation rest on intervals over seeds (independent "
               "trainings of both models, paired by seed), with Holm's correction over the headline metrics and over the corruptions.")
 SWEEP_RULES = (single_seed, paired_effects, significant_corruptions, error_stability, shared_intrinsic, slice_findings,
-               fourier_shift_over_seeds)
+               fourier_shift_over_seeds, probes_shift_over_seeds)
 
 
 def compose_sweep(summary: dict, run: RunFolder) -> list[Section]:
@@ -388,7 +389,7 @@ def compose_sweep(summary: dict, run: RunFolder) -> list[Section]:
     config_path, manifest_path = run.path(source, "config.json"), run.path(source, "manifest.json")
     config = read_json(config_path) if config_path.is_file() else {}
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
-    fourier = fourier_over_seeds_section(summary)
+    extra = [s for s in (fourier_over_seeds_section(summary), probes_over_seeds_section(summary)) if s]
     return [headline(summary), setup(summary, config, manifest, source), seed_statistics(summary), failure_stability(summary),
-            labels_over_seeds(summary), *([fourier] if fourier else []), seed_reports(summary, run),
+            labels_over_seeds(summary), *extra, seed_reports(summary, run),
             observations(summary, SWEEP_RULES, SWEEP_NOTE)]

@@ -24,13 +24,14 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 class OnlyNewWorkMayRun(LocalExecutor):
-    """Runs the new stages' tasks (the slices stage's embeddings, the Fourier heat map); anything else is a finished stage running again."""
+    """Runs the new stages' tasks (the slices stage's embeddings, the Fourier heat map, the texture probes, the attacks); anything
+    else is a finished stage running again."""
 
     def __init__(self):
         self.ran: list[str] = []
 
     def run(self, function, calls, resources, on_result, log):
-        if calls and function.__name__ not in ("embed_shard", "fourier_shard"):
+        if calls and function.__name__ not in ("embed_shard", "fourier_shard", "texture_shard", "attack_shard"):
             raise AssertionError(f"a finished stage ran again: {function.__name__} x {len(calls)}")
         self.ran += [function.__name__] * len(calls)
         super().run(function, calls, resources, on_result, log)
@@ -79,18 +80,19 @@ def test_a_run_folder_from_the_flat_layout_resumes_with_only_the_new_work_done(t
     shutil.copytree(old, tmp_path / "run_flat_layout")
     # The statistics and the layer that code used are given: measured ones would be another training.
     config = merge(resolved_as_before(load_config_file(FIXTURES / "run_flat_layout.json")),
-                   {"out": str(tmp_path), "run_name": "run_flat_layout", "stress.fourier_images": 6})
+                   {"out": str(tmp_path), "run_name": "run_flat_layout", "stress.fourier_images": 6,
+                    "stress.texture_images": 6, "stress.adversarial_images": 4, "stress.pgd_steps": 2})
     lines: list[str] = []
     executor = OnlyNewWorkMayRun()
     summary = Pipeline(config, log=lines.append, executor=executor).run_all()
     for line in [f"[{v}] training already finished: skipped" for v in VARIANTS] + ["stress: already finished: skipped"]:
         assert line in lines
-    assert "evaluate: 4 shard(s) already saved, 0 to run" in lines and set(executor.ran) == {"embed_shard", "fourier_shard"}
+    assert "evaluate: 4 shard(s) already saved, 0 to run" in lines and set(executor.ran) == {"embed_shard", "fourier_shard", "texture_shard", "attack_shard"}
     new = tmp_path / "run_flat_layout"
     for pattern in ("stages/train_*.json", "stages/stress.json", "eval/robustness.json", "eval/calibration.json",
                     "eval/stress_correct.npz", "eval/shards/*.npz", "eval/stress_shards/*.npz", "variants/*/*"):
         assert hashes(new, pattern) == hashes(old, pattern) and hashes(old, pattern), pattern
-    assert all((new / "eval" / f"{name}.json").is_file() for name in ("labels", "slices", "fourier"))
+    assert all((new / "eval" / f"{name}.json").is_file() for name in ("labels", "slices", "fourier", "texture", "adversarial"))
     for name in ("failures", "explanations"):  # recomputed from the same shards: every old number, new entries added
         assert_contains(json.loads((new / "eval" / f"{name}.json").read_text()), json.loads((old / "eval" / f"{name}.json").read_text()), name)
     # The summary the new code writes from those files holds every number of the old code's, unchanged

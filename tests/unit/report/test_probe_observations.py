@@ -1,0 +1,86 @@
+"""The texture and attack rules and sections, single run and sweep: verdicts follow the intervals; one pair is never a verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stress.analyses.adversarial import attacks_over_seeds, summarise_attacks
+from stress.analyses.texture import summarise_texture, texture_over_seeds
+from stress.perturb.pgd import ATTACKS
+from stress.perturb.texture import probes
+from stress.report import statements as st
+from stress.report.probe_sections import (
+    adversarial_robustness, adversarial_shift, attack_section, explanation_moved, texture_reliance, texture_section, texture_shift,
+)
+from stress.report.sweep_probe_section import probes_over_seeds_section, probes_shift_over_seeds
+
+PROBES = probes(32, 32)
+
+
+def _texture(seed: int, shuffle: dict[str, float], n=1500, same: bool = False) -> dict:
+    """same: shuffling and low-pass filtering at each scale leave the very same images correct (an index of exactly 1)."""
+    rng = np.random.default_rng(seed)
+    probed = {v: {p: rng.random(n) < shuffle[v] if p.startswith("shuffle") else rng.random(n) < 0.5 for p in PROBES} for v in shuffle}
+    if same:
+        for v in probed:
+            for g in (2, 4, 8):
+                probed[v][f"shuffle_{g}"] = probed[v][f"lowpass_{g}"].copy()
+    clean = {v: rng.random(n) < 0.8 for v in shuffle}
+    return summarise_texture(clean, probed, list(shuffle), classes=10)
+
+
+def _attacks(seed: int, rates: dict[str, float], n=600) -> dict:
+    rng = np.random.default_rng(seed)
+    results = {}
+    for v, rate in rates.items():
+        r = {"clean": rng.random(n) < 0.8, "autoattack": rng.random(n) < 0.01}
+        for a in ATTACKS:
+            r[a.name] = rng.random(n) < rate
+        r["flip"] = np.where(r["linf_1/255"], 0, -1)
+        r["cam_adversarial"] = np.where(r["flip"] >= 0, rng.random(n) * 0.4, np.nan)
+        r["cam_random"] = np.where(r["flip"] >= 0, 0.95 + rng.random(n) * 0.05, np.nan)
+        results[v] = r
+    return summarise_attacks(results, list(rates), list(ATTACKS), 20, np.arange(n))
+
+
+def _summary(**sections) -> dict:
+    return {"variants": {"baseline": {}, "augmented": {}}, "dataset": {"source": "synthetic"}, **sections}
+
+
+def test_texture_rules_lean_by_the_interval_and_a_single_pair_gets_no_verdict():
+    record = _texture(0, {"baseline": 0.2, "augmented": 0.8})
+    summary = _summary(texture=record)
+    found = {o.text.split(":")[0]: o for o in texture_reliance(summary)}
+    assert "more from global shape" in found["baseline"].text and "more from local texture" in found["augmented"].text
+    assert found["baseline"].verdict == st.EFFECT
+    (shift,) = texture_shift(summary)
+    assert shift.verdict == st.ONE_PAIR and shift.scope == st.INTERVENTION and "One trained pair" in shift.text
+    equal = _texture(1, {"baseline": 0.5, "augmented": 0.5}, same=True)
+    assert all("about as much" in o.text and o.verdict == st.INCONCLUSIVE for o in texture_reliance(_summary(texture=equal)))
+    assert texture_section(summary).title == "Why it fails: texture versus shape"
+    assert texture_reliance(_summary()) == [] and "did not run" in texture_section(_summary()).blocks[0].text
+
+
+def test_attack_rules_report_robust_accuracy_and_a_moved_explanation():
+    record = _attacks(0, {"baseline": 0.9, "augmented": 0.3})
+    summary = _summary(adversarial=record)
+    robust = adversarial_robustness(summary)
+    assert len(robust) == 2 and all("AutoAttack at 8/255" in o.text for o in robust)
+    (shift,) = adversarial_shift(summary)
+    assert shift.verdict == st.ONE_PAIR and shift.evidence["significant_attacks"] >= 6
+    moved = explanation_moved(summary)
+    assert all(o.verdict == st.EFFECT and "far more than noise" in o.text for o in moved)
+    assert attack_section(summary).title == "Why it fails: adversarial robustness"
+
+
+def test_over_seeds_verdicts_need_a_holm_significant_difference():
+    moved = [_texture(s, {"baseline": 0.2, "augmented": 0.7}) for s in range(3)]
+    still = [_texture(s, {"baseline": 0.4 + 0.1 * (s % 2), "augmented": 0.5 - 0.1 * (s % 2)}) for s in range(4)]
+    attacked = [_attacks(s, {"baseline": 0.9, "augmented": 0.3}) for s in range(3)]
+    summary = {"texture": texture_over_seeds(moved), "adversarial": attacks_over_seeds(attacked)}
+    texture, attacks = probes_shift_over_seeds(summary)
+    assert texture.verdict == st.EFFECT and texture.scope == st.INTERVENTION and "Holm-significant at scale" in texture.text
+    assert attacks.verdict == st.EFFECT and "linf_1/255" in attacks.text
+    (texture,) = probes_shift_over_seeds({"texture": texture_over_seeds(still)})
+    assert texture.verdict == st.INCONCLUSIVE and "No scale's difference is Holm-significant." in texture.text
+    assert probes_over_seeds_section({}) is None and probes_over_seeds_section(summary).title.startswith("Texture reliance")
