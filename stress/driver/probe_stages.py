@@ -46,10 +46,18 @@ def subset(n_test: int, count: int, seed: int, stream: int) -> np.ndarray:
     return np.sort(rng.choice(n_test, size=count, replace=False))
 
 
-def _skip(config: ExperimentConfig, count: int, flag: str) -> str | None:
-    if config.stress.skip_stress:
-        return "--skip-stress"
-    return f"{flag} 0" if count == 0 else None
+def _pending(run: RunFolder, config: ExperimentConfig, stage: str, count: int, flag: str, options: tuple[str, ...], version: int,
+             log) -> tuple[str, str] | None:
+    """(stage key, weights digest) when the stage has work to do; None (and a log line) when it is off or already finished."""
+    if config.stress.skip_stress or count == 0:
+        log(f"{stage}: skipped ({'--skip-stress' if config.stress.skip_stress else f'{flag} 0'})")
+        return None
+    key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": options}, version)
+    weights_id = run.weights_digest(model_names(config))
+    if run.stage_done(stage, key, weights_id):
+        log(f"{stage}: already finished: skipped")
+        return None
+    return key, weights_id
 
 
 def _clean(run: RunFolder, names, chosen: np.ndarray) -> dict[str, np.ndarray]:
@@ -64,16 +72,10 @@ def texture_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
     from stress.perturb.texture import probes
 
     s = config.stress
-    reason = _skip(config, s.texture_images, "--texture-images")
-    if reason:
-        log(f"texture: skipped ({reason})")
+    pending = _pending(run, config, "texture", s.texture_images, "--texture-images", TEXTURE_OPTIONS, TEXTURE_VERSION, log)
+    if pending is None:
         return StageOutcome("texture", ran=False)
-    names = model_names(config)
-    key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": TEXTURE_OPTIONS}, TEXTURE_VERSION)
-    weights_id = run.weights_digest(names)
-    if run.stage_done("texture", key, weights_id):
-        log("texture: already finished: skipped")
-        return StageOutcome("texture", ran=False)
+    (key, weights_id), names = pending, model_names(config)
     started = time.perf_counter()
     chosen = subset(len(splits.test_y), s.texture_images, config.train.seed, 0x7E)
     images, labels = splits.test_x[chosen], splits.test_y[chosen]
@@ -158,16 +160,10 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     from stress.perturb.pgd import ATTACKS
 
     s = config.stress
-    reason = _skip(config, s.adversarial_images, "--adversarial-images")
-    if reason:
-        log(f"attack: skipped ({reason})")
+    pending = _pending(run, config, "attack", s.adversarial_images, "--adversarial-images", ATTACK_OPTIONS, ATTACK_VERSION, log)
+    if pending is None:
         return StageOutcome("attack", ran=False)
-    names = model_names(config)
-    key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": ATTACK_OPTIONS}, ATTACK_VERSION)
-    weights_id = run.weights_digest(names)
-    if run.stage_done("attack", key, weights_id):
-        log("attack: already finished: skipped")
-        return StageOutcome("attack", ran=False)
+    (key, weights_id), names = pending, model_names(config)
     autoattack = s.autoattack
     if autoattack and not _autoattack_available():
         raise StressError(f"AutoAttack needs torchattacks, which is not installed: {AUTOATTACK_INSTALL} (or pass --no-autoattack)")

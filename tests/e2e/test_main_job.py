@@ -16,7 +16,7 @@ JOB = REPO / "jobs" / "stress_test.py"
 SMALL = [
     "--data", "synthetic", "--epochs", "2", "--val-size", "200", "--shards", "2",
     "--faithfulness-images", "40", "--stress-limit", "100", "--corruptions", "gaussian_noise,contrast,jpeg_compression",
-    "--severities", "1,3,5", "--fourier-images", "20",
+    "--severities", "1,3,5", "--fourier-images", "20", "--texture-images", "100", "--adversarial-images", "10", "--pgd-steps", "3",
 ]
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +120,13 @@ def test_failures_explanations_and_stress_sections(finished_run):
         fourier = summary["fourier"]["models"][variant]
         assert fourier["most_sensitive_band"] in ("low", "middle", "high") and 0 <= fourier["mean_error"]["mean"] <= 1
     assert summary["fourier"]["frequencies"] == 514 and summary["fourier"]["images"] == 20
-    assert "Why it fails: frequency sensitivity" in (run / "report.md").read_text()
+    markdown = (run / "report.md").read_text()
+    assert all(f"Why it fails: {what}" in markdown for what in ("frequency sensitivity", "texture versus shape", "adversarial robustness"))
+    assert summary["texture"]["images"] == 100 and summary["adversarial"]["images"] == 10 and summary["adversarial"]["autoattack"]
+    for variant in ("baseline", "augmented"):
+        attacked = summary["adversarial"]["models"][variant]
+        robust, clean = attacked["robust"], attacked["clean"]["acc"]
+        assert robust["linf_8/255"]["acc"] <= robust["linf_1/255"]["acc"] <= clean and robust["autoattack"]["acc"] <= clean
     with np.load(run / "eval" / "gradcam_cases.npz") as cases:
         assert cases["maps_baseline_predicted"].shape[1:] == (32, 32)
         assert len(cases["indices"]) == sum(len(summary["failures"][v]["cases"]) for v in ("baseline", "augmented"))
@@ -136,6 +142,7 @@ def test_rerun_skips_finished_stages(finished_run):
     assert "[augmented] training already finished: skipped" in log
     assert "evaluate: already finished: skipped" in log
     assert "stress: already finished: skipped" in log and "fourier: already finished: skipped" in log
+    assert "texture: already finished: skipped" in log and "attack: already finished: skipped" in log
     assert "] epoch " not in log
     assert (run / "variants" / "baseline" / "model.pt").read_bytes() == before
 

@@ -33,6 +33,7 @@ JOB = REPO / "jobs" / "stress_test.py"
 BUCKET, PREFIX, RUN = "stress", "runs", "s3run"
 ARGS = ["--data", "synthetic", "--epochs", "4", "--val-size", "200", "--test-limit", "200", "--shards", "2",
         "--faithfulness-images", "20", "--stress-limit", "50", "--corruptions", "gaussian_noise", "--severities", "1",
+        "--texture-images", "20", "--adversarial-images", "0",
         "--out", f"s3://{BUCKET}/{PREFIX}", "--run-name", RUN]
 
 

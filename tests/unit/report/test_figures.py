@@ -45,9 +45,10 @@ def _json(root: Path, name: str) -> dict:
 def test_every_figure_is_drawn_as_a_png(drawn):
     root, written = drawn
     failures = _json(root, "failures.json")
-    # The fixture predates the label audit, the failure slices and the Fourier heat map: no labels.npz, slices.npz or
-    # fourier.npz (tests/unit/driver/test_stages.py draws those figures).
-    later = ("case", "suspects", "embedding_map", "train_suspects", "fourier_heatmap", "fourier_radial")
+    # The fixture predates the label audit, the failure slices, the Fourier heat map, the texture probes and the attacks:
+    # no labels.npz, slices.npz, fourier.npz, texture.json or adversarial.json (tests/unit/driver/test_stages.py draws those figures).
+    later = ("case", "suspects", "embedding_map", "train_suspects", "fourier_heatmap", "fourier_radial", "texture", "robust_accuracy",
+             "adversarial_cases")
     names = {k: n for k, n in figures.FIGURE_NAMES.items() if k not in later}
     expected = {figures.figure_path(k) for k, n in names.items() if "{variant}" not in n}
     expected |= {figures.figure_path(k, v) for k, n in names.items() if "{variant}" in n for v in VARIANTS}

@@ -189,7 +189,8 @@ def test_fixture_observations_quote_the_summary():
     found = {(o.rule, i): o for i, o in enumerate(obs.derive_observations(summary))}
     rules = {rule for rule, _ in found}
     # The fixture predates the label audit, the failure slices and the Fourier heat map (their rules are tested on planted summaries).
-    later = {"invariances", "label_suspects", "failure_slices", "fourier_sensitivity", "fourier_shift"}
+    later = {"invariances", "label_suspects", "failure_slices", "fourier_sensitivity", "fourier_shift", "texture_reliance", "texture_shift",
+             "adversarial_robustness", "adversarial_shift", "explanation_moved"}  # tests/unit/report/test_probe_observations.py
     assert {r.__name__ for r in obs.RULES} - later <= rules | {"invariances"}
     assert {"trained_invariances", "transfer"} <= rules
     for o in found.values():

@@ -21,7 +21,7 @@ from stress.report.figures import write_figures
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURE = ROOT / "tests" / "fixtures" / "run_small"
-SECTIONS = ("headline", "setup", "training", "failures", "labels", "explanations", "robustness", "fourier", "observations")
+SECTIONS = ("headline", "setup", "training", "failures", "labels", "explanations", "robustness", "fourier", "texture", "adversarial", "observations")
 
 
 @pytest.fixture
