@@ -36,7 +36,7 @@ from stress.driver import stages
 from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.fanout import Executor
 from stress.driver.fourier_stage import fourier_stage
-from stress.driver.probe_stages import attack_stage, texture_stage
+from stress.driver.probe_stages import attack_stage, check_autoattack, texture_stage
 from stress.driver.slice_stage import slices_stage
 from stress.driver.train_audit_stage import train_audit_stage
 from stress.driver.stages import TRAINING_SECTIONS
@@ -186,6 +186,7 @@ class Pipeline:
         """Everything that can be wrong with the input, checked before anything is created."""
         started = time.perf_counter()
         check_output_location(self.config.out)
+        check_autoattack(self.config)
         if self.remote and storage.download(self.remote, self.run.root):
             self.log(f"resuming {self.remote} (copied to {self.run.root})")
         dataset = load_dataset(self.config.data)

@@ -120,6 +120,13 @@ def _autoattack_available() -> bool:
     return True
 
 
+def check_autoattack(config: ExperimentConfig) -> None:
+    """A run whose attack stage will run AutoAttack needs torchattacks: say so before anything is trained or written."""
+    s = config.stress
+    if s.autoattack and s.adversarial_images > 0 and not s.skip_stress and not _autoattack_available():
+        raise StressError(f"AutoAttack needs torchattacks, which is not installed: {AUTOATTACK_INSTALL} (or pass --no-autoattack)")
+
+
 def attack_cases(weights: dict, model_config: dict, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
                  flips: dict[str, np.ndarray], seed: int, steps: int, cam_layer: str | None) -> dict[str, np.ndarray]:
     """Each model's adversarial image at its flip eps for the given images (recomputed from the same random starts), with the
@@ -165,8 +172,7 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         return StageOutcome("attack", ran=False)
     (key, weights_id), names = pending, model_names(config)
     autoattack = s.autoattack
-    if autoattack and not _autoattack_available():
-        raise StressError(f"AutoAttack needs torchattacks, which is not installed: {AUTOATTACK_INSTALL} (or pass --no-autoattack)")
+    check_autoattack(config)
     started = time.perf_counter()
     chosen = subset(len(splits.test_y), s.adversarial_images, config.train.seed, 0xAD)
     images, labels = splits.test_x[chosen], splits.test_y[chosen]

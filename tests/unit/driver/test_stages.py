@@ -339,6 +339,11 @@ def test_the_attack_stage_attacks_each_model_and_draws_its_cases(trained_run, tm
     monkeypatch.setattr(module, "_autoattack_available", lambda: False)
     with pytest.raises(StressError, match="pip install --no-deps torchattacks==3.5.1"):
         attack_stage(RunFolder(tmp_path / "other"), config, splits, CountingExecutor(), lines.append)
+    # and a whole run says so before it trains or writes anything
+    fresh = merge(config, {"out": str(tmp_path / "fresh"), "run_name": "r"})
+    with pytest.raises(StressError, match="pip install --no-deps torchattacks==3.5.1"):
+        Pipeline(fresh, log=lines.append, executor=CountingExecutor()).run_all()
+    assert not (tmp_path / "fresh").exists()
     no_aa = merge(config, {"stress.autoattack": False})
     assert attack_stage(copy, no_aa, splits, CountingExecutor(), lines.append).ran
     assert not json.loads(copy.path("eval", "adversarial.json").read_text())["autoattack"]
