@@ -31,20 +31,27 @@ def plot_texture_probes(record: dict, models: tuple[str, ...], path: Path) -> Pa
                  "(shuffle g: g x g patches permuted; low/high-pass c: Gaussian cut-off c cycles per image)", fontsize=10)
     ax.legend(fontsize=8)
     ax = axes[1]
+    position = {r["grid"]: k for k, r in enumerate(record["scales"])}
+    drawn = 0
     for i, v in enumerate(models):
         rows = [r for r in record["models"][v]["index"] if r["index"] is not None]
-        grids = np.array([r["grid"] for r in rows], dtype=float) * (1 + 0.04 * (i - (len(models) - 1) / 2))
-        ax.errorbar(grids, [r["index"] for r in rows],
+        drawn += len(rows)
+        if not rows:
+            continue
+        where = np.array([position[r["grid"]] for r in rows], dtype=float) + 0.06 * (i - (len(models) - 1) / 2)
+        ax.errorbar(where, [r["index"] for r in rows],
                     yerr=[[r["index"] - (r["low"] if r["low"] is not None else r["index"]) for r in rows],
                           [(r["high"] if r["high"] is not None else r["index"]) - r["index"] for r in rows]],
                     marker="o", capsize=3, color=colour(v), label=v)
+    if not drawn:
+        ax.text(0.5, 0.5, "undefined: low-pass accuracy\nnot above chance", ha="center", va="center", transform=ax.transAxes)
     ax.axhline(1.0, color="#888888", linestyle="--", linewidth=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([r["grid"] for r in record["scales"]], [f"{r['grid']} | {r['cutoff']:g}" for r in record["scales"]])
+    ax.set_xticks(range(len(record["scales"])), [f"{r['grid']} | {r['cutoff']:g}" for r in record["scales"]])
     ax.set_xlabel("scale: grid | low-pass cut-off")
     ax.set_ylabel("texture-reliance index")
     ax.set_title("Texture-reliance index, 95% bootstrap\n(above 1: texture kept more than shape)", fontsize=10)
-    ax.legend(fontsize=8)
+    if drawn:
+        ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
