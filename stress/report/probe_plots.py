@@ -56,9 +56,9 @@ def plot_texture_probes(record: dict, models: tuple[str, ...], path: Path) -> Pa
 
 
 def plot_robust_accuracy(record: dict, models: tuple[str, ...], path: Path) -> Path:
-    """Robust accuracy against eps for L-inf and L2 PGD, Wilson 95% bands, and AutoAttack at 8/255 as a marker."""
+    """Robust accuracy against eps for L∞ and L2 PGD, Wilson 95% bands, and AutoAttack at 8/255 as a marker."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, norm, unit in ((axes[0], "linf", "L-inf eps (x 1/255)"), (axes[1], "l2", "L2 eps ([0, 1] scale)")):
+    for ax, norm, unit in ((axes[0], "linf", "L∞ eps (x 1/255)"), (axes[1], "l2", "L2 eps ([0, 1] scale)")):
         attacks = [a for a in record["attacks"] if a["norm"] == norm]
         eps = [0.0] + [a["eps"] * (255 if norm == "linf" else 1) for a in attacks]
         for v in models:
@@ -73,7 +73,7 @@ def plot_robust_accuracy(record: dict, models: tuple[str, ...], path: Path) -> P
         ax.set_xlabel(unit)
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(0, 1)
-        ax.set_title(f"{'L-inf' if norm == 'linf' else 'L2'} PGD ({record['steps']} steps), Wilson 95% over {record['images']} images",
+        ax.set_title(f"{'L∞' if norm == 'linf' else 'L2'} PGD ({record['steps']} steps), Wilson 95% over {record['images']} images",
                      fontsize=10)
         ax.legend(fontsize=8)
     return save_figure(fig, path)

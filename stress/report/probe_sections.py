@@ -80,7 +80,7 @@ def attack_section(summary: dict) -> Section:
     blocks: list = [Paragraph(
         f"White-box attacks on {record['images']} test images (a seeded subset), in pixel space through each model's own "
         f"normalisation: PGD with {record['steps']} steps of {record['step_size']} from a random start, and "
-        + ("AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square; torchattacks) at L-inf 8/255, RobustBench's CIFAR-10 "
+        + ("AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square; torchattacks) at L∞ 8/255, RobustBench's CIFAR-10 "
            "setting. " if record["autoattack"] else "no AutoAttack (--no-autoattack). ")
         + "An image is robust at eps if it is correct clean and no attack of that norm at eps or below fooled it, so robust "
           "accuracy never rises with eps. Wilson 95% intervals over the attacked images.")]
@@ -95,7 +95,7 @@ def attack_section(summary: dict) -> Section:
     blocks.append(make_table(("images that flip first at", *labels),
                              [(v, *(str(f["images"]) for f in record["models"][v]["flips"])) for v in models]))
     blocks.append(make_table(
-        ("Grad-CAM similarity to the clean map", "adversarial at the flip eps", "random signs, same L-inf size", "adversarial − random (paired)"),
+        ("Grad-CAM similarity to the clean map", "adversarial at the flip eps", "random signs, same L∞ size", "adversarial − random (paired)"),
         [(v, _mean_text(c["adversarial"]), _mean_text(c["random"]),
           _difference_text(c["adversarial_minus_random"])) for v in models for c in [record["models"][v]["cam"]]]))
     blocks.append(Figure(figure_path("robust_accuracy"), "Robust accuracy against eps, Wilson 95% bands; stars: AutoAttack at 8/255."))
@@ -184,7 +184,7 @@ def adversarial_robustness(summary: dict) -> list[Observation]:
         curve = ", ".join(f"{number(m['robust'][a['name']]['acc'])} at {a['label']}" for a in linf)
         aa = m["robust"].get("autoattack")
         half = next((f for f in m["flips"] if f["attack"]), None)
-        text = (f"{v}: clean accuracy {number(m['clean']['acc'])} on the attacked images; under L-inf PGD its robust accuracy is {curve}"
+        text = (f"{v}: clean accuracy {number(m['clean']['acc'])} on the attacked images; under L∞ PGD its robust accuracy is {curve}"
                 + (f"; under AutoAttack at 8/255 {number(aa['acc'])} {interval_text(aa['low'], aa['high'], sign=False)}" if aa else "")
                 + f". {half['images'] if half else 0} correctly classified images flip already at {half['label'] if half else '—'}.")
         worst = aa or m["robust"][linf[-1]["name"]]
