@@ -36,6 +36,7 @@ ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU
 CASES = 4
 AUTOATTACK_INSTALL = "pip install --no-deps torchattacks==3.5.1"
+AUTOATTACK_MIN_CLASSES = 4
 
 
 def subset(n_test: int, count: int, seed: int, stream: int) -> np.ndarray:
@@ -174,6 +175,11 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     autoattack = s.autoattack
     check_autoattack(config)
     started = time.perf_counter()
+    no_autoattack = None
+    if autoattack and len(splits.class_names) < AUTOATTACK_MIN_CLASSES:  # APGD-T's DLR loss reads the 3rd and 4th largest logits
+        no_autoattack = f"AutoAttack needs at least {AUTOATTACK_MIN_CLASSES} classes; this dataset has {len(splits.class_names)}"
+        log(f"attack: {no_autoattack}: PGD only")
+        autoattack = False
     chosen = subset(len(splits.test_y), s.adversarial_images, config.train.seed, 0xAD)
     images, labels = splits.test_x[chosen], splits.test_y[chosen]
     model_config = config.to_dict()["model"]
@@ -199,6 +205,8 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
             log(f"[{v}] attack: clean predictions differ from the evaluate stage's on "
                 f"{int((per_model[v]['clean'].astype(bool) != clean[v]).sum())} image(s) (float32 attacks vs the run's precision)")
     record = summarise_attacks(per_model, names, list(ATTACKS), s.pgd_steps, chosen)
+    if no_autoattack:
+        record["autoattack_skipped"] = no_autoattack
     both_clean = np.logical_and.reduce([per_model[v]["clean"].astype(bool) & (per_model[v]["flip"] >= 0) for v in names])
     order = np.lexsort((chosen, sum(per_model[v]["flip"] for v in names)))
     picked = np.sort(order[both_clean[order]][:CASES])
