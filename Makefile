@@ -1,5 +1,5 @@
 # Two commands for a fresh clone:
-#   make run ARGS="--data ../shared/data/cifar10/cifar10.npz"   set up, then run the main job locally
+#   make run                                                     set up, then run the main job locally (downloads CIFAR-10)
 #   make test                                                    set up, then run the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(VENV)/bin/python jobs/stress_test.py $(ARGS)
+	$(VENV)/bin/stress run $(ARGS)
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

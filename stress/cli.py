@@ -27,7 +27,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "batch-size": ("train.batch_size", int, "global batch size [128]"),
     "lr": ("train.lr", float, "Adam learning rate [1e-3]"),
     "precision": ("train.precision", str, "forward passes: fp32, bf16 (autocast, fp32 weights) or auto (bf16 where the CPU/GPU runs it fast) [fp32]"),
-    "val-size": ("data.val_size", int, "validation images carved from the training set [5000]"),
+    "val-size": ("data.val_size", int, "validation images carved from the training set; 0 = a tenth of the training images in use (5000 of CIFAR-10's 50,000) [0]"),
     "train-limit": ("data.train_limit", int, "use only the first N training images, 0 = all [0]"),
     "test-limit": ("data.test_limit", int, "use only the first N test images, 0 = all [0]"),
     "workers-per-trainer": ("resources.workers_per_trainer", int, "data-parallel Ray Train workers per variant [1]"),
@@ -50,6 +50,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "texture-images": ("stress.texture_images", int, "test images of the texture-versus-shape probes (patch shuffling, low/high-pass); 0 = none [10000]"),
     "adversarial-images": ("stress.adversarial_images", int, "test images attacked with PGD (L-inf and L2) and AutoAttack; 0 = no attacks [1000]"),
     "pgd-steps": ("stress.pgd_steps", int, "PGD iterations per attack [20]"),
+    "browser-images": ("stress.browser_images", int, "confident failures (>= 0.9) per model in the report's failure browser, most confident first, each with both models' Grad-CAM; 0 = no browser [2000]"),
 }
 
 
@@ -63,27 +64,58 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", dest="out", default=None, help="same as --out", metavar="URI")
+# --help sections, in order; every experiment flag belongs to one (tests/unit/test_cli_commands.py checks it).
+FLAG_GROUPS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "image-size", "val-size", "train-limit", "test-limit"),
+    "model": ("model", "cifar-stem", "evaluate", "cam-layer"),
+    "training": ("epochs", "seed", "batch-size", "lr", "precision"),
+    "stress suite": ("skip-stress", "stress-limit", "corruptions", "severities", "num-cases", "faithfulness-images",
+                     "slice-min-size", "exclude-label-suspects", "audit-train-labels", "audit-folds", "fourier-images",
+                     "fourier-norm", "texture-images", "adversarial-images", "pgd-steps", "no-autoattack", "browser-images"),
+    "resources": ("workers-per-trainer", "cpus-per-worker", "gpus-per-worker", "task-cpus", "task-gpus", "shards",
+                  "node-wait", "max-failures", "compile", "address"),
+    "output": ("out", "storage", "run-name"),
+}
+
+# Switches: flag -> (dotted config key, help); given, they set the key to `True` (or, for no-*, `False`).
+SWITCHES: dict[str, tuple[str, str]] = {
+    "cifar-stem": ("model.cifar_stem", "torchvision/timm models: 3x3 stride-1 first convolution and no stem max-pool, for 32x32 images"),
+    "exclude-label-suspects": ("stress.exclude_label_suspects",
+                               "leave test images whose label the audit (cleanlab) finds suspect out of the failure cases and gallery"),
+    "audit-train-labels": ("stress.audit_train_labels", "also audit the training labels: K-fold cross-validated probabilities from K "
+                                                        "trainings of the baseline recipe (run in parallel on Ray Train), then confident learning"),
+    "skip-stress": ("stress.skip_stress", "skip the stress families: corruptions, shifts, calibration, the Fourier heat map, "
+                                          "the texture probes and the attacks"),
+    "no-autoattack": ("stress.autoattack", "run PGD only, not AutoAttack (standard, L-inf 8/255; about 100 gradient steps per image still correct)"),
+    "compile": ("stress.compile", "torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs"),
+}
+
+
+def add_experiment_flags(parser: argparse.ArgumentParser, address: bool = False) -> None:
+    """The experiment's flags, in --help sections (FLAG_GROUPS); `address` adds --address to the resources."""
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML config; flags given on the command line override it")
-    for flag, (_, kind, text) in EXPERIMENT_FLAGS.items():
-        metavar = METAVARS.get(flag, "N" if kind is int else "X")
-        parser.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=metavar)
-    parser.add_argument("--evaluate", action="append", default=None, metavar="NAME=CHECKPOINT",
-                        help="stress-test an already-trained model instead of training: a state dict (or a stress model.pt) "
-                             "for --model's architecture; repeat for more models, the first being the reference for comparisons")
-    parser.add_argument("--cifar-stem", action="store_true", default=None,
-                        help="torchvision/timm models: 3x3 stride-1 first convolution and no stem max-pool, for 32x32 images")
-    parser.add_argument("--exclude-label-suspects", action="store_true", default=None,
-                        help="leave test images whose label the audit (cleanlab) finds suspect out of the failure cases and gallery")
-    parser.add_argument("--audit-train-labels", action="store_true", default=None,
-                        help="also audit the training labels: K-fold cross-validated probabilities from K trainings of the "
-                             "baseline recipe (run in parallel on Ray Train), then confident learning")
-    parser.add_argument("--skip-stress", action="store_true", default=None, help="skip the stress families: corruptions, shifts, calibration, the Fourier heat map, the texture probes and the attacks")
-    parser.add_argument("--no-autoattack", action="store_true", default=None,
-                        help="run PGD only, not AutoAttack (standard, L-inf 8/255; about 100 gradient steps per image still correct)")
-    parser.add_argument("--compile", action="store_true", default=None,
-                        help="torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs")
+    groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
+    group_of = {flag: groups[name] for name, flags in FLAG_GROUPS.items() for flag in flags}
+    for name, flags in FLAG_GROUPS.items():
+        for flag in flags:
+            group = group_of[flag]
+            if flag in EXPERIMENT_FLAGS:
+                _, kind, text = EXPERIMENT_FLAGS[flag]
+                group.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=METAVARS.get(flag, "N" if kind is int else "X"))
+            elif flag in SWITCHES:
+                group.add_argument(f"--{flag}", action="store_true", default=None, help=SWITCHES[flag][1])
+            elif flag == "storage":
+                group.add_argument("--storage", dest="out", default=None, help="same as --out", metavar="URI")
+            elif flag == "evaluate":
+                group.add_argument("--evaluate", action="append", default=None, metavar="NAME=CHECKPOINT",
+                                   help="stress-test an already-trained model instead of training: a state dict (or a stress "
+                                        "model.pt) for --model's architecture; repeat for more models, the first being the "
+                                        "reference for comparisons")
+            elif flag == "address":
+                if address:
+                    group.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else start Ray locally)")
+            else:  # pragma: no cover - FLAG_GROUPS names a flag nobody defines
+                raise AssertionError(f"--{flag} is in FLAG_GROUPS but has no definition")
 
 
 def _parse_list(flag: str, text: str, kind) -> tuple:
@@ -106,20 +138,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         elif flag == "severities":
             value = _parse_list(flag, value, int)
         overrides[key] = value
-    if args.skip_stress:
-        overrides["stress.skip_stress"] = True
-    if getattr(args, "no_autoattack", None):
-        overrides["stress.autoattack"] = False
+    for flag, (key, _) in SWITCHES.items():
+        if getattr(args, flag.replace("-", "_"), None):
+            overrides[key] = not flag.startswith("no-")
     if getattr(args, "evaluate", None):
         overrides["evaluate"] = tuple(args.evaluate)
-    if getattr(args, "cifar_stem", None):
-        overrides["model.cifar_stem"] = True
-    if getattr(args, "compile", None):
-        overrides["stress.compile"] = True
-    if getattr(args, "exclude_label_suspects", None):
-        overrides["stress.exclude_label_suspects"] = True
-    if getattr(args, "audit_train_labels", None):
-        overrides["stress.audit_train_labels"] = True
     return merge(base, overrides)
 
 

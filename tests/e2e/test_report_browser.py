@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -19,17 +19,10 @@ FIXTURE = ROOT / "tests" / "fixtures" / "run_small"
 pytestmark = pytest.mark.browser
 
 
-def load_screenshot_job():
-    """jobs/screenshot.py holds the browser helpers (jobs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("screenshot_job", ROOT / "jobs" / "screenshot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    job = load_screenshot_job()
+    import stress.report.browser as job
+
     if job.find_browser() is None:
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
@@ -124,3 +117,21 @@ def test_a_100_class_report_stays_readable(browser, report_100_classes, tmp_path
     assert len(sizes) == 2 and all(w <= 1200 and h <= 1500 for w, h in sizes), sizes
     shot = tmp_path / "c100.png"
     shot.write_bytes(job.full_page_png(driver))
+
+
+def test_the_report_prints_to_a_pdf_with_the_headline_table(browser, report, tmp_path):
+    """`stress report --pdf`'s printing: an A4 PDF whose pages pypdf counts and whose text holds the headline table."""
+    pypdf = pytest.importorskip("pypdf")
+    job, _ = browser
+    out, pages = job.print_pdf(report, tmp_path / "report.pdf")
+    reader = pypdf.PdfReader(out)
+    assert pages == len(reader.pages) > 3  # our page count agrees with an independent PDF reader
+    width, height = (float(v) for v in reader.pages[0].mediabox.upper_right)
+    assert (round(width), round(height)) == (595, 842)  # A4 in points
+    first = reader.pages[0].extract_text()
+    assert "Headline" in first and "clean test accuracy" in first
+    summary = json.loads((report.parent / "summary.json").read_text())
+    for v in ("baseline", "augmented"):
+        assert f"{summary['failures'][v]['accuracy']['acc']:.3f}" in first  # the table's numbers, not just its headers
+    assert not list(tmp_path.glob("*.partial"))
+    assert "page 1 of" in first  # the footer
