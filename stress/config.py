@@ -49,7 +49,7 @@ MAX_SEED = 2**32 - 1  # numpy's seed range; derived generator seeds stay far bel
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "torchvision"  # "torchvision" | "synthetic" | path to a .npz or cifar-10-batches-py folder
-    val_size: int = 5000  # images carved from the training set for validation
+    val_size: int = 0  # images carved from the training set for validation; 0 = a tenth of those in use (5000 for CIFAR-10)
     train_limit: int = 0  # use only the first N training images (0 = all); applied before the split
     test_limit: int = 0  # use only the first N test images (0 = all)
     synthetic_train: int = 2000  # synthetic source: training images
@@ -108,6 +108,7 @@ class StressConfig:
     fourier_norm: float = 4.0  # L2 norm of each Fourier basis perturbation per channel, on the [0, 1] pixel scale
     texture_images: int = 10000  # test images of the texture-versus-shape probes (stress.perturb.texture); 0 = none
     adversarial_images: int = 1000  # test images attacked with PGD and AutoAttack (stress.perturb.pgd); 0 = no attacks
+    browser_images: int = 2000  # confident failures per model in the report's failure browser (with Grad-CAM); 0 = no browser
     pgd_steps: int = 20  # PGD iterations per attack (step size 2.5 eps / steps)
     autoattack: bool = True  # also run AutoAttack (standard, L-inf 8/255) on the attacked images; needs torchattacks
 
@@ -268,7 +269,7 @@ def validate(config: ExperimentConfig) -> None:
     if not isinstance(config.run_name, str) or not config.run_name or "/" in config.run_name or config.run_name.startswith("."):
         raise StressError(f"run_name must be a non-empty folder name without '/', got {config.run_name!r}")
     d, m, t, s, r = config.data, config.model, config.train, config.stress, config.resources
-    _check_number("data.val_size", d.val_size, minimum=1, integer=True)
+    _check_number("data.val_size", d.val_size, minimum=0, integer=True)
     _check_number("data.train_limit", d.train_limit, minimum=0, integer=True)
     _check_number("data.test_limit", d.test_limit, minimum=0, integer=True)
     _check_number("data.synthetic_train", d.synthetic_train, minimum=20, integer=True)
@@ -334,6 +335,7 @@ def validate(config: ExperimentConfig) -> None:
     _check_number("stress.fourier_norm", s.fourier_norm, minimum=0, strict=True)
     _check_number("stress.texture_images", s.texture_images, minimum=0, integer=True)
     _check_number("stress.adversarial_images", s.adversarial_images, minimum=0, integer=True)
+    _check_number("stress.browser_images", s.browser_images, minimum=0, integer=True)
     _check_number("stress.pgd_steps", s.pgd_steps, minimum=1, integer=True)
     if not isinstance(s.autoattack, bool):
         raise StressError(f"stress.autoattack must be true or false, got {s.autoattack!r}")

@@ -24,11 +24,13 @@ class Resolution:
     input_stats: str  # "measured on the training split" | "given"
     cam_layer: str  # "" when the model has no layer with a spatial output
     cam_layer_chosen: str  # "automatic" | "given"
+    val_size_chosen: str = "given"  # "given" | "a tenth of the training images in use"
 
     def describe(self) -> dict:
         m = self.config.model
         return {
             "classes": len(self.config.data.class_names), "image_size": m.image_size,
+            "val_size": {"value": self.config.data.val_size, "chosen": self.val_size_chosen},
             "input_stats": {"mean": list(m.mean), "std": list(m.std), "how": self.input_stats},
             "gradcam_layer": {"name": self.cam_layer or None, "chosen": self.cam_layer_chosen,
                               "skipped": None if self.cam_layer else GRADCAM_SKIPPED},
@@ -46,6 +48,7 @@ def resolve(config: ExperimentConfig, splits: Splits) -> Resolution:
         "model.num_classes": len(splits.class_names),
         "model.image_size": int(splits.train_x.shape[-1]),
         "model.in_channels": int(splits.train_x.shape[1]),
+        "data.val_size": len(splits.val_indices),  # 0 (a tenth of the training images) becomes its number
     }
     how = "given"
     if not config.model.mean:
@@ -61,4 +64,5 @@ def resolve(config: ExperimentConfig, splits: Splits) -> Resolution:
         layer, chosen = config.stress.cam_layer, "given"
     else:
         layer, chosen = find_cam_layer(model, probe) or "", "automatic"
-    return Resolution(merge(resolved, {"stress.cam_layer": layer}), how, layer, chosen)
+    val_chosen = "given" if config.data.val_size else "a tenth of the training images in use"
+    return Resolution(merge(resolved, {"stress.cam_layer": layer}), how, layer, chosen, val_chosen)

@@ -31,8 +31,12 @@ RESOLVED_AS_BEFORE = {"data.class_names": CIFAR10_CLASSES, "model.mean": CIFAR10
 
 
 def resolved_as_before(values: dict) -> ExperimentConfig:
-    """ExperimentConfig of an old config dict, with RESOLVED_AS_BEFORE filled in."""
-    return merge(ExperimentConfig.from_dict(values), RESOLVED_AS_BEFORE)
+    """ExperimentConfig of an old config dict, with RESOLVED_AS_BEFORE filled in.
+
+    An old dict without data.val_size meant the old default, 5000 (the pipeline now resolves 0 to a tenth
+    of the training images in use: 5000 for CIFAR-10, so real run folders keep their keys)."""
+    config = merge(ExperimentConfig.from_dict(values), RESOLVED_AS_BEFORE)
+    return config if "val_size" in values.get("data", {}) else merge(config, {"data.val_size": 5000})
 
 
 def tiny_overrides() -> dict[str, Any]:

@@ -72,6 +72,13 @@ class Splits:
             "image_size": int(self.train_x.shape[-1]),
         }
 
+    def summary_line(self) -> str:
+        """One readable line for the log: source, split sizes, classes, image size, fingerprint."""
+        d = self.describe()
+        size = d["image_size"]
+        return (f"{d['source']}: {d['train']:,} train / {d['val']:,} val / {d['test']:,} test images, "
+                f"{d['classes']} classes, {size}x{size}, sha256 {d['sha256'][:12]}")
+
 
 def fingerprint(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of the arrays, in key order."""
@@ -176,14 +183,20 @@ def load_dataset(config: DataConfig) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, source=where, sha256=sha, class_names=tuple(names))
 
 
+def default_val_size(n_train: int) -> int:
+    """Validation images when data.val_size is 0: a tenth of the training images in use, rounded (CIFAR-10: 5000)."""
+    return max(1, round(n_train / 10))
+
+
 def split_dataset(dataset: Dataset, config: DataConfig, seed: int) -> Splits:
     """Apply the limits, carve the validation split with a seeded permutation, keep the test split untouched."""
     n_train = len(dataset.y_train) if config.train_limit == 0 else min(config.train_limit, len(dataset.y_train))
-    if config.val_size >= n_train:
-        raise StressError(f"data.val_size ({config.val_size}) must be smaller than the {n_train} training images in use")
+    val_size = config.val_size or default_val_size(n_train)
+    if val_size >= n_train:
+        raise StressError(f"data.val_size ({val_size}) must be smaller than the {n_train} training images in use")
     permutation = np.random.default_rng(seed).permutation(n_train)
-    val_indices = np.sort(permutation[: config.val_size])
-    train_indices = np.sort(permutation[config.val_size :])
+    val_indices = np.sort(permutation[:val_size])
+    train_indices = np.sort(permutation[val_size:])
     n_test = len(dataset.y_test) if config.test_limit == 0 else min(config.test_limit, len(dataset.y_test))
     return Splits(
         train_x=dataset.x_train[train_indices],

@@ -70,7 +70,6 @@ def test_unknown_keys_are_named():
         ({"train": {"batch_size": "64"}}, "train.batch_size"),
         ({"train": {"flip_probability": 1.5}}, "train.flip_probability"),
         ({"data": {"val_size": -1}}, "data.val_size"),
-        ({"data": {"val_size": 0}}, "data.val_size"),
         ({"data": {"train_limit": False}}, "data.train_limit"),
         ({"model": {"widths": [32, 64]}}, "model.widths"),
         ({"model": {"widths": "32"}}, "model.widths"),
