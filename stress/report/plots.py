@@ -373,21 +373,28 @@ def plot_shift_families(robustness: dict, path: Path, models: tuple[str, ...] = 
 
 
 def plot_reliability(calibration: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
-    """Reliability diagrams per variant: accuracy versus confidence per bin, before and after temperature."""
-    fig, axes = plt.subplots(1, len(models), figsize=(4.8 * len(models), 4.4), squeeze=False)
-    for ax, v in zip(axes[0], models):
+    """Reliability diagrams per model: accuracy versus confidence per bin, before and after temperature.
+
+    Marker areas grow with a bin's image count and the panel below shows the counts, so a bin of one
+    or two images (a spike to 0 or 1 at low confidence) reads as the small sample it is."""
+    fig, axes = plt.subplots(2, len(models), figsize=(4.8 * len(models), 5.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
+    for ax, counts_ax, v in zip(axes[0], axes[1], models):
         c = calibration[v]
         ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+        total = max(1, sum(c["reliability"]["count"]))
         for key, style, label in (("reliability", "o-", "before"), ("reliability_after_temperature", "s--", f"after T={number(c['temperature'], 2)}")):
-            bins = c[key]
-            points = [(x, y) for x, y, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n and x is not None and y is not None]
+            points = [p for p in zip(c[key]["confidence"], c[key]["accuracy"], c[key]["count"]) if p[2] and None not in p[:2]]
             if points:
-                ax.plot(*zip(*points), style, color=colour(v) if key == "reliability" else "black", label=label, markersize=4)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("mean confidence in bin")
-        ax.set_ylabel("accuracy in bin")
-        ax.set_title(f"{v}: ECE {number(c['ece'])} → {number(c['ece_after_temperature'])}")
+                xs, ys, ns = zip(*points)
+                tint = colour(v) if key == "reliability" else "black"
+                ax.plot(xs, ys, style[1:], color=tint, linewidth=1, alpha=0.6)
+                ax.scatter(xs, ys, s=[8 + 400 * n / total for n in ns], marker=style[0], color=tint, alpha=0.8, label=f"{label} (area ∝ images)", zorder=3)
+        edges = c["reliability"]["edges"]
+        counts_ax.bar(edges[:-1], c["reliability"]["count"], width=np.diff(edges), align="edge", color=colour(v), alpha=0.7, edgecolor="white")
+        counts_ax.set(yscale="symlog", ylabel="images", xlabel="confidence (bins before temperature)")
+        counts_ax.grid(axis="y", alpha=0.3)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy in bin", title=f"{v}: ECE {number(c['ece'])} → {number(c['ece_after_temperature'])}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)

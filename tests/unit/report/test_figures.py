@@ -145,3 +145,32 @@ def test_reliability_titles_quote_ece(captured):
         kept = [(x, y) for x, y, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n]
         np.testing.assert_allclose(line.get_xdata(), [x for x, _ in kept])
         np.testing.assert_allclose(line.get_ydata(), [y for _, y in kept])
+
+
+def test_reliability_shows_each_bins_image_count(captured):
+    calibration = _json(FIXTURE, "calibration.json")
+    plots.plot_reliability(calibration, Path("unused.png"))
+    axes = captured[0].axes
+    for column, v in enumerate(VARIANTS):
+        bins = calibration[v]["reliability"]
+        counts_ax = axes[len(VARIANTS) + column]  # the row below the diagrams
+        assert [patch.get_height() for patch in counts_ax.patches] == bins["count"]
+        np.testing.assert_allclose([patch.get_x() for patch in counts_ax.patches], bins["edges"][:-1])
+        before = axes[column].collections[0]  # the "before" markers
+        kept = [n for n, x in zip(bins["count"], bins["confidence"]) if n and x is not None]
+        sizes = before.get_sizes()
+        assert len(sizes) == len(kept)
+        order_by_count, order_by_size = np.argsort(kept, kind="stable"), np.argsort(sizes, kind="stable")
+        np.testing.assert_array_equal(np.asarray(kept)[order_by_count], np.asarray(kept)[order_by_size])  # area grows with n
+        total = sum(bins["count"])
+        np.testing.assert_allclose(sizes, [8 + 400 * n / total for n in kept])
+
+
+def test_reliability_marks_a_one_image_bin_as_small(captured):
+    """Planted: a lone low-confidence image at accuracy 1 must draw the smallest marker, not a full-size point."""
+    edges = [i / 4 for i in range(5)]
+    bins = {"edges": edges, "confidence": [0.1, None, 0.6, 0.9], "accuracy": [1.0, None, 0.55, 0.92], "count": [1, 0, 300, 2000]}
+    entry = {"reliability": bins, "reliability_after_temperature": bins, "temperature": 1.0, "ece": 0.1, "ece_after_temperature": 0.1}
+    plots.plot_reliability({"baseline": entry}, Path("unused.png"), models=("baseline",))
+    sizes = captured[0].axes[0].collections[0].get_sizes()
+    assert sizes[0] == min(sizes) and sizes[0] < sizes[-1] / 10
