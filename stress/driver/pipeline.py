@@ -7,6 +7,7 @@ with the same run name skips what finished and resumes what did not:
     train     both variants at once -> variants/<v>/{model.pt,history.json}   stress.driver.stages
     train_audit  --audit-train-labels: K fold trainings at once -> eval/train_labels.*  stress.driver.train_audit_stage
     evaluate  fan-out over test shards: predictions, Grad-CAM, label audit, failures, explanations   stages
+    browser   here: Grad-CAM of every confident failure, for the report's failure browser   stress.driver.browser_stage
     slices    fan-out: penultimate-layer embeddings; failure slices               stress.driver.slice_stage
     stress    fan-out: corruptions, shifts, calibration                       stages
     fourier   fan-out: Fourier heat maps (frequency group x shard)            stress.driver.fourier_stage
@@ -34,6 +35,7 @@ from stress.constants import VARIANTS
 from stress.data import Splits, load_dataset, split_dataset
 from stress.driver import stages
 from stress.driver.cluster import RayExecutor, python_versions
+from stress.driver.browser_stage import browser_stage
 from stress.driver.fanout import Executor
 from stress.driver.fourier_stage import fourier_stage
 from stress.driver.probe_stages import attack_stage, check_autoattack, texture_stage
@@ -213,7 +215,7 @@ class Pipeline:
         write_json(run.path("split.json"), {"seed": config.train.seed, "val_indices": self.splits.val_indices,
                                             "dataset_sha256": self.splits.sha256})
         self.stage_seconds["prepare"] += time.perf_counter() - started
-        self.log(f"data: {self.splits.describe()}")
+        self.log(f"data: {self.splits.summary_line()}")
 
     # -- outputs --------------------------------------------------------------
     def write_config(self) -> None:
@@ -340,6 +342,7 @@ class Pipeline:
             first,
             lambda: train_audit_stage(run, config, splits, executor, self.train_storage, log),
             lambda: stages.evaluate_stage(run, config, splits, executor, log),
+            lambda: browser_stage(run, config, splits, log),
             lambda: slices_stage(run, config, splits, executor, log),
             lambda: stages.stress_stage(run, config, splits, executor, log),
             lambda: fourier_stage(run, config, splits, executor, log),

@@ -43,6 +43,12 @@ class Links:
 
 
 @dataclass(frozen=True)
+class Widget:
+    html: str  # trusted markup of our own (the failure browser), inserted as it is
+    markdown: str  # what report.md says in its place
+
+
+@dataclass(frozen=True)
 class Section:
     anchor: str
     title: str
@@ -71,6 +77,42 @@ img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85rem;color:#555}
 .note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4rem .6rem}
 .missing{color:#a00}
+@page{size:A4;margin:14mm 12mm}
+@media print{
+ body{font-size:10pt}main{max-width:none;padding:0}nav{display:none}
+ h2,h3,h4{break-after:avoid}
+ figure,img,.note{break-inside:avoid}
+ .table-wrap{overflow:visible}table{width:100%;font-size:8pt}tr{break-inside:avoid}thead{display:table-header-group}
+ a{color:inherit;text-decoration:none}
+}
+"""
+
+
+# Every table sorts by a click on a column header: numbers by value (the first number in the cell, so
+# "0.731 [0.72, 0.74]" sorts by 0.731 and "+2.4 points" by 2.4), other cells as text; a second click reverses.
+SORT_JS = r"""
+(function () {
+  const key = (cell) => { const m = cell.textContent.replace(/[−–]/g, '-').match(/[-+]?\d*\.?\d+(e[-+]?\d+)?/i);
+                          return m ? [0, parseFloat(m[0])] : [1, cell.textContent.trim().toLowerCase()]; };
+  document.querySelectorAll('main table').forEach((table) => {
+    const head = table.tHead, body = table.tBodies[0];
+    if (!head || !body || body.rows.length < 2) return;
+    Array.from(head.rows[0].cells).forEach((th, column) => {
+      th.tabIndex = 0; th.style.cursor = 'pointer'; th.title = 'sort by this column';
+      const sort = () => {
+        const ascending = th.getAttribute('aria-sort') !== 'ascending';
+        Array.from(head.rows[0].cells).forEach((c) => c.removeAttribute('aria-sort'));
+        th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+        const rows = Array.from(body.rows).map((row, i) => [key(row.cells[column] || row.cells[0]), i, row]);
+        const order = (a, b) => (a < b ? -1 : a > b ? 1 : 0), sign = ascending ? 1 : -1;  // cells without a number stay last
+        rows.sort((a, b) => (a[0][0] - b[0][0]) || sign * order(a[0][1], b[0][1]) || a[1] - b[1]);
+        rows.forEach((r) => body.appendChild(r[2]));
+      };
+      th.addEventListener('click', sort);
+      th.addEventListener('keydown', (e) => { if (e.key === 'Enter') sort(); });
+    });
+  });
+})();
 """
 
 
@@ -92,6 +134,8 @@ def _html_block(block, run: RunFolder) -> str:
         return f"<p>{html.escape(block.text)}</p>"
     if isinstance(block, Note):
         return f'<p class="note">{html.escape(block.text)}</p>'
+    if isinstance(block, Widget):
+        return block.html
     if isinstance(block, Links):
         return "<ul>" + "".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in block.items) + "</ul>"
     if isinstance(block, Table):
@@ -115,7 +159,7 @@ def render_html(sections: list[Section], run: RunFolder, title: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<link rel=\"icon\" href=\"data:,\"><title>{html.escape(title)}</title><style>{CSS}</style></head>\n"
-            f"<body><main><h1>{html.escape(title)}</h1><nav>{nav}</nav>\n{body}\n</main></body></html>\n")
+            f"<body><main><h1>{html.escape(title)}</h1><nav>{nav}</nav>\n{body}\n</main><script>{SORT_JS}</script></body></html>\n")
 
 
 def _md_cell(text: str) -> str:
@@ -129,6 +173,8 @@ def _md_block(block, run: RunFolder) -> str:
         return block.text
     if isinstance(block, Note):
         return f"> **Note:** {block.text}"
+    if isinstance(block, Widget):
+        return block.markdown
     if isinstance(block, Links):
         return "\n".join(f"- [{label}]({href})" for label, href in block.items)
     if isinstance(block, Table):

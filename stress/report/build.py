@@ -17,6 +17,7 @@ from stress.report.statements import given_models
 from stress.errors import StressError
 from stress.paths import expand
 from stress.report.blocks import render_html, render_markdown
+from stress.report.failure_browser import failure_browser
 from stress.report.figures import write_figures
 from stress.report.run_report import compose
 from stress.report.sweep_figures import write_sweep_figures
@@ -51,6 +52,10 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         config = read_record(run.path("config.json"), "config") if run.path("config.json").is_file() else {}
         manifest = read_record(run.path("manifest.json"), "manifest") if run.path("manifest.json").is_file() else {}
         sections, title = compose(summary, config, manifest), f"Stress-test report: {name}"
+        browser = failure_browser(run, summary, config)
+        if browser is not None:  # after the failure cases
+            at = next((i + 1 for i, s in enumerate(sections) if s.anchor == "failures"), len(sections))
+            sections.insert(at, browser)
     html_path = write_bytes_atomic(run.path("report.html"), render_html(sections, run, title).encode())
     md_path = write_bytes_atomic(run.path("report.md"), render_markdown(sections, run, title).encode())
     return html_path, md_path

@@ -208,7 +208,7 @@ def test_a_storage_uri_holds_every_finished_stage_when_a_later_stage_fails(tmp_p
     with pytest.raises(Failure, match="the stress stage failed"):
         Pipeline(config, log=lambda line: None, executor=StressFails()).run_all()
     stages_there = sorted(p.stem for p in (remote / "r" / "stages").glob("*.json"))
-    assert stages_there == ["evaluate", "slices", "train_augmented", "train_baseline"]
+    assert stages_there == ["browser", "evaluate", "slices", "train_augmented", "train_baseline"]
     assert (remote / "r" / "eval" / "predictions.npz").is_file() and (remote / "r" / "variants" / "baseline" / "model.pt").is_file()
     assert not (remote / "r" / "eval" / "robustness.json").exists()
 
@@ -347,3 +347,61 @@ def test_the_attack_stage_attacks_each_model_and_draws_its_cases(trained_run, tm
     no_aa = merge(config, {"stress.autoattack": False})
     assert attack_stage(copy, no_aa, splits, CountingExecutor(), lines.append).ran
     assert not json.loads(copy.path("eval", "adversarial.json").read_text())["autoattack"]
+
+
+def test_the_browser_stage_keeps_each_confident_failure_with_both_models_grad_cam(trained_run, tmp_path, monkeypatch):
+    """Against a slow reference: per image and model, Grad-CAM of one image at a time, block-averaged and scaled in numpy."""
+    import stress.driver.browser_stage as module
+    from stress.analyses.gradcam import gradcam
+    from stress.augment import input_stats, normalize
+
+    config, splits, run, *_ = trained_run
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    monkeypatch.setattr(module, "CONFIDENT", 0.1)  # a one-epoch model is seldom confidently wrong: lower the bar here
+    config = merge(config, {"stress.browser_images": 6})
+    lines = []
+    assert module.browser_stage(copy, config, splits, lines.append).ran
+    with np.load(copy.path("eval", "browser.npz")) as b, np.load(copy.path("eval", "predictions.npz")) as p:
+        got = {k: b[k] for k in b.files}
+        predictions = {k: p[k] for k in p.files}
+    chosen = {}
+    for v in VARIANTS:
+        wrong = [i for i in range(len(splits.test_y)) if not predictions[f"{v}_correct"][i] and predictions[f"{v}_confidence"][i] >= 0.1]
+        wrong.sort(key=lambda i: (-predictions[f"{v}_confidence"][i], i))
+        chosen[v] = wrong[:6]
+        np.testing.assert_array_equal(got[f"{v}_failures"], chosen[v])
+    union = sorted(set(chosen["baseline"]) | set(chosen["augmented"]))
+    assert len(union) >= 2
+    np.testing.assert_array_equal(got["indices"], union)
+    np.testing.assert_array_equal(got["images"], splits.test_x[union])
+    model_config = config.to_dict()["model"]
+    weights = stages.load_weights(copy, model_config)
+    for v in VARIANTS:
+        model = load_model(weights[v], model_config, torch.device("cpu"))
+        for position, index in enumerate(union):
+            x = normalize(torch.as_tensor(splits.test_x[index:index + 1]), input_stats(model_config))
+            for kind, target in (("predicted", predictions[f"{v}_predicted"][index]), ("true", splits.test_y[index])):
+                full = gradcam(model, x, torch.tensor([int(target)]), config.stress.cam_layer)[0].numpy()  # (32, 32)
+                blocks = full.reshape(8, 4, 8, 4).mean(axis=(1, 3))  # SimpleCNN's relu3 is 8 x 8
+                expected = np.rint(blocks / blocks.max() * 255) if blocks.max() > 0 else np.zeros_like(blocks)
+                assert np.abs(got[f"maps_{v}_{kind}"][position].astype(int) - expected).max() <= 1, (v, kind, index)
+    assert any(line.startswith("browser: Grad-CAM of ") for line in lines)
+    assert not module.browser_stage(copy, config, splits, lines.append).ran  # finished: skipped
+    assert module.browser_stage(copy, merge(config, {"stress.browser_images": 3}), splits, lines.append).ran
+    assert not module.browser_stage(copy, merge(config, {"stress.browser_images": 0}), splits, lines.append).ran
+    assert not copy.path("eval", "browser.npz").exists()
+
+
+def test_pooled_maps_keep_their_peak_and_a_blank_map_stays_blank():
+    from stress.driver.browser_stage import confident_failures, pool_maps
+
+    maps = np.zeros((2, 4, 4), dtype=np.float32)
+    maps[0, :2, :2] = 2.0  # one hot block
+    pooled = pool_maps(maps, (2, 2))
+    np.testing.assert_array_equal(pooled[0], [[255, 0], [0, 0]])
+    np.testing.assert_array_equal(pooled[1], 0)
+    correct = np.array([False, True, False, False, False])
+    confidence = np.array([0.95, 0.99, 0.89, 0.97, 0.95])
+    np.testing.assert_array_equal(confident_failures(correct, confidence, 10), [3, 0, 4])  # 0.89 out, the correct 0.99 out, ties by index
+    np.testing.assert_array_equal(confident_failures(correct, confidence, 2), [3, 0])

@@ -75,7 +75,7 @@ def test_sections_in_order_and_figures_are_png(sweep):
     html_path, md_path = build_report(sweep)
     page = html_path.read_text()
     assert section_ids(page) == SECTIONS
-    assert "Seed-sweep report: sw1" in page and "<script" not in page and "http" not in page
+    assert "Seed-sweep report: sw1" in page and "<script src" not in page and "http" not in page
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert len(sources) == 5
     for source in sources:
