@@ -74,7 +74,7 @@ FLAG_GROUPS: dict[str, tuple[str, ...]] = {
                      "fourier-norm", "texture-images", "adversarial-images", "pgd-steps", "no-autoattack", "browser-images"),
     "resources": ("workers-per-trainer", "cpus-per-worker", "gpus-per-worker", "task-cpus", "task-gpus", "shards",
                   "node-wait", "max-failures", "compile", "address"),
-    "output": ("out", "storage", "run-name"),
+    "output": ("out", "storage", "run-name", "mlflow-uri"),
 }
 
 # Switches: flag -> (dotted config key, help); given, they set the key to `True` (or, for no-*, `False`).
@@ -91,8 +91,8 @@ SWITCHES: dict[str, tuple[str, str]] = {
 }
 
 
-def add_experiment_flags(parser: argparse.ArgumentParser, address: bool = False) -> None:
-    """The experiment's flags, in --help sections (FLAG_GROUPS); `address` adds --address to the resources."""
+def add_experiment_flags(parser: argparse.ArgumentParser, address: bool = False, mlflow: bool = False) -> None:
+    """The experiment's flags, in --help sections (FLAG_GROUPS); `address` adds --address, `mlflow` --mlflow-uri."""
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML config; flags given on the command line override it")
     groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
     group_of = {flag: groups[name] for name, flags in FLAG_GROUPS.items() for flag in flags}
@@ -111,6 +111,11 @@ def add_experiment_flags(parser: argparse.ArgumentParser, address: bool = False)
                                    help="stress-test an already-trained model instead of training: a state dict (or a stress "
                                         "model.pt) for --model's architecture; repeat for more models, the first being the "
                                         "reference for comparisons")
+            elif flag == "mlflow-uri":
+                if mlflow:
+                    group.add_argument("--mlflow-uri", metavar="URI", help="also log the finished run to this MLflow tracking URI "
+                                       "(http://host:5000, databricks, file:/path): config, per-epoch metrics, headline, report "
+                                       "and figures; needs pip install 'stress[mlflow]'")
             elif flag == "address":
                 if address:
                     group.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else start Ray locally)")

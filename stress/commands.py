@@ -55,7 +55,7 @@ examples:
 
 
 def configure_run(parser: argparse.ArgumentParser) -> None:
-    add_experiment_flags(parser, address=True)
+    add_experiment_flags(parser, address=True, mlflow=True)
 
 
 def execute_run(args: argparse.Namespace) -> int:
@@ -63,11 +63,19 @@ def execute_run(args: argparse.Namespace) -> int:
     # buffered line is written twice by a process forked from this one.
     sys.stdout.reconfigure(line_buffering=True)
     config = config_from_args(args)
+    if args.mlflow_uri:
+        from stress.tracking import check_mlflow
+
+        check_mlflow()  # before anything runs
 
     from stress.driver.pipeline import Pipeline
 
     pipeline = Pipeline(config)
     summary = pipeline.run_all(args.address)
+    if args.mlflow_uri:
+        from stress.tracking import log_run
+
+        log_run(pipeline.run.root, args.mlflow_uri)
     for variant, values in summary["variants"].items():
         extra = f"best_val_acc {values['best_val_acc']:.4f}" if "best_val_acc" in values else f"from {values.get('checkpoint')}"
         print(f"{variant}: test_acc {values['test_acc']:.4f}  {extra}")

@@ -55,7 +55,7 @@ def test_each_job_script_prints_its_subcommands_help(name):
 def test_every_experiment_flag_has_one_help_section():
     grouped = [flag for flags in FLAG_GROUPS.values() for flag in flags]
     assert len(grouped) == len(set(grouped))
-    defined = set(EXPERIMENT_FLAGS) | set(SWITCHES) | {"storage", "evaluate", "address"}
+    defined = set(EXPERIMENT_FLAGS) | set(SWITCHES) | {"storage", "evaluate", "address", "mlflow-uri"}
     assert set(grouped) == defined
     assert list(FLAG_GROUPS) == ["data", "model", "training", "stress suite", "resources", "output"]
 
