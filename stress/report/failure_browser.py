@@ -95,9 +95,12 @@ def failure_browser(run: RunFolder, summary: dict, config: dict) -> Section | No
     data = browser_data(run, class_names, names)
     if data is None:
         return None
+    total = sum(len(v) for v in data["failures"].values())
+    if total == 0:
+        return Section("browser", "Browse the failures", (Paragraph(
+            "No model under test has a confident failure (a wrong prediction with confidence ≥ 0.9): nothing to browse."),))
     with np.load(run.path("eval", "browser.npz")) as b:
         sprite = base64.b64encode(sprite_sheet(b["images"])).decode("ascii")
-    total = sum(len(v) for v in data["failures"].values())
     counts = ", ".join(f"{v} {len(data['failures'][v])}" for v in names)
     cap = config.get("stress", {}).get("browser_images")
     capped = f"; at most {cap} per model (--browser-images)" if cap else ""

@@ -222,3 +222,17 @@ def test_the_report_job_turns_a_deeper_structure_error_into_one_line(tmp_path):
 def test_an_unexpandable_run_folder_is_a_one_line_error():
     result = subprocess.run([sys.executable, str(ROOT / "jobs" / "report.py"), "~no_such_user_here/run"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr == "error: ~no_such_user_here/run: cannot expand '~' (RUN_DIR: no such user or no home folder)\n"
+
+
+def test_a_run_without_confident_failures_says_so_instead_of_an_empty_browser(run, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    copy = tmp_path / "none"
+    shutil.copytree(run, copy)
+    empty = np.zeros(0, dtype=np.int64)
+    np.savez(copy / "eval" / "browser.npz", indices=empty, images=np.zeros((0, 3, 32, 32), np.uint8), labels=empty,
+             baseline_failures=empty, augmented_failures=empty)
+    page = build_report(copy)[0].read_text()
+    assert 'id="browser"' in page and "nothing to browse" in page and 'id="fb-data"' not in page
