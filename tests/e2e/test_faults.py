@@ -405,7 +405,7 @@ def test_rerun_after_sigterm_skips_training_and_finishes(interrupted_run):
     summary = json.loads((run / "summary.json").read_text())
     assert {v: summary["variants"][v]["epochs"] for v in VARIANTS} == {"baseline": 3, "augmented": 3}
     check_nothing_half_written(run)
-    assert check_stage_records(run) == {"train_baseline", "train_augmented", "evaluate", "slices"}  # --skip-stress: no stress stage
+    assert check_stage_records(run) == {"train_baseline", "train_augmented", "evaluate", "browser", "slices"}  # --skip-stress: no stress stage
 
 def write_truncated_npz(path: Path) -> None:
     """A real CIFAR-layout .npz cut in half, as an interrupted copy leaves it."""
