@@ -45,6 +45,7 @@ STAGE_OUTPUTS = {
     "slices": ["eval/slices.json", "eval/slices.npz"],
     "train_audit": ["eval/train_labels.json", "eval/train_labels.npz"],
     "stress": ["eval/stress_correct.npz", "eval/robustness.json", "eval/calibration.json"],
+    "browser": ["eval/browser.npz"],
 }
 
 
