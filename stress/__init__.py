@@ -23,7 +23,8 @@ The package's folders are the pipeline's stages, in order:
     driver/      the stages in order; the only package that imports Ray
 
 config.py, cli.py, constants.py, artifacts.py (run-folder files), storage.py (URIs) and
-errors.py are shared by all of them. Nothing here imports Ray until a function needs it.
+errors.py are shared by all of them; commands.py is the `stress` command (and jobs/'s parsers),
+tracking.py sends a finished run to MLflow. Nothing here imports Ray until a function needs it.
 """
 
 from __future__ import annotations
