@@ -24,13 +24,8 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    if browser_tools.find_browser() is None:
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
-    d = browser_tools.start_chromium(tmp_path_factory.mktemp("chromium-profile"))
-    yield d
-    d.quit()
+def driver(chromium):
+    return chromium
 
 
 @pytest.fixture(scope="module")

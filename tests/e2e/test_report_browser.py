@@ -20,15 +20,10 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(chromium):
     import stress.report.browser as job
 
-    if job.find_browser() is None:
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
-    driver = job.start_chromium(tmp_path_factory.mktemp("chromium-profile"))  # a fresh --user-data-dir
-    yield job, driver
-    driver.quit()
+    return job, chromium
 
 
 @pytest.fixture(scope="module")
