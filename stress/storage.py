@@ -4,6 +4,11 @@ A plain path (local disk or a shared filesystem mounted on every node) is used d
 For a URI, the driver works in a local staging folder and mirrors it to the URI after
 every stage; Ray Train writes its checkpoints to the URI itself. A re-run first copies
 the run back from the URI, so resumption works the same way as on disk.
+
+A mirror sends only what changed: the staging folder keeps a record (MIRROR_RECORD) of the
+size and modification time of each file as it was last copied to or from the URI, and a file
+that still matches its record is not sent again. Every write in a run folder replaces the file
+(a temporary file, then a rename), so a changed file has a new modification time.
 """
 
 from __future__ import annotations
@@ -14,6 +19,29 @@ from pathlib import Path
 from stress.errors import StressError
 
 SKIP_PARTS = ("train", "run.lock")  # Ray Train writes its checkpoints straight to storage; run.lock is this host's writer lock
+MIRROR_RECORD = ".mirrored.json"  # in the staging folder only: {relative path: [size, mtime_ns]} as last copied
+
+
+def _stamp(file: Path) -> list[int]:
+    status = file.stat()
+    return [status.st_size, status.st_mtime_ns]
+
+
+def _read_record(local: Path) -> dict[str, list[int]]:
+    """The mirror record; a missing or unreadable one is empty (everything is sent again)."""
+    import json
+
+    try:
+        record = json.loads((local / MIRROR_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_record(local: Path, record: dict[str, list[int]]) -> None:
+    from stress.artifacts import write_json
+
+    write_json(local / MIRROR_RECORD, record)
 
 
 def is_uri(location: str) -> bool:
@@ -35,43 +63,73 @@ def _filesystem(uri: str):
         raise StressError(f"{uri}: unusable storage URI ({str(exc).splitlines()[0]})") from None
 
 
-def download(uri: str, local: Path) -> bool:
-    """Copy an existing run at `uri` into `local`; False if there is none yet."""
+def _skipped(relative: str) -> bool:
+    """Files a run folder's mirror leaves alone: Ray Train's own checkpoints, the host's lock, temporary files."""
+    name = relative.rsplit("/", 1)[-1]
+    return relative.split("/")[0] in SKIP_PARTS or name.endswith(".tmp") or relative == MIRROR_RECORD
+
+
+def download(uri: str, local: Path, skip=None) -> bool:
+    """Copy an existing run at `uri` into `local`; False if there is none yet.
+
+    `skip(relative_path)` leaves more files out (a sweep's driver needs its trials' results, not
+    their checkpoints). The files copied are recorded as in step with the URI; a URI that holds
+    nothing clears the record, so the next mirror sends everything.
+    """
     import pyarrow.fs as pafs
 
     filesystem, path = _filesystem(uri)
     info = filesystem.get_file_info(path)
     if info.type != pafs.FileType.Directory:
+        if (local / MIRROR_RECORD).is_file():
+            (local / MIRROR_RECORD).unlink()
         return False
     local.mkdir(parents=True, exist_ok=True)
     selector = pafs.FileSelector(path, recursive=True)
+    record = {}
     for entry in filesystem.get_file_info(selector):
         relative = entry.path[len(path) :].lstrip("/")
-        if entry.type != pafs.FileType.File or relative.split("/")[0] in SKIP_PARTS:
+        if entry.type != pafs.FileType.File or _skipped(relative) or (skip is not None and skip(relative)):
             continue
         target = local / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         with filesystem.open_input_stream(entry.path) as source:
             target.write_bytes(source.read())
+        record[relative] = _stamp(target)
+    _write_record(local, record)
     return True
 
 
-def upload(local: Path, uri: str) -> None:
-    """Mirror the staging folder's files (not Ray Train's own checkpoints) to `uri`."""
+def upload(local: Path, uri: str) -> int:
+    """Mirror the staging folder's files (not Ray Train's own checkpoints) to `uri`; returns how many were sent.
+
+    Files that match the mirror record (unchanged since they were last copied either way) are not sent.
+    """
     filesystem, path = _filesystem(uri)
+    record = _read_record(local)
+    sent = 0
     try:
         filesystem.create_dir(path, recursive=True)
         # Stage records go last, so storage never holds a record without its stage's files.
         for source in sorted(local.rglob("*"), key=lambda f: (f.relative_to(local).parts[0] == "stages", str(f))):
             relative = source.relative_to(local).as_posix()
-            if not source.is_file() or relative.split("/")[0] in SKIP_PARTS or source.name.endswith(".tmp"):
+            if not source.is_file() or _skipped(relative):
+                continue
+            stamp = _stamp(source)
+            if record.get(relative) == stamp:
                 continue
             filesystem.create_dir(f"{path}/{Path(relative).parent.as_posix()}", recursive=True)
             # Files arrive whole: object stores publish on close, and stage records are written last.
             with filesystem.open_output_stream(f"{path}/{relative}") as sink:
                 sink.write(source.read_bytes())
+            record[relative] = stamp
+            sent += 1
     except OSError as exc:
         raise StressError(f"{uri}: cannot write to storage ({str(exc).splitlines()[0]})") from None
+    finally:
+        if local.is_dir():
+            _write_record(local, record)
+    return sent
 
 
 def acquire_lock(uri: str, warn=print) -> str:

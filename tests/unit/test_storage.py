@@ -26,7 +26,7 @@ def test_upload_then_download_round_trips_everything_but_train(tmp_path):
     copy = tmp_path / "copy"
     assert download(uri, copy) is True
     assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == [
-        "eval/x.npz", "stages/train.json", "summary.json",
+        ".mirrored.json", "eval/x.npz", "stages/train.json", "summary.json",  # the mirror record stays local
     ]
 
 
@@ -123,3 +123,87 @@ def test_two_jobs_writing_the_storage_lock_at_once_leave_one_owner(tmp_path, mon
     with pytest.raises(StressError, match="was locked by another job at the same moment"):
         storage.acquire_lock(uri)
     assert json.loads(lock.read_text())["token"] == "theirs"
+
+
+def _folder(root):
+    (root / "stages").mkdir(parents=True)
+    (root / "eval").mkdir()
+    (root / "summary.json").write_text('{"a": 1}')
+    (root / "eval" / "x.npz").write_bytes(b"\x00\x01binary")
+    (root / "stages" / "train.json").write_text("{}")
+    return root
+
+
+def _tamper(remote, relative):
+    """Overwrite a file on the storage side: it survives a mirror only if the mirror does not send that file again."""
+    (remote / relative).write_text("tampered on the storage side")
+
+
+def test_a_mirror_sends_only_the_files_that_changed(tmp_path):
+    import os
+
+    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
+    uri = f"file://{remote}"
+    assert upload(local, uri) == 3
+    _tamper(remote, "summary.json")
+    _tamper(remote, "eval/x.npz")
+    assert upload(local, uri) == 0  # nothing changed here: nothing sent
+    assert (remote / "summary.json").read_text() == "tampered on the storage side"
+    # A rewrite of the same size (a new modification time, as every atomic write gives) and a new file are sent.
+    (local / "eval" / "x.npz").write_bytes(b"\x00\x02binary")
+    stamp = (local / "eval" / "x.npz").stat()
+    os.utime(local / "eval" / "x.npz", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000))
+    (local / "figures").mkdir()
+    (local / "figures" / "a.png").write_bytes(b"png")
+    assert upload(local, uri) == 2
+    assert (remote / "eval" / "x.npz").read_bytes() == b"\x00\x02binary"
+    assert (remote / "figures" / "a.png").read_bytes() == b"png"
+    assert (remote / "summary.json").read_text() == "tampered on the storage side"
+    assert not (remote / ".mirrored.json").exists()  # the record stays in the staging folder
+
+
+def test_without_its_record_a_mirror_sends_everything_again(tmp_path):
+    """The planted case: the record is what saves the uploads; without it every file is sent."""
+    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
+    uri = f"file://{remote}"
+    upload(local, uri)
+    _tamper(remote, "summary.json")
+    (local / ".mirrored.json").unlink()
+    assert upload(local, uri) == 3
+    assert (remote / "summary.json").read_text() == '{"a": 1}'
+
+
+def test_what_was_downloaded_is_not_sent_back(tmp_path):
+    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
+    uri = f"file://{remote}"
+    upload(local, uri)
+    copy = tmp_path / "staging"
+    assert download(uri, copy) is True
+    _tamper(remote, "summary.json")
+    assert upload(copy, uri) == 0
+    (copy / "report.html").write_text("<html></html>")
+    assert upload(copy, uri) == 1
+    assert (remote / "summary.json").read_text() == "tampered on the storage side"
+
+
+def test_a_storage_location_emptied_since_clears_the_record(tmp_path):
+    import shutil
+
+    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
+    uri = f"file://{remote}"
+    upload(local, uri)
+    shutil.rmtree(remote)  # deleted on the storage side
+    assert download(uri, local) is False
+    assert upload(local, uri) == 3
+    assert (remote / "summary.json").read_text() == '{"a": 1}'
+
+
+def test_download_leaves_out_what_skip_names(tmp_path):
+    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
+    uri = f"file://{remote}"
+    upload(local, uri)
+    copy = tmp_path / "copy"
+    assert download(uri, copy, skip=lambda relative: relative.startswith("eval/")) is True
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == [
+        ".mirrored.json", "stages/train.json", "summary.json",
+    ]
