@@ -69,6 +69,25 @@ def _skipped(relative: str) -> bool:
     return relative.split("/")[0] in SKIP_PARTS or name.endswith(".tmp") or relative == MIRROR_RECORD
 
 
+def subfolders(location: str) -> list[str] | None:
+    """Names of the folders directly in `location` (a path or a URI); None if `location` is not a folder."""
+    if not is_uri(location):
+        folder = Path(location).expanduser()
+        if folder.exists() and not folder.is_dir():
+            return []  # a file in the way: it "exists" for the caller, which then refuses to overwrite it
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else None
+    import pyarrow.fs as pafs
+
+    filesystem, path = _filesystem(location)
+    try:
+        if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+            return None
+        entries = filesystem.get_file_info(pafs.FileSelector(path))
+    except OSError as exc:
+        raise StressError(f"{location}: cannot read storage ({str(exc).splitlines()[0]})") from None
+    return sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory)
+
+
 def download(uri: str, local: Path, skip=None) -> bool:
     """Copy an existing run at `uri` into `local`; False if there is none yet.
 

@@ -27,6 +27,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from stress import storage
 from stress.artifacts import load_torch
 from stress.config import ExperimentConfig, ResourceConfig
 from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS, NON_SPOT_RESOURCE
@@ -247,18 +248,19 @@ def run_seed_sweep(base: ExperimentConfig, seeds: list[int], root: str, resume: 
     """
     from ray import tune
 
-    tune_root = Path(root) / "tune"
-    if resume and not tune_root.is_dir():
+    tune_root = f"{root.rstrip('/')}/tune"  # a path, or a storage URI Tune writes to itself
+    attempts = storage.subfolders(tune_root)
+    if resume and attempts is None:
         raise StressError(f"{tune_root}: no sweep to resume (run without --resume first)")
-    if not resume and tune_root.exists():
+    if not resume and attempts is not None:
         raise StressError(f"{tune_root} exists: pass --resume to continue that sweep, or choose another --run-name")
-    attempt = 1 + sum(1 for p in tune_root.glob("attempt_*") if p.is_dir()) if tune_root.is_dir() else 1
+    attempt = 1 + sum(1 for name in attempts or () if name.startswith("attempt_"))
     tuner = tune.Tuner(
         tune.with_resources(trial, {**TRIAL_RESOURCES, **coordinator_placement().get("resources", {})}),
         param_space={"seed": tune.grid_search(seeds), "base": base.to_dict(), "root": str(root)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(
-            name=f"attempt_{attempt}", storage_path=str(tune_root),
+            name=f"attempt_{attempt}", storage_path=tune_root,
             failure_config=tune.FailureConfig(max_failures=1), verbose=1,
         ),
     )

@@ -31,15 +31,20 @@ from stress.report.figures import class_names
 from stress.report.sweep_figures import write_sweep_figures
 
 
-def seed_trial(trial_config: dict) -> None:
-    """Ray Tune function trainable: the whole per-seed pipeline for one seed."""
-    from ray import tune
-
+def run_seed(trial_config: dict, executor=None) -> dict:
+    """The whole per-seed pipeline for one seed into <root>/seed_<seed> (a path or a storage URI); its summary."""
     seed = int(trial_config["seed"])
     base = ExperimentConfig.from_dict(trial_config["base"])
     config = merge(base, {"train.seed": seed, "run_name": f"seed_{seed}", "out": trial_config["root"]})
-    summary = Pipeline(config, log=cluster.write_line).run_all(check_resources=False)
-    tune.report({f"{v}_test_acc": summary["variants"][v]["test_acc"] for v in summary["variants"]} | {"seed": seed})
+    return Pipeline(config, log=cluster.write_line, executor=executor).run_all(check_resources=False)
+
+
+def seed_trial(trial_config: dict) -> None:
+    """Ray Tune function trainable: run_seed, then its test accuracies reported to Tune."""
+    from ray import tune
+
+    summary = run_seed(trial_config)
+    tune.report({f"{v}_test_acc": summary["variants"][v]["test_acc"] for v in summary["variants"]} | {"seed": int(trial_config["seed"])})
 
 
 def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, max_concurrent: int = 0,
@@ -60,26 +65,34 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
     if config.evaluate:
         raise StressError("--evaluate gives already-trained models, and a seed sweep trains one pair per seed; "
                           "run jobs/stress_test.py for given models")
-    if storage.is_uri(config.out):
-        raise StressError(f"--out {config.out}: seed sweeps write to a path (local, or shared storage every node "
-                          "mounts), not yet to an s3:// / gs:// URI; jobs/stress_test.py takes URIs")
-    root = RunFolder(Path(config.out).expanduser().resolve() / config.run_name)  # config.validate checked `out` expands
+    # The sweep's location: a path every node sees, or a storage URI that each trial mirrors its seed folder to
+    # (wherever it ran) and that the driver reads back into a local staging folder for the summary and report.
+    remote = f"{config.out.rstrip('/')}/{config.run_name}" if storage.is_uri(config.out) else None
+    root = RunFolder(storage.staging_folder(config.out, config.run_name) if remote
+                     else Path(config.out).expanduser().resolve() / config.run_name)  # config.validate checked `out` expands
+    location = remote or str(root.root)
     dataset = load_dataset(config.data)  # validate the input before starting anything
     test_images = split_dataset(dataset, config.data, seeds[0]).test_x
     root.ensure_writable()
     started = time.perf_counter()
     check_resources(config.resources, cluster.connect(address, log=log), address, log)
     concurrent = max_concurrent or default_concurrent_trials(config.resources)
-    log(f"sweep: seeds {seeds}, up to {concurrent} trial(s) at once, into {root.root}")
-    base = ExperimentConfig.from_dict({**config.to_dict(), "out": str(root.root)})
-    finished = cluster.run_seed_sweep(base, seeds, str(root.root), resume, concurrent, seed_trial)
+    log(f"sweep: seeds {seeds}, up to {concurrent} trial(s) at once, into {location}")
+    base = ExperimentConfig.from_dict({**config.to_dict(), "out": location})
+    finished = cluster.run_seed_sweep(base, seeds, location, resume, concurrent, seed_trial)
     missing = sorted(set(seeds) - set(finished))
     if missing:
         raise StressError(f"trials for seeds {missing} did not finish; re-run with --resume")
+    if remote:
+        storage.download(remote, root.root, skip=_not_for_the_summary)
     summary = write_sweep_summary(root.root, seeds, test_images)
     write_sweep_figures(root, log)
     html, _ = build_report(root.root)
-    log(f"report: {html}")
+    if remote:
+        storage.upload(root.root, remote)
+        log(f"report: {remote}/report.html (local copy {html})")
+    else:
+        log(f"report: {html}")
     aggregate_block = summary["aggregate"]
     if aggregate_block:
         for key in ("test_acc", "mean_corruption_acc"):
@@ -87,8 +100,14 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
                 p = aggregate_block["paired"][key]
                 log(f"augmented - baseline {key}: {p['mean']:+.4f} (95% CI over seeds {p['low']:+.4f} .. {p['high']:+.4f}, "
                     f"p = {p['p']:.3g}, n = {p['n']})")
-    log(f"sweep finished in {time.perf_counter() - started:.0f} s: {root.root}")
+    log(f"sweep finished in {time.perf_counter() - started:.0f} s: {location}")
     return summary
+
+
+def _not_for_the_summary(relative: str) -> bool:
+    """What a sweep's driver leaves in storage: Tune's own files, each seed's checkpoints and weights."""
+    parts = relative.split("/")
+    return parts[0] == "tune" or (len(parts) > 2 and parts[1] in (*storage.SKIP_PARTS, "variants"))
 
 
 def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery_size: int = 24) -> dict:

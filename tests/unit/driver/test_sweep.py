@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from stress.driver import sweep
@@ -17,10 +20,41 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(sweep.cluster, "connect", refuse_ray)
 
 
-def test_a_uri_out_is_refused_in_one_line(tiny_config):
-    with pytest.raises(StressError, match=r"--out s3://bucket/runs: seed sweeps write to a path") as error:
-        sweep.run_sweep(tiny_config(out="s3://bucket/runs"), [42, 43], log=lambda line: None)
-    assert "\n" not in str(error.value)
+def test_a_sweep_to_a_storage_uri_puts_every_seed_and_its_report_there(tiny_config, tmp_path, monkeypatch):
+    """Trials mirror their seed folders to the URI (as on other nodes); the driver reads them back, writes there.
+
+    file:// stands in for s3://, through the same pyarrow.fs code; the trials run in this process
+    (LocalExecutor) in place of Ray Tune, each through the same run_seed a Tune trial calls.
+    """
+    from stress.driver.fanout import LocalExecutor
+    from stress.storage import staging_folder
+
+    bucket = tmp_path / "bucket"
+    uri = f"file://{bucket}/sweeps"
+    calls = []
+
+    def trials(base, seeds, root, resume, concurrent, trial):
+        calls.append((root, base.out, trial))
+        for seed in seeds:
+            sweep.run_seed({"seed": seed, "base": base.to_dict(), "root": root}, executor=LocalExecutor())
+            shutil.rmtree(staging_folder(root, f"seed_{seed}"))  # nothing of the trial is left on the driver's machine
+        return seeds
+
+    monkeypatch.setattr(sweep.cluster, "connect", lambda address, log=None: {"CPU": 2.0})
+    monkeypatch.setattr(sweep, "check_resources", lambda *args: None)
+    monkeypatch.setattr(sweep.cluster, "run_seed_sweep", trials)
+    config = tiny_config(out=uri, run_name="sw", **{"stress.skip_stress": True, "stress.faithfulness_images": 8})
+    lines = []
+    summary = sweep.run_sweep(config, [1, 2], max_concurrent=1, log=lines.append)
+    assert calls == [(f"{uri}/sw", f"{uri}/sw", sweep.seed_trial)]
+    there = bucket / "sweeps" / "sw"
+    assert summary["seeds"] == [1, 2] and json.loads((there / "summary.json").read_text())["seeds"] == [1, 2]
+    for name in ("report.html", "stability.npz", "seed_1/summary.json", "seed_2/report.html", "seed_2/variants/baseline/model.pt"):
+        assert (there / name).is_file(), name
+    local = staging_folder(uri, "sw")
+    assert (local / "report.html").is_file() and not (local / "seed_1" / "variants").exists()  # weights stay in storage
+    assert f"report: {uri}/sw/report.html (local copy {local / 'report.html'})" in lines
+    assert lines[-1].endswith(f"s: {uri}/sw")
 
 
 def test_a_relative_out_is_refused_inside_a_submitted_job(tiny_config, tmp_path, monkeypatch):
