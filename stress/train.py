@@ -85,6 +85,17 @@ def is_training_name(variant: str) -> bool:
     return variant in ("baseline", "augmented") or (variant.startswith("fold") and variant[4:].isdigit())
 
 
+def synchronised_batchnorm(model: nn.Module, device: torch.device | str, world_size: int) -> nn.Module:
+    """With data-parallel workers on CUDA, BatchNorm layers as SyncBatchNorm (statistics over the global batch).
+
+    torch's SyncBatchNorm runs only on accelerators; on CPU, and with one worker, the model is returned
+    as it is, and each CPU worker normalises with its own share of the batch.
+    """
+    if world_size > 1 and torch.device(device).type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
 def train_variant(
     config: ExperimentConfig,
     variant: str,
@@ -121,7 +132,10 @@ def train_variant(
         history = list(resume["history"])
         start_epoch = int(resume["epoch"])
         torch.set_rng_state(resume["rng"])
-    model = prepare_model(model)
+    if world_size > 1 and rank == 0 and torch.device(device).type != "cuda" and \
+            any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        log(f"[{variant}] BatchNorm statistics stay per worker on CPU (torch's SyncBatchNorm needs a GPU)")
+    model = prepare_model(synchronised_batchnorm(model, device, world_size))
     train_x, train_y = data["train_x"], data["train_y"]
     per_worker_batch = t.batch_size // world_size
     n_per_worker = len(train_y) // world_size  # equal shards keep the workers' step counts in lockstep

@@ -235,3 +235,30 @@ def test_cpu_training_data_shares_memory_with_the_object_store_arrays():
     images.setflags(write=False)
     tensors = to_device_arrays({"train_x": images}, "cpu")
     assert tensors["train_x"].data_ptr() == images.ctypes.data
+
+
+def test_batchnorm_is_synchronised_over_gpu_workers_only():
+    """convert_sync_batchnorm only where torch's SyncBatchNorm runs (CUDA) and with more than one worker."""
+    from torchvision.models import resnet18
+
+    from stress.train import synchronised_batchnorm
+
+    model = resnet18(num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for device, world in (("cpu", 2), ("cuda", 1), (torch.device("cpu"), 4)):
+        assert synchronised_batchnorm(model, device, world) is model
+    converted = synchronised_batchnorm(model, "cuda", 2)  # the conversion itself does not touch a GPU
+    kinds = [type(m) for m in converted.modules()]
+    assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    assert kinds.count(torch.nn.SyncBatchNorm) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in resnet18().modules())
+    after = converted.state_dict()  # the same keys and values: a model.pt still loads into the plain network
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_cpu_data_parallel_training_says_batchnorm_stays_per_worker(tiny_config, tiny_data):
+    factory = {"model.name": "tests.factories.resnet:resnet8"}
+    config = tiny_config(**{"train.epochs": 1}, **factory)
+    _, _, lines = run(config, "baseline", tiny_data, rank=0, world_size=2)
+    assert lines[0] == "[baseline] BatchNorm statistics stay per worker on CPU (torch's SyncBatchNorm needs a GPU)"
+    _, _, lines = run(tiny_config(**{"train.epochs": 1}), "baseline", tiny_data, rank=0, world_size=2)  # SimpleCNN: no BatchNorm
+    assert not any("BatchNorm" in line for line in lines)
