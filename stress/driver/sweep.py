@@ -85,7 +85,7 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
         raise StressError(f"trials for seeds {missing} did not finish; re-run with --resume")
     if remote:
         storage.download(remote, root.root, skip=_not_for_the_summary)
-    summary = write_sweep_summary(root.root, seeds, test_images)
+    summary = write_sweep_summary(root.root, seeds, test_images, folder=location)
     write_sweep_figures(root, log)
     html, _ = build_report(root.root)
     if remote:
@@ -107,11 +107,14 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
 def _not_for_the_summary(relative: str) -> bool:
     """What a sweep's driver leaves in storage: Tune's own files, each seed's checkpoints and weights."""
     parts = relative.split("/")
-    return parts[0] == "tune" or (len(parts) > 2 and parts[1] in (*storage.SKIP_PARTS, "variants"))
+    return parts[0] == "tune" or (len(parts) > 1 and parts[1] in (*storage.SKIP_PARTS, "variants"))
 
 
-def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery_size: int = 24) -> dict:
-    """Read each seed's run folder under `root`, aggregate, and write the sweep's summary.json and stability.npz."""
+def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery_size: int = 24, folder: str | None = None) -> dict:
+    """Read each seed's run folder under `root`, aggregate, and write the sweep's summary.json and stability.npz.
+
+    `folder` is where the sweep lives, recorded in the summary (default `root`; a storage URI for a sweep kept there).
+    """
     root = Path(root)
     per_seed_summary = {s: read_json(root / f"seed_{s}" / "summary.json") for s in seeds}
     per_seed = {s: seed_metrics(per_seed_summary[s]) for s in seeds}
@@ -127,7 +130,7 @@ def write_sweep_summary(root, seeds: list[int], test_images: np.ndarray, gallery
     summary = {
         "schema_version": SCHEMA_VERSION,
         "kind": "sweep",
-        "run": {"name": root.name, "folder": str(root)},
+        "run": {"name": root.name, "folder": folder or str(root)},
         "dataset": first["dataset"],
         "class_names": list(class_names(RunFolder(root / f"seed_{seeds[0]}"))),
         "seeds": seeds,

@@ -49,10 +49,12 @@ def test_a_sweep_to_a_storage_uri_puts_every_seed_and_its_report_there(tiny_conf
     assert calls == [(f"{uri}/sw", f"{uri}/sw", sweep.seed_trial)]
     there = bucket / "sweeps" / "sw"
     assert summary["seeds"] == [1, 2] and json.loads((there / "summary.json").read_text())["seeds"] == [1, 2]
+    assert summary["run"]["folder"] == f"{uri}/sw"
     for name in ("report.html", "stability.npz", "seed_1/summary.json", "seed_2/report.html", "seed_2/variants/baseline/model.pt"):
         assert (there / name).is_file(), name
     local = staging_folder(uri, "sw")
     assert (local / "report.html").is_file() and not (local / "seed_1" / "variants").exists()  # weights stay in storage
+    assert not (local / "seed_1" / "run.lock").exists() and not (local / "tune").exists()
     assert f"report: {uri}/sw/report.html (local copy {local / 'report.html'})" in lines
     assert lines[-1].endswith(f"s: {uri}/sw")
 
