@@ -17,11 +17,27 @@ $(VENV)/.installed: pyproject.toml
 	@$(VENV)/bin/pip install --quiet --no-deps torchattacks==3.5.1 >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $@
 
-.PHONY: setup run test sweep report
+.PHONY: setup run test unit sweep report
 setup: $(VENV)/.installed
 
 run: setup
 	$(VENV)/bin/stress run $(ARGS)
 
+# make test: every test, in two passes. The in-process tests run on every core (pytest-xdist, a test file
+# per worker); the end-to-end and browser tests then run one at a time, since each starts Ray instances or
+# jobs that want the machine's cores. PYTEST_ARGS goes to both passes.
+# Both passes always run; the exit status is the first failure's, or pytest's 5 ("no tests collected") only
+# when neither pass collected a test (PYTEST_ARGS naming one file leaves the other pass empty).
+TEST_WORKERS ?= auto
 test: setup
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	@first=0; second=0; \
+	echo "in-process tests, on $(TEST_WORKERS) worker(s):"; \
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not browser" $(PYTEST_ARGS) || first=$$?; \
+	echo "end-to-end and browser tests, one at a time:"; \
+	$(VENV)/bin/python -m pytest -q -m "e2e or browser" $(PYTEST_ARGS) || second=$$?; \
+	for status in $$first $$second; do [ $$status -eq 0 ] || [ $$status -eq 5 ] || exit $$status; done; \
+	[ $$first -eq 5 ] && [ $$second -eq 5 ] && exit 5; exit 0
+
+# make unit: the fast layer, for the edit-test loop: no end-to-end, browser or slow tests (about a minute).
+unit: setup
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not browser and not slow" $(PYTEST_ARGS)

@@ -77,12 +77,25 @@ def drawn_fixture_run(tmp_path_factory) -> tuple[Path, list[Path]]:
 
     Tests that change files copy the folder first.
     """
+    import json
+    import os
+
+    from filelock import FileLock
+
     from stress.artifacts import RunFolder
     from stress.report.figures import write_figures
 
-    root = tmp_path_factory.mktemp("drawn") / "run_small"
-    shutil.copytree(FIXTURES / "run_small", root)
-    return root, write_figures(RunFolder(root), log=lambda message: None)
+    # Under pytest-xdist every worker has its own base temp folder inside one shared parent: the first
+    # worker to get here draws the figures there, the others wait for it and read the same folder.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, listing = shared / "drawn_fixture", shared / "drawn_fixture.json"
+    with FileLock(str(shared / "drawn_fixture.lock")):
+        if not listing.is_file():
+            shutil.copytree(FIXTURES / "run_small", folder / "run_small")
+            written = write_figures(RunFolder(folder / "run_small"), log=lambda message: None)
+            listing.write_text(json.dumps([str(p) for p in written]))
+    return folder / "run_small", [Path(p) for p in json.loads(listing.read_text())]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 JOB, REPORT = REPO / "jobs" / "stress_test.py", REPO / "jobs" / "report.py"
 TINY = ["--epochs", "1", "--shards", "1", "--faithfulness-images", "10", "--stress-limit", "50",
         "--corruptions", "gaussian_noise,contrast", "--severities", "1,3", "--texture-images", "50",
-        "--adversarial-images", "8", "--pgd-steps", "2"]
+        "--adversarial-images", "8", "--pgd-steps", "2", "--fourier-images", "10"]
 
 pytestmark = pytest.mark.e2e
 

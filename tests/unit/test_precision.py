@@ -57,6 +57,7 @@ def test_precision_is_validated_and_old_run_folders_keep_their_keys():
     assert config_key(bf16.to_dict(), ("train",)) != config_key(config.to_dict(), ("train",))
 
 
+@pytest.mark.slow
 def test_bf16_training_learns_and_resumes_bit_identically(tiny_config):
     config = tiny_config(**{"data.synthetic_train": 1200, "data.val_size": 200, "train.epochs": 3, "train.precision": "bf16"})
     data = tensors_for(config)
@@ -137,6 +138,7 @@ def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
             assert array.dtype.kind != "f" or array.dtype in (np.float32, np.float64), (cell, name)
 
 
+@pytest.mark.slow
 def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model):
     """--compile changes how the forward passes run, not what they give; it is part of the stress key."""
     from stress.config import merge

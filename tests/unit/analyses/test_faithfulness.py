@@ -114,12 +114,14 @@ def road_summary(model, images, maps, targets) -> dict:
                            **{f"faithful_{k}": v.numpy() for k, v in curves.items() if k.endswith("_auc")}})
 
 
+@pytest.mark.slow
 def test_planted_model_learns_the_evidence_square(planted_model):
     images, labels = planted_data(200, seed=1)
     with torch.no_grad():
         assert (planted_model(images).argmax(1) == labels).float().mean() > 0.95
 
 
+@pytest.mark.slow
 def test_gradcam_of_a_model_that_uses_the_square_passes(planted_model):
     images, _ = planted_data(80, seed=2)
     targets = planted_model(images).argmax(1)
@@ -128,6 +130,7 @@ def test_gradcam_of_a_model_that_uses_the_square_passes(planted_model):
     assert road_verdict(road) == EFFECT, road
 
 
+@pytest.mark.slow
 def test_a_map_pointing_away_from_the_evidence_fails(planted_model):
     images, _ = planted_data(80, seed=2)
     targets = planted_model(images).argmax(1)
@@ -136,6 +139,7 @@ def test_a_map_pointing_away_from_the_evidence_fails(planted_model):
     assert road_verdict(road) == NO_EFFECT, road
 
 
+@pytest.mark.slow
 def test_maps_of_randomised_models_do_not_pass(planted_model):
     """A single randomised network's Grad-CAM can still follow image edges (Adebayo et al. 2018), so
     one draw may weakly beat random; over several randomisations (16 images each) it must not pass,

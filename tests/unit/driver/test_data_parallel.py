@@ -20,6 +20,8 @@ from stress.config import ExperimentConfig, merge
 from stress.data import load_dataset, split_dataset
 from stress.train import to_device_arrays, train_variant
 
+pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
+
 
 def _config() -> ExperimentConfig:
     return merge(ExperimentConfig(), {

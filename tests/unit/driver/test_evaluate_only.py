@@ -18,6 +18,8 @@ from stress.driver.fanout import LocalExecutor
 from stress.driver.pipeline import Pipeline
 from stress.errors import StressError
 
+pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
+
 SMALL = {**tiny_overrides(), "stress.corruptions": ("gaussian_noise", "contrast"), "stress.severities": (1, 3),
          "stress.stress_limit": 20, "stress.faithfulness_images": 8, "stress.faithfulness_steps": 3, "stress.shards": 2,
          "stress.num_cases": 3}

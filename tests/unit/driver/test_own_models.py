@@ -21,6 +21,8 @@ from stress.driver.fanout import LocalExecutor
 from stress.driver.pipeline import Pipeline
 from stress.errors import StressError
 
+pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
+
 SMALL = {**tiny_overrides(), "train.epochs": 1, "stress.corruptions": ("gaussian_noise",), "stress.severities": (1,),
          "stress.stress_limit": 10, "stress.faithfulness_images": 4, "stress.faithfulness_steps": 3, "stress.shards": 1,
          "stress.num_cases": 3}

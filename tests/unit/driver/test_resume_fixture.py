@@ -20,6 +20,8 @@ from stress.constants import VARIANTS
 from stress.driver.fanout import LocalExecutor
 from stress.driver.pipeline import Pipeline
 
+pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
+
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 

@@ -27,6 +27,8 @@ from stress.models import create_model
 from stress.perturb.shifts import list_shifts
 from stress.resolve import resolve
 
+pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
+
 STRESS = {"stress.corruptions": ("gaussian_noise",), "stress.severities": (1,), "stress.stress_limit": 20,
           "stress.faithfulness_images": 8, "stress.faithfulness_steps": 4, "stress.shards": 2}
 

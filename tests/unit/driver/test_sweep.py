@@ -20,6 +20,7 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(sweep.cluster, "connect", refuse_ray)
 
 
+@pytest.mark.slow
 def test_a_sweep_to_a_storage_uri_puts_every_seed_and_its_report_there(tiny_config, tmp_path, monkeypatch):
     """Trials mirror their seed folders to the URI (as on other nodes); the driver reads them back, writes there.
 

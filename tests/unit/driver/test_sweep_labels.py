@@ -18,6 +18,8 @@ from stress.driver.sweep import write_sweep_summary
 from stress.report.build import build_report
 from stress.report.sweep_figures import write_sweep_figures
 
+pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
+
 SEEDS = [1, 2]
 
 

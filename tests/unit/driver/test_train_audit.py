@@ -16,6 +16,8 @@ from stress.driver.fanout import LocalExecutor
 from stress.driver.train_audit_stage import fold_arrays, folds, train_audit_stage
 from stress.resolve import resolve
 
+pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
+
 
 class CountingExecutor(LocalExecutor):
     def __init__(self):

@@ -137,6 +137,7 @@ def test_rebuilding_gives_the_same_bytes(run):
     assert build_report(run)[1].read_bytes() == build_report(run)[1].read_bytes()
 
 
+@pytest.mark.slow
 def test_job_errors_are_one_line(tmp_path, run):
     job = [sys.executable, str(ROOT / "jobs" / "report.py")]
     missing = subprocess.run(job + [str(tmp_path / "nowhere")], capture_output=True, text=True)
@@ -203,6 +204,7 @@ def test_figure_inputs_of_the_wrong_structure_are_one_line_errors(tmp_path, name
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_the_report_job_turns_a_deeper_structure_error_into_one_line(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -219,6 +221,7 @@ def test_the_report_job_turns_a_deeper_structure_error_into_one_line(tmp_path):
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+@pytest.mark.slow
 def test_an_unexpandable_run_folder_is_a_one_line_error():
     result = subprocess.run([sys.executable, str(ROOT / "jobs" / "report.py"), "~no_such_user_here/run"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr == "error: ~no_such_user_here/run: cannot expand '~' (RUN_DIR: no such user or no home folder)\n"

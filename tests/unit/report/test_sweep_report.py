@@ -272,6 +272,7 @@ def test_broken_summary_is_a_one_line_error(sweep, content, message):
         assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_rebuilding_gives_the_same_bytes_and_the_job_works(sweep):
     assert build_report(sweep)[0].read_bytes() == build_report(sweep)[0].read_bytes()
     done = subprocess.run([sys.executable, str(ROOT / "jobs" / "report.py"), "--no-figures", str(sweep)], capture_output=True, text=True)
