@@ -71,6 +71,8 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
     root = RunFolder(storage.staging_folder(config.out, config.run_name) if remote
                      else Path(config.out).expanduser().resolve() / config.run_name)  # config.validate checked `out` expands
     location = remote or str(root.root)
+    if remote:
+        storage.subfolders(remote)  # an unusable URI (scheme, credentials, bucket) is a one-line error before Ray starts
     dataset = load_dataset(config.data)  # validate the input before starting anything
     test_images = split_dataset(dataset, config.data, seeds[0]).test_x
     root.ensure_writable()

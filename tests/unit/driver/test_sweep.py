@@ -73,3 +73,9 @@ def test_a_relative_out_is_refused_inside_a_submitted_job(tiny_config, tmp_path,
 def test_bad_seed_lists_are_refused(tiny_config, tmp_path, seeds, message):
     with pytest.raises(StressError, match=message):
         sweep.run_sweep(tiny_config(out=str(tmp_path)), seeds, log=lambda line: None)
+
+
+def test_an_unusable_storage_uri_is_refused_in_one_line_before_ray_starts(tiny_config):
+    with pytest.raises(StressError, match=r"nosuchscheme://bucket/runs/sw: unusable storage URI") as error:
+        sweep.run_sweep(tiny_config(out="nosuchscheme://bucket/runs", run_name="sw"), [42, 43], log=lambda line: None)
+    assert "\n" not in str(error.value)
