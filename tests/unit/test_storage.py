@@ -134,6 +134,14 @@ def _folder(root):
     return root
 
 
+def _mirrored(tmp_path):
+    """A small run folder mirrored once to a file:// URI: (local folder, storage-side folder, URI)."""
+    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
+    uri = f"file://{remote}"
+    upload(local, uri)
+    return local, remote, uri
+
+
 def _tamper(remote, relative):
     """Overwrite a file on the storage side: it survives a mirror only if the mirror does not send that file again."""
     (remote / relative).write_text("tampered on the storage side")
@@ -164,9 +172,7 @@ def test_a_mirror_sends_only_the_files_that_changed(tmp_path):
 
 def test_without_its_record_a_mirror_sends_everything_again(tmp_path):
     """The planted case: the record is what saves the uploads; without it every file is sent."""
-    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
-    uri = f"file://{remote}"
-    upload(local, uri)
+    local, remote, uri = _mirrored(tmp_path)
     _tamper(remote, "summary.json")
     (local / ".mirrored.json").unlink()
     assert upload(local, uri) == 3
@@ -174,9 +180,7 @@ def test_without_its_record_a_mirror_sends_everything_again(tmp_path):
 
 
 def test_what_was_downloaded_is_not_sent_back(tmp_path):
-    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
-    uri = f"file://{remote}"
-    upload(local, uri)
+    local, remote, uri = _mirrored(tmp_path)
     copy = tmp_path / "staging"
     assert download(uri, copy) is True
     _tamper(remote, "summary.json")
@@ -189,9 +193,7 @@ def test_what_was_downloaded_is_not_sent_back(tmp_path):
 def test_a_storage_location_emptied_since_clears_the_record(tmp_path):
     import shutil
 
-    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
-    uri = f"file://{remote}"
-    upload(local, uri)
+    local, remote, uri = _mirrored(tmp_path)
     shutil.rmtree(remote)  # deleted on the storage side
     assert download(uri, local) is False
     assert upload(local, uri) == 3
@@ -199,9 +201,7 @@ def test_a_storage_location_emptied_since_clears_the_record(tmp_path):
 
 
 def test_download_leaves_out_what_skip_names(tmp_path):
-    local, remote = _folder(tmp_path / "local"), tmp_path / "bucket" / "run"
-    uri = f"file://{remote}"
-    upload(local, uri)
+    local, remote, uri = _mirrored(tmp_path)
     copy = tmp_path / "copy"
     assert download(uri, copy, skip=lambda relative: relative.startswith("eval/")) is True
     assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == [
