@@ -12,6 +12,7 @@ Imported by the test modules as `from ray_head import RayHead`: pytest's default
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -56,10 +57,61 @@ def http_status(url: str, token: str | None) -> int:
         return exc.code
 
 
+def pids_naming(folder: Path) -> list[int]:
+    """PIDs of the processes (not this one) whose command line or environment names `folder`."""
+    marker = str(folder).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes() or marker in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def pids_in_session(session: int) -> list[int]:
+    """PIDs of the processes whose session id is `session` (a process started with start_new_session and all it spawns)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[3]) == session:  # fields after "pid (comm) ": state ppid pgrp session
+            pids.append(int(entry.name))
+    return pids
+
+
+def process_titles(pids: list[int]) -> dict[int, str]:
+    """pid -> command line (Ray's workers show their actor or task there, e.g. "ray::RayTrainWorker")."""
+    titles = {}
+    for pid in pids:
+        try:
+            titles[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+    return titles
+
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class RayHead:
     """A Ray head (dashboard on loopback) with token auth, in its own process group and temp dir."""
 
-    def __init__(self, num_cpus: int = 2, prefix: str = "rh", object_store_bytes: int = 300_000_000):
+    def __init__(self, num_cpus: int = 2, prefix: str = "rh", object_store_bytes: int = 300_000_000,
+                 resources: dict[str, float] | None = None, extra_env: dict[str, str] | None = None,
+                 autoscaling_config: Path | None = None):
         # Short path: Ray's unix sockets live under it and their paths are limited to ~107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         self.token = secrets.token_hex(32)
@@ -72,6 +124,9 @@ class RayHead:
         self.log_path = self.temp_dir / "ray_start.log"
         self.num_cpus = num_cpus
         self.object_store_bytes = object_store_bytes
+        self.resources = resources or {}
+        self.extra_env = extra_env or {}
+        self.autoscaling_config = autoscaling_config
         self.process: subprocess.Popen | None = None
 
     def env(self) -> dict[str, str]:
@@ -86,6 +141,7 @@ class RayHead:
         env["RAY_API_SERVER_ADDRESS"] = self.url
         # The job's entrypoint and Ray's workers find this venv's python first.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 180.0) -> None:
@@ -109,6 +165,10 @@ class RayHead:
             f"--temp-dir={self.temp_dir}",
             "--disable-usage-stats",
         ]
+        if self.resources:
+            command.append(f"--resources={json.dumps(self.resources)}")
+        if self.autoscaling_config is not None:
+            command.append(f"--autoscaling-config={self.autoscaling_config}")
         with open(self.log_path, "wb") as log:
             # A new session makes the head and everything it spawns one process group.
             self.process = subprocess.Popen(
@@ -133,17 +193,7 @@ class RayHead:
 
     def own_pids(self) -> list[int]:
         """PIDs of processes whose command line or environment names this head's temp dir (ours alone)."""
-        marker = str(self.temp_dir).encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if marker in (entry / "cmdline").read_bytes() or marker in (entry / "environ").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-        return pids
+        return pids_naming(self.temp_dir)
 
     def stop(self, keep_temp_dir: bool = False) -> list[int]:
         """Terminate this head's process group; return the PIDs that needed SIGKILL afterwards."""
@@ -165,11 +215,93 @@ class RayHead:
             if not leftovers:
                 break
             time.sleep(0.5)
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_pids(leftovers)
         if not keep_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return leftovers
+
+
+class RayWorkerNode:
+    """A worker node (`ray start --address=HEAD --block`) of a RayHead, on loopback with its own ports and temp dir.
+
+    Several of them beside a head make a multi-node cluster on one machine. `kill` takes the
+    node down as a lost machine would: SIGKILL to every process of the node at once (its raylet,
+    agents and workers, found by the node's temp dir), with no chance to drain.
+    """
+
+    def __init__(self, head: RayHead, num_cpus: int = 2, resources: dict[str, float] | None = None, prefix: str = "rw"):
+        self.head = head
+        self.temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.num_cpus = num_cpus
+        self.resources = resources or {}
+        self.log_path = self.temp_dir / "ray_start.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the node; return once `ray start` says it joined (the head then lists it within seconds)."""
+        names = ("node_manager", "object_manager", "agent_http", "agent_grpc", "runtime_env_agent", "metrics")
+        p = dict(zip(names, free_ports(len(names))))
+        command = [
+            str(RAY), "start", "--block", f"--address={self.head.address}",
+            f"--node-manager-port={p['node_manager']}",
+            f"--object-manager-port={p['object_manager']}",
+            f"--dashboard-agent-listen-port={p['agent_http']}",
+            f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+            f"--runtime-env-agent-port={p['runtime_env_agent']}",
+            f"--metrics-export-port={p['metrics']}",
+            "--min-worker-port=0", "--max-worker-port=0",
+            f"--num-cpus={self.num_cpus}", "--num-gpus=0",
+            f"--object-store-memory={self.head.object_store_bytes}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        ]
+        if self.resources:
+            command.append(f"--resources={json.dumps(self.resources)}")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, env=self.head.env(), stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ray start (worker) exited with {self.process.returncode}:\n{self.log_tail()}")
+            if "Ray runtime started" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"worker node not started after 120 s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def own_pids(self) -> list[int]:
+        """The node's processes: its `ray start` session (raylet, agents, workers), and any naming its temp dir."""
+        session = pids_in_session(self.process.pid) if self.process is not None else []
+        return sorted(set(session) | set(pids_naming(self.temp_dir)))
+
+    def runs(self, title: str) -> bool:
+        """Whether one of this node's processes has `title` in its command line (e.g. "ray::RayTrainWorker")."""
+        return any(title in t for t in process_titles(self.own_pids()).values())
+
+    def kill(self) -> None:
+        """Every process of the node at once, SIGKILL: a lost machine (`ray start --block` included)."""
+        kill_pids(self.own_pids())
+        if self.process is not None:
+            self.process.wait(timeout=30)
+
+    def stop(self) -> list[int]:
+        """Stop the node (SIGTERM to its group, then SIGKILL to what is left); returns the PIDs that needed SIGKILL."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        leftovers: list[int] = []
+        for _ in range(20):
+            leftovers = self.own_pids()
+            if not leftovers:
+                break
+            time.sleep(0.5)
+        kill_pids(leftovers)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
         return leftovers
