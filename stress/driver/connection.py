@@ -148,7 +148,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: 
         # core worker); the job's handler turns SIGTERM into a clean KeyboardInterrupt instead.
         if threading.current_thread() is threading.main_thread() and previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    deadline = time.time() + timeout_s
+    # A local instance reports its CPUs moments after it starts. A joined cluster may have none
+    # until its autoscaler adds nodes (a head with CPU: 0): resources.wait_for_nodes asks for them.
+    joined = (address or os.environ.get("RAY_ADDRESS") or "local") != "local"
+    deadline = time.time() + (0.0 if joined else timeout_s)
     resources = ray.cluster_resources()
     while not resources.get("CPU") and time.time() < deadline:
         time.sleep(0.5)

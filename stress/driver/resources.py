@@ -18,17 +18,85 @@ from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS
 from stress.errors import StressError
 
 
+def node_types_maximum(config: dict) -> dict[str, float]:
+    """The most of each resource a cluster launcher config's node types can bring: resources x max_workers, summed.
+
+    The head type counts once; each worker type up to its own max_workers, and all worker types
+    together up to the config's max_workers (the launcher's cap), taking the largest types first.
+    """
+    types = config.get("available_node_types") or {}
+    head_type = config.get("head_node_type")
+    total: dict[str, float] = {}
+    for name, spec in types.items():
+        count = 1 if name == head_type else int(spec.get("max_workers", 0))
+        for key, value in (spec.get("resources") or {}).items():
+            total[key] = total.get(key, 0.0) + float(value) * count
+    cap = config.get("max_workers")
+    if cap is not None:  # the launcher's global cap on worker nodes: at most `cap` of the largest per resource
+        for key in total:
+            head = float((types.get(head_type, {}).get("resources") or {}).get(key, 0.0))
+            per_node = sorted((float((spec.get("resources") or {}).get(key, 0.0))
+                               for name, spec in types.items() if name != head_type
+                               for _ in range(int(spec.get("max_workers", 0)))), reverse=True)
+            total[key] = min(total[key], head + sum(per_node[: int(cap)]))
+    return {k: v for k, v in total.items() if v > 0}
+
+
+def _autoscaling_config_path() -> str | None:
+    """The config file of the autoscaler of the cluster this process is connected to, where it runs on this machine.
+
+    Ray's cluster launcher starts the autoscaler (monitor.py) on the head with
+    --autoscaling-config=~/ray_bootstrap_config.yaml; a submitted job's driver runs on the head.
+    The monitor is matched by the GCS port it was given, so another cluster on the machine never counts.
+    """
+    try:
+        port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    except Exception:  # noqa: BLE001 - not connected
+        return None
+    from pathlib import Path
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not any(a.endswith("monitor.py") for a in args):
+            continue
+        if not any(a.startswith("--gcs-address=") and a.rsplit(":", 1)[-1] == port for a in args):
+            continue
+        for a in args:
+            if a.startswith("--autoscaling-config="):
+                return os.path.expanduser(a.split("=", 1)[1])
+    return None
+
+
 def autoscaler_maximum() -> dict[str, float]:
     """The most of each resource the autoscaler's node types can bring ({} without an autoscaler).
 
-    Read from the cluster config the autoscaler publishes in the GCS (what Ray Train itself reads
-    to refuse impossible worker groups); a fixed cluster or a local instance publishes none.
+    First the cluster config published in the GCS (what Ray Train itself reads to refuse
+    impossible worker groups; KubeRay and hosted Ray publish it). Ray's own cluster launcher
+    publishes none, so then the launcher config its autoscaler runs with, read on the head where
+    a submitted job's driver runs. A fixed cluster or a local instance has neither.
     """
     try:
         from ray._private.state import state
 
-        return {k: float(v) for k, v in (state.get_max_resources_from_cluster_config() or {}).items()}
-    except Exception:  # noqa: BLE001 - a private API: without it, only the nodes alive now count
+        published = {k: float(v) for k, v in (state.get_max_resources_from_cluster_config() or {}).items()}
+    except Exception:  # noqa: BLE001 - a private API: without it, the launcher config or only the nodes alive now count
+        published = {}
+    if published:
+        return published
+    path = _autoscaling_config_path()
+    if path is None:
+        return {}
+    try:
+        import yaml
+
+        with open(path) as handle:
+            return node_types_maximum(yaml.safe_load(handle) or {})
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return {}
 
 

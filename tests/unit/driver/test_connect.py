@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from stress.driver import cluster, connection, resources
 from stress.errors import StressError
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def listener(reply: bytes | None) -> int:
@@ -266,3 +272,46 @@ def test_a_nearly_full_disk_gives_the_local_instance_a_higher_threshold_and_one_
 def test_a_disk_with_room_leaves_ray_alone(monkeypatch):
     seen, lines = _local_init_environment(monkeypatch, used=0.22)
     assert seen["RAY_local_fs_capacity_threshold"] is None and lines == []
+
+
+def test_node_types_maximum_is_each_type_times_its_count_under_the_launcher_s_cap():
+    types = {
+        "head": {"resources": {"CPU": 0, "non_spot": 1}, "max_workers": 0},
+        "cpu": {"resources": {"CPU": 8}, "max_workers": 3},
+        "gpu": {"resources": {"CPU": 4, "GPU": 1}, "max_workers": 2},
+    }
+    uncapped = {"available_node_types": types, "head_node_type": "head"}
+    assert resources.node_types_maximum(uncapped) == {"CPU": 3 * 8 + 2 * 4, "GPU": 2.0, "non_spot": 1.0}
+    # At most 2 worker nodes in all: per resource, the 2 largest nodes (8 + 8 CPUs, or 2 GPU nodes).
+    assert resources.node_types_maximum({**uncapped, "max_workers": 2}) == {"CPU": 16.0, "GPU": 2.0, "non_spot": 1.0}
+    assert resources.node_types_maximum({**uncapped, "max_workers": 0}) == {"non_spot": 1.0}  # the head alone
+    # The project's own cluster.yaml: 4 GPU workers of (4 CPU, 1 GPU), a CPU-0 head.
+    launcher = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    assert resources.node_types_maximum(launcher) == {"CPU": 16.0, "GPU": 4.0, "non_spot": 1000.0}
+
+
+def test_the_autoscaler_maximum_falls_back_to_the_config_of_this_cluster_s_autoscaler(monkeypatch, tmp_path):
+    """Ray's cluster launcher publishes no cluster config: the monitor's --autoscaling-config file, matched by GCS port, is read."""
+    import types
+
+    import ray._private.state as ray_state
+
+    config = tmp_path / "bootstrap.yaml"
+    config.write_text(yaml.safe_dump({"head_node_type": "h", "available_node_types": {
+        "h": {"resources": {"CPU": 0}, "max_workers": 0}, "g": {"resources": {"CPU": 4, "GPU": 1}, "max_workers": 3}}}))
+    # A process whose command line looks like the autoscaler's of the cluster on port 6380.
+    monitor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "/x/ray/autoscaler/_private/monitor.py",
+                                "--gcs-address=127.0.0.1:6380", f"--autoscaling-config={config}"])
+    try:
+        monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: None))
+        monkeypatch.setattr(resources.ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address="127.0.0.1:6380"))
+        assert resources.autoscaler_maximum() == {"CPU": 12.0, "GPU": 3.0}
+        # Another cluster's autoscaler on this machine never counts.
+        monkeypatch.setattr(resources.ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address="127.0.0.1:6381"))
+        assert resources.autoscaler_maximum() == {}
+        # A published cluster config comes first.
+        monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: {"GPU": 8}))
+        assert resources.autoscaler_maximum() == {"GPU": 8.0}
+    finally:
+        monitor.kill()
+        monitor.wait()
