@@ -207,11 +207,11 @@ class RayHead:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
-        # Workers start their own sessions (outside the group) but carry the head's temp dir
+        # Workers may start their own sessions (outside the group) but carry the head's temp dir
         # in their environment; Ray's processes exit shortly after the head, give them a moment.
         leftovers: list[int] = []
         for _ in range(20):
-            leftovers = self.own_pids()
+            leftovers = sorted(set(self.own_pids()) | set(pids_in_session(self.process.pid) if self.process else []))
             if not leftovers:
                 break
             time.sleep(0.5)
