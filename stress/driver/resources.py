@@ -19,26 +19,22 @@ from stress.errors import StressError
 
 
 def node_types_maximum(config: dict) -> dict[str, float]:
-    """The most of each resource a cluster launcher config's node types can bring: resources x max_workers, summed.
+    """The most of each resource a cluster launcher config's node types can bring.
 
-    The head type counts once; each worker type up to its own max_workers, and all worker types
-    together up to the config's max_workers (the launcher's cap), taking the largest types first.
+    The head counts once; each worker type up to its own max_workers; and where the config sets a
+    global max_workers (the launcher's cap on worker nodes), per resource only that many of the
+    worker nodes that bring the most of it.
     """
     types = config.get("available_node_types") or {}
     head_type = config.get("head_node_type")
-    total: dict[str, float] = {}
-    for name, spec in types.items():
-        count = 1 if name == head_type else int(spec.get("max_workers", 0))
-        for key, value in (spec.get("resources") or {}).items():
-            total[key] = total.get(key, 0.0) + float(value) * count
+    head = (types.get(head_type) or {}).get("resources") or {}
+    workers = [spec.get("resources") or {} for name, spec in types.items() if name != head_type
+               for _ in range(int(spec.get("max_workers", 0)))]  # every worker node the types allow
     cap = config.get("max_workers")
-    if cap is not None:  # the launcher's global cap on worker nodes: at most `cap` of the largest per resource
-        for key in total:
-            head = float((types.get(head_type, {}).get("resources") or {}).get(key, 0.0))
-            per_node = sorted((float((spec.get("resources") or {}).get(key, 0.0))
-                               for name, spec in types.items() if name != head_type
-                               for _ in range(int(spec.get("max_workers", 0)))), reverse=True)
-            total[key] = min(total[key], head + sum(per_node[: int(cap)]))
+    total = {}
+    for key in {k for node in [head, *workers] for k in node}:
+        amounts = sorted((float(node.get(key, 0.0)) for node in workers), reverse=True)
+        total[key] = float(head.get(key, 0.0)) + sum(amounts if cap is None else amounts[: int(cap)])
     return {k: v for k, v in total.items() if v > 0}
 
 
