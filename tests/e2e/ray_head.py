@@ -72,9 +72,9 @@ def pids_naming(folder: Path) -> list[int]:
     return pids
 
 
-def pids_in_session(session: int) -> list[int]:
-    """PIDs of the processes whose session id is `session` (a process started with start_new_session and all it spawns)."""
-    pids = []
+def process_stats() -> dict[int, list[str]]:
+    """pid -> the fields of /proc/PID/stat after "pid (comm) " (state, ppid, pgrp, session, ...; starttime is [19])."""
+    stats = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -82,9 +82,50 @@ def pids_in_session(session: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if int(stat[stat.rindex(")") + 2 :].split()[3]) == session:  # fields after "pid (comm) ": state ppid pgrp session
-            pids.append(int(entry.name))
-    return pids
+        stats[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
+    return stats
+
+
+def pids_in_session(session: int) -> list[int]:
+    """PIDs of the processes whose session id is `session` (a process started with start_new_session and all it spawns)."""
+    return [pid for pid, fields in process_stats().items() if int(fields[3]) == session]
+
+
+def node_arguments(ports: dict[str, int], num_cpus: int, object_store_bytes: int, temp_dir: Path,
+                   resources: dict[str, float]) -> list[str]:
+    """The `ray start` flags every node of these tests gets: its own ports, CPUs, object store and temp dir."""
+    arguments = [
+        f"--node-manager-port={ports['node_manager']}",
+        f"--object-manager-port={ports['object_manager']}",
+        f"--dashboard-agent-listen-port={ports['agent_http']}",
+        f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+        f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+        f"--metrics-export-port={ports['metrics']}",
+        "--min-worker-port=0", "--max-worker-port=0",  # workers take random free ports
+        f"--num-cpus={num_cpus}", "--num-gpus=0",
+        f"--object-store-memory={object_store_bytes}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
+    return arguments + ([f"--resources={json.dumps(resources)}"] if resources else [])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log file ("" while it does not exist)."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def end_leftovers(own_pids) -> list[int]:
+    """Give a stopped node's processes 10 s to exit, then SIGKILL what `own_pids()` still lists; returns those PIDs."""
+    leftovers: list[int] = []
+    for _ in range(20):
+        leftovers = own_pids()
+        if not leftovers:
+            break
+        time.sleep(0.5)
+    kill_pids(leftovers)
+    return leftovers
 
 
 def process_titles(pids: list[int]) -> dict[int, str]:
@@ -153,20 +194,8 @@ class RayHead:
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={p['dashboard']}",
             f"--ray-client-server-port={p['client']}",
-            f"--node-manager-port={p['node_manager']}",
-            f"--object-manager-port={p['object_manager']}",
-            f"--dashboard-agent-listen-port={p['agent_http']}",
-            f"--dashboard-agent-grpc-port={p['agent_grpc']}",
-            f"--runtime-env-agent-port={p['runtime_env_agent']}",
-            f"--metrics-export-port={p['metrics']}",
-            "--min-worker-port=0", "--max-worker-port=0",  # workers take random free ports
-            f"--num-cpus={self.num_cpus}", "--num-gpus=0",
-            f"--object-store-memory={self.object_store_bytes}",
-            f"--temp-dir={self.temp_dir}",
-            "--disable-usage-stats",
+            *node_arguments(p, self.num_cpus, self.object_store_bytes, self.temp_dir, self.resources),
         ]
-        if self.resources:
-            command.append(f"--resources={json.dumps(self.resources)}")
         if self.autoscaling_config is not None:
             command.append(f"--autoscaling-config={self.autoscaling_config}")
         with open(self.log_path, "wb") as log:
@@ -188,12 +217,13 @@ class RayHead:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of `ray start`'s own output."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail(self.log_path, lines)
 
     def own_pids(self) -> list[int]:
-        """PIDs of processes whose command line or environment names this head's temp dir (ours alone)."""
-        return pids_naming(self.temp_dir)
+        """The head's processes: its `ray start` session (GCS, raylet, autoscaler and the fake nodes it starts)
+        and any process whose command line or environment names its temp dir (ours alone)."""
+        session = pids_in_session(self.process.pid) if self.process is not None else []
+        return sorted(set(session) | set(pids_naming(self.temp_dir)))
 
     def stop(self, keep_temp_dir: bool = False) -> list[int]:
         """Terminate this head's process group; return the PIDs that needed SIGKILL afterwards."""
@@ -209,13 +239,7 @@ class RayHead:
                 self.process.wait(timeout=30)
         # Workers may start their own sessions (outside the group) but carry the head's temp dir
         # in their environment; Ray's processes exit shortly after the head, give them a moment.
-        leftovers: list[int] = []
-        for _ in range(20):
-            leftovers = sorted(set(self.own_pids()) | set(pids_in_session(self.process.pid) if self.process else []))
-            if not leftovers:
-                break
-            time.sleep(0.5)
-        kill_pids(leftovers)
+        leftovers = end_leftovers(self.own_pids)
         if not keep_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         return leftovers
@@ -243,20 +267,8 @@ class RayWorkerNode:
         p = dict(zip(names, free_ports(len(names))))
         command = [
             str(RAY), "start", "--block", f"--address={self.head.address}",
-            f"--node-manager-port={p['node_manager']}",
-            f"--object-manager-port={p['object_manager']}",
-            f"--dashboard-agent-listen-port={p['agent_http']}",
-            f"--dashboard-agent-grpc-port={p['agent_grpc']}",
-            f"--runtime-env-agent-port={p['runtime_env_agent']}",
-            f"--metrics-export-port={p['metrics']}",
-            "--min-worker-port=0", "--max-worker-port=0",
-            f"--num-cpus={self.num_cpus}", "--num-gpus=0",
-            f"--object-store-memory={self.head.object_store_bytes}",
-            f"--temp-dir={self.temp_dir}",
-            "--disable-usage-stats",
+            *node_arguments(p, self.num_cpus, self.head.object_store_bytes, self.temp_dir, self.resources),
         ]
-        if self.resources:
-            command.append(f"--resources={json.dumps(self.resources)}")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, env=self.head.env(), stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -270,8 +282,7 @@ class RayWorkerNode:
         raise RuntimeError(f"worker node not started after 120 s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail(self.log_path, lines)
 
     def own_pids(self) -> list[int]:
         """The node's processes: its `ray start` session (raylet, agents, workers), and any naming its temp dir."""
@@ -296,12 +307,6 @@ class RayWorkerNode:
                 self.process.wait(timeout=60)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        leftovers: list[int] = []
-        for _ in range(20):
-            leftovers = self.own_pids()
-            if not leftovers:
-                break
-            time.sleep(0.5)
-        kill_pids(leftovers)
+        leftovers = end_leftovers(self.own_pids)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         return leftovers

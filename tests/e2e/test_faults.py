@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ray_head import RayHead
+from ray_head import RayHead, process_stats
 
 from stress.config import ModelConfig, ResourceConfig
 from stress.driver.fanout import merge_shards, shard_bounds
@@ -52,17 +52,7 @@ STAGE_OUTPUTS = {
 # -- helpers: processes ---------------------------------------------------------------
 def _process_table() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, start time in clock ticks) of every process we can read."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        table[int(entry.name)] = (int(fields[1]), fields[19])
-    return table
+    return {pid: (int(fields[1]), fields[19]) for pid, fields in process_stats().items()}
 
 
 def descendants(root: int) -> dict[int, str]:
