@@ -434,6 +434,23 @@ def test_shared_cifar10_npz_loads_with_official_sizes_and_balance():
     np.testing.assert_allclose(means, CIFAR10_MEAN, atol=0.01)
 
 
+@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="no local CIFAR-10 copy at ../shared/data/cifar10")
+def test_the_local_cifar10_copy_trains_with_the_published_constants(tmp_path):
+    """Its pixels were decoded from JPEG, so its measured statistics differ a little from the published ones; the
+    default run uses the published constants, as a run on torchvision's download does."""
+    from stress.config import ExperimentConfig, merge
+    from stress.constants import CIFAR10_MEAN, CIFAR10_STD
+    from stress.resolve import resolve
+
+    config = merge(ExperimentConfig(), {"data.source": str(SHARED_CIFAR), "out": str(tmp_path)})
+    splits = split_dataset(load_dataset(config.data), config.data, config.train.seed)
+    resolution = resolve(config, splits)
+    assert resolution.config.model.mean == CIFAR10_MEAN and resolution.config.model.std == CIFAR10_STD
+    pixels = splits.train_x[:, :, ::4, ::4].astype(np.float64) / 255  # a quarter of the pixels: a plain numpy estimate
+    assert np.abs(pixels.std(axis=(0, 2, 3)) - CIFAR10_STD).max() > 0.001  # the copy's own values are not the published ones
+    assert "measured on the training split: mean 0.4908, 0.4819, 0.4465, std 0.2452, 0.2427, 0.2606" in resolution.input_stats
+
+
 class _Payload:
     """Unpickling this calls os.system: a booby-trapped 'batch'."""
 

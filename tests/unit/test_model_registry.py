@@ -137,6 +137,42 @@ def test_resolve_fills_in_the_dataset_and_the_model(tmp_path):
     assert given.config.stress.cam_layer == "layer3" and given.cam_layer_chosen == "given"
 
 
+def two_level_images(levels: list[tuple[int, int]], n: int = 64, seed: int = 0) -> np.ndarray:
+    """uint8 (n, 3, 32, 32) images whose channel c holds levels[c][0] and levels[c][1], half each: per-channel mean
+    (low + high) / 2 and population standard deviation (high - low) / 2, in 0..255 units, exactly."""
+    rng = np.random.default_rng(seed)
+    half = n * 32 * 32 // 2
+    channels = [rng.permutation(np.repeat(np.array(pair, dtype=np.uint8), half)).reshape(n, 32, 32) for pair in levels]
+    return np.stack(channels, axis=1)
+
+
+def test_statistics_within_the_tolerance_of_cifar10s_published_ones_are_replaced_by_them(tmp_path):
+    """A 10-class 3-channel split measuring close to CIFAR-10 (a re-encoded copy) trains with the published constants,
+    as torchvision's download does; one just beyond the tolerance, or with another class count, keeps its own."""
+    import dataclasses
+
+    from stress.constants import CIFAR10_MEAN, CIFAR10_STD
+    from stress.resolve import PUBLISHED_TOLERANCE
+
+    config, splits = synthetic(tmp_path)
+    # Means 125, 123, 114 and standard deviations 63, 62, 67 (of 255): 0.4902, 0.4824, 0.4471 and 0.2471, 0.2431,
+    # 0.2627, within 0.0012 of the published constants (0.4914, 0.4822, 0.4465; 0.2470, 0.2435, 0.2616).
+    near = dataclasses.replace(splits, train_x=two_level_images([(62, 188), (61, 185), (47, 181)]))
+    resolution = resolve(config, near)
+    assert resolution.config.model.mean == CIFAR10_MEAN and resolution.config.model.std == CIFAR10_STD
+    assert resolution.input_stats.startswith("CIFAR-10's published constants")
+    assert "mean 0.4902, 0.4824, 0.4471, std 0.2471, 0.2431, 0.2627" in resolution.input_stats
+    # The red channel 2 levels brighter: mean 127/255 = 0.4980, 0.0066 above the published 0.4914: measured.
+    assert 127 / 255 - CIFAR10_MEAN[0] > PUBLISHED_TOLERANCE
+    far = resolve(config, dataclasses.replace(splits, train_x=two_level_images([(64, 190), (61, 185), (47, 181)])))
+    assert far.config.model.mean == (0.498, 0.4824, 0.4471) and far.config.model.std == (0.2471, 0.2431, 0.2627)
+    assert far.input_stats == "measured on the training split"
+    # CIFAR-10's statistics with 11 classes: not CIFAR-10.
+    eleven = dataclasses.replace(near, class_names=tuple(f"c{i}" for i in range(11)))
+    other = resolve(config, eleven)
+    assert other.config.model.mean == (0.4902, 0.4824, 0.4471) and other.input_stats == "measured on the training split"
+
+
 def test_half_given_statistics_and_a_stem_on_simple_cnn_are_refused():
     one_line_error(lambda: ExperimentConfig.from_dict({"model": {"mean": [0.5, 0.5, 0.5]}}), "give both")
     one_line_error(lambda: ExperimentConfig.from_dict({"model": {"mean": [0.5], "std": [0.2]}}), "must list 3 per-channel values")
