@@ -216,6 +216,9 @@ class Pipeline:
                                             "dataset_sha256": self.splits.sha256})
         self.stage_seconds["prepare"] += time.perf_counter() - started
         self.log(f"data: {self.splits.summary_line()}")
+        m = self.config.model
+        self.log(f"data: inputs standardised with mean {', '.join(f'{v:.4f}' for v in m.mean)}, "
+                 f"std {', '.join(f'{v:.4f}' for v in m.std)} ({self.resolution.input_stats})")
 
     # -- outputs --------------------------------------------------------------
     def write_config(self) -> None:

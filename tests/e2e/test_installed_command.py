@@ -80,3 +80,6 @@ def test_the_installed_command_runs_a_synthetic_job(fresh, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert config["data"]["val_size"] == 200
     assert manifest["model"]["val_size"] == {"value": 200, "chosen": "a tenth of the training images in use"}
+    # The log names the input statistics the run trained with, as config.json records them.
+    mean, std = (", ".join(f"{v:.4f}" for v in config["model"][k]) for k in ("mean", "std"))
+    assert f"data: inputs standardised with mean {mean}, std {std} (measured on the training split)" in done.stdout
