@@ -22,7 +22,7 @@ class Resolution:
     """How the resolved values were chosen, for the manifest and the report."""
 
     config: ExperimentConfig
-    input_stats: str  # "measured on the training split" | "given" | PUBLISHED_CIFAR10 (with the measured values)
+    input_stats: str  # "measured on the training split", "given", CIFAR-10's published constants, or recorded in checkpoints
     cam_layer: str  # "" when the model has no layer with a spatial output
     cam_layer_chosen: str  # "automatic" | "given"
     val_size_chosen: str = "given"  # "given" | "a tenth of the training images in use"
@@ -57,8 +57,10 @@ GRADCAM_SKIPPED = ("no module of the model gives a spatial map (N, K, h, w) with
                    "so Grad-CAM, its faithfulness checks and the case maps were skipped")
 
 
-def resolve(config: ExperimentConfig, splits: Splits) -> Resolution:
-    """`config` with the dataset's and the model's values filled in; StressError (one line) on any mismatch."""
+def resolve(config: ExperimentConfig, splits: Splits, stats_source: str = "given") -> Resolution:
+    """`config` with the dataset's and the model's values filled in; StressError (one line) on any mismatch.
+
+    stats_source: how statistics already in `config` were chosen ("given", or recorded in checkpoints)."""
     overrides: dict = {
         "data.class_names": list(splits.class_names),
         "model.num_classes": len(splits.class_names),
@@ -66,7 +68,7 @@ def resolve(config: ExperimentConfig, splits: Splits) -> Resolution:
         "model.in_channels": int(splits.train_x.shape[1]),
         "data.val_size": len(splits.val_indices),  # 0 (a tenth of the training images) becomes its number
     }
-    how = "given"
+    how = stats_source
     if not config.model.mean:
         mean, std = channel_stats(splits.train_x)
         how = "measured on the training split"

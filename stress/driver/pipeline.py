@@ -30,7 +30,7 @@ from pathlib import Path
 
 from stress import storage
 from stress.artifacts import SCHEMA_VERSION, RunFolder, read_json, read_record, write_json
-from stress.config import ExperimentConfig, evaluate_entries, without_later_defaults
+from stress.config import ExperimentConfig, evaluate_entries, merge, without_later_defaults
 from stress.constants import VARIANTS
 from stress.data import Splits, load_dataset, split_dataset
 from stress.driver import stages
@@ -193,7 +193,8 @@ class Pipeline:
             self.log(f"resuming {self.remote} (copied to {self.run.root})")
         dataset = load_dataset(self.config.data)
         self.splits = split_dataset(dataset, self.config.data, self.config.train.seed)
-        self.resolution = resolve(self.config, self.splits)
+        config, stats_source = self.recorded_stats()
+        self.resolution = resolve(config, self.splits, stats_source)
         self.config = self.resolution.config
         if self.config.evaluate:  # every checkpoint readable and fitting the architecture, before anything is written
             from stress.evaluate.checkpoints import read_checkpoint
@@ -203,6 +204,18 @@ class Pipeline:
         check_resume(self.run, self.config, self.splits.sha256, self.splits.val_indices)
         self.run.check_writable()
         self.stage_seconds["prepare"] = time.perf_counter() - started
+
+    def recorded_stats(self) -> tuple[ExperimentConfig, str]:
+        """The config, with the input statistics the --evaluate checkpoints' training recorded (this project's model.pt
+        files) filled in where none are given, and how they were chosen."""
+        if not self.config.evaluate or self.config.model.mean:
+            return self.config, "given"
+        from stress.evaluate.checkpoints import recorded_input_stats
+
+        recorded = recorded_input_stats([path for _, path in evaluate_entries(self.config)])
+        if recorded is None:
+            return self.config, "given"
+        return merge(self.config, {"model.mean": list(recorded[0]), "model.std": list(recorded[1])}), "recorded in the checkpoints (model.pt)"
 
     def prepare(self) -> None:
         run, config = self.run, self.config

@@ -104,6 +104,46 @@ def test_one_given_model_runs_every_stage(trained, tmp_path):
     assert (other / "report.html").is_file() and "mine" in (other / "report.md").read_text()
 
 
+def with_recorded_stats(source: Path, target: Path, mean, std) -> Path:
+    """A copy of a project model.pt whose recorded training config says it was trained with `mean` and `std`."""
+    saved = load_torch(source)
+    saved["config"]["model"].update(mean=list(mean), std=list(std))
+    torch.save(saved, target)
+    return target
+
+
+def checked(tmp_path: Path, evaluate: tuple[str, ...], **overrides) -> Pipeline:
+    config = merge(ExperimentConfig(), {**SMALL, "out": str(tmp_path / "out"), "run_name": "given", "evaluate": evaluate, **overrides})
+    pipeline = Pipeline(config, log=lambda line: None, executor=LocalExecutor())
+    pipeline.check_inputs()
+    return pipeline
+
+
+def test_given_model_files_are_standardised_with_the_statistics_their_training_recorded(trained, tmp_path):
+    """The project's model.pt records the statistics it trained with; evaluate-only uses them rather than measuring
+    the dataset again (which may give others: another copy, another --train-limit, or CIFAR-10's published constants)."""
+    _, folder = trained
+    recorded = load_torch(folder / "variants" / "baseline" / "model.pt")["config"]["model"]
+    assert recorded["mean"] and recorded["std"]
+    odd = [with_recorded_stats(folder / "variants" / v / "model.pt", tmp_path / f"{v}.pt", (0.3, 0.31, 0.32), (0.2, 0.21, 0.22))
+           for v in VARIANTS]
+    pipeline = checked(tmp_path, tuple(f"{v}={path}" for v, path in zip(VARIANTS, odd)))
+    assert pipeline.config.model.mean == (0.3, 0.31, 0.32) and pipeline.config.model.std == (0.2, 0.21, 0.22)
+    assert pipeline.resolution.describe()["input_stats"]["how"] == "recorded in the checkpoints (model.pt)"
+    # Statistics given in the config win over recorded ones.
+    given = checked(tmp_path, (f"a={odd[0]}",), **{"model.mean": (0.5, 0.5, 0.5), "model.std": (0.25, 0.25, 0.25)})
+    assert given.config.model.mean == (0.5, 0.5, 0.5) and given.resolution.input_stats == "given"
+    # A plain state dict records nothing: the dataset's statistics are measured, as for a training run.
+    torch.save(load_torch(odd[0])["model"], tmp_path / "plain.pt")
+    plain = checked(tmp_path, (f"a={odd[0]}", f"b={tmp_path / 'plain.pt'}"))
+    assert plain.config.model.mean == tuple(recorded["mean"]) and plain.resolution.input_stats == "measured on the training split"
+    # Checkpoints trained on different statistics cannot share a run.
+    with pytest.raises(StressError) as info:
+        checked(tmp_path, (f"a={odd[0]}", f"b={folder / 'variants' / 'augmented' / 'model.pt'}"))
+    assert "trained with different input statistics" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_checkpoints_and_names_are_one_line_errors_before_anything_is_written(trained, tmp_path):
     _, folder = trained
     good = folder / "variants" / "baseline" / "model.pt"
