@@ -13,6 +13,8 @@ a model is a StressError with one line that names `model.name`.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import torch
 from torch import nn
@@ -51,10 +53,20 @@ def _timm(name: str, config: ModelConfig) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=config.num_classes, **config.kwargs)
 
 
+def _search_working_directory() -> None:
+    """Put the current directory first on sys.path, as `python -m` does, so that `stress run --model mymodels:net`
+    finds mymodels.py there (an installed console script's path starts with its bin folder instead). Ray workers
+    started by this driver search the same path."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def _factory(spec: str, config: ModelConfig) -> nn.Module:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise StressError(f"model.name: {spec!r} is not simple_cnn, torchvision:NAME, timm:NAME or package.module:callable")
+    _search_working_directory()
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - a user module can fail to import in any way

@@ -62,6 +62,20 @@ def test_cam_layer_checks_name_and_shape():
     one_line_error(lambda: check_cam_layer(model, probe, "classifier.1"), "not a spatial map")
 
 
+def test_a_factory_module_in_the_working_directory_is_found_as_python_m_finds_it(tmp_path, monkeypatch):
+    """An installed `stress` command's sys.path starts with its bin folder, not the directory it runs in."""
+    import sys
+
+    (tmp_path / "stress_test_cwd_factory.py").write_text(
+        "from torch import nn\n\ndef build(num_classes, image_size):\n    return nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size ** 2, num_classes))\n")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    model = create_model(ModelConfig(name="stress_test_cwd_factory:build", num_classes=7, image_size=8))
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 7)
+    assert sys.path[0] == str(tmp_path)
+    sys.modules.pop("stress_test_cwd_factory", None)
+
+
 def test_a_user_factory_gets_classes_size_and_the_kwargs_of_a_config_file(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("model:\n  name: tests.factories.resnet:resnet\n  kwargs: {depth: 14, width: 4}\n")
