@@ -32,7 +32,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "test-limit": ("data.test_limit", int, "use only the first N test images, 0 = all [0]"),
     "workers-per-trainer": ("resources.workers_per_trainer", int, "data-parallel Ray Train workers per variant [1]"),
     "cpus-per-worker": ("resources.cpus_per_worker", float, "CPUs per training worker [1]"),
-    "gpus-per-worker": ("resources.gpus_per_worker", float, f"GPUs per training worker; -1 = {DEFAULT_WORKER_GPUS:g} if the cluster has GPUs [-1]"),
+    "gpus-per-worker": ("resources.gpus_per_worker", float, f"GPUs per training worker; -1 = {DEFAULT_WORKER_GPUS:g} where the cluster has one GPU per worker, a shared fraction (1/2 on one GPU) for single-worker trainers where it has fewer, 0 without GPUs [-1]"),
     "task-cpus": ("resources.task_cpus", float, "CPUs per fan-out task [1]"),
     "task-gpus": ("resources.task_gpus", float, f"GPU fraction per fan-out task; -1 = {DEFAULT_TASK_GPUS:g} if the cluster has GPUs [-1]"),
     "node-wait": ("resources.node_wait_s", float, "on a joined cluster, seconds to wait for nodes that can hold the requests (autoscaling) before giving up [600]"),

@@ -117,7 +117,7 @@ class StressConfig:
 class ResourceConfig:
     workers_per_trainer: int = 1  # data-parallel Ray Train workers per variant
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = -1.0  # -1 = DEFAULT_WORKER_GPUS per worker if the cluster has GPUs, else 0
+    gpus_per_worker: float = -1.0  # -1 = driver.resources.worker_gpus: a GPU per worker, a shared fraction, or 0
     task_cpus: float = 1.0  # CPUs per fan-out task
     task_gpus: float = -1.0  # GPU fraction per fan-out task; -1 = DEFAULT_TASK_GPUS if the cluster has GPUs, else 0
     max_failures: int = 1  # Ray Train restarts from the last checkpoint after a worker dies

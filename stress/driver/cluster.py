@@ -30,9 +30,9 @@ from ray.train.torch import TorchTrainer
 from stress import storage
 from stress.artifacts import load_torch
 from stress.config import ExperimentConfig, ResourceConfig
-from stress.constants import DEFAULT_TASK_GPUS, DEFAULT_WORKER_GPUS, NON_SPOT_RESOURCE
+from stress.constants import DEFAULT_TASK_GPUS, NON_SPOT_RESOURCE
 from stress.driver.connection import connect
-from stress.driver.resources import available_slots, check_resources, resolve_gpus
+from stress.driver.resources import available_slots, check_resources, resolve_gpus, worker_gpus
 from stress.errors import StressError
 from stress.train import to_device_arrays, train_variant
 
@@ -89,7 +89,7 @@ def _fit(config_dict: dict, variant: str, data_ref: list, storage: str) -> dict:
     # Each fit() blocks, so each trainer gets its own zero-CPU task to run both at once.
     config = ExperimentConfig.from_dict(config_dict)
     r = config.resources
-    gpus = resolve_gpus(r.gpus_per_worker, DEFAULT_WORKER_GPUS)
+    gpus = worker_gpus(r)
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"config": config_dict, "variant": variant, "data": data_ref[0]},

@@ -7,6 +7,7 @@ for what the run needs and waits up to resources.node_wait_s for nodes that can 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -115,6 +116,27 @@ def resolve_gpus(requested: float, default_when_present: float) -> float:
     return default_when_present if cluster_has_gpus() else 0.0
 
 
+def worker_gpus(resources: ResourceConfig, totals: dict[str, float] | None = None) -> float:
+    """GPUs per training worker: resources.gpus_per_worker, or for -1 a whole GPU each where the
+    cluster has one for every worker of both trainers, else 0 without GPUs.
+
+    Where there are fewer GPUs (one GPU on a workstation) and each trainer is one worker, the
+    two trainers share them in equal fractions (1/k GPU each), so they still train at once
+    instead of one waiting for the other. Workers of one multi-worker trainer never share a GPU
+    (NCCL refuses two ranks on one device): those keep a whole GPU each and take turns.
+    `totals` is the cluster's resources (default: alive now plus what the autoscaler can add).
+    """
+    if resources.gpus_per_worker != -1:
+        return resources.gpus_per_worker
+    total = (cluster_resources() if totals is None else totals).get("GPU", 0.0)
+    workers = 2 * resources.workers_per_trainer
+    if total <= 0:
+        return 0.0
+    if total >= workers or resources.workers_per_trainer > 1:
+        return DEFAULT_WORKER_GPUS
+    return 1.0 / math.ceil(workers / total)
+
+
 def check_requests_fit(resources: ResourceConfig, cluster: dict[str, float]) -> None:
     """Refuse resource requests this cluster can never grant, before anything waits for them.
 
@@ -122,7 +144,7 @@ def check_requests_fit(resources: ResourceConfig, cluster: dict[str, float]) -> 
     cluster's total resources (connect()'s answer); on an autoscaling cluster nodes may still
     come, so call this only for a fixed one (a local instance).
     """
-    gpus_per_worker = resolve_gpus(resources.gpus_per_worker, DEFAULT_WORKER_GPUS)
+    gpus_per_worker = worker_gpus(resources, cluster)
     task_gpus = resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)
     needs = {
         "training worker": {"CPU": resources.cpus_per_worker, "GPU": gpus_per_worker},
@@ -142,7 +164,7 @@ def check_requests_fit(resources: ResourceConfig, cluster: dict[str, float]) -> 
 
 
 def _requests(resources: ResourceConfig) -> dict[str, dict[str, float]]:
-    gpus_per_worker = resolve_gpus(resources.gpus_per_worker, DEFAULT_WORKER_GPUS)
+    gpus_per_worker = worker_gpus(resources)
     task_gpus = resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)
     return {
         "training worker": {k: v for k, v in {"CPU": resources.cpus_per_worker, "GPU": gpus_per_worker}.items() if v > 0},
@@ -232,6 +254,6 @@ def default_concurrent_trials(resources: ResourceConfig, totals: dict[str, float
     totals = cluster_resources() if totals is None else totals
     workers = 2 * resources.workers_per_trainer
     need = {"CPU": workers * resources.cpus_per_worker,
-            "GPU": workers * resolve_gpus(resources.gpus_per_worker, DEFAULT_WORKER_GPUS)}
+            "GPU": workers * worker_gpus(resources, totals)}
     fits = [totals.get(kind, 0.0) // amount for kind, amount in need.items() if amount > 0]
     return max(1, int(min(fits))) if fits else 1

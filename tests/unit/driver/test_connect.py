@@ -111,6 +111,7 @@ def test_requests_are_placed_per_node_not_against_the_cluster_total(monkeypatch)
     from stress.config import ResourceConfig
 
     monkeypatch.setattr(resources, "cluster_has_gpus", lambda: True)
+    monkeypatch.setattr(resources, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
     two_one_gpu_nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
     assert resources.unplaceable(ResourceConfig(), two_one_gpu_nodes) == []
     # 2 GPUs in total, but no node holds a 2-GPU worker.
@@ -129,6 +130,7 @@ def test_a_joined_cluster_is_given_time_to_add_nodes_then_the_job_refuses(monkey
     from stress.config import ResourceConfig
 
     monkeypatch.setattr(resources, "cluster_has_gpus", lambda: True)
+    monkeypatch.setattr(resources, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 2.0})  # GPU nodes the autoscaler can add
     asked: list = []
     sdk = types.SimpleNamespace(request_resources=lambda bundles: asked.append(bundles))
     monkeypatch.setitem(sys.modules, "ray.autoscaler.sdk", sdk)
@@ -315,3 +317,23 @@ def test_the_autoscaler_maximum_falls_back_to_the_config_of_this_cluster_s_autos
     finally:
         monitor.kill()
         monitor.wait()
+
+
+@pytest.mark.parametrize("overrides, gpus, expected", [
+    ({}, 0.0, 0.0),  # no GPUs: CPU workers
+    ({}, 1.0, 0.5),  # one GPU: the two single-worker trainers share it and train at once
+    ({}, 2.0, 1.0),  # a GPU per worker
+    ({}, 8.0, 1.0),
+    ({"workers_per_trainer": 2}, 1.0, 1.0),  # DDP ranks never share a device: whole GPUs, the trainers take turns
+    ({"workers_per_trainer": 2}, 4.0, 1.0),
+    ({"gpus_per_worker": 0.25}, 1.0, 0.25),  # an explicit request is kept
+    ({"gpus_per_worker": 2.0}, 0.0, 2.0),
+])
+def test_worker_gpus_default_shares_one_gpu_between_the_two_trainers(overrides, gpus, expected):
+    import dataclasses
+
+    from stress.config import ResourceConfig
+
+    totals = {"CPU": 16.0, **({"GPU": gpus} if gpus else {})}
+    assert resources.worker_gpus(dataclasses.replace(ResourceConfig(), **overrides), totals) == expected
+
