@@ -289,6 +289,9 @@ class RayExecutor:
     def slots(self, resources: ResourceConfig) -> int:
         return available_slots(resources.task_cpus, resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS))
 
+    def task_gpus(self, resources: ResourceConfig) -> float:
+        return resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)
+
     def run(self, function: Callable, calls: list, resources: ResourceConfig, on_result: Callable[[str, Any], None], log) -> None:
         run_tasks(function, calls, resources, on_result, log)
 

@@ -40,6 +40,7 @@ class Executor(Protocol):
     def check(self, resources: ResourceConfig, totals: dict[str, float], address: str | None, log) -> None: ...
     def put(self, value: Any) -> Any: ...  # a large input shared by many tasks
     def slots(self, resources: ResourceConfig) -> int: ...  # tasks that run at once
+    def task_gpus(self, resources: ResourceConfig) -> float: ...  # the GPU (fraction) each task gets, 0 on CPUs
     def run(self, function: Callable, calls: Calls, resources: ResourceConfig, on_result: OnResult, log) -> None: ...
     def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
                        on_done: Callable[[str, dict], None]) -> None: ...
@@ -162,6 +163,9 @@ class LocalExecutor:
 
     def slots(self, resources: ResourceConfig) -> int:
         return 1
+
+    def task_gpus(self, resources: ResourceConfig) -> float:
+        return 1.0 if torch.cuda.is_available() else 0.0
 
     def run(self, function: Callable, calls: Calls, resources: ResourceConfig, on_result: OnResult, log) -> None:
         started = time.perf_counter()

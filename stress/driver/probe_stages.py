@@ -34,6 +34,15 @@ ATTACK_VERSION = 3  # 3: Grad-CAM similarity over correctly classified images on
 ATTACK_SHARD_VERSION = 1
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU
+
+
+def attack_task_count(images: int, slots: int, on_gpus: bool) -> int:
+    """Tasks for the attack stage: on CPUs at least one per IMAGES_PER_ATTACK_TASK images (each takes
+    minutes), on GPUs one per slot (--shards or the free GPU fractions), so all run in one wave: a GPU
+    task's time barely grows with its batch, which a few hundred images leave mostly idle."""
+    if on_gpus:
+        return max(1, min(slots, images))
+    return max(slots, math.ceil(images / IMAGES_PER_ATTACK_TASK))
 CASES = 4
 AUTOATTACK_INSTALL = "pip install --no-deps torchattacks==3.5.1"
 AUTOATTACK_MIN_CLASSES = 4
@@ -185,8 +194,8 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     model_config = config.to_dict()["model"]
     weights = load_weights(run, model_config, names)
     weights_ref, images_ref, labels_ref = executor.put(weights), executor.put(images), executor.put(labels)
-    shards = max(s.shards or executor.slots(config.resources), math.ceil(len(chosen) / IMAGES_PER_ATTACK_TASK))
-    bounds = shard_bounds(len(chosen), shards)
+    on_gpus = executor.task_gpus(config.resources) > 0
+    bounds = shard_bounds(len(chosen), attack_task_count(len(chosen), s.shards or executor.slots(config.resources), on_gpus))
     attacks = [(a.norm, a.eps) for a in ATTACKS]
     options = {"steps": s.pgd_steps, "seed": config.train.seed, "autoattack": autoattack, "cam_layer": s.cam_layer or None}
     tasks = [Task(f"a_{a}_{b}", (weights_ref, model_config, images_ref, labels_ref, a, b, attacks), options, f"attack:{a}-{b}")

@@ -309,6 +309,20 @@ def test_the_texture_stage_equals_one_unsharded_pass_and_reuses_its_tasks(traine
     assert not texture_stage(copy, merge(config, {"stress.texture_images": 0}), splits, again, lines.append).ran
 
 
+@pytest.mark.parametrize("images, slots, on_gpus, tasks", [
+    (1000, 2, False, 10),  # CPUs: a task per 100 images, for progress lines every few minutes
+    (1000, 16, False, 16),  # more CPU slots than that: one per slot
+    (50, 2, False, 2),
+    (1000, 4, True, 4),  # GPUs (4 tasks of 0.25 GPU): one wave of 4 tasks of 250 images, not 3 waves of 100-image tasks
+    (1000, 1, True, 1),
+    (3, 8, True, 3),  # never an empty task
+])
+def test_attack_tasks_are_one_per_slot_on_gpus_and_per_100_images_on_cpus(images, slots, on_gpus, tasks):
+    from stress.driver.probe_stages import attack_task_count
+
+    assert attack_task_count(images, slots, on_gpus) == tasks
+
+
 def test_the_attack_stage_attacks_each_model_and_draws_its_cases(trained_run, tmp_path, monkeypatch):
     from stress.driver.probe_stages import attack_stage, subset
     from stress.evaluate.probe_shards import attack_shard
