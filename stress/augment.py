@@ -9,6 +9,8 @@ replayed in tests.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -26,11 +28,17 @@ def input_stats(model_config) -> Stats:
     return (mean, std) if mean and std else CIFAR10_STATS
 
 
+@functools.lru_cache(maxsize=32)
+def _stats_tensors(stats: Stats, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: on a GPU each torch.tensor(..., device=) is a copy that waits for the queue.
+    c = len(stats[0])
+    return (torch.tensor(stats[0], device=device, dtype=torch.float32).view(1, c, 1, 1),
+            torch.tensor(stats[1], device=device, dtype=torch.float32).view(1, c, 1, 1))
+
+
 def normalize(images: torch.Tensor, stats: Stats = CIFAR10_STATS) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 (N, C, H, W), scaled to [0, 1] then standardised per channel."""
-    c = images.shape[1]
-    mean = torch.tensor(stats[0], device=images.device, dtype=torch.float32).view(1, c, 1, 1)
-    std = torch.tensor(stats[1], device=images.device, dtype=torch.float32).view(1, c, 1, 1)
+    mean, std = _stats_tensors((tuple(stats[0]), tuple(stats[1])), images.device)
     return (images.float() / 255.0 - mean) / std
 
 
@@ -38,8 +46,13 @@ def sample_crop_flip(
     n: int, padding: int, flip_probability: float, generator: torch.Generator, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw per-image crop offsets in [0, 2*padding] and flip flags, as RandomCrop/RandomHorizontalFlip do."""
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=generator.device).to(device)
-    flips = (torch.rand(n, generator=generator, device=generator.device) < flip_probability).to(device)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=generator.device)
+    flips = torch.rand(n, generator=generator, device=generator.device) < flip_probability
+    if torch.device(device).type == "cuda" and generator.device.type == "cpu":
+        # From pinned memory the copies do not wait for the GPU's queue (the draws stay the CPU generator's).
+        offsets, flips = offsets.pin_memory().to(device, non_blocking=True), flips.pin_memory().to(device, non_blocking=True)
+    else:
+        offsets, flips = offsets.to(device), flips.to(device)
     return offsets[0], offsets[1], flips
 
 

@@ -144,7 +144,8 @@ def train_variant(
         model.train()
         generator = epoch_generator(t.seed, epoch)
         order = torch.randperm(len(train_y), generator=generator)[rank::world_size][:n_per_worker].to(device)
-        totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+        totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct
+        count = 0  # on the host: a per-step host-to-device copy would wait for the GPU every step
         started = time.perf_counter()
         for i in range(0, n_per_worker, per_worker_batch):
             index = order[i : i + per_worker_batch]
@@ -159,10 +160,10 @@ def train_variant(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            totals += torch.stack(
-                [loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(), torch.tensor(len(labels), dtype=torch.float64, device=device)]
-            )
-        totals = _reduce_sum(totals)
+            totals[0] += loss.detach().double() * len(labels)
+            totals[1] += (logits.argmax(1) == labels).sum().double()
+            count += len(labels)
+        totals = _reduce_sum(torch.cat([totals, torch.tensor([count], dtype=torch.float64, device=device)]))
         seconds = time.perf_counter() - started
         val = evaluate(_unwrap(model), data["val_x"], data["val_y"], t.eval_batch_size, t.precision, stats)
         metrics = {
