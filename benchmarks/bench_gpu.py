@@ -36,9 +36,8 @@ import common
 
 REPO = Path(__file__).resolve().parents[1]
 
-# CIFAR-10's size for the synthetic stand-in (data.synthetic_* in the config).
-SYNTHETIC_CIFAR = {"data.synthetic_train": 50000, "data.synthetic_test": 10000, "data.synthetic_classes": 10,
-                   "data.synthetic_size": 32}
+# CIFAR-10's size for the synthetic stand-in (stress.data.make_synthetic's arguments).
+SYNTHETIC_CIFAR = {"n_train": 50000, "n_test": 10000, "num_classes": 10, "size": 32}
 
 TRAIN_CHILD = r"""
 import json, sys, torch
@@ -70,9 +69,6 @@ def epoch_seconds(overrides: dict, variants: list[str], device: str) -> dict[str
             raise RuntimeError(f"{v} training child exited with {p.returncode}")
     return {v: json.loads(text.strip().splitlines()[-1]) for v, text in out.items()}
 
-
-def data_overrides(data: str) -> dict:
-    return {"data.source": data}
 
 
 def main() -> None:
@@ -106,12 +102,10 @@ def main() -> None:
 
         from stress.data import make_synthetic
 
-        sizes = {k.split(".", 1)[1]: v for k, v in SYNTHETIC_CIFAR.items()}
         args.data = str(Path(scratch.name) / "synthetic_cifar.npz")
-        np.savez(args.data, **make_synthetic(sizes["synthetic_train"], sizes["synthetic_test"],
-                                             num_classes=sizes["synthetic_classes"], size=sizes["synthetic_size"]))
+        np.savez(args.data, **make_synthetic(**SYNTHETIC_CIFAR))
         out["data"] = "synthetic at CIFAR-10's size (50,000 + 10,000 images, 32x32, 10 classes)"
-    base = {**data_overrides(args.data), "train.epochs": args.epochs, "data.train_limit": args.train_limit}
+    base = {"data.source": args.data, "train.epochs": args.epochs, "data.train_limit": args.train_limit}
     for precision in () if args.skip_training else ("fp32", "bf16"):
         overrides = {**base, "train.precision": precision}
         alone = epoch_seconds(overrides, ["baseline"], args.device)["baseline"][1:]

@@ -287,7 +287,7 @@ class RayExecutor:
         return put(value)
 
     def slots(self, resources: ResourceConfig) -> int:
-        return available_slots(resources.task_cpus, resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS))
+        return available_slots(resources.task_cpus, self.task_gpus(resources))
 
     def task_gpus(self, resources: ResourceConfig) -> float:
         return resolve_gpus(resources.task_gpus, DEFAULT_TASK_GPUS)

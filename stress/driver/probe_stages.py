@@ -34,6 +34,9 @@ ATTACK_VERSION = 3  # 3: Grad-CAM similarity over correctly classified images on
 ATTACK_SHARD_VERSION = 1
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU
+CASES = 4
+AUTOATTACK_INSTALL = "pip install --no-deps torchattacks==3.5.1"
+AUTOATTACK_MIN_CLASSES = 4
 
 
 def attack_task_count(images: int, slots: int, on_gpus: bool) -> int:
@@ -43,9 +46,6 @@ def attack_task_count(images: int, slots: int, on_gpus: bool) -> int:
     if on_gpus:
         return max(1, min(slots, images))
     return max(slots, math.ceil(images / IMAGES_PER_ATTACK_TASK))
-CASES = 4
-AUTOATTACK_INSTALL = "pip install --no-deps torchattacks==3.5.1"
-AUTOATTACK_MIN_CLASSES = 4
 
 
 def subset(n_test: int, count: int, seed: int, stream: int) -> np.ndarray:
