@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/bench_precision.py --out benchmarks/results/precision.json
     .venv/bin/python benchmarks/bench_precision.py --quick
 
-Subjects, on random inputs of CIFAR-10's shape, one thread, CPU time per image:
+Subjects, on random inputs of CIFAR-10's shape, one thread, CPU time per image (with `--device cuda`:
+wall time with torch.cuda.synchronize, since the work runs on the GPU):
 - train_<precision>_<layout>: Adam steps at batch 128 (forward under `stress.precision.autocast`,
   loss in fp32, fp32 weights), as `stress.train.train_variant` does them;
 - infer_<precision>_<layout>: `stress.evaluate.predict.predict_logits` at batch 500, the batch the
   evaluation and stress tasks use.
-Precision fp32 or bf16, layout NCHW (contiguous) or channels_last. Every figure is a
+Precision fp32 or bf16, layout NCHW (contiguous) or channels_last. On CUDA the training step is
+also measured with Adam's fused kernel (`_fused`), which `train_variant` uses there. Every figure is a
 throughput ratio to fp32 NCHW measured in the same run (interleaved rounds, median).
 The CPU model and its bf16 flags are printed and stored with the figures: on a CPU without
 bf16 units bf16 is emulated and slower, which is why `--precision auto` falls back to fp32 there.
@@ -31,32 +33,39 @@ TRAIN_BATCH, INFER_BATCH = 128, 500
 LAYOUTS = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
 
 
-def make_train(precision: str, layout: torch.memory_format, steps: int):
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_train(precision: str, layout: torch.memory_format, steps: int, device: str = "cpu", fused: bool = False):
     torch.manual_seed(0)
-    model = create_model(ModelConfig()).to(memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    inputs = torch.randn(TRAIN_BATCH, 3, 32, 32).contiguous(memory_format=layout)
-    labels = torch.randint(0, 10, (TRAIN_BATCH,))
+    model = create_model(ModelConfig()).to(device, memory_format=layout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+    inputs = torch.randn(TRAIN_BATCH, 3, 32, 32, device=device).contiguous(memory_format=layout)
+    labels = torch.randint(0, 10, (TRAIN_BATCH,), device=device)
 
     def run() -> None:
         for _ in range(steps):
-            with autocast(precision, "cpu"):
+            with autocast(precision, device):
                 logits = model(inputs)
             loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        synchronize(device)
 
     return run, steps * TRAIN_BATCH
 
 
-def make_infer(precision: str, layout: torch.memory_format, batches: int):
+def make_infer(precision: str, layout: torch.memory_format, batches: int, device: str = "cpu"):
     torch.manual_seed(0)
-    model = create_model(ModelConfig()).to(memory_format=layout).eval()
-    images = torch.randint(0, 256, (batches * INFER_BATCH, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=layout)
+    model = create_model(ModelConfig()).to(device, memory_format=layout).eval()
+    images = torch.randint(0, 256, (batches * INFER_BATCH, 3, 32, 32), dtype=torch.uint8, device=device).contiguous(memory_format=layout)
 
     def run() -> None:
         predict_logits(model, images, INFER_BATCH, precision)
+        synchronize(device)
 
     return run, batches * INFER_BATCH
 
@@ -65,30 +74,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 rounds, fewer steps")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="on cuda the timer is wall time")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this machine has no CUDA device")
     rounds, steps, batches = (2, 5, 2) if args.quick else (args.rounds, 20, 8)
+    if cuda:  # a GPU step takes milliseconds: more of them per round
+        steps, batches = steps * 10, batches * 10
     subjects, images = {}, {}
     for precision in ("fp32", "bf16"):
         for layout_name, layout in LAYOUTS.items():
-            subjects[f"train_{precision}_{layout_name}"], images[f"train_{precision}_{layout_name}"] = make_train(precision, layout, steps)
-            subjects[f"infer_{precision}_{layout_name}"], images[f"infer_{precision}_{layout_name}"] = make_infer(precision, layout, batches)
-    machine = common.machine_info()
+            name = f"{precision}_{layout_name}"
+            subjects[f"train_{name}"], images[f"train_{name}"] = make_train(precision, layout, steps, args.device)
+            if cuda:
+                subjects[f"train_{name}_fused"], images[f"train_{name}_fused"] = make_train(precision, layout, steps, args.device, True)
+            subjects[f"infer_{name}"], images[f"infer_{name}"] = make_infer(precision, layout, batches, args.device)
+    timer = "wall" if cuda else "cpu"
+    machine = {**common.machine_info(), "gpu": torch.cuda.get_device_name(0) if cuda else None}
     bf16_flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx"))
     print(f"CPU: {machine['cpu_model']}; bf16 flags: {', '.join(bf16_flags) or 'none'}; fast bf16: {cpu_has_fast_bf16()}")
     samples = common.interleave(subjects, rounds, log=print)
     rows = []
     for name in subjects:
         kind = name.split("_")[0]
-        ratios = common.round_ratios(samples, name, f"{kind}_fp32_nchw", "cpu")
-        cpu = common.median([s["cpu"] for s in samples[name]])
-        rows.append({"subject": name, "images_per_cpu_s": images[name] / cpu, "ratio": common.median(ratios),
+        ratios = common.round_ratios(samples, name, f"{kind}_fp32_nchw", timer)
+        seconds = common.median([s[timer] for s in samples[name]])
+        rows.append({"subject": name, "images_per_s": images[name] / seconds, "timer": timer, "ratio": common.median(ratios),
                      "ratio_min": min(ratios), "ratio_max": max(ratios)})
-    common.print_table(rows, [("subject", "subject", ""), ("images_per_cpu_s", "img/cpu-s", ".0f"),
+    common.print_table(rows, [("subject", "subject", ""), ("images_per_s", f"img/{timer}-s", ".0f"),
                               ("ratio", "vs fp32 NCHW", ".2f"), ("ratio_min", "min", ".2f"), ("ratio_max", "max", ".2f")])
     if args.out:
-        common.write_json(args.out, {"machine": machine, "bf16_flags": bf16_flags, "fast_bf16": cpu_has_fast_bf16(),
+        common.write_json(args.out, {"machine": machine, "device": args.device, "bf16_flags": bf16_flags, "fast_bf16": cpu_has_fast_bf16(),
                                      "rounds": rounds, "rows": rows})
 
 

@@ -99,8 +99,8 @@ def pgd(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, l
             wrong = logits.argmax(1) != labels
             grad = None if step == steps else torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), x)[0]
         x = x.detach()
-        newly = wrong & ~fooled
-        kept[newly] = x[newly]
+        # torch.where, not kept[newly] = x[newly]: boolean indexing waits for the GPU at every step.
+        kept = torch.where((wrong & ~fooled).view(-1, *([1] * (x.dim() - 1))), x, kept)
         fooled |= wrong
         if grad is None:
             break
@@ -110,5 +110,5 @@ def pgd(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, l
             else:
                 x = x + alpha * grad / (_norms(grad) + 1e-10)
             x = (x0 + project(x - x0, norm, radius)).clamp(0.0, 255.0)
-    kept[~fooled] = x[~fooled]
+    kept = torch.where(fooled.view(-1, *([1] * (x.dim() - 1))), kept, x)
     return PGDResult(kept, fooled, x)
