@@ -10,7 +10,8 @@ wall time with torch.cuda.synchronize, since the work runs on the GPU):
 - infer_<precision>_<layout>: `stress.evaluate.predict.predict_logits` at batch 500, the batch the
   evaluation and stress tasks use.
 Precision fp32 or bf16, layout NCHW (contiguous) or channels_last. On CUDA the training step is
-also measured with Adam's fused kernel (`_fused`), which `train_variant` uses there. Every figure is a
+also measured with Adam's fused kernel (`_fused`), which `train_variant` uses there, and captured
+once in a CUDA graph and replayed (`_graph`), which it does not. Every figure is a
 throughput ratio to fp32 NCHW measured in the same run (interleaved rounds, median).
 The CPU model and its bf16 flags are printed and stored with the figures: on a CPU without
 bf16 units bf16 is emulated and slower, which is why `--precision auto` falls back to fp32 there.
@@ -58,6 +59,42 @@ def make_train(precision: str, layout: torch.memory_format, steps: int, device: 
     return run, steps * TRAIN_BATCH
 
 
+def make_train_graph(precision: str, layout: torch.memory_format, steps: int):
+    """The same Adam step captured once in a CUDA graph and replayed (CUDA only): what launching no
+    kernels from Python would give. Not what train_variant does; measured to see whether it would pay."""
+    torch.manual_seed(0)
+    model = create_model(ModelConfig()).to("cuda", memory_format=layout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
+    inputs = torch.randn(TRAIN_BATCH, 3, 32, 32, device="cuda").contiguous(memory_format=layout)
+    labels = torch.randint(0, 10, (TRAIN_BATCH,), device="cuda")
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        loss.backward()
+        optimizer.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the graph, as torch.cuda.graph requires
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=False)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        step()
+
+    def run() -> None:
+        for _ in range(steps):
+            graph.replay()
+        synchronize("cuda")
+
+    return run, steps * TRAIN_BATCH
+
+
 def make_infer(precision: str, layout: torch.memory_format, batches: int, device: str = "cpu"):
     torch.manual_seed(0)
     model = create_model(ModelConfig()).to(device, memory_format=layout).eval()
@@ -91,6 +128,10 @@ def main() -> None:
             subjects[f"train_{name}"], images[f"train_{name}"] = make_train(precision, layout, steps, args.device)
             if cuda:
                 subjects[f"train_{name}_fused"], images[f"train_{name}_fused"] = make_train(precision, layout, steps, args.device, True)
+                try:
+                    subjects[f"train_{name}_graph"], images[f"train_{name}_graph"] = make_train_graph(precision, layout, steps)
+                except Exception as exc:  # noqa: BLE001 - an experiment; report and go on
+                    print(f"train_{name}_graph: capture failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             subjects[f"infer_{name}"], images[f"infer_{name}"] = make_infer(precision, layout, batches, args.device)
     timer = "wall" if cuda else "cpu"
     machine = {**common.machine_info(), "gpu": torch.cuda.get_device_name(0) if cuda else None}
