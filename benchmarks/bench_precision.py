@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 rounds, fewer steps")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="on cuda the timer is wall time")
+    parser.add_argument("--no-graphs", action="store_true", help="on cuda, leave out the CUDA-graph subjects")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -128,6 +129,7 @@ def main() -> None:
             subjects[f"train_{name}"], images[f"train_{name}"] = make_train(precision, layout, steps, args.device)
             if cuda:
                 subjects[f"train_{name}_fused"], images[f"train_{name}_fused"] = make_train(precision, layout, steps, args.device, True)
+            if cuda and not args.no_graphs:
                 try:
                     subjects[f"train_{name}_graph"], images[f"train_{name}_graph"] = make_train_graph(precision, layout, steps)
                 except Exception as exc:  # noqa: BLE001 - an experiment; report and go on
