@@ -62,7 +62,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def training_memory_format(device: torch.device | str) -> torch.memory_format:
     """channels_last on the CPU, where convolution and pooling run markedly faster in it
-    (benchmarks/bench_training.py measures it); the default layout elsewhere."""
+    (benchmarks/bench_training.py measures it); the default layout elsewhere (on an H200,
+    channels_last was no faster for SimpleCNN: benchmarks/README.md, section 5)."""
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
