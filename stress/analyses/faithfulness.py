@@ -21,7 +21,7 @@ the same size. A map is faithful when it beats that random order on both MoRF (l
 probability) and LeRF (higher probability).
 
 Everything is batched over images on the images' device; `impute` solves the linear systems
-of a whole batch with matrix-free conjugate gradients (the 3x3 neighbour sum as a convolution).
+of a whole batch with matrix-free conjugate gradients (the 3x3 neighbour sum as shifted slices).
 """
 
 from __future__ import annotations
@@ -38,9 +38,15 @@ CG_TOLERANCE = 1e-4  # relative residual at which conjugate gradients stop (the 
 CG_MAX_ITERATIONS = 500
 
 
-def _neighbour_kernel(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    kernel = torch.tensor([[DIAGONAL, DIRECT, DIAGONAL], [DIRECT, 0.0, DIRECT], [DIAGONAL, DIRECT, DIAGONAL]], dtype=dtype, device=device)
-    return kernel.view(1, 1, 3, 3)
+def neighbour_sum(x: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of each pixel's 8 neighbours (DIRECT for the 4 direct, DIAGONAL for the 4 diagonal
+    ones) of (..., H, W) planes, zero outside the image: the 3x3 convolution with that kernel, as
+    shifted slices of one padded copy (2-3x faster than a one-channel F.conv2d on the CPU)."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1))
+    direct = p[..., 0:h, 1 : w + 1] + p[..., 2 : h + 2, 1 : w + 1] + p[..., 1 : h + 1, 0:w] + p[..., 1 : h + 1, 2 : w + 2]
+    diagonal = p[..., 0:h, 0:w] + p[..., 0:h, 2 : w + 2] + p[..., 2 : h + 2, 0:w] + p[..., 2 : h + 2, 2 : w + 2]
+    return DIRECT * direct + DIAGONAL * diagonal
 
 
 def impute(images: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -55,13 +61,8 @@ def impute(images: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, gener
     """
     n, c, h, w = images.shape
     dtype = torch.float32
-    kernel = _neighbour_kernel(dtype, images.device)
     removed = (~keep).to(dtype).unsqueeze(1).expand(n, c, h, w).reshape(n * c, 1, h, w)  # (NC, 1, H, W)
     x_known = images.to(dtype).reshape(n * c, 1, h, w) * (1 - removed)
-
-    def neighbour_sum(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, kernel, padding=1)  # zero padding: outside neighbours contribute nothing
-
     degree = neighbour_sum(torch.ones(1, 1, h, w, dtype=dtype, device=images.device))  # sum of in-image weights (1, 1, H, W)
 
     def operator(x: torch.Tensor) -> torch.Tensor:  # A x on the removed pixels (x is zero elsewhere)

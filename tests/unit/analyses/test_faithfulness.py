@@ -10,7 +10,7 @@ from scipy.sparse import lil_matrix
 from scipy.sparse.linalg import spsolve
 
 from stress.analyses.explanations import summarise_road
-from stress.analyses.faithfulness import impute, road_curves, structured_random_maps
+from stress.analyses.faithfulness import impute, neighbour_sum, road_curves, structured_random_maps
 from stress.analyses.gradcam import cam_resolution, gradcam, randomized_copy
 from stress.config import ModelConfig
 from stress.models import SimpleCNN
@@ -42,6 +42,15 @@ def imputation_reference(image: np.ndarray, keep: np.ndarray, direct: float = 1 
     for k, (i, j) in enumerate(removed):
         out[:, i, j] = solution[k]
     return out
+
+
+def test_the_neighbour_sum_is_the_3x3_convolution_with_zero_padding():
+    x = torch.randn(7, 1, 11, 9, generator=torch.Generator().manual_seed(3))
+    kernel = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]]).view(1, 1, 3, 3)
+    torch.testing.assert_close(neighbour_sum(x), F.conv2d(x, kernel, padding=1), atol=1e-6, rtol=0)
+    # The direct and diagonal weights swapped: the same check tells it apart.
+    swapped = torch.tensor([[1 / 6, 1 / 12, 1 / 6], [1 / 12, 0.0, 1 / 12], [1 / 6, 1 / 12, 1 / 6]]).view(1, 1, 3, 3)
+    assert (neighbour_sum(x) - F.conv2d(x, swapped, padding=1)).abs().max() > 0.05
 
 
 @pytest.mark.parametrize("share_removed", [0.3, 0.9])
