@@ -53,6 +53,25 @@ def test_the_neighbour_sum_is_the_3x3_convolution_with_zero_padding():
     assert (neighbour_sum(x) - F.conv2d(x, swapped, padding=1)).abs().max() > 0.05
 
 
+def test_the_imputation_stays_float32_under_bf16_autocast(monkeypatch):
+    # The curves' forward passes run under the run's autocast, and the imputation runs inside it.
+    generator = torch.Generator().manual_seed(0)
+    images, keep = torch.randn(20, 3, 32, 32, generator=generator), torch.rand(20, 32, 32, generator=generator) >= 0.8
+    plain = impute(images, keep, noise=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = impute(images, keep, noise=0.0)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, plain, atol=1e-6, rtol=0)
+    # Planted: the neighbour sum as a convolution, which autocast runs in bf16, fails the same check.
+    from stress.analyses import faithfulness
+
+    kernel = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]]).view(1, 1, 3, 3)
+    monkeypatch.setattr(faithfulness, "neighbour_sum", lambda x: F.conv2d(x, kernel, padding=1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        convolved = impute(images, keep, noise=0.0)
+    assert (convolved - plain).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("share_removed", [0.3, 0.9])
 def test_imputation_solves_the_neighbour_mean_system(share_removed):
     generator = torch.Generator().manual_seed(1)
