@@ -6,9 +6,15 @@
 For each variant of the run folder, the same weights evaluate the test set in fp32 and under
 bf16 autocast (`stress.evaluate.predict.predict_logits`), and then the first --stress-images test
 images under every corruption at severity 3 (the same corrupted images for both precisions).
+Then the evaluate stage's faithfulness measures (`stress.evaluate.shards.evaluate_shard`) on every
+k-th test image, k = test images // the run's faithfulness_images (as the run chose them): deletion
+and insertion AUCs of the Grad-CAM map against i.i.d. random order, and ROAD's most- and
+least-relevant-first AUCs of the map and of the structure-matched random order. Each precision
+explains its own prediction, as a run in that precision does.
 Reported: top-1 agreement, the largest change of any softmax probability, and each metric
-(accuracy, ECE with 15 bins, mean corruption accuracy) in both precisions, with the difference
-as a fraction of the metric's own 95% interval over test images (half-width).
+(accuracy, ECE with 15 bins, mean corruption accuracy, the faithfulness AUCs) in both precisions,
+with the difference as a fraction of the metric's own 95% interval over test images (half-width, of
+the fp32 side).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from stress.config import ExperimentConfig
 from stress.constants import CORRUPTIONS, VARIANTS
 from stress.data import load_dataset, split_dataset
 from stress.evaluate.predict import predict_logits
-from stress.evaluate.shards import load_model
+from stress.evaluate.shards import FAITHFUL_KEYS, evaluate_shard, load_model
 from stress.perturb.corruptions import corrupt
 
 
@@ -71,7 +77,20 @@ def main() -> None:
                 corrupted[p].append((predict_logits(model, x, 500, p).argmax(1) == labels[:n]).numpy())
         per_image = {p: np.mean(np.stack(c), axis=0) for p, c in corrupted.items()}
         corr_half = 1.96 * per_image["fp32"].std(ddof=1) / np.sqrt(n)
+        every = max(1, len(labels) // config.stress.faithfulness_images)
+        state = load_torch(run / "variants" / v / "model.pt")["model"]
+        faithful = {p: evaluate_shard(state, config.to_dict()["model"], splits.test_x, splits.test_y, 0, len(labels), gradcam=False,
+                                      faithfulness_every=every, faithfulness_steps=config.stress.faithfulness_steps, seed=config.train.seed,
+                                      precision=p, cam_layer=config.stress.cam_layer or None) for p in ("fp32", "bf16")}
+        faithfulness = {}
+        for key in FAITHFUL_KEYS:
+            values = {p: faithful[p][f"faithful_{key}"] for p in faithful}
+            half = 1.96 * values["fp32"].std(ddof=1) / np.sqrt(len(values["fp32"]))
+            faithfulness[key] = {**{p: float(x.mean()) for p, x in values.items()},
+                                 "difference_over_half_width": float((values["bf16"].mean() - values["fp32"].mean()) / half),
+                                 "images": len(values["fp32"])}
         out["variants"][v] = {
+            "faithfulness": faithfulness,
             "top1_agreement": float((a["predicted"] == b["predicted"]).float().mean()),
             "max_probability_change": float((a["probabilities"] - b["probabilities"]).abs().max()),
             "accuracy": accuracy, "accuracy_difference_over_half_width": (accuracy["bf16"] - accuracy["fp32"]) / ((high - low) / 2),
@@ -86,6 +105,8 @@ def main() -> None:
               f"ECE {ece['fp32']:.4f} / {ece['bf16']:.4f} ({r['ece_difference_over_half_width']:+.2f}); mean corruption acc (sev 3) "
               f"{r['mean_corruption_acc_severity_3']['fp32']:.4f} / {r['mean_corruption_acc_severity_3']['bf16']:.4f} "
               f"({r['mean_corruption_difference_over_half_width']:+.2f})")
+        print(f"[{v}] faithfulness on {faithfulness['deletion_auc']['images']} images, fp32 / bf16 (difference over half-width): " +
+              "; ".join(f"{k} {x['fp32']:.4f} / {x['bf16']:.4f} ({x['difference_over_half_width']:+.2f})" for k, x in faithfulness.items()))
     if args.out:
         common.write_json(args.out, out)
 
