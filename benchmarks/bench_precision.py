@@ -92,6 +92,9 @@ def make_train_graph(precision: str, layout: torch.memory_format, steps: int):
             graph.replay()
         synchronize("cuda")
 
+    # The graph reads and writes these tensors' memory but does not hold them: without a reference they
+    # are freed on return, their memory is reused, and the replays read garbage labels.
+    run.keep = (model, optimizer, inputs, labels, step)  # type: ignore[attr-defined]
     return run, steps * TRAIN_BATCH
 
 
