@@ -21,8 +21,8 @@ be measured there on real CIFAR-10 models.
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 import multiprocessing
 import sys
 import tempfile
@@ -48,7 +48,7 @@ def _task(arguments: dict) -> dict:
                        device=arguments["device"])
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "start": arguments["start"], "stop": arguments["stop"],
-            "fooled": {k: float(np.mean(v)) for k, v in out.items() if not k.endswith(("flip", "cam_adversarial", "cam_random"))}}
+            "fractions": {k: float(np.mean(v)) for k, v in out.items() if not k.endswith(("flip", "cam_adversarial", "cam_random"))}}
 
 
 def main() -> None:
@@ -69,6 +69,8 @@ def main() -> None:
     from stress.artifacts import RunFolder
 
     run_path = Path(args.run)
+    if not (run_path / "config.json").is_file():
+        sys.exit(f"{run_path}: not a run folder (no config.json)")
     config = ExperimentConfig.from_dict(json.loads((run_path / "config.json").read_text()))
     model_config = config.to_dict()["model"]
     keep = tempfile.TemporaryDirectory(prefix="stress_bench_attack_")
@@ -101,16 +103,17 @@ def main() -> None:
         results = pool.map(_task, jobs)
     wall = time.perf_counter() - started
     machine = {**common.machine_info(), "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None}
-    fooled = {k: float(np.average([r["fooled"][k] for r in results], weights=[r["stop"] - r["start"] for r in results]))
-              for k in results[0]["fooled"]}
+    # Per key, the share of images: fooled by each PGD attack, correct clean ("clean") or after AutoAttack ("autoattack").
+    fractions = {k: float(np.average([r["fractions"][k] for r in results], weights=[r["stop"] - r["start"] for r in results]))
+                 for k in results[0]["fractions"]}
     each = ", ".join(f"{r['seconds']:.1f}" for r in results)
     print(f"attack stage's work: {n} images x 2 models in {len(jobs)} processes on {args.device}: {wall:.1f} s wall "
           f"(processes {each} s, start-up included in the wall)")
-    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in fooled.items()))
+    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()))
     if args.out:
         common.write_json(args.out, {"machine": machine, "run": str(run_path), "device": args.device, "images": n,
                                      "tasks": len(jobs), "wall_s": wall, "task_seconds": [r["seconds"] for r in results],
-                                     "fractions": fooled})
+                                     "fractions": fractions})
 
 
 if __name__ == "__main__":

@@ -39,12 +39,18 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def make_train(precision: str, layout: torch.memory_format, steps: int, device: str = "cpu", fused: bool = False):
+def _training_setup(layout: torch.memory_format, device: str, **adam):
+    """SimpleCNN, its Adam optimiser (lr 1e-3, `adam` options) and one random batch, seeded alike for every subject."""
     torch.manual_seed(0)
     model = create_model(ModelConfig()).to(device, memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **adam)
     inputs = torch.randn(TRAIN_BATCH, 3, 32, 32, device=device).contiguous(memory_format=layout)
     labels = torch.randint(0, 10, (TRAIN_BATCH,), device=device)
+    return model, optimizer, inputs, labels
+
+
+def make_train(precision: str, layout: torch.memory_format, steps: int, device: str = "cpu", fused: bool = False):
+    model, optimizer, inputs, labels = _training_setup(layout, device, fused=fused or None)
 
     def run() -> None:
         for _ in range(steps):
@@ -62,11 +68,7 @@ def make_train(precision: str, layout: torch.memory_format, steps: int, device: 
 def make_train_graph(precision: str, layout: torch.memory_format, steps: int):
     """The same Adam step captured once in a CUDA graph and replayed (CUDA only): what launching no
     kernels from Python would give. Not what train_variant does; measured to see whether it would pay."""
-    torch.manual_seed(0)
-    model = create_model(ModelConfig()).to("cuda", memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
-    inputs = torch.randn(TRAIN_BATCH, 3, 32, 32, device="cuda").contiguous(memory_format=layout)
-    labels = torch.randint(0, 10, (TRAIN_BATCH,), device="cuda")
+    model, optimizer, inputs, labels = _training_setup(layout, "cuda", capturable=True)
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):

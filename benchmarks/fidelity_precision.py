@@ -62,7 +62,8 @@ def main() -> None:
     n = min(args.stress_images, len(labels))
     out: dict = {"machine": common.machine_info(), "run": str(run), "variants": {}}
     for v in VARIANTS:
-        model = load_model(load_torch(run / "variants" / v / "model.pt")["model"], config.to_dict()["model"], torch.device("cpu"))
+        state = load_torch(run / "variants" / v / "model.pt")["model"]
+        model = load_model(state, config.to_dict()["model"], torch.device("cpu"))
         result = {p: metrics(predict_logits(model, images, 500, p), labels) for p in ("fp32", "bf16")}
         a, b = result["fp32"], result["bf16"]
         accuracy = {p: float(r["correct"].mean()) for p, r in result.items()}
@@ -78,7 +79,6 @@ def main() -> None:
         per_image = {p: np.mean(np.stack(c), axis=0) for p, c in corrupted.items()}
         corr_half = 1.96 * per_image["fp32"].std(ddof=1) / np.sqrt(n)
         every = max(1, len(labels) // config.stress.faithfulness_images)
-        state = load_torch(run / "variants" / v / "model.pt")["model"]
         faithful = {p: evaluate_shard(state, config.to_dict()["model"], splits.test_x, splits.test_y, 0, len(labels), gradcam=False,
                                       faithfulness_every=every, faithfulness_steps=config.stress.faithfulness_steps, seed=config.train.seed,
                                       precision=p, cam_layer=config.stress.cam_layer or None) for p in ("fp32", "bf16")}
