@@ -50,11 +50,17 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "texture-images": ("stress.texture_images", int, "test images of the texture-versus-shape probes (patch shuffling, low/high-pass); 0 = none [10000]"),
     "adversarial-images": ("stress.adversarial_images", int, "test images attacked with PGD (L-inf and L2) and AutoAttack; 0 = no attacks [1000]"),
     "pgd-steps": ("stress.pgd_steps", int, "PGD iterations per attack [20]"),
+    "compile": ("stress.compile", str, "torch.compile the stress stage's forward passes: auto, on or off; about 15 s per worker, "
+                                       "then 1.6-2x faster on a CPU; auto = on for simple_cnn on CPU tasks with at least 1,000 "
+                                       "batches per worker (a full-size run), else off; --compile alone = on [auto]"),
     "browser-images": ("stress.browser_images", int, "confident failures (>= 0.9) per model in the report's failure browser, most confident first, each with both models' Grad-CAM; 0 = no browser [2000]"),
 }
 
 
-METAVARS = {"model": "NAME", "cam-layer": "NAME", "data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST", "node-wait": "S"}
+# Flags that may be given without a value, and the value that stands for.
+BARE_VALUES = {"compile": "on"}
+
+METAVARS = {"compile": "WHEN", "model": "NAME", "cam-layer": "NAME", "data": "SOURCE", "out": "PATH", "run-name": "NAME", "corruptions": "LIST", "severities": "LIST", "node-wait": "S"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -87,7 +93,6 @@ SWITCHES: dict[str, tuple[str, str]] = {
     "skip-stress": ("stress.skip_stress", "skip the stress families: corruptions, shifts, calibration, the Fourier heat map, "
                                           "the texture probes and the attacks"),
     "no-autoattack": ("stress.autoattack", "run PGD only, not AutoAttack (standard, L-inf 8/255; about 100 gradient steps per image still correct)"),
-    "compile": ("stress.compile", "torch.compile the stress stage's forward passes: about 15 s per worker, then 1.6-2x faster; pays on full-size runs"),
 }
 
 
@@ -101,7 +106,9 @@ def add_experiment_flags(parser: argparse.ArgumentParser, address: bool = False,
             group = group_of[flag]
             if flag in EXPERIMENT_FLAGS:
                 _, kind, text = EXPERIMENT_FLAGS[flag]
-                group.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=METAVARS.get(flag, "N" if kind is int else "X"))
+                bare = {"nargs": "?", "const": BARE_VALUES[flag]} if flag in BARE_VALUES else {}
+                group.add_argument(f"--{flag}", type=kind, default=None, help=text, metavar=METAVARS.get(flag, "N" if kind is int else "X"),
+                                   **bare)
             elif flag in SWITCHES:
                 group.add_argument(f"--{flag}", action="store_true", default=None, help=SWITCHES[flag][1])
             elif flag == "storage":

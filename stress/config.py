@@ -20,13 +20,14 @@ from stress.errors import StressError
 from stress.paths import check_regular_file, expand
 
 PRECISIONS = ("fp32", "bf16", "auto")  # see stress.precision
+COMPILE_SETTINGS = ("auto", "on", "off")  # see stress.precision.resolve_compile
 # Fields added after run folders already existed, with the value that reproduces the old
 # behaviour. At that value they are left out of stage keys and count as present in an older
 # config.json, so run folders written before them keep resuming.
 # Values that the dataset or the model resolves (class names, input statistics, the Grad-CAM layer)
 # count here at what the seed's CIFAR-10 and SimpleCNN resolved to before they were recorded.
 LATER_FIELDS: dict[tuple[str, str], Any] = {
-    ("train", "precision"): "fp32", ("stress", "compile"): False,
+    ("train", "precision"): "fp32", ("stress", "compile"): "off",
     ("data", "class_names"): list(CIFAR10_CLASSES), ("data", "image_size"): 0,
     ("data", "synthetic_classes"): 10, ("data", "synthetic_size"): 32,
     ("model", "kwargs"): {}, ("model", "cifar_stem"): False,
@@ -98,7 +99,9 @@ class StressConfig:
     faithfulness_images: int = 500  # images for deletion/insertion curves per variant
     faithfulness_steps: int = 16  # points along the deletion/insertion curves
     skip_stress: bool = False  # skip corruptions, shifts and calibration
-    compile: bool = False  # torch.compile the stress stage's forward passes (pays on full-size runs: benchmarks/bench_compile.py)
+    # torch.compile the stress stage's forward passes: "auto" (where measured to pay: stress.precision.resolve_compile),
+    # "on" or "off". Config files written when this was a switch hold true/false, read as "on"/"off".
+    compile: str = "auto"
     cam_layer: str = ""  # module Grad-CAM hooks; empty = the last one with a spatial output (stress.models.find_cam_layer)
     exclude_label_suspects: bool = False  # leave images whose label the audit finds suspect out of the failure cases and gallery
     slice_min_size: int = 30  # test images a candidate failure slice needs to be tested (stress.analyses.slices)
@@ -185,6 +188,8 @@ def _build(cls, values: Any, where: str):
             if not isinstance(value, (list, tuple)):
                 raise StressError(f"{where}.{name}: expected a list, got {value!r}")
             kwargs[name] = tuple(value)
+        elif cls is StressConfig and name == "compile" and isinstance(value, bool):
+            kwargs[name] = "on" if value else "off"  # written when --compile was a switch
         else:
             kwargs[name] = value
     return cls(**kwargs)
@@ -261,7 +266,7 @@ def validate(config: ExperimentConfig) -> None:
     expand(config.data.source, "data.source")
     _check_text("model.name", config.model.name)
     _check_text("train.precision", config.train.precision)
-    for name in ("skip_stress", "compile"):
+    for name in ("skip_stress",):
         if not isinstance(getattr(config.stress, name), bool):
             raise StressError(f"stress.{name} must be true or false, got {getattr(config.stress, name)!r}")
     for i, name in enumerate(config.stress.corruptions):
@@ -322,6 +327,8 @@ def validate(config: ExperimentConfig) -> None:
         raise StressError(f"train.seed must be <= {MAX_SEED} (32 bits), got {t.seed}")
     _check_number("train.crop_padding", t.crop_padding, minimum=0, integer=True)
     _check_number("train.eval_batch_size", t.eval_batch_size, minimum=1, integer=True)
+    if s.compile not in COMPILE_SETTINGS:
+        raise StressError(f"stress.compile: unknown {s.compile!r}; valid choices: {', '.join(COMPILE_SETTINGS)}")
     if t.precision not in PRECISIONS:
         raise StressError(f"train.precision: unknown {t.precision!r}; valid choices: {', '.join(PRECISIONS)}")
     _check_number("train.flip_probability", t.flip_probability, minimum=0)

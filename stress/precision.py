@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from stress.config import COMPILE_SETTINGS
+
 PRECISIONS = ("fp32", "bf16", "auto")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -56,3 +58,43 @@ def autocast(precision: str, device: torch.device | str):
     if resolve_precision(precision, device) != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# torch.compile of the stress stage's forward passes pays once a worker runs this many batches: on
+# SimpleCNN at batch 500 on a CPU it costs 15-17 s per worker and saves 74-105 ms per batch
+# (benchmarks/bench_compile.py), so it breaks even at 150-230 batches; 1,000 leaves a margin for slower
+# compilers and busier machines. A default CIFAR-10 run has about 2,900 per worker on 2 CPUs.
+COMPILE_MIN_BATCHES_PER_WORKER = 1000
+
+
+def cpp_compiler_available() -> bool:
+    """True when inductor finds the C++ compiler it builds CPU kernels with (g++ or $CXX on Linux)."""
+    try:
+        from torch._inductor import cpp_builder
+
+        return bool(cpp_builder.get_cpp_compiler())
+    except Exception:  # noqa: BLE001 - any failure to find one means no compiler
+        return False
+
+
+def resolve_compile(setting: str, model_name: str, task_gpus: float, batches_per_worker: float) -> tuple[bool, str]:
+    """Whether the stress stage compiles its forward passes, and why (one clause for the log).
+
+    "on" and "off" decide. "auto" compiles only where it was measured to pay: SimpleCNN, on CPU
+    tasks, with at least COMPILE_MIN_BATCHES_PER_WORKER forward batches per worker, and a C++
+    compiler for inductor. GPU tasks and other networks stay eager: there the balance is unmeasured.
+    """
+    if setting not in COMPILE_SETTINGS:
+        raise ValueError(f"unknown compile setting {setting!r}; valid: {', '.join(COMPILE_SETTINGS)}")
+    if setting != "auto":
+        return setting == "on", f"--compile {setting}"
+    if task_gpus > 0:
+        return False, "auto: tasks run on GPUs, where compiling was not measured to pay"
+    if model_name != "simple_cnn":
+        return False, f"auto: compiling was measured to pay for simple_cnn only, not {model_name}"
+    if batches_per_worker < COMPILE_MIN_BATCHES_PER_WORKER:
+        return False, (f"auto: {batches_per_worker:,.0f} forward batches per worker, fewer than the "
+                       f"{COMPILE_MIN_BATCHES_PER_WORKER:,} at which compiling pays")
+    if not cpp_compiler_available():
+        return False, "auto: no C++ compiler for inductor (g++ or $CXX)"
+    return True, f"auto: {batches_per_worker:,.0f} forward batches per worker, compiling pays above {COMPILE_MIN_BATCHES_PER_WORKER:,}"

@@ -85,6 +85,25 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def forward_batches(bounds: list[tuple[int, int]], perturbations: int, models: int, batch: int) -> int:
+    """Forward passes of tasks over shards [start, stop): per shard, perturbation and model, ceil(images / batch)."""
+    return sum(-(-(stop - start) // batch) for start, stop in bounds) * perturbations * models
+
+
+def flatten_cells(value: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{cell: {field: array}} -> {"cell#field": array}, the form a shard is saved in."""
+    return {f"{cell}#{field}": array for cell, arrays in value.items() for field, array in arrays.items()}
+
+
+def unflatten_cells(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """The inverse of flatten_cells."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in flat.items():
+        cell, field = key.split("#")
+        out.setdefault(cell, {})[field] = array
+    return out
+
+
 def merge_shards(parts: list[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
     """Concatenate shard outputs in index order; every image must appear exactly once.
 

@@ -33,10 +33,12 @@ from stress.artifacts import RunFolder, config_key, load_torch, save_torch, writ
 from stress.config import ExperimentConfig, evaluate_entries, model_names
 from stress.constants import CONFIDENT, CORRUPTIONS, VARIANTS
 from stress.data import Splits
-from stress.driver.fanout import Executor, Task, merge_shards, run_resumable, shard_bounds, shard_key
+from stress.driver.fanout import (Executor, Task, flatten_cells, forward_batches, merge_shards, run_resumable, shard_bounds,
+                                  shard_key, unflatten_cells)
 from stress.errors import StressError
 from stress.augment import input_stats
 from stress.evaluate.shards import evaluate_shard, load_model, stress_shard
+from stress.precision import resolve_compile
 from stress.resolve import GRADCAM_SKIPPED
 from stress.perturb.shifts import list_shifts
 from stress.perturb.tables import SOURCES as TABLE_SOURCES
@@ -52,8 +54,10 @@ EVALUATE_SHARD_VERSION = 2  # the evaluate shards' own computation, unchanged si
 STRESS_VERSION = 2
 EVALUATE_SHARD_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps", "cam_layer")  # stress.* in the shards' key
 EVALUATE_OPTIONS = (*EVALUATE_SHARD_OPTIONS, "exclude_label_suspects")  # stress.* the evaluate stage reads
-STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins", "compile")  # stress.* the stress stage reads
+# stress.* the stress stage reads; not `compile`, which changes how its forward passes run, not what they give.
+STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins")
 SHIFTS_PER_TASK = 6
+STRESS_BATCH = 500  # images per forward pass in the stress tasks
 SUSPECT_GALLERY = 20  # label suspects whose images labels.npz keeps for the gallery figure
 FIELDS = ("correct", "confidence", "nll", "brier")  # per-image arrays of every stress cell
 
@@ -333,7 +337,11 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     groups = {c: [(c, sev) for sev in severities] for c in corruptions}
     for i in range(0, len(shifts), SHIFTS_PER_TASK):
         groups[f"shifts{i // SHIFTS_PER_TASK}"] = [(name, 0) for name in shifts[i : i + SHIFTS_PER_TASK]]
-    options = {"seed": config.train.seed, "precision": config.train.precision, "compile": s.compile}
+    batches = forward_batches(bounds, sum(len(p) for p in groups.values()), len(names), STRESS_BATCH)
+    compiled, why = resolve_compile(s.compile, config.model.name, executor.task_gpus(config.resources),
+                                    batches / max(1, executor.slots(config.resources)))
+    log(f"stress: torch.compile {'on' if compiled else 'off'} ({why})")
+    options = {"seed": config.train.seed, "precision": config.train.precision, "compile": compiled, "batch_size": STRESS_BATCH}
     tasks = [Task(_task_key(group, start, stop), (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations), options)
              for group, perturbations in groups.items() for start, stop in bounds]
     folder = run.path("eval", "stress_shards")
@@ -349,7 +357,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
                   {"gradcam": False, "precision": config.train.precision}) for v in names]
     executor.run(evaluate_shard, val_calls, config.resources, validation_done, log)
     results = run_resumable(executor, stress_shard, tasks, folder, shard_key(run, key), config.resources, log,
-                            flatten=_flatten, unflatten=_unflatten,
+                            flatten=flatten_cells, unflatten=unflatten_cells,
                             announce=lambda reused, to_run: log(f"stress: {to_run} tasks ({reused} already saved)"))
     merged = merge_cells(results, bounds, groups)
     with np.load(run.path("eval", "predictions.npz")) as predictions:
@@ -374,7 +382,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         log(f"[{v}] clean {number(r['clean_acc'], 4)}  mean corruption acc {number(r['mean_corruption_acc'], 4)}  "
             f"ECE {number(c['ece'], 4)} -> {number(c['ece_after_temperature'], 4)} after T={number(c['temperature'], 2)}")
     seconds = time.perf_counter() - started
-    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(tasks))
+    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(tasks), compiled=compiled)
     return StageOutcome("stress", ran=True, seconds=seconds)
 
 
@@ -386,15 +394,3 @@ def merge_cells(results: dict[str, dict], bounds: list[tuple[int, int]], groups:
         for cell in parts[0]:
             merged[cell] = {f: np.concatenate([p[cell][f] for p in parts]) for f in FIELDS}
     return merged
-
-
-def _flatten(value: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {f"{cell}#{field}": array for cell, arrays in value.items() for field, array in arrays.items()}
-
-
-def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for key, array in flat.items():
-        cell, field = key.split("#")
-        out.setdefault(cell, {})[field] = array
-    return out

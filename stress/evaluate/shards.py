@@ -8,6 +8,7 @@ range, and returns only per-image results, never the images.
 
 from __future__ import annotations
 
+import sys
 import time
 import zlib
 
@@ -208,14 +209,15 @@ def stress_shard(
     """
     device = task_device(device)
     stats = input_stats(model_config)
-    models = {v: load_model(w, model_config, device) for v, w in weights.items()}
+    eager = {v: load_model(w, model_config, device) for v, w in weights.items()}
+    models = eager
     if compile:
         import logging
 
         # Inductor's C++ build warns once per process that a CPU-only torch has no CUDA runtime.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         # Forward passes only; the compiled graph is cached per process, so a worker compiles once.
-        models = {v: torch.compile(m) for v, m in models.items()}
+        models = {v: torch.compile(m) for v, m in eager.items()}
     x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
     out = {}
@@ -227,8 +229,18 @@ def stress_shard(
                 corrupt(x[i : i + batch_size], name, severity, corruption_seed(seed, name, severity, start + i))
                 for i in range(0, len(x), batch_size)
             ])
-        for v, model in models.items():
-            out[f"{v}|{name}|{severity}"] = _per_image(predict_logits(model, perturbed, batch_size, precision, stats), y)
+        for v in eager:
+            try:
+                logits = predict_logits(models[v], perturbed, batch_size, precision, stats)
+            except Exception as exc:  # noqa: BLE001 - compiling can fail in many ways (no compiler, an unsupported op)
+                if models is eager:
+                    raise
+                reason = (str(exc).strip().splitlines() or [""])[0][:200]
+                print(f"stress: torch.compile failed ({type(exc).__name__}: {reason}); this task's forward passes run eagerly",
+                      file=sys.stderr, flush=True)
+                models = eager
+                logits = predict_logits(models[v], perturbed, batch_size, precision, stats)
+            out[f"{v}|{name}|{severity}"] = _per_image(logits, y)
     return out
 
 

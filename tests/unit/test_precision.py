@@ -140,7 +140,7 @@ def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
 
 @pytest.mark.slow
 def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model):
-    """--compile changes how the forward passes run, not what they give; it is part of the stress key."""
+    """--compile changes how the forward passes run, not what they give, so it is not part of the stress key."""
     from stress.config import merge
     from stress.driver.stages import stress_key
     from stress.evaluate.shards import stress_shard
@@ -156,5 +156,99 @@ def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model
         assert np.array_equal(eager[cell]["correct"], compiled[cell]["correct"]), cell
         assert np.abs(eager[cell]["confidence"] - compiled[cell]["confidence"]).max() < 1e-4, cell
     default = resolved_as_before({})
-    assert stress_key(merge(default, {"stress.compile": True})) != stress_key(default)
-    assert stress_key(default) == "483a423397d4cab0"  # the key of every run folder written before the option existed
+    assert default.stress.compile == "auto"
+    for setting in ("on", "off", "auto"):
+        assert stress_key(merge(default, {"stress.compile": setting})) == "483a423397d4cab0"  # every run folder's key before it
+
+
+def test_a_compile_failure_falls_back_to_eager_with_one_line(trained_model, monkeypatch, capsys):
+    """Where inductor cannot build (no compiler, an unsupported op), the task still gives the eager results."""
+    from stress.evaluate.shards import stress_shard
+
+    model, data = trained_model
+    images, labels = data["test_x"][:24].cpu().numpy(), data["test_y"][:24].cpu().numpy()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = {**ExperimentConfig().to_dict()["model"], "widths": [8, 16, 32], "hidden": 32}
+    cells = [("contrast", 3), ("translate_2_0", 0)]
+    calls = []
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\ng++: not found")
+
+    monkeypatch.setattr(torch, "compile", lambda module: Broken())
+    eager = stress_shard({"baseline": state, "augmented": state}, config, images, labels, 0, 24, cells, seed=1, batch_size=8)
+    fallen = stress_shard({"baseline": state, "augmented": state}, config, images, labels, 0, 24, cells, seed=1, batch_size=8,
+                          compile=True)
+    assert calls == [8]  # the first compiled call failed; none was tried after it
+    assert eager.keys() == fallen.keys()
+    for cell in eager:
+        for field in ("correct", "confidence", "nll"):
+            assert np.array_equal(eager[cell][field], fallen[cell][field]), (cell, field)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["stress: torch.compile failed (RuntimeError: InductorError: CppCompileError: C++ compile error); "
+                   "this task's forward passes run eagerly"]
+    # Planted: a compiled model that runs but answers otherwise is not taken for eager by the comparison above.
+    class Wrong(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 10)
+
+    monkeypatch.setattr(torch, "compile", lambda module: Wrong())
+    wrong = stress_shard({"baseline": state}, config, images, labels, 0, 24, cells, seed=1, batch_size=8, compile=True)
+    assert not np.array_equal(wrong["baseline|contrast|3"]["confidence"], eager["baseline|contrast|3"]["confidence"])
+
+
+@pytest.mark.parametrize(("setting", "model", "task_gpus", "batches", "compiler", "expected"), [
+    ("on", "torchvision:resnet18", 0.25, 10, False, True),  # "on" and "off" decide
+    ("off", "simple_cnn", 0.0, 10**6, True, False),
+    ("auto", "simple_cnn", 0.0, 2920, True, True),  # a default CIFAR-10 run on 2 CPUs
+    ("auto", "simple_cnn", 0.0, 1000, True, True),
+    ("auto", "simple_cnn", 0.0, 999, True, False),  # a smoke run: the compile time is not won back
+    ("auto", "simple_cnn", 0.25, 2920, True, False),  # GPU tasks: unmeasured
+    ("auto", "timm:resnet18", 0.0, 2920, True, False),  # other networks: unmeasured
+    ("auto", "simple_cnn", 0.0, 2920, False, False),  # no C++ compiler for inductor
+])
+def test_compile_auto_turns_on_only_where_it_was_measured_to_pay(monkeypatch, setting, model, task_gpus, batches, compiler,
+                                                                 expected):
+    monkeypatch.setattr(precision, "cpp_compiler_available", lambda: compiler)
+    compiled, why = precision.resolve_compile(setting, model, task_gpus, batches)
+    assert compiled is expected
+    assert why.startswith(f"--compile {setting}" if setting != "auto" else "auto: ")
+    with pytest.raises(ValueError, match="unknown compile setting 'yes'"):
+        precision.resolve_compile("yes", model, task_gpus, batches)
+
+
+def test_the_stress_stage_counts_its_forward_batches_as_the_benchmark_does():
+    """A default CIFAR-10 run: 10,000 images x (17 x 5 corruptions + 61 shifts) x 2 models / 500 = 5,840 batches."""
+    from stress.constants import CORRUPTIONS
+    from stress.driver.fanout import forward_batches, shard_bounds
+    from stress.driver.stages import STRESS_BATCH
+    from stress.perturb.shifts import list_shifts
+
+    cells = len(CORRUPTIONS) * 5 + len(list_shifts())
+    assert cells == 146
+    for shards in (1, 2, 4, 5, 20):
+        assert forward_batches(shard_bounds(10000, shards), cells, 2, STRESS_BATCH) == 10000 * 146 * 2 // 500
+    # A shard that does not fill its last batch still costs that batch: 7 shards of 1,428-1,429 images take 3 each,
+    # 2 shards of 250 images one each.
+    assert forward_batches(shard_bounds(10000, 7), cells, 2, STRESS_BATCH) == 7 * 3 * 146 * 2
+    assert forward_batches(shard_bounds(500, 2), 1, 1, 500) == 2
+    assert forward_batches(shard_bounds(500, 1), 1, 1, 500) == 1
+
+
+def test_compile_settings_from_files_and_flags():
+    from stress.cli import ArgumentParser, add_experiment_flags, config_from_args
+    from stress.errors import StressError
+
+    # Config files written when --compile was a switch hold true / false.
+    assert ExperimentConfig.from_dict({"stress": {"compile": True}}).stress.compile == "on"
+    assert ExperimentConfig.from_dict({"stress": {"compile": False}}).stress.compile == "off"
+    with pytest.raises(StressError, match="stress.compile: unknown 'always'; valid choices: auto, on, off"):
+        ExperimentConfig.from_dict({"stress": {"compile": "always"}})
+    parser = ArgumentParser(prog="stress run")
+    add_experiment_flags(parser)
+    for argv, expected in (([], "auto"), (["--compile"], "on"), (["--compile", "off"], "off"), (["--compile=auto"], "auto")):
+        assert config_from_args(parser.parse_args(argv)).stress.compile == expected, argv
+    with pytest.raises(StressError, match="stress.compile: unknown 'never'"):
+        config_from_args(parser.parse_args(["--compile", "never"]))
