@@ -188,6 +188,9 @@ def _per_image(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarr
     }
 
 
+_COMPILE_FAILED: list[str] = []  # why torch.compile failed in this process, if it did
+
+
 def stress_shard(
     weights: dict[str, dict],
     model_config: dict,
@@ -211,7 +214,7 @@ def stress_shard(
     stats = input_stats(model_config)
     eager = {v: load_model(w, model_config, device) for v, w in weights.items()}
     models = eager
-    if compile:
+    if compile and not _COMPILE_FAILED:
         import logging
 
         # Inductor's C++ build warns once per process that a CPU-only torch has no CUDA runtime.
@@ -236,8 +239,9 @@ def stress_shard(
                 if models is eager:
                     raise
                 reason = (str(exc).strip().splitlines() or [""])[0][:200]
-                print(f"stress: torch.compile failed ({type(exc).__name__}: {reason}); this task's forward passes run eagerly",
+                print(f"stress: torch.compile failed ({type(exc).__name__}: {reason}); this worker's forward passes run eagerly",
                       file=sys.stderr, flush=True)
+                _COMPILE_FAILED.append(reason)  # later tasks in this process do not try again (nor say so again)
                 models = eager
                 logits = predict_logits(models[v], perturbed, batch_size, precision, stats)
             out[f"{v}|{name}|{severity}"] = _per_image(logits, y)
