@@ -173,3 +173,16 @@ def load_images(data: str, n_train: int, n_test: int = 0) -> dict[str, Any]:
         "test_x": np.ascontiguousarray(dataset.x_test[:n_test]),
         "test_y": dataset.y_test[:n_test],
     }
+
+
+def load_run(folder: str | pathlib.Path, data: str | None = None):
+    """A finished run folder's config and its data split; `data` replaces the run's data source if it moved."""
+    import dataclasses
+
+    from stress.artifacts import read_json
+    from stress.config import ExperimentConfig
+    from stress.data import load_dataset, split_dataset
+
+    config = ExperimentConfig.from_dict(read_json(pathlib.Path(folder) / "config.json"))
+    data_config = config.data if not data else dataclasses.replace(config.data, source=data)
+    return config, split_dataset(load_dataset(data_config), data_config, config.train.seed)

@@ -15,7 +15,6 @@ a cold inductor cache in a temporary folder, as on a fresh node.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import tempfile
@@ -26,10 +25,9 @@ import common
 import numpy as np
 import torch
 
-from stress.artifacts import load_torch, read_json
-from stress.config import ExperimentConfig, model_names
+from stress.artifacts import load_torch
+from stress.config import model_names
 from stress.constants import CORRUPTIONS
-from stress.data import load_dataset, split_dataset
 from stress.evaluate.shards import stress_shard
 from stress.perturb.shifts import list_shifts
 
@@ -58,9 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run)
-    config = ExperimentConfig.from_dict(read_json(run / "config.json"))
-    data_config = config.data if not args.data else dataclasses.replace(config.data, source=args.data)
-    splits = split_dataset(load_dataset(data_config), data_config, config.train.seed)
+    config, splits = common.load_run(run, args.data)
     n = min(args.images, len(splits.test_y))
     weights = {v: load_torch(run / "variants" / v / "model.pt")["model"] for v in model_names(config)}
     perturbations = [(c, args.severity) for c in CORRUPTIONS] + [(s, 0) for s in list_shifts()]

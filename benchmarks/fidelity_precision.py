@@ -20,7 +20,6 @@ the fp32 side).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -30,10 +29,8 @@ import torch
 
 from stress.analyses.calibration import expected_calibration_error_from_confidences
 from stress.analyses.stats import bootstrap_ci, wilson_interval
-from stress.artifacts import load_torch, read_json
-from stress.config import ExperimentConfig
+from stress.artifacts import load_torch
 from stress.constants import CORRUPTIONS, VARIANTS
-from stress.data import load_dataset, split_dataset
 from stress.evaluate.predict import predict_logits
 from stress.evaluate.shards import FAITHFUL_KEYS, evaluate_shard, load_model
 from stress.perturb.corruptions import corrupt
@@ -55,9 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run)
-    config = ExperimentConfig.from_dict(read_json(run / "config.json"))
-    data_config = config.data if not args.data else dataclasses.replace(config.data, source=args.data)
-    splits = split_dataset(load_dataset(data_config), data_config, config.train.seed)
+    config, splits = common.load_run(run, args.data)
     images, labels = torch.from_numpy(splits.test_x), torch.from_numpy(splits.test_y)
     n = min(args.stress_images, len(labels))
     out: dict = {"machine": common.machine_info(), "run": str(run), "variants": {}}
