@@ -297,8 +297,8 @@ def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exe
     write_prediction_table(run, splits.test_y, merged)
     for v in names if config.stress.cam_layer else ():
         seconds_predict, seconds_gradcam = float(merged[v]["seconds_predict"][0]), float(merged[v]["seconds_gradcam"][0])
-        log(f"[{v}] Grad-CAM at {config.stress.cam_layer} (predicted + true class) over {n} images: {seconds_gradcam:.1f} s "
-            f"of task time, {seconds_gradcam / seconds_predict:.2f}x the evaluation pass ({seconds_predict:.1f} s)")
+        log(f"[{v}] Grad-CAM at {config.stress.cam_layer} (predicted + true class) over {n} images: {seconds_gradcam:.3g} s "
+            f"of task time, {seconds_gradcam / seconds_predict:.2f}x the evaluation pass ({seconds_predict:.3g} s)")
     if not config.stress.cam_layer:
         log(f"Grad-CAM skipped: {GRADCAM_SKIPPED}")
     analyse(run, config, splits, weights, merged, log)
