@@ -37,6 +37,17 @@ def listener(reply: bytes | None) -> int:
     return server.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports that nothing listens on now."""
+    sockets = [socket.socket() for _ in range(n)]
+    for server in sockets:
+        server.bind(("127.0.0.1", 0))
+    ports = [server.getsockname()[1] for server in sockets]
+    for server in sockets:
+        server.close()
+    return ports
+
+
 def test_a_silent_open_port_is_not_taken_for_a_ray_head():
     port = listener(None)
     started = time.monotonic()
@@ -301,15 +312,17 @@ def test_the_autoscaler_maximum_falls_back_to_the_config_of_this_cluster_s_autos
     config = tmp_path / "bootstrap.yaml"
     config.write_text(yaml.safe_dump({"head_node_type": "h", "available_node_types": {
         "h": {"resources": {"CPU": 0}, "max_workers": 0}, "g": {"resources": {"CPU": 4, "GPU": 1}, "max_workers": 3}}}))
-    # A process whose command line looks like the autoscaler's of the cluster on port 6380.
+    # A process whose command line looks like the autoscaler's of a cluster on a port no real cluster uses now (a
+    # local Ray that another test starts has its own monitor.py, which must not be the one found).
+    ours, other = free_ports(2)
     monitor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "/x/ray/autoscaler/_private/monitor.py",
-                                "--gcs-address=127.0.0.1:6380", f"--autoscaling-config={config}"])
+                                f"--gcs-address=127.0.0.1:{ours}", f"--autoscaling-config={config}"])
     try:
         monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: None))
-        monkeypatch.setattr(resources.ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address="127.0.0.1:6380"))
+        monkeypatch.setattr(resources.ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address=f"127.0.0.1:{ours}"))
         assert resources.autoscaler_maximum() == {"CPU": 12.0, "GPU": 3.0}
         # Another cluster's autoscaler on this machine never counts.
-        monkeypatch.setattr(resources.ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address="127.0.0.1:6381"))
+        monkeypatch.setattr(resources.ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address=f"127.0.0.1:{other}"))
         assert resources.autoscaler_maximum() == {}
         # A published cluster config comes first.
         monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: {"GPU": 8}))
