@@ -318,6 +318,13 @@ def test_the_autoscaler_maximum_falls_back_to_the_config_of_this_cluster_s_autos
     monitor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "/x/ray/autoscaler/_private/monitor.py",
                                 f"--gcs-address=127.0.0.1:{ours}", f"--autoscaling-config={config}"])
     try:
+        # Right after Popen returns, /proc may not list the child yet or still show its parent's command line (seen
+        # here about once in 20 runs): wait until it lists it with its own, as it long has a real autoscaler's.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                str(monitor.pid) in {entry.name for entry in Path("/proc").iterdir()}
+                and b"monitor.py" in Path(f"/proc/{monitor.pid}/cmdline").read_bytes()):
+            time.sleep(0.05)
         monkeypatch.setattr(ray_state, "state", types.SimpleNamespace(get_max_resources_from_cluster_config=lambda: None))
         monkeypatch.setattr(resources.ray, "get_runtime_context", lambda: types.SimpleNamespace(gcs_address=f"127.0.0.1:{ours}"))
         assert resources.autoscaler_maximum() == {"CPU": 12.0, "GPU": 3.0}
