@@ -309,11 +309,17 @@ class Pipeline:
                 "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
                 "hardware": _hardware(),
                 "precision": _precision(self.config.train.precision),
+                "compile": self.compile_record(),
                 "started": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat(),
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "stage_seconds": stage_seconds,
             },
         )
+
+    def compile_record(self) -> dict:
+        """--compile as asked, and whether the stress stage's passes ran compiled and why (None: the stage has not run)."""
+        record = self.run.stage_record("stress") or {}
+        return {"requested": self.config.stress.compile, "stress": record.get("compiled"), "why": record.get("compile_reason")}
 
     def run_all(self, address: str | None = None, check_resources: bool = True) -> dict:
         try:

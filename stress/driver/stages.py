@@ -382,7 +382,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         log(f"[{v}] clean {number(r['clean_acc'], 4)}  mean corruption acc {number(r['mean_corruption_acc'], 4)}  "
             f"ECE {number(c['ece'], 4)} -> {number(c['ece_after_temperature'], 4)} after T={number(c['temperature'], 2)}")
     seconds = time.perf_counter() - started
-    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(tasks), compiled=compiled)
+    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(tasks), compiled=compiled, compile_reason=why)
     return StageOutcome("stress", ran=True, seconds=seconds)
 
 

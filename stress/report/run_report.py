@@ -70,6 +70,19 @@ def precision_text(train: dict, manifest: dict) -> str:
     return f"{recorded.get('requested', MISSING)} ({resolved})"
 
 
+def compile_text(manifest: dict) -> str:
+    """--compile and what the stress stage did with it; runs from before the record say nothing."""
+    recorded = manifest.get("compile")
+    if not isinstance(recorded, dict):
+        return MISSING
+    if recorded.get("stress") is None:
+        return f"{recorded.get('requested', MISSING)} (the stress stage did not run)"
+    requested = recorded.get("requested", MISSING)
+    why = str(recorded.get("why") or "").removeprefix(f"{requested}: ")
+    done = "compiled" if recorded["stress"] else "eager"
+    return f"{requested}: stress stage {done}" + (f" ({why})" if why and not why.startswith("--compile") else "")
+
+
 def model_text(model: dict) -> str:
     name = model.get("name", MISSING)
     if name == "simple_cnn":
@@ -113,6 +126,7 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
             ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
         )),
         ("precision", precision_text(train, manifest)),
+        ("torch.compile", compile_text(manifest)),
         *(() if config.get("evaluate") else (
             ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
         )),

@@ -103,6 +103,30 @@ def test_missing_stage_gives_a_note_not_a_section(run):
     assert "mean corruption accuracy is" not in text.lower() and "mCE" not in text  # no robustness observations or tables
 
 
+def setup_rows(page: str) -> dict[str, str]:
+    table = page.split('<section id="setup">')[1].split("</table>")[0]
+    return {cells[0]: cells[1] for cells in (re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)) if cells}
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"requested": "auto", "stress": True, "why": "auto: 1,460 forward batches per worker, compiling pays above 1,000"},
+     "auto: stress stage compiled (1,460 forward batches per worker, compiling pays above 1,000)"),
+    ({"requested": "auto", "stress": False, "why": "auto: tasks run on GPUs, where compiling was not measured to pay"},
+     "auto: stress stage eager (tasks run on GPUs, where compiling was not measured to pay)"),
+    ({"requested": "off", "stress": False, "why": "--compile off"}, "off: stress stage eager"),
+    ({"requested": "on", "stress": True, "why": None}, "on: stress stage compiled"),
+    ({"requested": "auto", "stress": None, "why": None}, "auto (the stress stage did not run)"),
+    (None, "—"),  # a manifest from before the record
+])
+def test_setup_says_whether_the_stress_stage_ran_compiled(run, record, expected):
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.pop("compile", None)
+    if record is not None:
+        manifest["compile"] = record
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert setup_rows(build_report(run)[0].read_text())["torch.compile"] == expected
+
+
 def test_run_without_evaluation_keeps_training_only(run):
     summary = json.loads((run / "summary.json").read_text())
     for key in ("failures", "explanations", "robustness", "calibration"):
