@@ -50,7 +50,7 @@ EXPERIMENT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "texture-images": ("stress.texture_images", int, "test images of the texture-versus-shape probes (patch shuffling, low/high-pass); 0 = none [10000]"),
     "adversarial-images": ("stress.adversarial_images", int, "test images attacked with PGD (L-inf and L2) and AutoAttack; 0 = no attacks [1000]"),
     "pgd-steps": ("stress.pgd_steps", int, "PGD iterations per attack [20]"),
-    "compile": ("stress.compile", str, "torch.compile the stress stage's forward passes: auto, on or off; about 15 s per worker, "
+    "compile": ("stress.compile", str, "torch.compile the stress and Fourier stages' forward passes: auto, on or off; about 15 s per worker, "
                                        "then 1.6-2x faster on a CPU; auto = on for simple_cnn on CPU tasks with at least 1,000 "
                                        "batches per worker (a full-size run), else off; --compile alone = on [auto]"),
     "browser-images": ("stress.browser_images", int, "confident failures (>= 0.9) per model in the report's failure browser, most confident first, each with both models' Grad-CAM; 0 = no browser [2000]"),

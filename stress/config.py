@@ -99,7 +99,7 @@ class StressConfig:
     faithfulness_images: int = 500  # images for deletion/insertion curves per variant
     faithfulness_steps: int = 16  # points along the deletion/insertion curves
     skip_stress: bool = False  # skip corruptions, shifts and calibration
-    # torch.compile the stress stage's forward passes: "auto" (where measured to pay: stress.precision.resolve_compile),
+    # torch.compile the stress and Fourier stages' forward passes: "auto" (where measured to pay: stress.precision.resolve_compile),
     # "on" or "off". Config files written when this was a switch hold true/false, read as "on"/"off".
     compile: str = "auto"
     cam_layer: str = ""  # module Grad-CAM hooks; empty = the last one with a spatial output (stress.models.find_cam_layer)

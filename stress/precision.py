@@ -60,10 +60,10 @@ def autocast(precision: str, device: torch.device | str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-# torch.compile of the stress stage's forward passes pays once a worker runs this many batches: on
+# torch.compile of the stress and Fourier stages' forward passes pays once a worker runs this many batches: on
 # SimpleCNN at batch 500 on a CPU it costs 15-17 s per worker and saves 74-105 ms per batch
 # (benchmarks/bench_compile.py), so it breaks even at 150-230 batches; 1,000 leaves a margin for slower
-# compilers and busier machines. A default CIFAR-10 run has about 2,900 per worker on 2 CPUs.
+# compilers and busier machines. A default CIFAR-10 run has about 2,900 (stress) + 500 (Fourier) per worker on 2 CPUs.
 COMPILE_MIN_BATCHES_PER_WORKER = 1000
 
 
@@ -78,7 +78,7 @@ def cpp_compiler_available() -> bool:
 
 
 def resolve_compile(setting: str, model_name: str, task_gpus: float, batches_per_worker: float) -> tuple[bool, str]:
-    """Whether the stress stage compiles its forward passes, and why (one clause for the log).
+    """Whether the stress and Fourier stages compile their forward passes, and why (one clause for the log).
 
     "on" and "off" decide. "auto" compiles only where it was measured to pay: SimpleCNN, on CPU
     tasks, with at least COMPILE_MIN_BATCHES_PER_WORKER forward batches per worker, and a C++

@@ -18,13 +18,13 @@ from stress.artifacts import RunFolder, config_key, write_json, write_npz
 from stress.config import ExperimentConfig, model_names
 from stress.data import Splits
 from stress.driver.fanout import Executor, Task, run_resumable, shard_bounds, shard_key
+from stress.driver.forward_plan import FOURIER_BATCH, FREQUENCIES_PER_TASK, compile_decision
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.report.statements import interval_text, number, signed
 
 FOURIER_VERSION = 2  # 2: each model's margin of its most sensitive band over the next one
 FOURIER_SHARD_VERSION = 1  # the saved tasks' own computation, unchanged since version 1 of the stage
 FOURIER_OPTIONS = ("fourier_images", "fourier_norm")  # stress.* the stage reads; the sharding does not change its results
-FREQUENCIES_PER_TASK = 64
 
 
 def fourier_key(config: ExperimentConfig) -> str:
@@ -74,7 +74,10 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
     weights_ref, images_ref, labels_ref = executor.put(weights), executor.put(images), executor.put(labels)
     bounds = shard_bounds(len(chosen), s.shards or executor.slots(config.resources))
     groups = [freqs[i : i + FREQUENCIES_PER_TASK] for i in range(0, len(freqs), FREQUENCIES_PER_TASK)]
-    options = {"seed": config.train.seed, "norm": s.fourier_norm, "precision": config.train.precision}
+    compiled, why = compile_decision(config, len(splits.test_y), executor)
+    log(f"fourier: torch.compile {'on' if compiled else 'off'} ({why})")
+    options = {"seed": config.train.seed, "norm": s.fourier_norm, "precision": config.train.precision, "compile": compiled,
+               "batch_size": FOURIER_BATCH}
     tasks = [Task(f"f{g}_{start}_{stop}", (weights_ref, model_config, images_ref, labels_ref, start, stop, group), options,
                   f"fourier{g}:{start}-{stop}") for g, group in enumerate(groups) for start, stop in bounds]
     log(f"fourier: {len(freqs)} frequencies x {len(chosen)} test images x {len(names)} model(s), basis images of norm "
@@ -102,5 +105,5 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
                  for b, x in d["by_band"].items()]
         log(f"fourier: {other} - {d['reference']} error by band: {', '.join(parts)} "
             f"(95% CI over {len(chosen)} images; * Holm-significant over {len(parts)} bands)")
-    run.mark_done("fourier", record["seconds"], key, weights=weights_id, tasks=len(tasks))
+    run.mark_done("fourier", record["seconds"], key, weights=weights_id, tasks=len(tasks), compiled=compiled, compile_reason=why)
     return StageOutcome("fourier", ran=True, seconds=record["seconds"])

@@ -317,7 +317,10 @@ class Pipeline:
         )
 
     def compile_record(self) -> dict:
-        """--compile as asked, and whether the stress stage's passes ran compiled and why (None: the stage has not run)."""
+        """--compile as asked, and whether the stress stage's passes ran compiled and why (None: the stage has not run).
+
+        The Fourier stage follows the same decision (stress.driver.stages.compile_decision); its record says so too.
+        """
         record = self.run.stage_record("stress") or {}
         return {"requested": self.config.stress.compile, "stress": record.get("compiled"), "why": record.get("compile_reason")}
 

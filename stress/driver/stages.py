@@ -31,18 +31,16 @@ from stress.analyses.labels import audit_labels, suspect_set
 from stress.analyses.robustness import summarise_robustness
 from stress.artifacts import RunFolder, config_key, load_torch, save_torch, write_bytes_atomic, write_json, write_npz
 from stress.config import ExperimentConfig, evaluate_entries, model_names
-from stress.constants import CONFIDENT, CORRUPTIONS, VARIANTS
+from stress.constants import CONFIDENT, VARIANTS
 from stress.data import Splits
-from stress.driver.fanout import (Executor, Task, flatten_cells, forward_batches, merge_shards, run_resumable, shard_bounds,
+from stress.driver.fanout import (Executor, Task, flatten_cells, merge_shards, run_resumable, shard_bounds,
                                   shard_key, unflatten_cells)
+from stress.driver.forward_plan import STRESS_BATCH, compile_decision, stress_plan
 from stress.errors import StressError
 from stress.augment import input_stats
 from stress.evaluate.shards import evaluate_shard, load_model, stress_shard
-from stress.precision import resolve_compile
 from stress.resolve import GRADCAM_SKIPPED
-from stress.perturb.shifts import list_shifts
 from stress.perturb.tables import SOURCES as TABLE_SOURCES
-from stress.perturb.tables import corruption_support
 from stress.report.figures import figure_path
 from stress.report.statements import interval_text, number, signed
 
@@ -56,8 +54,6 @@ EVALUATE_SHARD_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfu
 EVALUATE_OPTIONS = (*EVALUATE_SHARD_OPTIONS, "exclude_label_suspects")  # stress.* the evaluate stage reads
 # stress.* the stress stage reads; not `compile`, which changes how its forward passes run, not what they give.
 STRESS_OPTIONS = ("shards", "corruptions", "severities", "stress_limit", "calibration_bins")
-SHIFTS_PER_TASK = 6
-STRESS_BATCH = 500  # images per forward pass in the stress tasks
 SUSPECT_GALLERY = 20  # label suspects whose images labels.npz keeps for the gallery figure
 FIELDS = ("correct", "confidence", "nll", "brier")  # per-image arrays of every stress cell
 
@@ -323,23 +319,15 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         return StageOutcome("stress", ran=False)
     started = time.perf_counter()
     s = config.stress
-    corruptions, severities, shifts = list(s.corruptions or CORRUPTIONS), list(s.severities), list_shifts()
-    unsupported = corruption_support(config.model.image_size)
-    if unsupported:
-        log(f"stress: corruptions skipped: {unsupported}")
-        corruptions = []
-    n = len(splits.test_y) if s.stress_limit == 0 else min(s.stress_limit, len(splits.test_y))
+    plan = stress_plan(config, len(splits.test_y), executor)
+    corruptions, severities, shifts, n, bounds, groups = plan.corruptions, plan.severities, plan.shifts, plan.images, plan.bounds, plan.groups
+    if plan.unsupported:
+        log(f"stress: corruptions skipped: {plan.unsupported}")
     images, labels = splits.test_x[:n], splits.test_y[:n]
     model_config = config.to_dict()["model"]
     weights = load_weights(run, model_config, names)
     weights_ref, images_ref, labels_ref = executor.put(weights), executor.put(images), executor.put(labels)
-    bounds = shard_bounds(n, s.shards or executor.slots(config.resources))
-    groups = {c: [(c, sev) for sev in severities] for c in corruptions}
-    for i in range(0, len(shifts), SHIFTS_PER_TASK):
-        groups[f"shifts{i // SHIFTS_PER_TASK}"] = [(name, 0) for name in shifts[i : i + SHIFTS_PER_TASK]]
-    batches = forward_batches(bounds, sum(len(p) for p in groups.values()), len(names), STRESS_BATCH)
-    compiled, why = resolve_compile(s.compile, config.model.name, executor.task_gpus(config.resources),
-                                    batches / max(1, executor.slots(config.resources)))
+    compiled, why = compile_decision(config, len(splits.test_y), executor)
     log(f"stress: torch.compile {'on' if compiled else 'off'} ({why})")
     options = {"seed": config.train.seed, "precision": config.train.precision, "compile": compiled, "batch_size": STRESS_BATCH}
     tasks = [Task(_task_key(group, start, stop), (weights_ref, model_config, images_ref, labels_ref, start, stop, perturbations), options)
@@ -365,8 +353,8 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         test_logits = {v: predictions[f"{v}_logits"][:n] for v in names}
     robustness = summarise_robustness(clean_correct, merged, corruptions, severities, shifts, names)
     robustness["images"] = n
-    robustness["corruptions_skipped"] = unsupported
-    robustness["corruption_tables"] = None if unsupported else TABLE_SOURCES[config.model.image_size]
+    robustness["corruptions_skipped"] = plan.unsupported
+    robustness["corruption_tables"] = None if plan.unsupported else TABLE_SOURCES[config.model.image_size]
     calibration = summarise_calibration(test_logits, val_logits, labels, splits.val_y, merged, corruptions, severities, s.calibration_bins)
     write_npz(run.path("eval", "stress_correct.npz"), **{cell: arrays["correct"] for cell, arrays in merged.items()})
     write_json(run.path("eval", "robustness.json"), robustness)

@@ -191,6 +191,38 @@ def _per_image(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarr
 _COMPILE_FAILED: list[str] = []  # why torch.compile failed in this process, if it did
 
 
+class ForwardPasses:
+    """The forward passes of a task's models, compiled when asked, eager otherwise.
+
+    torch caches a compiled SimpleCNN per process whatever the instance, so a worker compiles once for
+    all its stress and Fourier tasks. Where compiling fails (no compiler, an unsupported op), the
+    failing pass is re-run eagerly, the worker says so once on stderr (prefixed by `stage`), and its
+    later tasks run eagerly without trying again.
+    """
+
+    def __init__(self, eager: dict[str, torch.nn.Module], compile: bool, stage: str):
+        self.eager, self.models, self.stage = eager, eager, stage
+        if compile and not _COMPILE_FAILED:
+            import logging
+
+            # Inductor's C++ build warns once per process that a CPU-only torch has no CUDA runtime.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+            self.models = {v: torch.compile(m) for v, m in eager.items()}  # forward passes only
+
+    def logits(self, v: str, images: torch.Tensor, batch_size: int, precision: str, stats) -> torch.Tensor:
+        try:
+            return predict_logits(self.models[v], images, batch_size, precision, stats)
+        except Exception as exc:  # noqa: BLE001 - compiling can fail in many ways (no compiler, an unsupported op)
+            if self.models is self.eager:
+                raise
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            print(f"{self.stage}: torch.compile failed ({type(exc).__name__}: {reason}); this worker's forward passes run eagerly",
+                  file=sys.stderr, flush=True)
+            _COMPILE_FAILED.append(reason)  # later tasks in this process do not try again (nor say so again)
+            self.models = self.eager
+            return predict_logits(self.eager[v], images, batch_size, precision, stats)
+
+
 def stress_shard(
     weights: dict[str, dict],
     model_config: dict,
@@ -212,15 +244,7 @@ def stress_shard(
     """
     device = task_device(device)
     stats = input_stats(model_config)
-    eager = {v: load_model(w, model_config, device) for v, w in weights.items()}
-    models = eager
-    if compile and not _COMPILE_FAILED:
-        import logging
-
-        # Inductor's C++ build warns once per process that a CPU-only torch has no CUDA runtime.
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        # Forward passes only; the compiled graph is cached per process, so a worker compiles once.
-        models = {v: torch.compile(m) for v, m in eager.items()}
+    passes = ForwardPasses({v: load_model(w, model_config, device) for v, w in weights.items()}, compile, "stress")
     x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
     out = {}
@@ -232,47 +256,50 @@ def stress_shard(
                 corrupt(x[i : i + batch_size], name, severity, corruption_seed(seed, name, severity, start + i))
                 for i in range(0, len(x), batch_size)
             ])
-        for v in eager:
-            try:
-                logits = predict_logits(models[v], perturbed, batch_size, precision, stats)
-            except Exception as exc:  # noqa: BLE001 - compiling can fail in many ways (no compiler, an unsupported op)
-                if models is eager:
-                    raise
-                reason = (str(exc).strip().splitlines() or [""])[0][:200]
-                print(f"stress: torch.compile failed ({type(exc).__name__}: {reason}); this worker's forward passes run eagerly",
-                      file=sys.stderr, flush=True)
-                _COMPILE_FAILED.append(reason)  # later tasks in this process do not try again (nor say so again)
-                models = eager
-                logits = predict_logits(models[v], perturbed, batch_size, precision, stats)
-            out[f"{v}|{name}|{severity}"] = _per_image(logits, y)
+        for v in passes.eager:
+            out[f"{v}|{name}|{severity}"] = _per_image(passes.logits(v, perturbed, batch_size, precision, stats), y)
     return out
 
 
 @torch.no_grad()
 def fourier_correct(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, frequencies: list[tuple[int, int]],
                     seed: int, start: int, norm: float, batch_size: int = 500, precision: str = "fp32",
-                    stats=None) -> dict[str, np.ndarray]:
+                    stats=None, compile: bool = False) -> dict[str, np.ndarray]:
     """Per model, bool (F, n): is image start+i still classified correctly with the basis image of frequency f added.
 
     Every model sees the same perturbed images. The signs of image start+i are row start+i of
     stress.perturb.fourier.signs, so they do not depend on the sharding. Frequencies are stacked
-    into batches of about `batch_size` images.
+    into batches of about `batch_size` images (fourier_batches counts them). compile: forward
+    passes through torch.compile (ForwardPasses).
     """
     from stress.perturb.fourier import basis, perturb, signs
 
     stats = stats or CIFAR10_STATS
+    passes = ForwardPasses(models, compile, "fourier")
     n, channels, height, width = x.shape
     out = {v: np.zeros((len(frequencies), n), dtype=bool) for v in models}
-    per_batch = max(1, batch_size // max(n, 1))
+    per_batch = frequencies_per_batch(n, batch_size)
     for first in range(0, len(frequencies), per_batch):
         group = frequencies[first : first + per_batch]
         perturbed = torch.cat([perturb(x, basis(height, width, k1, k2, x.device), signs(start + n, channels, seed, k1, k2)[start:], norm)
                                for k1, k2 in group])
         labels = y.repeat(len(group))
-        for v, model in models.items():
-            correct = predict_logits(model, perturbed, batch_size, precision, stats).argmax(1) == labels
+        for v in models:
+            correct = passes.logits(v, perturbed, batch_size, precision, stats).argmax(1) == labels
             out[v][first : first + len(group)] = correct.view(len(group), n).cpu().numpy()
     return out
+
+
+def frequencies_per_batch(images: int, batch_size: int) -> int:
+    """How many frequencies fourier_correct stacks into one batch for a shard of `images` images."""
+    return max(1, batch_size // max(images, 1))
+
+
+def fourier_batches(images: int, frequencies: int, batch_size: int) -> int:
+    """Forward batches of fourier_correct for one model: per group of frequencies, ceil(its images / batch_size)."""
+    per_batch = frequencies_per_batch(images, batch_size)
+    full, rest = divmod(frequencies, per_batch)
+    return full * -(-per_batch * images // batch_size) + (-(-rest * images // batch_size) if rest else 0)
 
 
 def fourier_shard(
@@ -287,6 +314,7 @@ def fourier_shard(
     norm: float = 4.0,
     batch_size: int = 500,
     precision: str = "fp32",
+    compile: bool = False,
     device: str | None = None,
 ) -> dict[str, np.ndarray]:
     """fourier_correct of every model on images [start, stop) of `images` (the heat map's subset): {variant: (F, n) bool}."""
@@ -295,4 +323,4 @@ def fourier_shard(
     x = torch.tensor(np.asarray(images[start:stop]), device=device)
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
     return fourier_correct(models, x, y, [tuple(k) for k in frequencies], seed, start, norm, batch_size, precision,
-                           input_stats(model_config))
+                           input_stats(model_config), compile)

@@ -155,6 +155,12 @@ def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model
     for cell in eager:
         assert np.array_equal(eager[cell]["correct"], compiled[cell]["correct"]), cell
         assert np.abs(eager[cell]["confidence"] - compiled[cell]["confidence"]).max() < 1e-4, cell
+    from stress.evaluate.shards import fourier_shard
+
+    freqs = [(0, 1), (1, 0), (3, 5), (7, 2), (16, 16)]
+    eager_f, compiled_f = (fourier_shard({"baseline": state}, config, images, labels, 0, 40, freqs, seed=1, batch_size=80, compile=c)
+                           for c in (False, True))
+    assert np.array_equal(eager_f["baseline"], compiled_f["baseline"])
     default = resolved_as_before({})
     assert default.stress.compile == "auto"
     for setting in ("on", "off", "auto"):
@@ -204,6 +210,92 @@ def test_a_compile_failure_falls_back_to_eager_with_one_line(trained_model, monk
     assert not np.array_equal(wrong["baseline|contrast|3"]["confidence"], eager["baseline|contrast|3"]["confidence"])
 
 
+def test_a_compile_failure_in_a_fourier_task_falls_back_to_eager_with_one_line(trained_model, monkeypatch, capsys):
+    from stress.evaluate.shards import fourier_shard
+
+    model, data = trained_model
+    images, labels = data["test_x"][:12].cpu().numpy(), data["test_y"][:12].cpu().numpy()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = {**ExperimentConfig().to_dict()["model"], "widths": [8, 16, 32], "hidden": 32}
+    freqs = [(0, 1), (2, 3), (5, 5)]
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error")
+
+    import stress.evaluate.shards as shards
+
+    monkeypatch.setattr(shards, "_COMPILE_FAILED", [])
+    monkeypatch.setattr(torch, "compile", lambda module: Broken())
+    eager = fourier_shard({"baseline": state}, config, images, labels, 0, 12, freqs, seed=1, batch_size=24)
+    fallen = fourier_shard({"baseline": state}, config, images, labels, 0, 12, freqs, seed=1, batch_size=24, compile=True)
+    assert np.array_equal(eager["baseline"], fallen["baseline"])
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "fourier: torch.compile failed (RuntimeError: InductorError: CppCompileError: C++ compile error); this worker's forward passes run eagerly"]
+
+
+@pytest.mark.parametrize(("images", "frequencies", "batch"), [
+    (250, 514, 500), (500, 64, 500), (7, 10, 24), (30, 514, 500), (600, 3, 500), (13, 5, 13), (1, 9, 4),
+])
+def test_fourier_batches_count_the_forward_calls_of_fourier_correct(images, frequencies, batch):
+    """Against a slow count: the forward calls a model actually gets in fourier_correct."""
+    from stress.evaluate.shards import fourier_batches, fourier_correct
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            return torch.zeros(len(x), 10)
+
+    x = torch.zeros(images, 3, 32, 32, dtype=torch.uint8)
+    y = torch.zeros(images, dtype=torch.int64)
+    freqs = [(k % 17, k // 17) for k in range(frequencies)]
+    fourier_correct({"m": Counting()}, x, y, freqs, seed=0, start=0, norm=4.0, batch_size=batch)
+    assert sum(calls) == images * frequencies and max(calls) <= batch
+    assert fourier_batches(images, frequencies, batch) == len(calls)
+
+
+def test_the_planted_naive_fourier_count_is_told_apart():
+    """ceil(images x frequencies / batch) ignores that fourier_correct never splits an image's frequency across batches:
+    the count test above would catch a formula like it (7 images, 10 frequencies, batch 24: 4 calls, not 3)."""
+    from stress.evaluate.shards import fourier_batches
+
+    assert fourier_batches(7, 10, 24) == 4 and -(-7 * 10 // 24) == 3
+
+
+def test_one_compile_decision_counts_the_stress_and_fourier_batches_of_a_job():
+    """A default CIFAR-10 run on 2 CPU slots: 5,840 stress batches + 2 models x 2 shards x (514 frequencies in 9 tasks of
+    <= 64, 2 per batch of 500 images) = 5,840 + 1,028 batches, 3,434 per worker; without the Fourier stage 2,920."""
+    from stress.config import merge
+    from stress.driver.forward_plan import compile_decision, fourier_forward_batches, stress_plan
+
+    class Slots:
+        def __init__(self, slots, gpus=0.0):
+            self.n, self.gpus = slots, gpus
+
+        def slots(self, resources):
+            return self.n
+
+        def task_gpus(self, resources):
+            return self.gpus
+
+    default = ExperimentConfig()
+    assert stress_plan(default, 10000, Slots(2)).forward_batches(2) == 5840
+    # 9 tasks (8 of 64 frequencies, 1 of 2), 2 shards of 250 images: 32 + ... + 1 batches per model and shard.
+    assert fourier_forward_batches(default, 10000, Slots(2)) == 2 * 2 * (8 * 32 + 1) == 1028
+    assert compile_decision(default, 10000, Slots(2))[1] == "auto: 3,434 forward batches per worker, compiling pays above 1,000"
+    without = merge(default, {"stress.fourier_images": 0})
+    assert compile_decision(without, 10000, Slots(2))[1] == "auto: 2,920 forward batches per worker, compiling pays above 1,000"
+    # A smoke run: 1,000 stress images and 100 Fourier images on 2 slots.
+    small = merge(default, {"stress.stress_limit": 1000, "stress.fourier_images": 100})
+    # Shards of 50 images, 10 frequencies per batch: 7 batches for each task of 64 frequencies, 1 for the last of 2.
+    assert fourier_forward_batches(small, 10000, Slots(2)) == 2 * 2 * (8 * 7 + 1)
+    assert compile_decision(small, 10000, Slots(2))[0] is False
+    assert fourier_forward_batches(merge(default, {"stress.skip_stress": True}), 10000, Slots(2)) == 0
+    assert compile_decision(default, 10000, Slots(2, gpus=0.5))[0] is False
+
+
 @pytest.mark.parametrize(("setting", "model", "task_gpus", "batches", "compiler", "expected"), [
     ("on", "torchvision:resnet18", 0.25, 10, False, True),  # "on" and "off" decide
     ("off", "simple_cnn", 0.0, 10**6, True, False),
@@ -228,7 +320,7 @@ def test_the_stress_stage_counts_its_forward_batches_as_the_benchmark_does():
     """A default CIFAR-10 run: 10,000 images x (17 x 5 corruptions + 61 shifts) x 2 models / 500 = 5,840 batches."""
     from stress.constants import CORRUPTIONS
     from stress.driver.fanout import forward_batches, shard_bounds
-    from stress.driver.stages import STRESS_BATCH
+    from stress.driver.forward_plan import STRESS_BATCH
     from stress.perturb.shifts import list_shifts
 
     cells = len(CORRUPTIONS) * 5 + len(list_shifts())

@@ -15,7 +15,7 @@ from stress.artifacts import RunFolder
 from stress.config import ExperimentConfig, ModelConfig, merge
 from stress.constants import VARIANTS
 from stress.data import load_dataset, split_dataset
-from stress.driver import stages
+from stress.driver import forward_plan, stages
 from stress.driver.fourier_stage import FREQUENCIES_PER_TASK, fourier_stage, heat_map_images
 from stress.driver.slice_stage import slices_stage
 from stress.driver.fanout import LocalExecutor
@@ -68,7 +68,7 @@ def test_each_stage_runs_and_writes_its_outputs(trained_run):
     assert [(o.name, o.ran) for o in outcomes] == [("train", True), ("evaluate", True), ("slices", True), ("stress", True)]
     assert all(o.seconds > 0 for o in outcomes)
     assert executor.ran.count("evaluate_shard") == 2 * 2 + 2  # 2 variants x 2 shards, + the validation pass per variant
-    groups = 1 + -(-len(list_shifts()) // stages.SHIFTS_PER_TASK)  # gaussian_noise, then the shifts in groups
+    groups = 1 + -(-len(list_shifts()) // forward_plan.SHIFTS_PER_TASK)  # gaussian_noise, then the shifts in groups
     assert executor.ran.count("stress_shard") == groups * 2
     assert executor.ran.count("embed_shard") == 2 * 2
     for v in VARIANTS:
@@ -256,6 +256,12 @@ def test_the_fourier_stage_is_one_unsharded_pass_and_re_runs_only_on_its_options
             np.testing.assert_allclose(table[f"{v}_error"], 1 - whole[v].mean(axis=1))
     assert record["frequencies"] == len(freqs) and record["images"] == 12 and set(record["models"]) == set(VARIANTS)
     assert any(line.startswith("[baseline] Fourier heat map: error ") for line in lines)
+    # The same torch.compile decision as the stress stage's (stages.compile_decision): off for a few batches per worker.
+    from stress.driver.forward_plan import compile_decision
+
+    why = compile_decision(config, len(splits.test_y), executor)[1]
+    assert why.startswith("auto: ") and f"fourier: torch.compile off ({why})" in lines
+    assert copy.stage_record("fourier")["compiled"] is False
     from PIL import Image
 
     from stress.report.figures import write_figures
