@@ -16,6 +16,7 @@ from stress.constants import (
     VARIANTS,  # noqa: E402
 )
 from stress.report.figures import (
+    fixed_title_height,
     load_arrays,  # noqa: E402
     sweep_figure,
 )
@@ -117,6 +118,7 @@ def plot_always_wrong(images: np.ndarray, labels: np.ndarray, indices: np.ndarra
     return save_figure(fig, path)
 
 
+@fixed_title_height
 def write_sweep_figures(root: RunFolder, log=print) -> list[Path]:
     """Every sweep figure whose inputs exist in the sweep folder; returns the paths written."""
     summary = load_sweep_summary(root)

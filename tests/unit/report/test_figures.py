@@ -174,3 +174,36 @@ def test_reliability_marks_a_one_image_bin_as_small(captured):
     plots.plot_reliability({"baseline": entry}, Path("unused.png"), models=("baseline",))
     sizes = captured[0].axes[0].collections[0].get_sizes()
     assert sizes[0] == min(sizes) and sizes[0] < sizes[-1] / 10
+
+
+@pytest.mark.slow
+def test_fixed_title_heights_draw_the_same_pixels_as_matplotlib_s_automatic_placement(drawn, tmp_path):
+    """write_figures draws titles at a fixed height (figures.fixed_title_height); its undecorated self places them
+    automatically, as matplotlib does by default. Every figure of the fixture run comes out byte for byte the same."""
+    folder, written = drawn
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    automatic = figures.write_figures.__wrapped__(RunFolder(copy), log=lambda message: None)
+    assert len(automatic) == len(written) > 20
+    for path in written:
+        assert (copy / path.relative_to(folder)).read_bytes() == path.read_bytes(), path.name
+
+
+def test_fixed_title_heights_differ_where_a_figure_has_tick_labels_on_top():
+    """Planted: an axes with its tick labels on top is where automatic placement lifts the title, so the
+    byte comparison above can fail; no figure of stress puts tick labels on top."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    def draw() -> bytes:
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [0, 1])
+        ax.xaxis.tick_top()
+        ax.set_title("a title")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=60)
+        plt.close(fig)
+        return buffer.getvalue()
+
+    assert figures.fixed_title_height(draw)() != draw()
