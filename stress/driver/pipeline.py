@@ -317,12 +317,11 @@ class Pipeline:
         )
 
     def compile_record(self) -> dict:
-        """--compile as asked, and whether the stress stage's passes ran compiled and why (None: the stage has not run).
-
-        The Fourier stage follows the same decision (stress.driver.stages.compile_decision); its record says so too.
-        """
-        record = self.run.stage_record("stress") or {}
-        return {"requested": self.config.stress.compile, "stress": record.get("compiled"), "why": record.get("compile_reason")}
+        """--compile as asked, whether the stress and Fourier stages' forward passes ran compiled (None: the stage
+        did not run), and why (one decision for both: stress.driver.forward_plan.compile_decision)."""
+        records = {stage: self.run.stage_record(stage) or {} for stage in ("stress", "fourier")}
+        why = records["stress"].get("compile_reason") or records["fourier"].get("compile_reason")
+        return {"requested": self.config.stress.compile, **{k: r.get("compiled") for k, r in records.items()}, "why": why}
 
     def run_all(self, address: str | None = None, check_resources: bool = True) -> dict:
         try:

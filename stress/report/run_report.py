@@ -71,16 +71,19 @@ def precision_text(train: dict, manifest: dict) -> str:
 
 
 def compile_text(manifest: dict) -> str:
-    """--compile and what the stress stage did with it; runs from before the record say nothing."""
+    """--compile and what the stress and Fourier stages did with it; runs from before the record say nothing."""
     recorded = manifest.get("compile")
     if not isinstance(recorded, dict):
         return MISSING
-    if recorded.get("stress") is None:
-        return f"{recorded.get('requested', MISSING)} (the stress stage did not run)"
     requested = recorded.get("requested", MISSING)
+    ran = {"stress": "stress", "fourier": "Fourier"}
+    ran = {label: recorded[key] for key, label in ran.items() if recorded.get(key) is not None}
+    if not ran:
+        return f"{requested} (the stress and Fourier stages did not run)"
     why = str(recorded.get("why") or "").removeprefix(f"{requested}: ")
-    done = "compiled" if recorded["stress"] else "eager"
-    return f"{requested}: stress stage {done}" + (f" ({why})" if why and not why.startswith("--compile") else "")
+    parts = [f"{' and '.join(labels)} {'stages' if len(labels) > 1 else 'stage'} {'compiled' if done else 'eager'}"
+             for done in (True, False) if (labels := [label for label, value in ran.items() if value is done])]
+    return f"{requested}: {'; '.join(parts)}" + (f" ({why})" if why and not why.startswith("--compile") else "")
 
 
 def model_text(model: dict) -> str:

@@ -46,7 +46,7 @@ def test_torchvision_resnet18_with_the_cifar_stem_runs_every_stage(tmp_path):
     config, manifest = read_json(folder / "config.json"), read_json(folder / "manifest.json")
     assert config["model"]["name"] == "torchvision:resnet18" and config["stress"]["cam_layer"] == "layer4"
     assert manifest["model"]["gradcam_layer"] == {"name": "layer4", "chosen": "automatic", "skipped": None}
-    assert manifest["compile"] == {"requested": "auto", "stress": None, "why": None}
+    assert manifest["compile"] == {"requested": "auto", "stress": None, "fourier": None, "why": None}
     assert any("Grad-CAM at layer4" in line for line in lines)
     assert summary["explanations"]["layer"] == "layer4" and "centre_share" in summary["explanations"]["baseline"]
     text = report_text(folder)
@@ -119,7 +119,7 @@ def test_a_model_without_a_spatial_layer_runs_without_grad_cam_and_the_report_sa
     assert summary["explanations"] == {"skipped": read_json(folder / "manifest.json")["model"]["gradcam_layer"]["skipped"]}
     assert any(line.startswith("Grad-CAM skipped") for line in lines)
     why = "compiling was measured to pay for simple_cnn only, not tests.factories.resnet:flat"
-    assert read_json(folder / "manifest.json")["compile"] == {"requested": "auto", "stress": False, "why": f"auto: {why}"}
+    assert read_json(folder / "manifest.json")["compile"] == {"requested": "auto", "stress": False, "fourier": None, "why": f"auto: {why}"}
     assert f"stress: torch.compile off (auto: {why})" in lines
     assert not (folder / "eval" / "gradcam_cases.npz").exists()
     assert summary["failures"]["baseline"]["cases"] and summary["robustness"]["baseline"]["by_corruption"]

@@ -109,16 +109,20 @@ def setup_rows(page: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("record, expected", [
-    ({"requested": "auto", "stress": True, "why": "auto: 1,460 forward batches per worker, compiling pays above 1,000"},
-     "auto: stress stage compiled (1,460 forward batches per worker, compiling pays above 1,000)"),
-    ({"requested": "auto", "stress": False, "why": "auto: tasks run on GPUs, where compiling was not measured to pay"},
+    ({"requested": "auto", "stress": True, "fourier": True, "why": "auto: 3,434 forward batches per worker, compiling pays above 1,000"},
+     "auto: stress and Fourier stages compiled (3,434 forward batches per worker, compiling pays above 1,000)"),
+    ({"requested": "auto", "stress": False, "fourier": None, "why": "auto: tasks run on GPUs, where compiling was not measured to pay"},
      "auto: stress stage eager (tasks run on GPUs, where compiling was not measured to pay)"),
-    ({"requested": "off", "stress": False, "why": "--compile off"}, "off: stress stage eager"),
-    ({"requested": "on", "stress": True, "why": None}, "on: stress stage compiled"),
-    ({"requested": "auto", "stress": None, "why": None}, "auto (the stress stage did not run)"),
+    ({"requested": "off", "stress": False, "fourier": False, "why": "--compile off"}, "off: stress and Fourier stages eager"),
+    ({"requested": "on", "stress": None, "fourier": True, "why": None}, "on: Fourier stage compiled"),
+    # A stress stage finished by an earlier job under another decision: each stage says what it did.
+    ({"requested": "auto", "stress": True, "fourier": False, "why": "auto: 2,920 forward batches per worker, compiling pays above 1,000"},
+     "auto: stress stage compiled; Fourier stage eager (2,920 forward batches per worker, compiling pays above 1,000)"),
+    ({"requested": "auto", "stress": None, "fourier": None, "why": None}, "auto (the stress and Fourier stages did not run)"),
+    ({"requested": "auto", "stress": True, "why": "auto: 2,920 forward batches"}, "auto: stress stage compiled (2,920 forward batches)"),
     (None, "—"),  # a manifest from before the record
 ])
-def test_setup_says_whether_the_stress_stage_ran_compiled(run, record, expected):
+def test_setup_says_whether_the_stress_and_fourier_stages_ran_compiled(run, record, expected):
     manifest = json.loads((run / "manifest.json").read_text())
     manifest.pop("compile", None)
     if record is not None:
