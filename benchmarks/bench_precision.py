@@ -11,7 +11,9 @@ wall time with torch.cuda.synchronize, since the work runs on the GPU):
   evaluation and stress tasks use.
 Precision fp32 or bf16, layout NCHW (contiguous) or channels_last. On CUDA the training step is
 also measured with Adam's fused kernel (`_fused`), which `train_variant` uses there, and captured
-once in a CUDA graph and replayed (`_graph`), which it does not. Every figure is a
+once in a CUDA graph and replayed (`_graph`), which it does not. `--compiled-train` adds the
+channels_last step with forward and loss under `torch.compile` (`_compiled`; the compile happens
+in the untimed warm-up call), which `train_variant` does not do either. Every figure is a
 throughput ratio to fp32 NCHW measured in the same run (interleaved rounds, median).
 The CPU model and its bf16 flags are printed and stored with the figures: on a CPU without
 bf16 units bf16 is emulated and slower, which is why `--precision auto` falls back to fp32 there.
@@ -49,14 +51,20 @@ def _training_setup(layout: torch.memory_format, device: str, **adam):
     return model, optimizer, inputs, labels
 
 
-def make_train(precision: str, layout: torch.memory_format, steps: int, device: str = "cpu", fused: bool = False):
+def make_train(precision: str, layout: torch.memory_format, steps: int, device: str = "cpu", fused: bool = False,
+               compiled: bool = False):
     model, optimizer, inputs, labels = _training_setup(layout, device, fused=fused or None)
+
+    def forward_loss(inputs, labels):
+        with autocast(precision, device):
+            logits = model(inputs)
+        return F.cross_entropy(logits.float(), labels)
+
+    forward = torch.compile(forward_loss) if compiled else forward_loss  # compiled: forward and loss, backward by AOTAutograd
 
     def run() -> None:
         for _ in range(steps):
-            with autocast(precision, device):
-                logits = model(inputs)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = forward(inputs, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -118,6 +126,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds, fewer steps")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="on cuda the timer is wall time")
     parser.add_argument("--no-graphs", action="store_true", help="on cuda, leave out the CUDA-graph subjects")
+    parser.add_argument("--compiled-train", action="store_true",
+                        help="add the channels_last training step with torch.compile (forward and loss) in each precision")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -139,6 +149,9 @@ def main() -> None:
                     subjects[f"train_{name}_graph"], images[f"train_{name}_graph"] = make_train_graph(precision, layout, steps)
                 except Exception as exc:  # noqa: BLE001 - an experiment; report and go on
                     print(f"train_{name}_graph: capture failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            if args.compiled_train and layout_name == "cl":
+                subjects[f"train_{name}_compiled"], images[f"train_{name}_compiled"] = make_train(precision, layout, steps, args.device,
+                                                                                                compiled=True)
             subjects[f"infer_{name}"], images[f"infer_{name}"] = make_infer(precision, layout, batches, args.device)
     timer = "wall" if cuda else "cpu"
     machine = {**common.machine_info(), "gpu": torch.cuda.get_device_name(0) if cuda else None}

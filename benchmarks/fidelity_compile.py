@@ -10,6 +10,10 @@ run, does), in each precision. Same images, same corruption draws. Reported per 
 compared, images whose correct/wrong flag differs, the largest change of the confidence (top-1
 softmax probability) and of the per-image NLL, and the mean corruption accuracy both ways. One thread,
 a cold inductor cache in a temporary folder, as on a fresh node.
+
+The Fourier stage's task body, `stress.evaluate.shards.fourier_shard`, runs the same way over every
+frequency of the heat map on the first --fourier-images of the run's heat-map images (0: not
+compared): reported are the (frequency, image, model) evaluations whose correct/wrong flag differs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import torch
 from stress.artifacts import load_torch
 from stress.config import model_names
 from stress.constants import CORRUPTIONS
-from stress.evaluate.shards import stress_shard
+from stress.driver.fourier_stage import heat_map_images
+from stress.evaluate.shards import fourier_shard, stress_shard
+from stress.perturb.fourier import frequencies
 from stress.perturb.shifts import list_shifts
 
 
@@ -51,6 +57,7 @@ def main() -> None:
     parser.add_argument("--data", help="the run's data source, if it moved (default: the one in config.json)")
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--severity", type=int, default=3)
+    parser.add_argument("--fourier-images", type=int, default=200, help="heat-map images for the Fourier comparison; 0 = none [200]")
     parser.add_argument("--precision", default="fp32,bf16")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -72,12 +79,27 @@ def main() -> None:
                                                  perturbations, seed=config.train.seed, precision=precision, compile=compiled)
                 seconds["compiled" if compiled else "eager"] = time.perf_counter() - started
         row = {**compare(results[False], results[True], corruption_cells), "seconds": seconds}
+        if args.fourier_images:
+            chosen = heat_map_images(len(splits.test_y), min(args.fourier_images, config.stress.fourier_images), config.train.seed)
+            freqs = frequencies(*splits.test_x.shape[-2:])
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+                heat = {c: fourier_shard(weights, config.to_dict()["model"], splits.test_x[chosen], splits.test_y[chosen], 0, len(chosen),
+                                         freqs, seed=config.train.seed, norm=config.stress.fourier_norm, precision=precision, compile=c)
+                        for c in (False, True)}
+            row["fourier"] = {"images": len(chosen), "frequencies": len(freqs),
+                              "evaluations": sum(int(a.size) for a in heat[False].values()),
+                              "flag_changes": sum(int((heat[False][v] != heat[True][v]).sum()) for v in heat[False])}
         out["results"][precision] = row
         print(f"[{precision}] {row['cells']} cells, {row['evaluations']:,} image evaluations: {row['flag_changes']} correct/wrong "
               f"flags differ; largest confidence change {row['max_confidence_change']:.2e}, NLL {row['max_nll_change']:.2e}; "
               f"mean corruption accuracy eager {row['mean_corruption_acc']['eager']:.4f}, compiled "
               f"{row['mean_corruption_acc']['compiled']:.4f}; eager {seconds['eager']:.0f} s, compiled {seconds['compiled']:.0f} s "
               "(compile included)", flush=True)
+        if "fourier" in row:
+            f = row["fourier"]
+            print(f"[{precision}] Fourier: {f['frequencies']} frequencies x {f['images']} images x {len(weights)} models = "
+                  f"{f['evaluations']:,} evaluations: {f['flag_changes']} correct/wrong flags differ", flush=True)
     if args.out:
         common.write_json(args.out, out)
 
