@@ -50,6 +50,16 @@ def stress_plan(config: ExperimentConfig, n_test: int, executor: Executor) -> St
     return StressPlan(corruptions, severities, shifts, unsupported, n, shard_bounds(n, s.shards or executor.slots(config.resources)), groups)
 
 
+def fourier_bounds(config: ExperimentConfig, n_test: int, executor: Executor) -> list[tuple[int, int]]:
+    """The Fourier tasks' shards of the heat map's images (stress.fourier_images of the n_test, at most)."""
+    return shard_bounds(min(config.stress.fourier_images, n_test), config.stress.shards or executor.slots(config.resources))
+
+
+def frequency_groups(freqs: list) -> list[list]:
+    """The heat map's frequencies cut into the Fourier tasks' groups."""
+    return [freqs[i : i + FREQUENCIES_PER_TASK] for i in range(0, len(freqs), FREQUENCIES_PER_TASK)]
+
+
 def fourier_forward_batches(config: ExperimentConfig, n_test: int, executor: Executor) -> int:
     """Forward batches of every model in the Fourier stage's tasks (0 where the stage does not run)."""
     from stress.evaluate.shards import fourier_batches
@@ -58,10 +68,8 @@ def fourier_forward_batches(config: ExperimentConfig, n_test: int, executor: Exe
     s, side = config.stress, config.model.image_size
     if s.skip_stress or s.fourier_images == 0 or side > MAX_SIDE:
         return 0
-    count = len(frequencies(side, side))
-    groups = [min(FREQUENCIES_PER_TASK, count - i) for i in range(0, count, FREQUENCIES_PER_TASK)]
-    bounds = shard_bounds(min(s.fourier_images, n_test), s.shards or executor.slots(config.resources))
-    per_model = sum(fourier_batches(stop - start, group, FOURIER_BATCH) for group in groups for start, stop in bounds)
+    per_model = sum(fourier_batches(stop - start, len(group), FOURIER_BATCH)
+                    for group in frequency_groups(frequencies(side, side)) for start, stop in fourier_bounds(config, n_test, executor))
     return per_model * len(model_names(config))
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from stress.artifacts import RunFolder, config_key, write_json, write_npz
 from stress.config import ExperimentConfig, model_names
 from stress.data import Splits
-from stress.driver.fanout import Executor, Task, run_resumable, shard_bounds, shard_key
-from stress.driver.forward_plan import FOURIER_BATCH, FREQUENCIES_PER_TASK, compile_decision
+from stress.driver.fanout import Executor, Task, run_resumable, shard_key
+from stress.driver.forward_plan import FOURIER_BATCH, compile_decision, fourier_bounds, frequency_groups
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.report.statements import interval_text, number, signed
 
@@ -72,8 +72,8 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
     model_config = config.to_dict()["model"]
     weights = load_weights(run, model_config, names)
     weights_ref, images_ref, labels_ref = executor.put(weights), executor.put(images), executor.put(labels)
-    bounds = shard_bounds(len(chosen), s.shards or executor.slots(config.resources))
-    groups = [freqs[i : i + FREQUENCIES_PER_TASK] for i in range(0, len(freqs), FREQUENCIES_PER_TASK)]
+    bounds = fourier_bounds(config, len(splits.test_y), executor)
+    groups = frequency_groups(freqs)
     compiled, why = compile_decision(config, len(splits.test_y), executor)
     log(f"fourier: torch.compile {'on' if compiled else 'off'} ({why})")
     options = {"seed": config.train.seed, "norm": s.fourier_norm, "precision": config.train.precision, "compile": compiled,

@@ -76,8 +76,8 @@ def compile_text(manifest: dict) -> str:
     if not isinstance(recorded, dict):
         return MISSING
     requested = recorded.get("requested", MISSING)
-    ran = {"stress": "stress", "fourier": "Fourier"}
-    ran = {label: recorded[key] for key, label in ran.items() if recorded.get(key) is not None}
+    labels = {"stress": "stress", "fourier": "Fourier"}
+    ran = {labels[key]: recorded[key] for key in labels if recorded.get(key) is not None}
     if not ran:
         return f"{requested} (the stress and Fourier stages did not run)"
     why = str(recorded.get("why") or "").removeprefix(f"{requested}: ")

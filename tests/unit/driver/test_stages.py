@@ -16,7 +16,8 @@ from stress.config import ExperimentConfig, ModelConfig, merge
 from stress.constants import VARIANTS
 from stress.data import load_dataset, split_dataset
 from stress.driver import forward_plan, stages
-from stress.driver.fourier_stage import FREQUENCIES_PER_TASK, fourier_stage, heat_map_images
+from stress.driver.forward_plan import FREQUENCIES_PER_TASK
+from stress.driver.fourier_stage import fourier_stage, heat_map_images
 from stress.driver.slice_stage import slices_stage
 from stress.driver.fanout import LocalExecutor
 from stress.driver.pipeline import Pipeline
