@@ -19,7 +19,7 @@ from stress.constants import VARIANTS
 from stress.errors import StressError
 from stress.report.blocks import MISSING, Figure, Links, Note, Paragraph, Section, make_table
 from stress.report.figures import sweep_figure
-from stress.report.run_report import observations, precision_text
+from stress.report.run_report import compile_text, model_text, observations, precision_text
 from stress.report.sweep_fourier_section import fourier_over_seeds_section, fourier_shift_over_seeds
 from stress.report.sweep_probe_section import probes_over_seeds_section, probes_shift_over_seeds
 from stress.report.sweep_label_section import labels_over_seeds, slice_findings
@@ -167,10 +167,11 @@ def setup(summary: dict, config: dict, manifest: dict, source: str) -> Section:
     blocks: list = []
     if config:
         rows += [
-            ("model", f"{model.get('name', MISSING)} (widths {model.get('widths', MISSING)}, hidden {model.get('hidden', MISSING)})"),
+            ("model", model_text(model)),
             ("optimiser", f"lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
             ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
             ("precision", precision_text(train, manifest or {})),
+            ("torch.compile", compile_text(manifest or {})),
             ("augmentation (augmented variant)",
              f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
             ("corruptions / severities", f"{_corruption_list(stress.get('corruptions'))} / {stress.get('severities', MISSING)}"),

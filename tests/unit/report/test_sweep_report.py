@@ -301,3 +301,24 @@ def test_setup_says_which_precision_the_seeds_were_trained_in(sweep):
     config["train"].pop("precision")  # a sweep from before the option: fp32
     config_path.write_text(json.dumps(config))
     assert table_rows(section(build_report(sweep)[0].read_text(), "setup"))["precision"][0].startswith("fp32")
+
+
+def test_setup_says_whether_the_seeds_stress_passes_ran_compiled(sweep):
+    rows = table_rows(section(build_report(sweep)[0].read_text(), "setup"))
+    assert rows["torch.compile"] == ["—"]  # the fixture's manifest is from before the record
+    manifest_path = sweep / "seed_42" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["compile"] = {"requested": "auto", "stress": True, "fourier": False,
+                           "why": "auto: 1,234 forward batches per worker, compiling pays above 1,000"}
+    manifest_path.write_text(json.dumps(manifest))
+    rows = table_rows(section(build_report(sweep)[0].read_text(), "setup"))
+    assert rows["torch.compile"] == ["auto: stress stage compiled; Fourier stage eager (1,234 forward batches per worker, compiling pays above 1,000)"]
+
+
+def test_setup_names_a_user_model_without_simple_cnn_s_widths(sweep):
+    config_path = sweep / "seed_42" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert table_rows(section(build_report(sweep)[0].read_text(), "setup"))["model"][0].startswith("simple_cnn (widths ")
+    config["model"].update(name="torchvision:resnet18", cifar_stem=True, kwargs={})
+    config_path.write_text(json.dumps(config))
+    assert table_rows(section(build_report(sweep)[0].read_text(), "setup"))["model"] == ["torchvision:resnet18 (CIFAR stem)"]
