@@ -24,17 +24,19 @@ run: setup
 	$(VENV)/bin/stress run $(ARGS)
 
 # make test: every test, in two passes. The in-process tests run on every core (pytest-xdist, a test file
-# per worker); the end-to-end and browser tests then run one at a time, since each starts Ray instances or
-# jobs that want the machine's cores. PYTEST_ARGS goes to both passes.
+# per worker); then the end-to-end and browser tests, two test files at a time (E2E_WORKERS): each starts
+# its own Ray instances or jobs (own ports and temp dirs) and spends a third of its time waiting on Ray
+# start-up and polls, which a second file fills. PYTEST_ARGS goes to both passes.
 # Both passes always run; the exit status is the first failure's, or pytest's 5 ("no tests collected") only
 # when neither pass collected a test (PYTEST_ARGS naming one file leaves the other pass empty).
 TEST_WORKERS ?= auto
+E2E_WORKERS ?= 2
 test: setup
 	@first=0; second=0; \
 	echo "in-process tests, on $(TEST_WORKERS) worker(s):"; \
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not browser" $(PYTEST_ARGS) || first=$$?; \
-	echo "end-to-end and browser tests, one at a time:"; \
-	$(VENV)/bin/python -m pytest -q -m "e2e or browser" $(PYTEST_ARGS) || second=$$?; \
+	echo "end-to-end and browser tests, on $(E2E_WORKERS) worker(s):"; \
+	$(VENV)/bin/python -m pytest -q -n $(E2E_WORKERS) --dist loadfile -m "e2e or browser" $(PYTEST_ARGS) || second=$$?; \
 	for status in $$first $$second; do [ $$status -eq 0 ] || [ $$status -eq 5 ] || exit $$status; done; \
 	[ $$first -eq 5 ] && [ $$second -eq 5 ] && exit 5; exit 0
 
