@@ -23,7 +23,7 @@ from ray_head import RAY, RayHead, http_status
 ROOT = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = float(os.environ.get("STRESS_E2E_JOB_TIMEOUT", "900"))
 JOB_ARGS = [
-    "--data", "synthetic", "--epochs", "1", "--val-size", "200", "--test-limit", "200", "--skip-stress",
+    "--data", "synthetic", "--epochs", "1", "--val-size", "200", "--test-limit", "200", "--skip-stress", "--faithfulness-images", "20",
 ]
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 
