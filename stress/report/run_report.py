@@ -70,19 +70,24 @@ def precision_text(train: dict, manifest: dict) -> str:
     return f"{recorded.get('requested', MISSING)} ({resolved})"
 
 
+COMPILED_STAGES = {"stress": "stress", "fourier": "Fourier"}  # manifest compile keys -> names in the text
+
+
 def compile_text(manifest: dict) -> str:
     """--compile and what the stress and Fourier stages did with it; runs from before the record say nothing."""
     recorded = manifest.get("compile")
     if not isinstance(recorded, dict):
         return MISSING
     requested = recorded.get("requested", MISSING)
-    labels = {"stress": "stress", "fourier": "Fourier"}
-    ran = {labels[key]: recorded[key] for key in labels if recorded.get(key) is not None}
+    ran = {label: recorded[key] for key, label in COMPILED_STAGES.items() if recorded.get(key) is not None}
     if not ran:
         return f"{requested} (the stress and Fourier stages did not run)"
     why = str(recorded.get("why") or "").removeprefix(f"{requested}: ")
-    parts = [f"{' and '.join(labels)} {'stages' if len(labels) > 1 else 'stage'} {'compiled' if done else 'eager'}"
-             for done in (True, False) if (labels := [label for label, value in ran.items() if value is done])]
+    parts = []
+    for done in (True, False):
+        stages = [label for label, value in ran.items() if value is done]
+        if stages:
+            parts.append(f"{' and '.join(stages)} {'stages' if len(stages) > 1 else 'stage'} {'compiled' if done else 'eager'}")
     return f"{requested}: {'; '.join(parts)}" + (f" ({why})" if why and not why.startswith("--compile") else "")
 
 
