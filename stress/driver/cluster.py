@@ -137,11 +137,36 @@ def train_variants(
     from there. A re-run with the same storage path resumes each trainer from its last checkpoint.
     """
     shared = "train_x" in arrays
+    coordinator = start_train_coordinator()  # starts while the arrays go into the object store
     refs = {None: ray.put(arrays)} if shared else {v: ray.put(arrays[v]) for v in variants}
+    if coordinator is not None:
+        ray.wait([coordinator], timeout=COORDINATOR_START_TIMEOUT_S)
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
     fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV}, **coordinator_placement())
     pending = {fit.remote(config.to_dict(), v, [refs[None if shared else v]], storage): v for v in variants}
     _gather(pending, on_done, "training of {key} failed")
+
+
+# How long train_variants waits for Ray Train's autoscaling coordinator before it starts the trainers anyway.
+COORDINATOR_START_TIMEOUT_S = 60.0
+
+
+def start_train_coordinator() -> Any:
+    """Start Ray Train's autoscaling coordinator, a detached actor, unless it runs; return a reference that resolves once it answers.
+
+    Each trainer's controller sends it a resource request and waits 5 s at most (a constant in
+    ray.train.v2's autoscaling_coordinator_client). The first controller creates the actor itself,
+    and on two busy cores the new process took 3.5-5.7 s to answer: the controller then logs a
+    warning with a traceback, although training goes on. Started before the trainers, it is ready
+    when they ask. None where this Ray has no such coordinator.
+    """
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:
+        return None
+    return get_or_create_autoscaling_coordinator().__ray_ready__.remote()
 
 
 def _gather(pending: dict, on_result: Callable[[str, Any], None], failure: str) -> None:
