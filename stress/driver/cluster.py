@@ -137,10 +137,10 @@ def train_variants(
     from there. A re-run with the same storage path resumes each trainer from its last checkpoint.
     """
     shared = "train_x" in arrays
-    coordinator = start_train_coordinator()  # starts while the arrays go into the object store
+    train_coordinator_ready = start_train_coordinator()  # starts while the arrays go into the object store
     refs = {None: ray.put(arrays)} if shared else {v: ray.put(arrays[v]) for v in variants}
-    if coordinator is not None:
-        ray.wait([coordinator], timeout=COORDINATOR_START_TIMEOUT_S)
+    if train_coordinator_ready is not None:
+        ray.wait([train_coordinator_ready], timeout=COORDINATOR_START_TIMEOUT_S)
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
     fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV}, **coordinator_placement())
     pending = {fit.remote(config.to_dict(), v, [refs[None if shared else v]], storage): v for v in variants}
