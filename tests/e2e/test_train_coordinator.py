@@ -25,8 +25,8 @@ from stress.driver import cluster
 pytestmark = pytest.mark.e2e
 
 WARNING = "Failed to send resource request"
-WAIT_S = 1.0
-START_DELAY_S = 2.0
+WAIT_S = 0.5
+START_DELAY_S = 1.0
 
 
 def slow_start_hook(delay_s: float, wait_s: float):
