@@ -51,6 +51,7 @@ def train_both_and_read_worker_logs(tmp_path: Path) -> str:
                                         "data.val_size": 40, "model.widths": (4, 8, 8), "model.hidden": 16,
                                         "train.epochs": 1, "train.batch_size": 50})
     splits = split_dataset(load_dataset(config.data), config.data, config.train.seed)
+    ray.shutdown()  # a fresh instance per run: in one left running, the coordinator (detached) would already be up
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              runtime_env={"worker_process_setup_hook": slow_start_hook(START_DELAY_S, WAIT_S)})
     try:
@@ -64,20 +65,13 @@ def train_both_and_read_worker_logs(tmp_path: Path) -> str:
         ray.shutdown()
 
 
-@pytest.fixture
-def fresh_ray():
-    ray.shutdown()
-    yield
-    ray.shutdown()
-
-
-def test_the_controllers_find_the_coordinator_ready_and_log_no_warning(tmp_path, fresh_ray):
+def test_the_controllers_find_the_coordinator_ready_and_log_no_warning(tmp_path):
     logs = train_both_and_read_worker_logs(tmp_path)
     assert "TrainController" in logs or "RayTrainWorker" in logs  # the logs read are the trainers' own
     assert WARNING not in logs
 
 
-def test_planted_without_the_early_start_the_controllers_log_the_warning(tmp_path, fresh_ray, monkeypatch):
+def test_planted_without_the_early_start_the_controllers_log_the_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "start_train_coordinator", lambda: None)
     logs = train_both_and_read_worker_logs(tmp_path)
     assert WARNING in logs
