@@ -4,4 +4,21 @@ cluster.py: Ray Train, tasks, Tune, RayExecutor; connection.py: starting or join
 requests can be granted; fanout.py: resumable fan-out and the in-process executor;
 stages.py: the train, evaluate and stress stages; pipeline.py: one seed's run folder, stage
 by stage; sweep.py: seeds through Ray Tune and the sweep summary.
+
+Importing this package sets two defaults of how a Ray driver prints its workers' lines (a value
+already in the environment wins):
+- RAY_DEDUP_LOGS=0. Ray folds lines from different workers that differ only in words with digits
+  ("[fold1] epoch 1/2 …" and "[fold2] epoch 1/2 …", or the same variant's epochs in two seeds'
+  trials) into one "… [repeated 2x across cluster]" line, and holds the later ones back until
+  another line of that shape comes, which may be after the job's last line. Ray reads it when
+  `ray` is first imported, so it must be set before: nothing in stress imports Ray before this.
+- RAY_COLOR_PREFIX=0 where stdout is not a terminal: no ANSI colour codes around a forwarded
+  line's "(RayTrainWorker pid=…)" prefix in a log file. Ray reads it for every line.
 """
+
+import os
+import sys
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")

@@ -41,6 +41,11 @@ def test_the_train_label_audit_trains_its_folds_in_parallel_on_ray_train(finishe
     assert "train-label audit: 2 of 2 fold trainings (baseline recipe, 1/2 of the training split each) in parallel on Ray Train" in log
     epochs = [line for line in log.splitlines() if "] epoch " in line and "[fold" in line]
     assert {line.split("[fold")[1][0] for line in epochs} == {"1", "2"}
+    # Every fold's epochs are in the log before the next stage starts: Ray's log folding, which held back
+    # the second fold's lines ("[fold1]" and "[fold2]" differ only in a digit) until the job ended, is off.
+    lines = log.splitlines()
+    evaluate = next(i for i, line in enumerate(lines) if line.startswith("evaluate: "))
+    assert all(lines.index(line) < evaluate for line in epochs), "\n".join(lines)
     record = json.loads((run / "eval" / "train_labels.json").read_text())
     assert record["n_images"] == 1800 and set(record["folds"]["accuracy"]) == {"fold1", "fold2"}
     flagged = np.load(run / "eval" / "train_labels.npz")["flagged"]
@@ -220,6 +225,41 @@ def test_the_log_holds_only_the_projects_own_lines(finished_run):
     own, explained, unexplained = sort_lines(result.stdout + result.stderr)
     assert unexplained == [] and explained == {}
     assert sum(own.values()) > 40
+    assert "\x1b" not in result.stdout + result.stderr  # no colour codes in a log that is not a terminal
+
+
+DIGIT_LINES = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from stress.driver.connection import connect
+import ray
+
+connect(None, num_cpus=2)
+
+@ray.remote
+def fold(i):
+    time.sleep(i)
+    print(f"[fold{i}] epoch 1/1 train_loss 0.{i}", flush=True)
+
+ray.get([fold.remote(1), fold.remote(2)])
+time.sleep(5)  # Ray forwards a worker's line within a second or so
+print("next stage", flush=True)
+ray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("dedup", ["default", "planted: RAY_DEDUP_LOGS=1"])
+def test_worker_lines_that_differ_in_a_digit_are_all_printed_in_time(dedup):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DEDUP_LOGS")}
+    if dedup != "default":
+        env["RAY_DEDUP_LOGS"] = "1"
+    result = subprocess.run([sys.executable, "-c", DIGIT_LINES, str(REPO)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    folds = [i for i, line in enumerate(lines) if "] epoch 1/1" in line]
+    assert len(folds) == 2, lines
+    in_time = max(folds) < lines.index("next stage")
+    assert in_time == (dedup == "default"), lines
 
 
 def test_the_log_check_sees_ray_lines():

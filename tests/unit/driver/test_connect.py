@@ -357,3 +357,32 @@ def test_worker_gpus_default_shares_one_gpu_between_the_two_trainers(overrides, 
     totals = {"CPU": 16.0, **({"GPU": gpus} if gpus else {})}
     assert resources.worker_gpus(dataclasses.replace(ResourceConfig(), **overrides), totals) == expected
 
+
+
+LOG_SETTINGS_PROBE = """
+import os
+{first}
+import ray._private.ray_constants as constants
+print(constants.RAY_DEDUP_LOGS, os.environ.get("RAY_COLOR_PREFIX"))
+"""
+
+
+def log_settings(first: str, **env: str) -> list[str]:
+    """What a fresh interpreter's Ray reads for log deduplication and colour after `first` ran (stdout is a pipe)."""
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("RAY_DEDUP_LOGS", "RAY_COLOR_PREFIX")} | env
+    done = subprocess.run([sys.executable, "-c", LOG_SETTINGS_PROBE.format(first=first)], capture_output=True, text=True,
+                          env=environment, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_the_driver_package_turns_off_rays_log_folding_and_colour_before_ray_is_imported():
+    # The job's import path: the command module, then the driver package (which imports Ray).
+    assert log_settings("import stress.commands\nimport stress.driver.pipeline") == ["False", "0"]
+
+
+def test_planted_ray_imported_first_keeps_its_log_folding_and_a_users_setting_wins():
+    assert log_settings("import ray\nimport stress.driver") == ["True", "0"]  # read when ray was imported: too late
+    assert log_settings("import stress.driver", RAY_DEDUP_LOGS="1", RAY_COLOR_PREFIX="1") == ["True", "1"]
