@@ -21,6 +21,8 @@ Inputs are numpy arrays; results are plain Python values for JSON.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from stress.analyses.calibration import softmax
@@ -30,6 +32,7 @@ from stress.errors import StressError
 THRESHOLDS = (0.9, 0.99)  # confidence of the confident failures whose flags are counted
 MAX_SUSPECTS = 200  # suspects listed in labels.json (every flag is in labels.npz)
 MIRRORS_ERRORS = 0.5  # a model's flags covering at least this share of its errors mostly restate them
+CLEANLAB_MIN_EXAMPLES = 1  # find_label_issues' min_examples_per_class, left at its default
 METHOD = ("confident learning: cleanlab.filter.find_label_issues (filter_by='prune_by_noise_rate', "
           "ranked by self-confidence) on each model's test-set softmax")
 
@@ -46,8 +49,28 @@ def flag_label_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     if probs.ndim != 2 or probs.shape[0] != labels.size or labels.size == 0:
         raise StressError(f"expected probs (N, C) and labels (N,) with N > 0, got {probs.shape} and {labels.shape}")
     probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1 by ~1e-7
-    ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    with warnings.catch_warnings():
+        # One UserWarning per class with too few given labels; the audits record those classes instead (unaudited_classes).
+        warnings.filterwarnings("ignore", message="May not flag all label issues in class", category=UserWarning)
+        ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     return np.asarray(ranked, dtype=np.int64)
+
+
+def unaudited_classes(labels: np.ndarray, class_names: tuple[str, ...]) -> list[str]:
+    """The classes with a single given label: cleanlab's prune-by-noise-rate flags none of their images.
+
+    It skips every class with at most `min_examples_per_class` (default 1) given labels; a class
+    without any has no image to flag, so only the classes with exactly one are named.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).reshape(-1), minlength=len(class_names))
+    return [class_names[c] for c in range(len(class_names)) if counts[c] == CLEANLAB_MIN_EXAMPLES]
+
+
+def unaudited_text(classes: list[str], images: str) -> str:
+    """One sentence naming the classes cleanlab could not audit ('' without any)."""
+    if not classes:
+        return ""
+    return f"cleanlab flags nothing in {', '.join(classes)}: {'it has' if len(classes) == 1 else 'each has'} a single {images}"
 
 
 def _share(flagged: np.ndarray, group: np.ndarray) -> dict:
@@ -128,6 +151,7 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
         "flagged_by_every_model": int((votes == 1).sum()),
         "flagged_by_any_model": int((votes > 0).sum()),
         "suspect_definition": "flagged by every model under test",
+        "unaudited_classes": unaudited_classes(labels, class_names),
         "mirrors_errors_at": MIRRORS_ERRORS,
         "suspects": listed[:MAX_SUSPECTS],
     }

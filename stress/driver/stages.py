@@ -27,7 +27,7 @@ import torch
 from stress.analyses.calibration import summarise_calibration
 from stress.analyses.explanations import analyse_explanations, explain_cases
 from stress.analyses.failures import analyse_failures, failure_gallery, image_characteristics
-from stress.analyses.labels import audit_labels, suspect_set
+from stress.analyses.labels import audit_labels, suspect_set, unaudited_text
 from stress.analyses.robustness import summarise_robustness
 from stress.artifacts import RunFolder, config_key, load_torch, save_torch, write_bytes_atomic, write_json, write_npz
 from stress.config import ExperimentConfig, evaluate_entries, model_names
@@ -262,6 +262,8 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
     write_json(run.path("eval", "explanations.json"), explanations)
     if "skipped" in audit:
         log(f"label audit skipped: {audit['skipped']}")
+    elif audit["unaudited_classes"]:
+        log(f"label audit: {unaudited_text(audit['unaudited_classes'], 'test image')}")
     for v in names:
         f, a = failures[v], audit.get("models", {}).get(v)
         log(f"[{v}] {f['n_errors']} errors of {f['n_images']}; confident (>={CONFIDENT}): {f['confident_errors']['0.9']}, "

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from stress.analyses.calibration import softmax
-from stress.analyses.labels import METHOD, flag_label_issues
+from stress.analyses.labels import METHOD, flag_label_issues, unaudited_classes, unaudited_text
 from stress.analyses.stats import wilson_interval
 from stress.artifacts import RunFolder, config_key, write_json, write_npz
 from stress.augment import input_stats
@@ -102,6 +102,8 @@ def train_audit_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, 
     write_json(run.path("eval", "train_labels.json"), record)
     log(f"train-label audit: {record['flagged']} of {record['n_images']} training labels flagged "
         f"(out-of-fold accuracy {record['out_of_fold_accuracy']:.4f})")
+    if record["unaudited_classes"]:
+        log(f"train-label audit: {unaudited_text(record['unaudited_classes'], 'training image')}")
     run.mark_done("train_audit", seconds, key, folds=k)
     return StageOutcome("train_audit", ran=True, seconds=seconds)
 
@@ -132,6 +134,7 @@ def audit_training_labels(splits: Splits, logits: np.ndarray, class_names: tuple
         "per_class": {class_names[c]: int(per_class[c]) for c in range(len(class_names))},
         "flagged_images": listed,
         "interval_unit": "training images (Wilson interval)",
+        "unaudited_classes": unaudited_classes(labels, class_names),
     }
     shown = ranked[:GALLERY]
     arrays = {"flagged": flagged, "logits": logits, "gallery_indices": shown, "gallery_images": splits.train_x[shown],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make_table
 from stress.report.figures import figure_path
+from stress.analyses.labels import unaudited_text
 from stress.report.statements import interval_text, models_of, number
 
 TITLE = "Label errors and failure slices"
@@ -34,6 +35,8 @@ def label_blocks(summary: dict) -> list:
     blocks.append(make_table(("model", f"flagged test labels (of {audit['n_images']})", "flagged among its errors",
                               "flagged among its correct predictions", "flagged among confident failures ≥0.9",
                               "label suspects among confident failures ≥0.9", "≥0.99"), rows))
+    if audit.get("unaudited_classes"):
+        blocks.append(Note(unaudited_text(audit["unaudited_classes"], "test image") + " (cleanlab needs at least two given labels of a class)"))
     mirrors = [v for v in models if audit["models"][v].get("flags_mirror_errors")]
     if mirrors:
         blocks.append(Note(
@@ -112,6 +115,7 @@ def train_label_blocks(summary: dict) -> list:
             (f"{audit['flagged']} of {audit['n_images']} = {number(audit['share'])} {interval_text(*audit['share_interval'], sign=False)}",
              f"{audit['errors_flagged']} of its {audit['errors']} errors",
              ", ".join(f"{c} {n}" for c, n in audit["per_class"].items()))]),
+        *([Note(unaudited_text(audit["unaudited_classes"], "training image"))] if audit.get("unaudited_classes") else []),
         Figure(figure_path("train_suspects"), "The training images cleanlab ranks most likely mislabelled: given label / out-of-fold "
                                               "prediction (confidence)."),
     ]

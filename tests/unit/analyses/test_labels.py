@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stress.analyses.calibration import softmax
 from stress.analyses.labels import THRESHOLDS, agreement, audit_labels, cohens_kappa, flag_label_issues, suspect_text
 from stress.augment import normalize
 from stress.config import ModelConfig
@@ -119,3 +120,52 @@ def test_the_suspect_text_names_the_given_label_and_what_the_models_say():
     assert suspect_text("cat", views) == "label suspect: given cat, both models say dog (0.99, 0.97)"
     views["augmented"]["predicted_name"] = "deer"
     assert suspect_text("cat", views) == "label suspect: given cat; baseline says dog (0.99); augmented says deer (0.97)"
+
+
+def one_given_label(logits: np.ndarray, labels: np.ndarray, of_class: int, wrong: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels where `of_class` has `wrong` given labels only, each on an image the model puts confidently elsewhere.
+
+    The images truly of `of_class` get the next class's label; the planted ones are confident, correctly
+    predicted images of another class, so cleanlab would flag them if it audited the class."""
+    probs = softmax(logits)
+    labels = labels.copy()
+    labels[labels == of_class] = (of_class + 1) % 10
+    candidates = np.flatnonzero((probs.argmax(1) == labels) & (probs.max(1) > 0.95) & (labels != (of_class + 1) % 10))
+    planted = candidates[:wrong]
+    labels[planted] = of_class
+    return labels, planted
+
+
+def test_a_class_with_a_single_given_label_is_named_where_cleanlab_skips_it_and_its_warning_is_silenced(synthetic_logits):
+    import warnings
+
+    from cleanlab.filter import find_label_issues
+
+    from stress.analyses.labels import unaudited_classes
+
+    logits, clean = synthetic_logits
+    labels, planted = one_given_label(logits, clean, of_class=3, wrong=1)
+    probs = softmax(logits)
+    with warnings.catch_warnings(record=True) as caught:  # the reference: cleanlab itself, called directly
+        warnings.simplefilter("always")
+        direct = find_label_issues(labels, probs / probs.sum(1, keepdims=True), return_indices_ranked_by="self_confidence", n_jobs=1)
+    skipped_by_cleanlab = sorted({int(str(w.message).split("class: ")[1].split(",")[0]) for w in caught if "too few examples" in str(w.message)})
+    assert skipped_by_cleanlab == [3]
+    assert unaudited_classes(labels, NAMES) == ["class3"]
+    assert planted[0] not in direct  # a confident label error that cleanlab does not flag: its class is not audited
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        ranked = flag_label_issues(labels, probs)
+    assert [str(w.message) for w in ours] == [] and np.array_equal(ranked, direct)
+    record, _, _ = audit_labels(labels, {"m": logits}, NAMES, ("m",))
+    assert record["unaudited_classes"] == ["class3"]
+
+
+def test_planted_two_given_labels_are_audited_and_a_class_without_labels_is_not_named(synthetic_logits):
+    from stress.analyses.labels import unaudited_classes
+
+    logits, clean = synthetic_logits
+    labels, planted = one_given_label(logits, clean, of_class=3, wrong=2)
+    assert unaudited_classes(labels, NAMES) == []
+    assert np.isin(planted, flag_label_issues(labels, softmax(logits))).any()  # with two, cleanlab flags the wrong labels
+    assert unaudited_classes(np.zeros(5, dtype=np.int64), ("a", "b")) == []  # "b" has no image: nothing to flag, not named

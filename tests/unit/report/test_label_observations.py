@@ -66,3 +66,18 @@ def test_kept_slices_are_quoted_with_their_interval_and_none_kept_is_no_effect()
     section = labels_and_slices(summary_with(labels=audit({"0.9": (120, 1000), "0.99": (60, 300)}), slices=slices([top])))
     tables = [b for b in section.blocks if isinstance(b, Table)]
     assert any(row[1] == "true class cat" and row[4] == "×1.80" and row[5] == "×1.60" for t in tables for row in t.rows)
+
+
+def test_the_classes_cleanlab_cannot_audit_are_named_in_a_note():
+    from stress.report.blocks import Note
+
+    notes = lambda summary: [b.text for b in labels_and_slices(summary).blocks if isinstance(b, Note)]  # noqa: E731
+    named = audit({"0.9": (15, 1000), "0.99": (0, 0)}) | {"unaudited_classes": ["cat", "ship"]}
+    train = {"method": "m", "n_images": 10, "flagged": 1, "share": 0.1, "share_interval": [0.0, 0.4], "out_of_fold_accuracy": 0.5,
+             "errors_flagged": 1, "errors": 5, "per_class": {"cat": 1}, "unaudited_classes": ["ship"]}
+    texts = notes(summary_with(labels=named, train_labels=train))
+    assert "cleanlab flags nothing in cat, ship: each has a single test image (cleanlab needs at least two given labels of a class)" in texts
+    assert "cleanlab flags nothing in ship: it has a single training image" in texts
+    older = audit({"0.9": (15, 1000), "0.99": (0, 0)})  # a labels.json written before the field, or with no such class
+    assert not [t for t in notes(summary_with(labels=older)) + notes(summary_with(labels=older | {"unaudited_classes": []}))
+                if "flags nothing" in t]
