@@ -32,7 +32,7 @@ BASE = {
     "data": {"val_size": 40, "test_limit": 40},
     "train": {"epochs": 1, "batch_size": 64},
     "stress": {"shards": 2, "num_cases": 3, "corruptions": ["gaussian_noise", "contrast"], "severities": [1],
-               "stress_limit": 24, "faithfulness_images": 8, "faithfulness_steps": 4, "texture_images": 20,
+               "stress_limit": 24, "faithfulness_images": 8, "faithfulness_steps": 4, "texture_images": 20, "fourier_images": 8,
                "adversarial_images": 8, "pgd_steps": 2},
 }
 TIMING = {"timing", "seconds", "train_seconds", "images_per_second", "started", "finished", "seconds_predict", "seconds_gradcam"}
