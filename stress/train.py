@@ -188,7 +188,8 @@ def train_variant(
             log(
                 f"[{variant}] epoch {epoch}/{t.epochs} train_loss {metrics['train_loss']:.4f} train_acc {metrics['train_acc']:.4f} "
                 f"val_loss {metrics['val_loss']:.4f} val_acc {metrics['val_acc']:.4f} {metrics['images_per_second']:.0f} img/s"
-                + (f" test_acc {test['acc']:.4f}" if test else "")
+                # A fold's "test" images are the training images it held out.
+                + (f" {'out_of_fold_acc' if variant.startswith('fold') else 'test_acc'} {test['acc']:.4f}" if test else "")
             )
         state = {
             # Copies, not references: the live tensors keep changing after this epoch.

@@ -41,6 +41,8 @@ def test_the_train_label_audit_trains_its_folds_in_parallel_on_ray_train(finishe
     assert "train-label audit: 2 of 2 fold trainings (baseline recipe, 1/2 of the training split each) in parallel on Ray Train" in log
     epochs = [line for line in log.splitlines() if "] epoch " in line and "[fold" in line]
     assert {line.split("[fold")[1][0] for line in epochs} == {"1", "2"}
+    # A fold's last epoch line gives the accuracy on the training images it held out, under that name.
+    assert sum("out_of_fold_acc" in line for line in epochs) == 2 and not any("test_acc" in line for line in epochs)
     # Every fold's epochs are in the log before the next stage starts: Ray's log folding, which held back
     # the second fold's lines ("[fold1]" and "[fold2]" differ only in a digit) until the job ended, is off.
     lines = log.splitlines()
