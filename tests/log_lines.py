@@ -12,6 +12,7 @@ from collections import Counter
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RAY_PREFIX = re.compile(r"^\((?:[A-Za-z_:.]+) pid=\d+(?:, ip=[0-9.]+)?\) ")  # what log_to_driver puts before a worker's line
+SEED_TAG = re.compile(r"^\[seed \d+\] ")  # what a sweep's trial puts before its lines
 OWN = [re.compile(p) for p in (
     r"^data: ", r"^ray: \{", r"^in-process: \{", r"^training (baseline|augmented)", r"^\[(baseline|augmented)\] ",
     r"^evaluate: ", r"^stress: ", r"^  \[\d+/\d+\] \S+ done \(\d+ s\)$", r"^augmented - baseline: ", r"^figures: \d+ written",
@@ -38,7 +39,7 @@ EXPLAINED = {
 def sort_lines(text: str) -> tuple[Counter, Counter, list[str]]:
     own, explained, unexplained = Counter(), Counter(), []
     for raw in text.splitlines():
-        line = RAY_PREFIX.sub("", ANSI.sub("", raw)).rstrip()
+        line = SEED_TAG.sub("", RAY_PREFIX.sub("", ANSI.sub("", raw))).rstrip()
         if not line.strip():
             continue
         hit = next((p.pattern for p in OWN if p.search(line)), None)

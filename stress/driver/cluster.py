@@ -56,6 +56,7 @@ def _train_worker(loop_config: dict) -> None:
     logging.getLogger().setLevel(logging.WARNING)
     config = ExperimentConfig.from_dict(loop_config["config"])
     variant = loop_config["variant"]
+    tag = loop_config.get("tag", "")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -69,7 +70,7 @@ def _train_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as folder:
             resume = load_torch(Path(folder) / STATE_FILE)
         if rank == 0:
-            print(f"[{variant}] resuming after epoch {resume['epoch']}", flush=True)
+            write_line(f"{tag}[{variant}] resuming after epoch {resume['epoch']}")
 
     def report(state: dict, metrics: dict) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -80,19 +81,19 @@ def _train_worker(loop_config: dict) -> None:
     prepare = ray.train.torch.prepare_model if world > 1 else (lambda m: m)
     train_variant(
         config, variant, data, device=device, resume=resume, on_epoch=report,
-        prepare_model=prepare, rank=rank, world_size=world, log=write_line,
+        prepare_model=prepare, rank=rank, world_size=world, log=lambda line: write_line(tag + line),
     )
 
 
 @ray.remote(num_cpus=0)
-def _fit(config_dict: dict, variant: str, data_ref: list, storage: str) -> dict:
+def _fit(config_dict: dict, variant: str, data_ref: list, storage: str, tag: str = "") -> dict:
     # Each fit() blocks, so each trainer gets its own zero-CPU task to run both at once.
     config = ExperimentConfig.from_dict(config_dict)
     r = config.resources
     gpus = worker_gpus(r)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"config": config_dict, "variant": variant, "data": data_ref[0]},
+        train_loop_config={"config": config_dict, "variant": variant, "data": data_ref[0], "tag": tag},
         scaling_config=ScalingConfig(
             num_workers=r.workers_per_trainer,
             use_gpu=gpus > 0,
@@ -128,13 +129,15 @@ def coordinator_placement(totals: dict[str, float] | None = None) -> dict[str, A
 
 
 def train_variants(
-    config: ExperimentConfig, arrays: dict, storage: str, variants: Iterable[str], on_done: Callable[[str, dict], None]
+    config: ExperimentConfig, arrays: dict, storage: str, variants: Iterable[str], on_done: Callable[[str, dict], None],
+    tag: str = "",
 ) -> None:
     """Train `variants` concurrently with Ray Train; call on_done(variant, result) as each finishes.
 
     arrays: the split's arrays, shared by every variant, or {variant: its arrays} (the label audit's
     folds). Each distinct array set goes into the object store once; the trainers' workers read it
     from there. A re-run with the same storage path resumes each trainer from its last checkpoint.
+    tag goes before every line the trainers' workers print (a sweep's "[seed 43] ").
     """
     shared = "train_x" in arrays
     train_coordinator_ready = start_train_coordinator()  # starts while the arrays go into the object store
@@ -143,7 +146,7 @@ def train_variants(
         ray.wait([train_coordinator_ready], timeout=COORDINATOR_START_TIMEOUT_S)
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
     fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV}, **coordinator_placement())
-    pending = {fit.remote(config.to_dict(), v, [refs[None if shared else v]], storage): v for v in variants}
+    pending = {fit.remote(config.to_dict(), v, [refs[None if shared else v]], storage, tag): v for v in variants}
     _gather(pending, on_done, "training of {key} failed")
 
 
@@ -302,6 +305,9 @@ class RayExecutor:
 
     name = "ray"
 
+    def __init__(self, tag: str = ""):
+        self.tag = tag  # before every line the trainers' workers print
+
     def start(self, address: str | None, log=None) -> dict[str, float]:
         return connect(address, log=log)
 
@@ -322,4 +328,4 @@ class RayExecutor:
 
     def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
                        on_done: Callable[[str, dict], None]) -> None:
-        train_variants(config, arrays, storage, variants, on_done)
+        train_variants(config, arrays, storage, variants, on_done, self.tag)

@@ -36,7 +36,9 @@ def run_seed(trial_config: dict, executor=None) -> dict:
     seed = int(trial_config["seed"])
     base = ExperimentConfig.from_dict(trial_config["base"])
     config = merge(base, {"train.seed": seed, "run_name": f"seed_{seed}", "out": trial_config["root"]})
-    return Pipeline(config, log=cluster.write_line, executor=executor).run_all(check_resources=False)
+    tag = f"[seed {seed}] "  # trials run at once and print into one log
+    executor = executor if executor is not None else cluster.RayExecutor(tag=tag)
+    return Pipeline(config, log=lambda line: cluster.write_line(tag + line), executor=executor).run_all(check_resources=False)
 
 
 def seed_trial(trial_config: dict) -> None:

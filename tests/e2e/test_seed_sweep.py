@@ -42,6 +42,9 @@ def test_sweep_resumes_without_retraining_finished_trials(tmp_path):
                 driver.kill()
                 driver.wait()
     first = first_log.read_text()
+    # A trial's lines, its trainers' epochs included, name its seed (trials may run at once into one log).
+    assert "[seed 42] evaluate: " in first and "[seed 42] [baseline] epoch 1/1" in first, first[-3000:]
+    assert not [line for line in first.splitlines() if "] epoch " in line and "[seed " not in line]
     # Either the second trial was cut short (exit 2 asking for --resume) or it had just finished.
     assert returncode in (0, 2), first[-3000:]
     if returncode == 2:

@@ -21,7 +21,7 @@ def no_ray(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_sweep_to_a_storage_uri_puts_every_seed_and_its_report_there(tiny_config, tmp_path, monkeypatch):
+def test_a_sweep_to_a_storage_uri_puts_every_seed_and_its_report_there(tiny_config, tmp_path, monkeypatch, capsys):
     """Trials mirror their seed folders to the URI (as on other nodes); the driver reads them back, writes there.
 
     file:// stands in for s3://, through the same pyarrow.fs code; the trials run in this process
@@ -58,6 +58,9 @@ def test_a_sweep_to_a_storage_uri_puts_every_seed_and_its_report_there(tiny_conf
     assert not (local / "seed_1" / "run.lock").exists() and not (local / "tune").exists()
     assert f"report: {uri}/sw/report.html (local copy {local / 'report.html'})" in lines
     assert lines[-1].endswith(f"s: {uri}/sw")
+    # Trials run at once and print into one log: each trial's own lines name its seed.
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("] ")[0] for line in printed if "evaluate: " in line] == ["[seed 1", "[seed 2"]
 
 
 def test_a_relative_out_is_refused_inside_a_submitted_job(tiny_config, tmp_path, monkeypatch):
