@@ -78,8 +78,8 @@ def summarise_robustness(clean_correct: dict[str, np.ndarray], merged: dict, cor
             "by_corruption_interval": intervals,
             "ce": ce,
             "relative_ce": relative_ce,
-            "mce": float(np.mean([x for x in ce.values() if x is not None])) if ce else None,
-            "relative_mce": float(np.mean([x for x in relative_ce.values() if x is not None])) if any(x is not None for x in relative_ce.values()) else None,
+            "mce": _mean_of_defined(ce),
+            "relative_mce": _mean_of_defined(relative_ce),
             "shifts": shift_acc,
             "shift_families": {k: float(np.mean(vals)) for k, vals in families.items()},
         }
@@ -156,3 +156,7 @@ def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities
     return gains
 
 
+def _mean_of_defined(values: dict[str, float | None]) -> float | None:
+    """The mean of the values that are defined (a reference without errors leaves a CE undefined); None without any."""
+    defined = [x for x in values.values() if x is not None]
+    return float(np.mean(defined)) if defined else None

@@ -14,11 +14,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
 from stress.analyses.stats import cohens_d  # noqa: E402
 from stress.artifacts import write_bytes_atomic  # noqa: E402
-from stress.constants import (
-    CLASSES,  # noqa: E402
-    UNIFORM_CENTRE_SHARE,
-    VARIANTS,  # noqa: E402
-)
+from stress.constants import CLASSES, UNIFORM_CENTRE_SHARE, VARIANTS  # noqa: E402
 from stress.report.statements import number  # noqa: E402
 
 COLOURS = {"baseline": "#1f77b4", "augmented": "#d62728"}
@@ -248,7 +244,8 @@ def plot_faithfulness(explanations: dict, path: Path, models: tuple[str, ...] = 
         ax.set_ylabel("mean target probability along the curve")
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no bar where no curve is finite (a diverged training)
+            ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 

@@ -34,6 +34,23 @@ def merged():
     return {k: _cell(v) for k, v in cells.items()}
 
 
+def test_a_reference_without_corruption_errors_leaves_the_mce_undefined_without_a_warning(merged):
+    """Planted: the reference gets every corrupted image right, so every CE (and mCE) is undefined: None, not NaN."""
+    import warnings
+
+    perfect = {k: _cell([1, 1, 1, 1]) if k.startswith("baseline|") else v for k, v in merged.items()}
+    clean = {"baseline": np.ones(4, bool), "augmented": np.ones(4, bool)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would raise here
+        result = summarise_robustness(clean, perfect, ["a", "b"], [1, 2], ["translate_2_0", "rotate_10"])
+    assert result["augmented"]["ce"] == {"a": None, "b": None}
+    assert result["augmented"]["mce"] is None and result["augmented"]["relative_mce"] is None
+    # One defined CE is its own mean: the other corruption's undefined one is left out, not counted as 0.
+    one = {k: (_cell([1, 0, 1, 1]) if k == "baseline|a|1" else v) for k, v in perfect.items()}
+    partly = summarise_robustness(clean, one, ["a", "b"], [1, 2], ["translate_2_0", "rotate_10"])["augmented"]
+    assert partly["ce"]["b"] is None and partly["mce"] == pytest.approx(partly["ce"]["a"]) == pytest.approx((0.25 + 0.5) / (0.25 + 0.0))
+
+
 def test_corruption_accuracy_ce_and_relative_ce_by_hand(merged):
     clean = {"baseline": np.array([1, 1, 1, 0], bool), "augmented": np.array([1, 1, 1, 1], bool)}
     result = summarise_robustness(clean, merged, ["a", "b"], [1, 2], ["translate_2_0", "rotate_10"])
