@@ -70,7 +70,8 @@ def unaudited_text(classes: list[str], images: str) -> str:
     """One sentence naming the classes cleanlab could not audit ('' without any)."""
     if not classes:
         return ""
-    return f"cleanlab flags nothing in {', '.join(classes)}: {'it has' if len(classes) == 1 else 'each has'} a single {images}"
+    return (f"cleanlab flags nothing in {', '.join(classes)}: {'it has' if len(classes) == 1 else 'each has'} a single {images} "
+            "(it needs at least two given labels of a class)")
 
 
 def _share(flagged: np.ndarray, group: np.ndarray) -> dict:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from stress.analyses.labels import unaudited_text
 from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make_table
 from stress.report.figures import figure_path
-from stress.analyses.labels import unaudited_text
 from stress.report.statements import interval_text, models_of, number
 
 TITLE = "Label errors and failure slices"
@@ -36,7 +36,7 @@ def label_blocks(summary: dict) -> list:
                               "flagged among its correct predictions", "flagged among confident failures ≥0.9",
                               "label suspects among confident failures ≥0.9", "≥0.99"), rows))
     if audit.get("unaudited_classes"):
-        blocks.append(Note(unaudited_text(audit["unaudited_classes"], "test image") + " (cleanlab needs at least two given labels of a class)"))
+        blocks.append(Note(unaudited_text(audit["unaudited_classes"], "test image")))
     mirrors = [v for v in models if audit["models"][v].get("flags_mirror_errors")]
     if mirrors:
         blocks.append(Note(

@@ -76,8 +76,8 @@ def test_the_classes_cleanlab_cannot_audit_are_named_in_a_note():
     train = {"method": "m", "n_images": 10, "flagged": 1, "share": 0.1, "share_interval": [0.0, 0.4], "out_of_fold_accuracy": 0.5,
              "errors_flagged": 1, "errors": 5, "per_class": {"cat": 1}, "unaudited_classes": ["ship"]}
     texts = notes(summary_with(labels=named, train_labels=train))
-    assert "cleanlab flags nothing in cat, ship: each has a single test image (cleanlab needs at least two given labels of a class)" in texts
-    assert "cleanlab flags nothing in ship: it has a single training image" in texts
+    assert "cleanlab flags nothing in cat, ship: each has a single test image (it needs at least two given labels of a class)" in texts
+    assert "cleanlab flags nothing in ship: it has a single training image (it needs at least two given labels of a class)" in texts
     older = audit({"0.9": (15, 1000), "0.99": (0, 0)})  # a labels.json written before the field, or with no such class
     assert not [t for t in notes(summary_with(labels=older)) + notes(summary_with(labels=older | {"unaudited_classes": []}))
                 if "flags nothing" in t]
