@@ -8,6 +8,7 @@ leaves the cancelled trainer's reservation held, which shows the check can fail.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -28,12 +29,37 @@ def trainers_config() -> ExperimentConfig:
                                       "train.epochs": 500, "train.batch_size": 60, "resources.max_failures": 0})
 
 
-def fail_one_trainer(tmp_path) -> None:
-    """Train 'baseline' and a variant that raises at once; the failure cancels the baseline's trainer."""
+def fail_one_trainer(tmp_path, attempts: int = 3) -> None:
+    """Train 'baseline' and a variant that raises at once; the failure cancels the baseline's trainer.
+
+    Only a failure after both trainers reserved their placement groups tests anything: on a busy
+    machine the broken one can fail before the baseline's controller has reserved its own, and
+    nothing is left to clean up. A thread watches the placement-group table; such an attempt is
+    repeated (its groups are all gone by then)."""
     config = trainers_config()
     splits = split_dataset(load_dataset(config.data), config.data, config.train.seed)
-    with pytest.raises(StressError, match="training of broken failed"):
-        cluster.train_variants(config, splits.arrays(), str(tmp_path / "train"), ["baseline", "broken"], lambda v, r: None)
+    for attempt in range(attempts):
+        reserved: set[str] = set()
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                reserved.update(pg for pg, info in ray.util.placement_group_table().items() if info["state"] == "CREATED")
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            with pytest.raises(StressError, match="training of broken failed"):
+                cluster.train_variants(config, splits.arrays(), str(tmp_path / f"train{attempt}"), ["baseline", "broken"],
+                                       lambda v, r: None)
+        finally:
+            done.set()
+            watcher.join()
+        if len(reserved) >= 2:
+            return
+        wait_until_free(timeout=20)
+    pytest.fail(f"in {attempts} attempts the broken trainer always failed before the baseline reserved its placement group")
 
 
 def reservations_left() -> tuple[list[str], float]:
