@@ -327,5 +327,5 @@ class RayExecutor:
         run_tasks(function, calls, resources, on_result, log)
 
     def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
-                       on_done: Callable[[str, dict], None]) -> None:
-        train_variants(config, arrays, storage, variants, on_done, self.tag)
+                       on_done: Callable[[str, dict], None], log: Callable[[str], None] = print) -> None:
+        train_variants(config, arrays, storage, variants, on_done, self.tag)  # the workers print, with self.tag

@@ -42,8 +42,10 @@ class Executor(Protocol):
     def slots(self, resources: ResourceConfig) -> int: ...  # tasks that run at once
     def task_gpus(self, resources: ResourceConfig) -> float: ...  # the GPU (fraction) each task gets, 0 on CPUs
     def run(self, function: Callable, calls: Calls, resources: ResourceConfig, on_result: OnResult, log) -> None: ...
+    # log: the pipeline's progress line writer, for training that prints in this process (LocalExecutor);
+    # Ray's trainers print in their own processes (RayExecutor's tag goes before their lines instead).
     def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
-                       on_done: Callable[[str, dict], None]) -> None: ...
+                       on_done: Callable[[str, dict], None], log: Callable[[str], None] = print) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -194,12 +196,12 @@ class LocalExecutor:
             on_result(label, value)
 
     def train_variants(self, config: ExperimentConfig, arrays: dict, storage: str, variants: list[str],
-                       on_done: Callable[[str, dict], None]) -> None:
+                       on_done: Callable[[str, dict], None], log: Callable[[str], None] = print) -> None:
         from stress.train import to_device_arrays, train_variant
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         shared = to_device_arrays(arrays, device) if "train_x" in arrays else None  # else {variant: its arrays}
         for variant in variants:
             data = shared if shared is not None else to_device_arrays(arrays[variant], device)
-            state = train_variant(config, variant, data, device=device, log=print)
+            state = train_variant(config, variant, data, device=device, log=log)
             on_done(variant, {"state": state, "gpus_per_worker": 1.0 if device.type == "cuda" else 0.0})

@@ -130,7 +130,7 @@ def train_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execut
 
     how = "in parallel on Ray Train" if executor.name == "ray" else f"one after the other ({executor.name})"
     log(f"training {', '.join(todo)} {how}")
-    executor.train_variants(config, splits.arrays(), storage, todo, on_done)
+    executor.train_variants(config, splits.arrays(), storage, todo, on_done, log=log)
     return StageOutcome("train", ran=True, seconds=time.perf_counter() - started)
 
 

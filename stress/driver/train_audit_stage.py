@@ -90,7 +90,7 @@ def train_audit_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, 
         how = "in parallel on Ray Train" if executor.name == "ray" else f"one after the other ({executor.name})"
         log(f"train-label audit: {len(todo)} of {k} fold trainings (baseline recipe, {k - 1}/{k} of the training split each) {how}")
         executor.train_variants(config, {n: fold_arrays(splits, parts[names.index(n)]) for n in todo}, f"{storage.rstrip('/')}/audit",
-                                todo, on_done)
+                                todo, on_done, log=log)
     logits = np.zeros((len(splits.train_y), config.model.num_classes), dtype=np.float32)
     for name, held_out in zip(names, parts):
         logits[held_out] = saved[name]["logits"]

@@ -44,7 +44,7 @@ class CountingExecutor(LocalExecutor):
         self.ran += [function.__name__] * len(calls)
         super().run(function, calls, resources, on_result, log)
 
-    def train_variants(self, config, arrays, storage, variants, on_done):
+    def train_variants(self, config, arrays, storage, variants, on_done, log=print):
         self.ran += [f"train_{v}" for v in variants]
         super().train_variants(config, arrays, storage, variants, on_done)
 

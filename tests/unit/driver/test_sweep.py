@@ -61,6 +61,9 @@ def test_a_sweep_to_a_storage_uri_puts_every_seed_and_its_report_there(tiny_conf
     # Trials run at once and print into one log: each trial's own lines name its seed.
     printed = capsys.readouterr().out.splitlines()
     assert [line.split("] ")[0] for line in printed if "evaluate: " in line] == ["[seed 1", "[seed 2"]
+    # So do the trainers' epoch lines, which LocalExecutor's in-process training writes through the trial's log.
+    epochs = [line for line in printed if "] epoch " in line]
+    assert [line.split("] ")[0] for line in epochs] == ["[seed 1"] * 4 + ["[seed 2"] * 4, epochs  # 2 variants x 2 epochs
 
 
 def test_a_relative_out_is_refused_inside_a_submitted_job(tiny_config, tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ class CountingExecutor(LocalExecutor):
     def __init__(self):
         self.trained: list[str] = []
 
-    def train_variants(self, config, arrays, storage, variants, on_done):
+    def train_variants(self, config, arrays, storage, variants, on_done, log=print):
         self.trained += list(variants)
         super().train_variants(config, arrays, storage, variants, on_done)
 
