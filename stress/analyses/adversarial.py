@@ -7,8 +7,8 @@ An image is robust at eps when it is classified correctly clean and no PGD of th
 or any smaller eps fooled it (an adversarial example within a smaller ball is one within the
 larger ball too), so robust accuracy never rises with eps. AutoAttack (standard version, L-inf
 8/255) is reported on its own, RobustBench's figure, and as the worst case with PGD at 8/255.
-Accuracies carry Wilson intervals over the images; model differences are paired t-intervals
-over the images, Holm-corrected over the attacks. Grad-CAM similarity is the Pearson
+Accuracies carry Wilson intervals over the images; model differences are Newcombe's paired
+intervals over the images with McNemar's exact test, Holm-corrected over the attacks. Grad-CAM similarity is the Pearson
 correlation between the map of the clean prediction and the map of the prediction on the
 adversarial image at its flip eps; the comparison is the same image with random signs of the
 same L-inf size (t-intervals over the flipped images, paired between the two).
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stress.analyses.stats import accuracy_with_interval, holm_bonferroni, holm_levels, paired_difference, t_interval
+from stress.analyses.stats import (
+    accuracy_with_interval, holm_bonferroni, holm_levels, paired_difference, paired_proportion_difference, t_interval,
+)
 from stress.perturb.pgd import Attack
 
 UNIT = "the attacked test images (Wilson intervals; paired t-intervals over images for model differences, Holm over attacks)"
@@ -78,7 +80,7 @@ def summarise_attacks(results: dict[str, dict[str, np.ndarray]], names: list[str
         record["differences"] = {}
         for other in names[1:]:
             keys = [k for k in flags[reference] if k in flags[other]]
-            by_attack = {k: paired_difference(flags[reference][k].astype(float), flags[other][k].astype(float)) for k in keys}
+            by_attack = {k: paired_proportion_difference(flags[reference][k], flags[other][k]) for k in keys}
             pvalues = [d["p"] if d["p"] is not None else 1.0 for d in by_attack.values()]
             for d, level, rejected in zip(by_attack.values(), holm_levels(pvalues), holm_bonferroni(pvalues)):
                 d["holm_level"], d["significant"] = level, bool(rejected)

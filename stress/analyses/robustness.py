@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stress.analyses.stats import accuracy_with_interval, t_interval
+from stress.analyses.stats import accuracy_with_interval, paired_proportion_difference, t_interval
 from stress.constants import CIFAR10_C_MAIN, VARIANTS
 from stress.perturb.shifts import shift_family
 
@@ -104,12 +104,16 @@ def _interval(values: np.ndarray) -> list[float | None]:
 
 def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities: list[int], shifts: list[str],
            a: str = "baseline", b: str = "augmented") -> dict:
-    """Model `b` minus model `a` (augmented minus baseline), paired over the same images, with 95% t-intervals over images."""
+    """Model `b` minus model `a` (augmented minus baseline), paired over the same images, with 95% intervals over images:
+    Newcombe's paired interval where each image's values are 0/1 (clean correctness, one severity), else a t-interval."""
 
     def paired(a: np.ndarray, b: np.ndarray) -> dict:
-        difference = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-        interval = t_interval(difference)
-        return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "n": interval["n"]}
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all():
+            d = paired_proportion_difference(a, b)
+            return {"mean": d["mean"], "low": d["low"], "high": d["high"], "n": d["n"], "method": "newcombe_paired"}
+        interval = t_interval(b - a)
+        return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "n": interval["n"], "method": "t"}
 
     gains = {"unit": IMAGE_UNIT, "models": [a, b], "clean": paired(clean_correct[a], clean_correct[b])}
     if corruptions:

@@ -14,14 +14,17 @@ from global shape without fine texture; below 1 the other way round. Its interva
 percentile bootstraps over the test images (both accuracies from the same resample; a model
 difference from the same resamples for both models, so paired); the index is undefined (None)
 when the low-pass accuracy is not above chance. Accuracies carry Wilson intervals; paired
-accuracy differences between models are t-intervals over images, Holm-corrected over probes.
+accuracy differences between models are Newcombe's paired intervals over images with McNemar's exact
+test, Holm-corrected over probes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from stress.analyses.stats import accuracy_with_interval, holm_bonferroni, holm_levels, paired_difference, t_interval
+from stress.analyses.stats import (
+    accuracy_with_interval, holm_bonferroni, holm_levels, paired_difference, paired_proportion_difference, t_interval,
+)
 from stress.perturb.texture import HEADLINE_SCALE, PAIRED_SCALES
 
 UNIT = "test images of the texture probes (Wilson intervals for accuracies; percentile bootstrap over images for the index)"
@@ -88,7 +91,7 @@ def summarise_texture(clean: dict[str, np.ndarray], probed: dict[str, dict[str, 
         reference = names[0]
         record["differences"] = {}
         for other in names[1:]:
-            by_probe = {p: paired_difference(probed[reference][p].astype(float), probed[other][p].astype(float)) for p in probes}
+            by_probe = {p: paired_proportion_difference(probed[reference][p], probed[other][p]) for p in probes}
             pvalues = [d["p"] if d["p"] is not None else 1.0 for d in by_probe.values()]
             for d, level, rejected in zip(by_probe.values(), holm_levels(pvalues), holm_bonferroni(pvalues)):
                 d["holm_level"], d["significant"] = level, bool(rejected)

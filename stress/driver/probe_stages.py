@@ -27,10 +27,11 @@ from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.errors import StressError
 from stress.report.statements import interval_text, number, signed
 
-TEXTURE_VERSION = 1  # the stage's summary; the saved tasks have their own version, so a new summary reuses them
+TEXTURE_VERSION = 2  # the stage's summary; the saved tasks have their own version, so a new summary reuses them
+# (2: Newcombe's paired intervals and McNemar's exact test for the probes' accuracy differences)
 TEXTURE_SHARD_VERSION = 1
 TEXTURE_OPTIONS = ("texture_images",)
-ATTACK_VERSION = 3  # 3: Grad-CAM similarity over correctly classified images only
+ATTACK_VERSION = 4  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar
 ATTACK_SHARD_VERSION = 1
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU

@@ -49,7 +49,8 @@ TRAINING_SECTIONS = ("data", "model", "train")  # what the trained weights depen
 # shards from older code are recomputed instead of mixed with new results.
 EVALUATE_VERSION = 3  # 3: the label audit (eval/labels.json) runs before the failure cases are chosen
 EVALUATE_SHARD_VERSION = 2  # the evaluate shards' own computation, unchanged since version 2 of the stage
-STRESS_VERSION = 2
+STRESS_VERSION = 3  # 3: Newcombe's paired intervals for differences of 0/1 outcomes (the clean gain)
+STRESS_SHARD_VERSION = 2  # the stress shards' own computation, unchanged since version 2 of the stage
 EVALUATE_SHARD_OPTIONS = ("shards", "num_cases", "faithfulness_images", "faithfulness_steps", "cam_layer")  # stress.* in the shards' key
 EVALUATE_OPTIONS = (*EVALUATE_SHARD_OPTIONS, "exclude_label_suspects")  # stress.* the evaluate stage reads
 # stress.* the stress stage reads; not `compile`, which changes how its forward passes run, not what they give.
@@ -85,6 +86,11 @@ def evaluation_shard_key(config: ExperimentConfig) -> str:
 def stress_key(config: ExperimentConfig) -> str:
     """The stress stage's inputs: the trained models' options and the stress options it reads."""
     return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": STRESS_OPTIONS}, STRESS_VERSION)
+
+
+def stress_shard_key(config: ExperimentConfig) -> str:
+    """What the saved stress shards were computed from (the stage's summary can change without them)."""
+    return config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": STRESS_OPTIONS}, STRESS_SHARD_VERSION)
 
 
 # -- train -------------------------------------------------------------------------
@@ -346,7 +352,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)),
                   {"gradcam": False, "precision": config.train.precision}) for v in names]
     executor.run(evaluate_shard, val_calls, config.resources, validation_done, log)
-    results = run_resumable(executor, stress_shard, tasks, folder, shard_key(run, key), config.resources, log,
+    results = run_resumable(executor, stress_shard, tasks, folder, shard_key(run, stress_shard_key(config)), config.resources, log,
                             flatten=flatten_cells, unflatten=unflatten_cells,
                             announce=lambda reused, to_run: log(f"stress: {to_run} tasks ({reused} already saved)"))
     merged = merge_cells(results, bounds, groups)

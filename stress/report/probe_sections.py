@@ -18,7 +18,7 @@ from stress.analyses.texture import headline_index
 from stress.report.blocks import Figure, Note, Paragraph, Section, make_table
 from stress.report.figures import figure_path
 from stress.report.statements import (
-    EFFECT, INCONCLUSIVE, INTERVENTION, ONE_PAIR, Observation, given_models, interval_text, models_of, number, one_pair, signed,
+    EFFECT, INCONCLUSIVE, INTERVENTION, ONE_PAIR, Observation, given_models, interval_text, models_of, number, one_pair, paired_method, signed,
     verdict_of,
 )
 
@@ -88,7 +88,7 @@ def attack_section(summary: dict) -> Section:
                              [(v, _acc(record["models"][v]["clean"]), *(_acc(record["models"][v]["robust"][k]) for k in names)) for v in models]))
     for other, d in record.get("differences", {}).items():
         blocks.append(make_table(
-            (f"{other} − {d['reference']} robust accuracy", "difference", "95% CI (paired, over images)", "Holm level", "significant"),
+            (f"{other} − {d['reference']} robust accuracy", "difference", "95% CI (paired, over images; Newcombe)", "Holm level", "significant"),
             [(k, signed(x["mean"]), interval_text(x["low"], x["high"]), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
              for k, x in d["by_attack"].items()]))
     labels = [f["label"] for f in record["models"][models[0]]["flips"]]
@@ -215,7 +215,7 @@ def adversarial_shift(summary: dict) -> list[Observation]:
             text, verdict = one_pair(summary, text), ONE_PAIR
         out.append(Observation(
             rule="adversarial_shift", text=text, verdict=verdict,
-            uncertainty=f"paired 95% t-intervals over {record['images']} attacked images, Holm over {len(parts)} attacks"
+            uncertainty=f"{paired_method(d['by_attack'].values())} over {record['images']} attacked images, Holm over {len(parts)} attacks"
                         + ("" if given else "; one trained pair"),
             figure=figure_path("robust_accuracy"),
             evidence={"significant_attacks": len(significant), **{k: x["mean"] for k, x in d["by_attack"].items()}},

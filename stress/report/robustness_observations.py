@@ -11,7 +11,7 @@ from stress.constants import VARIANTS
 from stress.report.figures import figure_path
 from stress.report.statements import (
     EFFECT, INCONCLUSIVE, INTERVENTION, NOT_TRAINED_FOR, ONE_PAIR, TRAINED_FOR, Observation, interval_text, models_of,
-    number, one_pair, pair_difference, signed, verdict_of,
+    number, one_pair, pair_difference, paired_method, signed, verdict_of,
 )
 
 
@@ -29,7 +29,8 @@ def clean_gain(summary: dict) -> list[Observation]:
     """Did augmentation improve clean accuracy? Paired gain if the stress stage ran, else Newcombe/Wilson."""
     gain = summary.get("robustness", {}).get("gain", {}).get("clean")
     if gain:
-        mean, low, high, how = gain["mean"], gain["low"], gain["high"], f"paired 95% t-interval over {gain['n']} test images"
+        mean, low, high = gain["mean"], gain["low"], gain["high"]
+        how = f"{paired_method([gain], one=True)} over {gain['n']} test images"
     elif "variants" in summary and all(v in summary["variants"] for v in VARIANTS):
         (s_a, n_a), (s_b, n_b) = _test_accuracy(summary, "baseline"), _test_accuracy(summary, "augmented")
         mean, low, high = newcombe_interval(s_a, n_a, s_b, n_b)
@@ -122,7 +123,7 @@ def corruption_gain_split(summary: dict) -> list[Observation]:
     n = next(iter(gains.values()))["n"]
     return [Observation(
         rule="corruption_gain_split", text=one_pair(summary, text), verdict=ONE_PAIR,
-        uncertainty=(f"paired 95% t-intervals over {n} test images of one trained pair, per corruption; not corrected for the "
+        uncertainty=(f"{paired_method(gains.values())} over {n} test images of one trained pair, per corruption; not corrected for the "
                      f"{len(gains)} comparisons (the sweep report applies Holm over seeds)"),
         figure=figure_path("gain_heatmap"),
         evidence={"helped": helped, "hurt": hurt, "inconclusive": unclear}, scope=INTERVENTION,

@@ -83,6 +83,18 @@ def interval_text(low: float | None, high: float | None, digits: int = 3, sign: 
     return "no interval" if low is None or high is None else f"[{form(low, digits)}, {form(high, digits)}]"
 
 
+def paired_method(differences, one: bool = False) -> str:
+    """How the 95% intervals of paired differences were computed, in words: each difference's "method" ("newcombe_paired" for
+    0/1 outcomes, "t"; a record written before methods were recorded holds t-intervals)."""
+    methods = {d.get("method", "t") for d in differences}
+    s = "" if one else "s"
+    if methods == {"newcombe_paired"}:
+        return f"Newcombe's paired 95% interval{s} for 0/1 outcomes"
+    if methods == {"t"}:
+        return f"paired 95% t-interval{s}"
+    return f"paired 95% interval{s} (Newcombe's for 0/1 outcomes, else t)"
+
+
 def verdict_of(low: float | None, high: float | None) -> str:
     """EFFECT when the interval excludes 0, else INCONCLUSIVE (also without an interval)."""
     if low is None or high is None:

@@ -142,7 +142,7 @@ def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
 def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model):
     """--compile changes how the forward passes run, not what they give, so it is not part of the stress key."""
     from stress.config import merge
-    from stress.driver.stages import stress_key
+    from stress.driver.stages import stress_shard_key
     from stress.evaluate.shards import stress_shard
 
     model, data = trained_model
@@ -164,7 +164,8 @@ def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model
     default = resolved_as_before({})
     assert default.stress.compile == "auto"
     for setting in ("on", "off", "auto"):
-        assert stress_key(merge(default, {"stress.compile": setting})) == "483a423397d4cab0"  # every run folder's key before it
+        # The saved stress shards' key of every run folder before it: those shards are reused.
+        assert stress_shard_key(merge(default, {"stress.compile": setting})) == "483a423397d4cab0"
 
 
 def test_a_compile_failure_falls_back_to_eager_with_one_line(trained_model, monkeypatch, capsys):

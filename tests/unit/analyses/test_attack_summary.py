@@ -53,6 +53,11 @@ def test_the_summary_separates_a_weaker_model_and_counts_flips_of_correct_images
     d = record["differences"]["strong"]["by_attack"]
     assert d["linf_8/255"]["significant"] and d["linf_8/255"]["mean"] > 0
     assert not d["autoattack"]["significant"]  # the same rate in both
+    # Differences of per-image 0/1 robustness: Newcombe's paired interval and McNemar's test on the flags themselves.
+    from stress.analyses.stats import paired_proportion_difference
+
+    expected = paired_proportion_difference(robust_flags(weak, list(ATTACKS))["l2_0.5"], robust_flags(strong, list(ATTACKS))["l2_0.5"])
+    assert {k: d["l2_0.5"][k] for k in expected} == expected and expected["method"] == "newcombe_paired"
     m = record["models"]["weak"]
     assert m["robust"]["linf_2/255"]["acc"] == pytest.approx(robust_flags(weak, list(ATTACKS))["linf_2/255"].mean())
     counted = [f["images"] for f in m["flips"]]

@@ -68,6 +68,13 @@ def test_corruption_accuracy_ce_and_relative_ce_by_hand(merged):
     assert aug["shift_families"] == {"translation": 0.75, "rotation": 0.5}
     gain = result["gain"]
     assert gain["clean"]["mean"] == pytest.approx(0.25)
+    # Clean correctness is 0/1 per image: Newcombe's paired interval (the t-interval of [0, 0, 0, 1] is symmetric about
+    # 0.25 and reaches below -0.5); each image's accuracy over two severities is not 0/1 here: a t-interval.
+    from stress.analyses.stats import paired_proportion_difference
+
+    expected = paired_proportion_difference(clean["baseline"], clean["augmented"])
+    assert (gain["clean"]["low"], gain["clean"]["high"], gain["clean"]["method"]) == (expected["low"], expected["high"], "newcombe_paired")
+    assert gain["by_corruption"]["a"]["method"] == "t"
     per_image = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]]).mean(0)  # baseline, per image over cells
     per_image_aug = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]]).mean(0)
     assert gain["mean_corruption"]["mean"] == pytest.approx((per_image_aug - per_image).mean())

@@ -38,6 +38,7 @@ def test_the_index_is_the_chance_corrected_ratio_and_tells_planted_models_apart(
     d = record["differences"]["texture"]
     assert d["reference"] == "shape" and all(e["significant"] and e["low"] > 0 for e in d["index"])
     assert all(d["by_probe"][p]["significant"] for p in ("shuffle_4", "lowpass_4"))
+    assert {d["by_probe"][p]["method"] for p in d["by_probe"]} == {"newcombe_paired"}  # per-image 0/1 outcomes
 
 
 def test_two_models_of_the_same_kind_are_not_told_apart():

@@ -257,3 +257,14 @@ def test_no_augmentation_effect_is_claimed_from_one_trained_pair():
         assert any(o.verdict == st.EFFECT for o in found if o.scope == st.MODEL)  # the check can see effects at all
     # The same interval-based verdict that the model-level rules use would have called every planted gain an effect.
     assert all(st.verdict_of(b["low"], b["high"]) == st.EFFECT for b in gains["by_corruption"].values())
+
+
+def test_the_clean_gain_names_the_interval_its_record_holds():
+    """Since STRESS_VERSION 3 the clean gain is Newcombe's paired interval (method recorded); older records hold t-intervals."""
+    newcombe = {**gain(0.031, 0.012, 0.050), "method": "newcombe_paired"}
+    [found] = robs.clean_gain(robustness_summary(newcombe, gain(0, -1, 1)))
+    assert found.uncertainty.startswith("Newcombe's paired 95% interval for 0/1 outcomes over ")
+    [older] = robs.clean_gain(robustness_summary(gain(0.031, 0.012, 0.050), gain(0, -1, 1)))
+    assert older.uncertainty.startswith("paired 95% t-interval over ")
+    mixed = {"fog": {**gain(0.01, -0.01, 0.03), "method": "t"}, "snow": {**gain(0.02, 0.0, 0.04), "method": "newcombe_paired"}}
+    assert st.paired_method(mixed.values()) == "paired 95% intervals (Newcombe's for 0/1 outcomes, else t)"
