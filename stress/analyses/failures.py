@@ -16,11 +16,10 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats as scipy_stats
 
 from stress.analyses.calibration import softmax
 from stress.analyses.explanations import GALLERY_SIZE
-from stress.analyses.stats import accuracy_with_interval, bootstrap_ci, cohens_d, holm_bonferroni
+from stress.analyses.stats import accuracy_with_interval, bootstrap_ci, cohens_d, holm_bonferroni, mcnemar_exact_p
 from stress.constants import CLASSES, CONFIDENT, VARIANTS
 from stress.errors import StressError
 
@@ -281,10 +280,7 @@ def cross_model(
     }
     indices = {name: [int(i) for i in np.flatnonzero(mask)] for name, mask in masks.items()}
     counts = {name: len(found) for name, found in indices.items()}
-    discordant = counts["a_wrong_b_right"] + counts["a_right_b_wrong"]
-    p_value = (
-        float(scipy_stats.binomtest(counts["a_wrong_b_right"], discordant, 0.5).pvalue) if discordant else 1.0
-    )
+    p_value = mcnemar_exact_p(counts["a_wrong_b_right"], counts["a_right_b_wrong"])
     return {
         "n_images": int(labels.size),
         "threshold": float(threshold),

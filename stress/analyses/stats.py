@@ -124,6 +124,13 @@ def paired_difference(a: Any, b: Any, confidence: float = 0.95) -> dict:
     }
 
 
+def mcnemar_exact_p(only_first: int, only_second: int) -> float:
+    """McNemar's exact test from the discordant pairs: two-sided binomial test of only_first of the discordant against 1/2
+    (1 without any discordant pair)."""
+    discordant = only_first + only_second
+    return float(scipy_stats.binomtest(only_first, discordant, 0.5).pvalue) if discordant else 1.0
+
+
 def paired_proportion_difference(a: Any, b: Any, confidence: float = 0.95) -> dict:
     """Difference p_b - p_a of two proportions measured on the same items (a, b: 0/1 per item), for correct/wrong flags.
 
@@ -159,13 +166,11 @@ def paired_proportion_difference(a: Any, b: Any, confidence: float = 0.95) -> di
     difference = (b_only - a_only) / n  # p_b - p_a, without the rounding of the subtraction
     below = (p_b - low_b) ** 2 - 2.0 * phi * (p_b - low_b) * (high_a - p_a) + (high_a - p_a) ** 2
     above = (high_b - p_b) ** 2 - 2.0 * phi * (high_b - p_b) * (p_a - low_a) + (p_a - low_a) ** 2
-    discordant = a_only + b_only
-    p_value = float(scipy_stats.binomtest(a_only, discordant, 0.5).pvalue) if discordant else 1.0
     return {
         "mean": difference,
         "low": max(-1.0, difference - math.sqrt(max(below, 0.0))),
         "high": min(1.0, difference + math.sqrt(max(above, 0.0))),
-        "p": p_value,
+        "p": mcnemar_exact_p(a_only, b_only),
         "n": n,
         "a_only": a_only,
         "b_only": b_only,
