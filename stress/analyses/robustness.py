@@ -111,7 +111,7 @@ def _gains(clean_correct: dict, merged: dict, corruptions: list[str], severities
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         if np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all():
             d = paired_proportion_difference(a, b)
-            return {"mean": d["mean"], "low": d["low"], "high": d["high"], "n": d["n"], "method": "newcombe_paired"}
+            return {k: d[k] for k in ("mean", "low", "high", "n", "method")}
         interval = t_interval(b - a)
         return {"mean": interval["mean"], "low": interval["low"], "high": interval["high"], "n": interval["n"], "method": "t"}
 

@@ -88,7 +88,8 @@ def attack_section(summary: dict) -> Section:
                              [(v, _acc(record["models"][v]["clean"]), *(_acc(record["models"][v]["robust"][k]) for k in names)) for v in models]))
     for other, d in record.get("differences", {}).items():
         blocks.append(make_table(
-            (f"{other} − {d['reference']} robust accuracy", "difference", "95% CI (paired, over images; Newcombe)", "Holm level", "significant"),
+            (f"{other} − {d['reference']} robust accuracy", "difference", f"{paired_method(d['by_attack'].values(), one=True)}, over images",
+             "Holm level", "significant"),
             [(k, signed(x["mean"]), interval_text(x["low"], x["high"]), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
              for k, x in d["by_attack"].items()]))
     labels = [f["label"] for f in record["models"][models[0]]["flips"]]

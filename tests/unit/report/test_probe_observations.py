@@ -71,6 +71,13 @@ def test_attack_rules_report_robust_accuracy_and_a_moved_explanation():
     moved = explanation_moved(summary)
     assert all(o.verdict == st.EFFECT and "far more than noise" in o.text for o in moved)
     assert attack_section(summary).title == "Why it fails: adversarial robustness"
+    # The differences' table and the rule name the interval the record holds: Newcombe's, or t for a record of older code.
+    assert shift.uncertainty.startswith("Newcombe's paired 95% intervals for 0/1 outcomes over 600 attacked images")
+    assert "Newcombe's paired 95% interval for 0/1 outcomes, over images" in str(attack_section(summary).blocks)
+    for d in record["differences"]["augmented"]["by_attack"].values():
+        del d["method"]
+    assert "paired 95% t-interval, over images" in str(attack_section(summary).blocks)
+    assert adversarial_shift(summary)[0].uncertainty.startswith("paired 95% t-intervals over 600 attacked images")
 
 
 def test_over_seeds_verdicts_need_a_holm_significant_difference():
