@@ -17,7 +17,7 @@ from stress.report.fourier_section import fourier_section
 from stress.report.probe_sections import attack_section, texture_section
 from stress.report.label_section import labels_and_slices
 from stress.report.observations import RULES, derive_observations
-from stress.report.statements import Rule, given_models, interval_text, models_of, number, signed
+from stress.report.statements import Rule, given_models, interval_text, models_of, number, paired_method, signed
 
 
 def _with_interval(value, low, high) -> str:
@@ -311,13 +311,14 @@ def robustness(summary: dict) -> Section:
             reference = gain.get("models", (models[0], other))[0]
             labels = [("clean", "clean"), ("mean_corruption", "mean corruption"), ("mean_corruption_main", "mean corruption, main set"),
                       ("corruption_drop", f"drop from clean (+: {other} loses more)")]
-            gains = [(label, signed(g["mean"]), interval_text(g["low"], g["high"])) for label, g in
-                     [(label, gain.get(key)) for key, label in labels] + [(f"shift: {k.replace('_', ' ')}", g) for k, g in gain.get("shift_families", {}).items()] if g]
+            shown = [(label, g) for label, g in [(label, gain.get(key)) for key, label in labels]
+                     + [(f"shift: {k.replace('_', ' ')}", g) for k, g in gain.get("shift_families", {}).items()] if g]
             border = gain.get("border_effect")
             if border:
-                gains.append(("black-border effect (zero-fill − edge-fill translation gain)", signed(border["mean"]), interval_text(border["low"], border["high"])))
+                shown.append(("black-border effect (zero-fill − edge-fill translation gain)", border))
+            gains = [(label, signed(g["mean"]), interval_text(g["low"], g["high"])) for label, g in shown]
             blocks.append(make_table((f"{other} − {reference}, {'these models' if given else 'this pair'}", "difference",
-                                      "95% CI (paired, over test images)"), gains))
+                                      f"{paired_method([g for _, g in shown])}, over test images"), gains))
             if border and not given:
                 share = border.get("share_of_zero_fill_gain")
                 blocks.append(Paragraph(

@@ -267,3 +267,14 @@ def test_a_run_without_confident_failures_says_so_instead_of_an_empty_browser(ru
              baseline_failures=empty, augmented_failures=empty)
     page = build_report(copy)[0].read_text()
     assert 'id="browser"' in page and "nothing to browse" in page and 'id="fb-data"' not in page
+
+
+def test_the_gain_table_names_the_intervals_its_rows_hold():
+    """The fixture run's gains are t-intervals (written before methods were recorded); a clean gain with Newcombe's
+    interval, as the stress stage writes it now, turns the header into the mixed wording."""
+    from stress.report.run_report import robustness
+
+    summary = json.loads((FIXTURE / "summary.json").read_text())
+    assert "paired 95% t-intervals, over test images" in str(robustness(summary).blocks)
+    summary["robustness"]["gain"]["clean"]["method"] = "newcombe_paired"
+    assert "paired 95% intervals (Newcombe's for 0/1 outcomes, else t), over test images" in str(robustness(summary).blocks)
