@@ -158,6 +158,18 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return merge(base, overrides)
 
 
+def check_input_paths(config: ExperimentConfig) -> None:
+    """The files a run reads (--data, --evaluate), refused in one line before torch and Ray are imported."""
+    from stress.config import evaluate_entries
+    from stress.data.dataset import check_source_path, is_named_source
+    from stress.paths import checkpoint_file
+
+    if not is_named_source(config.data.source):
+        check_source_path(config.data.source)
+    for _, path in evaluate_entries(config):
+        checkpoint_file(path)
+
+
 def _interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt
 

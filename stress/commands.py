@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from stress.cli import ArgumentParser, add_experiment_flags, config_from_args, run_main
+from stress.cli import ArgumentParser, add_experiment_flags, check_input_paths, config_from_args, run_main
 from stress.errors import StressError
 
 
@@ -63,6 +63,7 @@ def execute_run(args: argparse.Namespace) -> int:
     # buffered line is written twice by a process forked from this one.
     sys.stdout.reconfigure(line_buffering=True)
     config = config_from_args(args)
+    check_input_paths(config)  # a mistyped path fails at once, not after seconds of imports
     if args.mlflow_uri:
         from stress.tracking import check_mlflow
 
@@ -113,6 +114,7 @@ def execute_sweep(args: argparse.Namespace) -> int:
     if args.run_name is None:
         args.run_name = "sweep"
     config = config_from_args(args)
+    check_input_paths(config)
     seeds = args.seeds if args.seeds else list(range(42, 42 + (args.num_seeds if args.num_seeds is not None else 3)))
 
     from stress.driver.sweep import run_sweep

@@ -28,3 +28,12 @@ def check_regular_file(path: Path, what: str) -> None:
         return
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         raise StressError(f"{path}: not a regular file ({what} must be a file, not a FIFO, device or socket)")
+
+
+def checkpoint_file(path: str) -> Path:
+    """The file --evaluate NAME=PATH names, refused in one line when it is missing or special (nothing is read)."""
+    file = expand(path, "--evaluate")
+    if not file.exists():
+        raise StressError(f"{file}: no such checkpoint file (--evaluate NAME=CHECKPOINT)")
+    check_regular_file(file, "--evaluate")
+    return file

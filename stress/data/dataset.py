@@ -10,6 +10,7 @@ message that names the file and what is wrong.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,20 +136,34 @@ def _read_source(config: DataConfig) -> tuple[dict, str]:
         raw = make_synthetic(config.synthetic_train, config.synthetic_test, num_classes=config.synthetic_classes,
                              size=config.synthetic_size)
         return {**raw, "class_names": synthetic_class_names(config.synthetic_classes)}, "synthetic"
-    if source == "torchvision" or source.startswith("torchvision:"):
+    if is_named_source(source):
         root = default_cache_dir()
         name = source.partition(":")[2] or "cifar10"
         return download_named(name, root), str(root if name == "cifar10" else root / name)
+    path = check_source_path(source)
+    if path.is_dir():
+        return (load_image_folder(path) if is_image_folder(path) else load_batches_folder(path)), str(path)
+    return load_npz(path), str(path)
+
+
+def check_source_path(source: str) -> Path:
+    """The path --data names, refused in one line when it is missing, special or of an unsupported kind.
+
+    It reads nothing, so the commands call it before importing torch and Ray: a mistyped path fails at once.
+    """
     path = expand(source, "--data")
     if not path.exists():
         raise StressError(f"{path}: no such file or folder (use --data torchvision[:cifar10|cifar100|svhn] | synthetic | PATH)")
     check_regular_file(path, "--data")
-    if path.is_dir():
-        return (load_image_folder(path) if is_image_folder(path) else load_batches_folder(path)), str(path)
-    if path.suffix == ".npz":
-        return load_npz(path), str(path)
-    raise StressError(f"{path}: unsupported data file; expected a .npz file, an image folder (train/, test/) "
-                      "or a cifar-10-batches-py folder")
+    if not path.is_dir() and path.suffix != ".npz":
+        raise StressError(f"{path}: unsupported data file; expected a .npz file, an image folder (train/, test/) "
+                          "or a cifar-10-batches-py folder")
+    return path
+
+
+def is_named_source(source: str) -> bool:
+    """Whether --data names a generated or downloaded dataset rather than a path."""
+    return source == "synthetic" or source == "torchvision" or source.startswith("torchvision:")
 
 
 def load_dataset(config: DataConfig) -> Dataset:

@@ -8,7 +8,7 @@ import torch
 
 from stress.artifacts import load_torch
 from stress.errors import StressError
-from stress.paths import check_regular_file, expand
+from stress.paths import checkpoint_file, expand
 
 
 def state_dict_of(loaded, path: Path) -> dict[str, torch.Tensor]:
@@ -25,10 +25,7 @@ def read_checkpoint(path: str, model_config: dict) -> dict[str, torch.Tensor]:
     """The state dict in `path` (read with weights_only=True), after checking it loads into the configured model."""
     from stress.evaluate.shards import load_model
 
-    file = expand(path, "--evaluate")
-    if not file.exists():
-        raise StressError(f"{file}: no such checkpoint file (--evaluate NAME=CHECKPOINT)")
-    check_regular_file(file, "--evaluate")
+    file = checkpoint_file(path)
     state = state_dict_of(load_torch(file), file)
     try:
         load_model(state, model_config, torch.device("cpu"))

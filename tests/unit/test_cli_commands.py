@@ -92,3 +92,45 @@ def test_switches_reach_the_config():
     assert config.data.val_size == 7
     defaults = config_from_args(command_parser("run").parse_args([]))
     assert defaults.stress.autoattack is True and defaults.model.cifar_stem is False and defaults.data.val_size == 0
+
+
+PROBE = """
+import json, sys
+from stress.commands import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    print(json.dumps({"code": exc.code, "torch": "torch" in sys.modules, "ray": "ray" in sys.modules}))
+"""
+
+
+def _probe(argv: list[str], cwd: Path) -> tuple[dict, str]:
+    import json
+
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--data", "/nonexistent/cifar.npz"], "/nonexistent/cifar.npz: no such file or folder"),
+    (["sweep", "--data", "/nonexistent/cifar.npz"], "/nonexistent/cifar.npz: no such file or folder"),
+    (["run", "--data", "notes.txt"], "notes.txt: unsupported data file"),
+    (["run", "--data", "synthetic", "--evaluate", "mine=missing.pt"], "missing.pt: no such checkpoint file"),
+])
+def test_a_missing_input_file_is_refused_before_torch_and_ray_load(tmp_path, argv, message):
+    (tmp_path / "notes.txt").write_text("not a dataset\n")
+    outcome, stderr = _probe([*argv, "--out", str(tmp_path / "runs")], tmp_path)
+    assert outcome == {"code": 2, "torch": False, "ray": False}
+    assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_the_import_probe_sees_an_error_that_only_the_pipeline_finds(tmp_path):
+    # Planted: a model the pipeline cannot build is found after torch is imported, and the probe says so.
+    outcome, stderr = _probe(["run", "--data", "synthetic", "--model", "no_such_module:factory",
+                              "--out", str(tmp_path / "runs")], tmp_path)
+    assert outcome["code"] == 2 and outcome["torch"] is True
+    assert "no_such_module" in stderr and stderr.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
