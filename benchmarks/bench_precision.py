@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from stress.config import ModelConfig
 from stress.evaluate.predict import predict_logits
 from stress.models import create_model
-from stress.precision import autocast, cpu_flags, cpu_has_fast_bf16
+from stress.precision import autocast, cpu_bf16_flags, cpu_has_fast_bf16
 
 TRAIN_BATCH, INFER_BATCH = 128, 500
 LAYOUTS = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
@@ -155,7 +155,7 @@ def main() -> None:
             subjects[f"infer_{name}"], images[f"infer_{name}"] = make_infer(precision, layout, batches, args.device)
     timer = "wall" if cuda else "cpu"
     machine = {**common.machine_info(), "gpu": torch.cuda.get_device_name(0) if cuda else None}
-    bf16_flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx"))
+    bf16_flags = cpu_bf16_flags()
     print(f"CPU: {machine['cpu_model']}; bf16 flags: {', '.join(bf16_flags) or 'none'}; fast bf16: {cpu_has_fast_bf16()}")
     samples = common.interleave(subjects, rounds, log=print)
     rows = []

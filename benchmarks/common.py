@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -24,21 +23,12 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from stress.precision import cpu_model  # noqa: E402 - after the path above; benchmarks call common.cpu_model()
+
 
 def load_average() -> list[float]:
     """1, 5 and 15 minute load averages."""
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_model() -> str:
-    """The 'model name' line of /proc/cpuinfo (first CPU), or platform.processor()."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict[str, Any]:

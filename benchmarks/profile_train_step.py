@@ -25,7 +25,7 @@ import torch
 from bench_precision import make_train
 from torch.profiler import ProfilerActivity, profile
 
-from stress.precision import cpu_flags
+from stress.precision import cpu_bf16_flags
 
 GROUPS = {  # aten operator -> group; operators not named here are "other"
     "aten::mkldnn_convolution": "convolution forward",
@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     machine = common.machine_info()
-    bf16_flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx"))
+    bf16_flags = cpu_bf16_flags()
     print(f"CPU: {machine['cpu_model']}; bf16 flags: {', '.join(bf16_flags) or 'none'}; torch {torch.__version__}; one thread")
     samples: dict[str, list[dict[str, float]]] = {"fp32": [], "bf16": []}
     for round_index in range(args.rounds):

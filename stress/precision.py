@@ -18,18 +18,37 @@ from stress.config import COMPILE_SETTINGS
 
 PRECISIONS = ("fp32", "bf16", "auto")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    """The value of the first CPU's `name` line in /proc/cpuinfo; None where there is no such file or line."""
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
+    except OSError:
+        pass
+    return None
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags of this machine ("flags" line of /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset((_cpuinfo_field("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("model name" in /proc/cpuinfo), else what the platform says, else "unknown"."""
+    import platform
+
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_bf16_flags() -> list[str]:
+    """This CPU's bf16 and AMX feature flags, sorted (what decides whether bf16 runs fast on it)."""
+    return sorted(flag for flag in cpu_flags() if "bf16" in flag or flag.startswith("amx"))
 
 
 def cpu_has_fast_bf16() -> bool:

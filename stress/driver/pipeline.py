@@ -62,7 +62,11 @@ def _git_commit() -> str | None:
 def _hardware() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
+    from stress.precision import cpu_bf16_flags, cpu_model
+
+    # The driver's machine: the CPU model and its bf16 units, which the stage times depend on.
+    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(), "cpu_bf16_flags": ", ".join(cpu_bf16_flags()) or "none"}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -38,6 +38,43 @@ def test_auto_resolves_from_the_cpu_capability(monkeypatch, capability, flags, e
         precision.resolve_precision("fp16", "cpu")
 
 
+# The first CPU's lines of a real Zen 4 /proc/cpuinfo, shortened: "model" (a number) comes before "model name",
+# and Intel's have a "vmx flags" line after "flags".
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni
+vmx flags\t: vnmi preemption_timer
+
+processor\t: 1
+model name\t: another CPU
+flags\t\t: fpu amx_bf16
+"""
+
+
+def _naive_model_name(text: str) -> str:
+    """Planted: a prefix match, as a quick script might write it."""
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model"))
+
+
+def test_the_cpu_model_and_bf16_flags_come_from_the_first_cpus_lines(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO)
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+    precision.cpu_flags.cache_clear()
+    try:
+        assert precision.cpu_model() == "AMD EPYC 9R14 96-Core Processor"
+        assert precision.cpu_bf16_flags() == ["avx512_bf16"]  # the first CPU's; not the second's amx_bf16
+        assert _naive_model_name(CPUINFO) == "17"  # the prefix match the parser must not be
+        monkeypatch.setattr(precision, "CPUINFO", tmp_path / "missing")
+        precision.cpu_flags.cache_clear()
+        assert precision.cpu_bf16_flags() == [] and precision.cpu_model()  # no file: no flags, the platform's name
+    finally:
+        precision.cpu_flags.cache_clear()
+
+
 def test_precision_is_validated_and_old_run_folders_keep_their_keys():
     from stress.artifacts import config_key
     from stress.driver.stages import evaluation_shard_key
