@@ -362,13 +362,19 @@ def test_worker_gpus_default_shares_one_gpu_between_the_two_trainers(overrides, 
 LOG_SETTINGS_PROBE = """
 import os
 {first}
-import ray._private.ray_constants as constants
-print(constants.RAY_DEDUP_LOGS, os.environ.get("RAY_COLOR_PREFIX"))
+from ray._private.ray_logging import LogDeduplicator
+
+# Two workers' lines that differ only in a digit, as two folds' or two seeds' epoch lines do.
+folding = LogDeduplicator(5, None, None, _timesource=lambda: 0.0)
+batches = folding.deduplicate({{"ip": "10.0.0.1", "pid": 1, "lines": ["[fold1] epoch 1/2 train_loss 0.5"]}})
+batches += folding.deduplicate({{"ip": "10.0.0.1", "pid": 2, "lines": ["[fold2] epoch 1/2 train_loss 0.5"]}})
+print(sum(len(batch["lines"]) for batch in batches), os.environ.get("RAY_COLOR_PREFIX"))
 """
 
 
 def log_settings(first: str, **env: str) -> list[str]:
-    """What a fresh interpreter's Ray reads for log deduplication and colour after `first` ran (stdout is a pipe)."""
+    """After `first` ran in a fresh interpreter (stdout a pipe): how many of two such lines Ray's log printer shows
+    at once (1 where it folds them), and RAY_COLOR_PREFIX."""
     import os
 
     environment = {k: v for k, v in os.environ.items() if k not in ("RAY_DEDUP_LOGS", "RAY_COLOR_PREFIX")} | env
@@ -378,11 +384,16 @@ def log_settings(first: str, **env: str) -> list[str]:
     return done.stdout.split()
 
 
-def test_the_driver_package_turns_off_rays_log_folding_and_colour_before_ray_is_imported():
-    # The job's import path: the command module, then the driver package (which imports Ray).
-    assert log_settings("import stress.commands\nimport stress.driver.pipeline") == ["False", "0"]
+@pytest.mark.parametrize("first", [
+    "import stress.commands\nimport stress.driver.pipeline",  # the job's import path: the driver package imports Ray
+    "import ray\nimport stress.driver",  # a notebook that imported Ray first
+    "import ray._private.ray_constants\nimport stress.driver",  # Ray's constants read, its log printer not yet imported
+])
+def test_the_driver_package_turns_off_rays_log_folding_and_colour(first):
+    assert log_settings(first) == ["2", "0"]
 
 
-def test_planted_ray_imported_first_keeps_its_log_folding_and_a_users_setting_wins():
-    assert log_settings("import ray\nimport stress.driver") == ["True", "0"]  # read when ray was imported: too late
-    assert log_settings("import stress.driver", RAY_DEDUP_LOGS="1", RAY_COLOR_PREFIX="1") == ["True", "1"]
+def test_planted_without_stress_ray_folds_the_lines_and_a_users_setting_wins():
+    assert log_settings("import ray") == ["1", "None"]  # the probe sees the folding
+    assert log_settings("import stress.driver", RAY_DEDUP_LOGS="1", RAY_COLOR_PREFIX="1") == ["1", "1"]
+    assert log_settings("import ray\nimport stress.driver", RAY_DEDUP_LOGS="1") == ["1", "0"]
