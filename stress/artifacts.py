@@ -236,6 +236,16 @@ def check_lock_holder(holder: dict, mine: dict, where: str, lock: str, hint: str
     )
 
 
+def existing_run_folder(run_dir: str | Path) -> Path:
+    """The folder RUN_DIR names, refused in one line unless it is a finished run's or sweep's (holds summary.json)."""
+    folder = expand(str(run_dir), "RUN_DIR")
+    if not folder.is_dir():
+        raise StressError(f"{folder}: no such run folder")
+    if not (folder / "summary.json").is_file():
+        raise StressError(f"{folder}: not a run folder (no summary.json)")
+    return folder
+
+
 class RunFolder:
     """Paths and stage records of one run folder."""
 

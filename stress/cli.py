@@ -159,7 +159,12 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def check_input_paths(config: ExperimentConfig) -> None:
-    """The files a run reads (--data, --evaluate), refused in one line before torch and Ray are imported."""
+    """The files a run reads (--data, --evaluate) and the run folder it writes (a local --out), refused in one line
+    before torch and Ray are imported."""
+    from pathlib import Path
+
+    from stress import storage
+    from stress.artifacts import RunFolder
     from stress.config import evaluate_entries
     from stress.data.dataset import check_source_path, is_named_source
     from stress.paths import checkpoint_file
@@ -168,6 +173,8 @@ def check_input_paths(config: ExperimentConfig) -> None:
         check_source_path(config.data.source)
     for _, path in evaluate_entries(config):
         checkpoint_file(path)
+    if not storage.is_uri(config.out):
+        RunFolder(Path(config.out) / config.run_name).check_writable()
 
 
 def _interrupt(signum, frame):  # noqa: ARG001 - signal handler signature

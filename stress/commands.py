@@ -144,6 +144,9 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
 
 
 def execute_report(args: argparse.Namespace) -> int:
+    from stress.artifacts import existing_run_folder
+
+    existing_run_folder(args.run_dir)  # before matplotlib and the report modules are imported
     from stress.report.build import rebuild_report
 
     if args.pdf:

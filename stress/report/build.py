@@ -11,11 +11,10 @@ import os
 import traceback
 from pathlib import Path
 
-from stress.artifacts import RunFolder, read_json, read_record, write_bytes_atomic
+from stress.artifacts import RunFolder, existing_run_folder, read_json, read_record, write_bytes_atomic
 from stress.constants import VARIANTS
 from stress.report.statements import given_models
 from stress.errors import StressError
-from stress.paths import expand
 from stress.report.blocks import render_html, render_markdown
 from stress.report.failure_browser import failure_browser
 from stress.report.figures import write_figures
@@ -29,11 +28,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
 
     A seed-sweep folder (summary.json with kind "sweep") gets the sweep report (stress.report.sweep_report).
     """
-    run = RunFolder(run_dir)
-    if not run.root.is_dir():
-        raise StressError(f"{run.root}: no such run folder")
-    if not run.path("summary.json").is_file():
-        raise StressError(f"{run.root}: not a run folder (no summary.json)")
+    run = RunFolder(existing_run_folder(run_dir))
     summary = read_record(run.path("summary.json"), "run summary")
     name = summary["run"].get("name", run.root.name) if isinstance(summary.get("run"), dict) else run.root.name
     if summary.get("kind") == "sweep":
@@ -67,11 +62,7 @@ def rebuild_report(run_dir: str | Path, figures: bool = True, log=print) -> tupl
     A value deep inside a file that is not of the structure the job writes becomes a one-line
     StressError naming the folder (STRESS_DEBUG=1 re-raises it with its traceback).
     """
-    folder = expand(str(run_dir), "RUN_DIR")
-    if not folder.is_dir():
-        raise StressError(f"{folder}: no such run folder")
-    if not (folder / "summary.json").is_file():
-        raise StressError(f"{folder}: not a run folder (no summary.json)")
+    folder = existing_run_folder(run_dir)
     try:
         if figures:
             summary = read_json(folder / "summary.json")

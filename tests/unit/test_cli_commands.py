@@ -117,10 +117,15 @@ def _probe(argv: list[str], cwd: Path) -> tuple[dict, str]:
     (["sweep", "--data", "/nonexistent/cifar.npz"], "/nonexistent/cifar.npz: no such file or folder"),
     (["run", "--data", "notes.txt"], "notes.txt: unsupported data file"),
     (["run", "--data", "synthetic", "--evaluate", "mine=missing.pt"], "missing.pt: no such checkpoint file"),
+    (["run", "--data", "synthetic", "--out", "notes.txt/runs"], "output folder is not writable (a file is in the way"),
+    (["sweep", "--data", "synthetic", "--out", "notes.txt/runs"], "output folder is not writable (a file is in the way"),
+    (["report", "nowhere"], "nowhere: no such run folder"),
+    (["report", "."], "not a run folder (no summary.json)"),
 ])
-def test_a_missing_input_file_is_refused_before_torch_and_ray_load(tmp_path, argv, message):
+def test_a_missing_input_or_unwritable_output_is_refused_before_torch_and_ray_load(tmp_path, argv, message):
     (tmp_path / "notes.txt").write_text("not a dataset\n")
-    outcome, stderr = _probe([*argv, "--out", str(tmp_path / "runs")], tmp_path)
+    out = [] if argv[0] == "report" or "--out" in argv else ["--out", str(tmp_path / "runs")]
+    outcome, stderr = _probe([*argv, *out], tmp_path)
     assert outcome == {"code": 2, "torch": False, "ray": False}
     assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1
     assert not (tmp_path / "runs").exists()
