@@ -10,8 +10,8 @@ message that names the file and what is wrong.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
