@@ -56,11 +56,9 @@ def group_times(events) -> dict[str, float]:
 
 
 def profile_steps(precision: str, steps: int) -> dict[str, float]:
-    """Seconds per step per group, after two untimed warm-up steps."""
-    run_warm, _ = make_train(precision, torch.channels_last, 2)
-    run_warm()
+    """Seconds per step per group, after `steps` untimed warm-up steps of the same model."""
     run, _ = make_train(precision, torch.channels_last, steps)
-    run()  # first call: allocator and oneDNN primitive caches
+    run()  # untimed: fills the allocator's and oneDNN's primitive caches
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run()
     return {group: seconds / steps for group, seconds in group_times(prof.key_averages()).items()}
