@@ -45,10 +45,30 @@ def _task(arguments: dict) -> dict:
     started = time.perf_counter()
     out = attack_shard(weights, arguments["model_config"], data["images"], data["labels"], arguments["start"], arguments["stop"],
                        arguments["attacks"], steps=arguments["steps"], seed=arguments["seed"], autoattack=True,
-                       device=arguments["device"])
+                       device=arguments["device"], precision=arguments["precision"])
     seconds = time.perf_counter() - started
+    flags = {k: v for k, v in out.items() if not k.endswith(("flip", "cam_adversarial", "cam_random"))}
     return {"seconds": seconds, "start": arguments["start"], "stop": arguments["stop"],
-            "fractions": {k: float(np.mean(v)) for k, v in out.items() if not k.endswith(("flip", "cam_adversarial", "cam_random"))}}
+            "fractions": {k: float(np.mean(v)) for k, v in flags.items()}, "flags": {k: v.astype(bool) for k, v in flags.items()}}
+
+
+def robust(key: str, flags: np.ndarray) -> np.ndarray:
+    """1 where the image stays correctly classified: "v|clean" and "v|autoattack" hold that already, a PGD key holds "fooled"."""
+    return flags if key.endswith(("|clean", "|autoattack")) else ~flags
+
+
+def compare(reference: dict[str, np.ndarray], subject: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per key, the subject's robust accuracy minus the reference's over the same images (Newcombe's paired 95%
+    interval, McNemar's exact p) and the share of images whose outcome agrees."""
+    from stress.analyses.stats import paired_proportion_difference
+
+    rows = {}
+    for key in reference:
+        a, b = robust(key, reference[key]), robust(key, subject[key])
+        d = paired_proportion_difference(a.astype(float), b.astype(float))
+        rows[key] = {"reference": float(a.mean()), "subject": float(b.mean()), "difference": d["mean"], "low": d["low"],
+                     "high": d["high"], "p": d["p"], "agreement": float((a == b).mean()), "n": d["n"]}
+    return rows
 
 
 def main() -> None:
@@ -59,6 +79,9 @@ def main() -> None:
     parser.add_argument("--export", help="write the stage's images and labels to this .npz and stop")
     parser.add_argument("--tasks", type=int, default=2, help="processes at once, one slice each")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precision", default="fp32",
+                        help="comma-separated precisions of the attacks' passes, each timed in turn (fp32, bf16, auto); "
+                             "with two or more, every one is compared image by image against the first [fp32]")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     from stress.config import ExperimentConfig
@@ -95,25 +118,48 @@ def main() -> None:
     torch.save(weights, weights_path)
     n = len(np.load(images_path)["labels"])
     attacks = [(a.norm, a.eps) for a in ATTACKS]
-    jobs = [{"images": str(images_path), "weights": str(weights_path), "model_config": model_config, "start": a, "stop": b,
-             "attacks": attacks, "steps": config.stress.pgd_steps, "seed": config.train.seed, "device": args.device}
-            for a, b in shard_bounds(n, args.tasks)]
-    started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-        results = pool.map(_task, jobs)
-    wall = time.perf_counter() - started
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    from stress.precision import PRECISIONS, resolve_precision
+
+    if not precisions or any(p not in PRECISIONS for p in precisions):
+        sys.exit(f"--precision: choose from {', '.join(PRECISIONS)}, got {args.precision!r}")
     machine = {**common.machine_info(), "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None}
-    # Per key, the share of images: fooled by each PGD attack, correct clean ("clean") or after AutoAttack ("autoattack").
-    fractions = {k: float(np.average([r["fractions"][k] for r in results], weights=[r["stop"] - r["start"] for r in results]))
-                 for k in results[0]["fractions"]}
-    each = ", ".join(f"{r['seconds']:.1f}" for r in results)
-    print(f"attack stage's work: {n} images x 2 models in {len(jobs)} processes on {args.device}: {wall:.1f} s wall "
-          f"(processes {each} s, start-up included in the wall)")
-    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()))
+    measured = {}
+    for precision in precisions:
+        jobs = [{"images": str(images_path), "weights": str(weights_path), "model_config": model_config, "start": a, "stop": b,
+                 "attacks": attacks, "steps": config.stress.pgd_steps, "seed": config.train.seed, "device": args.device,
+                 "precision": precision}
+                for a, b in shard_bounds(n, args.tasks)]
+        started = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+            results = pool.map(_task, jobs)
+        wall = time.perf_counter() - started
+        # Per key, the share of images: fooled by each PGD attack, correct clean ("clean") or after AutoAttack ("autoattack").
+        fractions = {k: float(np.average([r["fractions"][k] for r in results], weights=[r["stop"] - r["start"] for r in results]))
+                     for k in results[0]["fractions"]}
+        flags = {k: np.concatenate([r["flags"][k] for r in results]) for k in results[0]["flags"]}
+        each = ", ".join(f"{r['seconds']:.1f}" for r in results)
+        resolved = resolve_precision(precision, args.device)
+        print(f"attack stage's work in {precision} ({resolved}): {n} images x 2 models in {len(jobs)} processes on {args.device}: "
+              f"{wall:.1f} s wall (processes {each} s, start-up included in the wall)")
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()))
+        measured[precision] = {"resolved": resolved, "wall_s": wall, "task_seconds": [r["seconds"] for r in results],
+                               "fractions": fractions, "flags": flags}
+    reference = precisions[0]
+    comparisons = {}
+    for precision in precisions[1:]:
+        rows = compare(measured[reference]["flags"], measured[precision]["flags"])
+        comparisons[precision] = {"wall_ratio": measured[reference]["wall_s"] / measured[precision]["wall_s"], "keys": rows}
+        print(f"{precision} against {reference}: {comparisons[precision]['wall_ratio']:.2f}x the speed; robust accuracy "
+              f"{precision} - {reference} over the same {n} images (Newcombe's paired 95% interval, McNemar's exact p), agreement:")
+        for key, r in rows.items():
+            print(f"  {key:24s} {r['reference']:.3f} -> {r['subject']:.3f}  {r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
+                  f"  p {r['p']:.3g}  agree {r['agreement']:.3f}")
     if args.out:
         common.write_json(args.out, {"machine": machine, "run": str(run_path), "device": args.device, "images": n,
-                                     "tasks": len(jobs), "wall_s": wall, "task_seconds": [r["seconds"] for r in results],
-                                     "fractions": fractions})
+                                     "tasks": args.tasks, "reference": reference,
+                                     "precisions": {p: {k: v for k, v in m.items() if k != "flags"} for p, m in measured.items()},
+                                     "comparisons": comparisons})
 
 
 if __name__ == "__main__":

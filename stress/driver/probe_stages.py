@@ -25,14 +25,16 @@ from stress.data import Splits
 from stress.driver.fanout import Executor, Task, run_resumable, shard_bounds, shard_key
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.errors import StressError
+from stress.precision import resolve_precision
 from stress.report.statements import interval_text, number, signed
 
 TEXTURE_VERSION = 2  # the stage's summary; the saved tasks have their own version, so a new summary reuses them
 # (2: Newcombe's paired intervals and McNemar's exact test for the probes' accuracy differences)
 TEXTURE_SHARD_VERSION = 1
 TEXTURE_OPTIONS = ("texture_images",)
-ATTACK_VERSION = 4  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar
-ATTACK_SHARD_VERSION = 1
+ATTACK_VERSION = 5  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar;
+# 5: the attacks run in the run's precision (float32 before)
+ATTACK_SHARD_VERSION = 2
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU
 CASES = 4
@@ -139,13 +141,15 @@ def check_autoattack(config: ExperimentConfig) -> None:
 
 
 def attack_cases(weights: dict, model_config: dict, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-                 flips: dict[str, np.ndarray], seed: int, steps: int, cam_layer: str | None) -> dict[str, np.ndarray]:
-    """Each model's adversarial image at its flip eps for the given images (recomputed from the same random starts), with the
-    Grad-CAM of the clean and of the adversarial prediction: the arrays of eval/adversarial_cases.npz."""
+                 flips: dict[str, np.ndarray], seed: int, steps: int, cam_layer: str | None,
+                 precision: str = "fp32") -> dict[str, np.ndarray]:
+    """Each model's adversarial image at its flip eps for the given images (recomputed from the same random starts, in the
+    attacks' `precision`), with the Grad-CAM of the clean and of the adversarial prediction: the arrays of
+    eval/adversarial_cases.npz."""
     import torch
 
     from stress.augment import input_stats
-    from stress.evaluate.probe_shards import PixelModel, _cams, starts
+    from stress.evaluate.probe_shards import PixelModel, _cams, starts, under_precision
     from stress.evaluate.shards import load_model
     from stress.perturb.pgd import ATTACKS, pgd
 
@@ -154,7 +158,7 @@ def attack_cases(weights: dict, model_config: dict, images: np.ndarray, labels: 
     out: dict[str, np.ndarray] = {"indices": indices, "images": images, "labels": labels}
     for v, state in weights.items():
         model = load_model(state, model_config, torch.device("cpu"))
-        forward = PixelModel(model, stats, scale=1.0)
+        forward = PixelModel(under_precision(model, precision, torch.device("cpu")), stats, scale=1.0)
         adversarial, eps = [], []
         for i, index in enumerate(indices):
             attack = linf[int(flips[v][i])]
@@ -163,8 +167,8 @@ def attack_cases(weights: dict, model_config: dict, images: np.ndarray, labels: 
             adversarial.append(pgd(forward, x, y, "linf", attack.eps, steps, start=start).adversarial)
             eps.append(attack.eps)
         adversarial = torch.cat(adversarial)
-        cam_clean, predicted_clean = _cams(model, torch.tensor(images).float(), stats, cam_layer)
-        cam_adversarial, predicted_adversarial = _cams(model, adversarial, stats, cam_layer)
+        cam_clean, predicted_clean = _cams(model, torch.tensor(images).float(), stats, cam_layer, precision)
+        cam_adversarial, predicted_adversarial = _cams(model, adversarial, stats, cam_layer, precision)
         out.update({f"{v}_adversarial": adversarial.numpy(), f"{v}_eps": np.array(eps), f"{v}_cam_clean": cam_clean.numpy(),
                     f"{v}_cam_adversarial": cam_adversarial.numpy(), f"{v}_predicted_clean": predicted_clean.numpy(),
                     f"{v}_predicted_adversarial": predicted_adversarial.numpy()})
@@ -198,12 +202,16 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     on_gpus = executor.task_gpus(config.resources) > 0
     bounds = shard_bounds(len(chosen), attack_task_count(len(chosen), s.shards or executor.slots(config.resources), on_gpus))
     attacks = [(a.norm, a.eps) for a in ATTACKS]
-    options = {"steps": s.pgd_steps, "seed": config.train.seed, "autoattack": autoattack, "cam_layer": s.cam_layer or None}
+    # The attacks' passes in the run's precision: under bf16 they gave fp32's robust accuracy to within 0.003 on the
+    # default run's models (benchmarks/README.md), and the clean predictions they start from are the evaluate stage's.
+    precision = resolve_precision(config.train.precision, "cuda" if on_gpus else "cpu")
+    options = {"steps": s.pgd_steps, "seed": config.train.seed, "autoattack": autoattack, "cam_layer": s.cam_layer or None,
+               "precision": config.train.precision}
     tasks = [Task(f"a_{a}_{b}", (weights_ref, model_config, images_ref, labels_ref, a, b, attacks), options, f"attack:{a}-{b}")
              for a, b in bounds]
     log(f"attack: PGD ({s.pgd_steps} steps; L-inf {', '.join(a.label for a in ATTACKS if a.norm == 'linf')}; "
         f"L2 {', '.join(a.label for a in ATTACKS if a.norm == 'l2')})" + (" and AutoAttack (standard, L-inf 8/255)" if autoattack else "")
-        + f" on {len(chosen)} test images x {len(names)} model(s), in {len(tasks)} tasks")
+        + f" on {len(chosen)} test images x {len(names)} model(s), in {len(tasks)} tasks, in {precision}")
     tasks_key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": ATTACK_OPTIONS}, ATTACK_SHARD_VERSION)
     results = run_resumable(executor, attack_shard, tasks, run.path("eval", "attack_shards"), shard_key(run, tasks_key), config.resources, log,
                             announce=lambda reused, to_run: log(f"attack: {reused} task(s) already saved, {to_run} to run") if reused else None)
@@ -213,8 +221,9 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     for v in names:
         if not np.array_equal(per_model[v]["clean"].astype(bool), clean[v]):
             log(f"[{v}] attack: clean predictions differ from the evaluate stage's on "
-                f"{int((per_model[v]['clean'].astype(bool) != clean[v]).sum())} image(s) (float32 attacks vs the run's precision)")
+                f"{int((per_model[v]['clean'].astype(bool) != clean[v]).sum())} image(s) (the attacks' batches and device vs the evaluate stage's)")
     record = summarise_attacks(per_model, names, list(ATTACKS), s.pgd_steps, chosen)
+    record["precision"] = precision
     if no_autoattack:
         record["autoattack_skipped"] = no_autoattack
     both_clean = np.logical_and.reduce([per_model[v]["clean"].astype(bool) & (per_model[v]["flip"] >= 0) for v in names])
@@ -222,7 +231,8 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     picked = np.sort(order[both_clean[order]][:CASES])
     if len(picked):
         cases = attack_cases(weights, model_config, images[picked], labels[picked], chosen[picked],
-                             {v: per_model[v]["flip"][picked] for v in names}, config.train.seed, s.pgd_steps, s.cam_layer or None)
+                             {v: per_model[v]["flip"][picked] for v in names}, config.train.seed, s.pgd_steps, s.cam_layer or None,
+                             precision)
         write_npz(run.path("eval", "adversarial_cases.npz"), **cases)
     record["seconds"] = time.perf_counter() - started
     write_npz(run.path("eval", "adversarial.npz"), indices=chosen, **{f"{v}|{k}": a for v in names for k, a in per_model[v].items()})

@@ -370,6 +370,22 @@ def test_the_attack_stage_attacks_each_model_and_draws_its_cases(trained_run, tm
     no_aa = merge(config, {"stress.autoattack": False})
     assert attack_stage(copy, no_aa, splits, CountingExecutor(), lines.append).ran
     assert not json.loads(copy.path("eval", "adversarial.json").read_text())["autoattack"]
+    assert json.loads(copy.path("eval", "adversarial.json").read_text())["precision"] == "fp32"
+    # Under --precision bf16 the attacks run in bf16: their clean flags are the evaluate path's bf16 predictions.
+    from stress.augment import input_stats
+    from stress.evaluate.predict import predict_logits
+    from stress.evaluate.shards import load_model
+
+    lines.clear()
+    in_bf16 = merge(no_aa, {"train.precision": "bf16"})
+    assert attack_stage(copy, in_bf16, splits, CountingExecutor(), lines.append).ran
+    assert json.loads(copy.path("eval", "adversarial.json").read_text())["precision"] == "bf16"
+    assert any(line.startswith("attack: PGD ") and line.endswith(", in bf16") for line in lines), lines
+    with np.load(copy.path("eval", "adversarial.npz")) as table:
+        for v, state in stages.load_weights(copy, model_config).items():
+            logits = predict_logits(load_model(state, model_config, torch.device("cpu")), torch.from_numpy(splits.test_x[chosen]),
+                                    precision="bf16", stats=input_stats(model_config))
+            np.testing.assert_array_equal(table[f"{v}|clean"], (logits.argmax(1) == torch.from_numpy(splits.test_y[chosen])).numpy())
 
 
 def test_the_browser_stage_keeps_each_confident_failure_with_both_models_grad_cam(trained_run, tmp_path, monkeypatch):
