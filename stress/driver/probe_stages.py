@@ -211,7 +211,7 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
              for a, b in bounds]
     log(f"attack: PGD ({s.pgd_steps} steps; L-inf {', '.join(a.label for a in ATTACKS if a.norm == 'linf')}; "
         f"L2 {', '.join(a.label for a in ATTACKS if a.norm == 'l2')})" + (" and AutoAttack (standard, L-inf 8/255)" if autoattack else "")
-        + f" on {len(chosen)} test images x {len(names)} model(s), in {len(tasks)} tasks, in {precision}")
+        + f" in {precision} on {len(chosen)} test images x {len(names)} model(s), in {len(tasks)} tasks")
     tasks_key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": ATTACK_OPTIONS}, ATTACK_SHARD_VERSION)
     results = run_resumable(executor, attack_shard, tasks, run.path("eval", "attack_shards"), shard_key(run, tasks_key), config.resources, log,
                             announce=lambda reused, to_run: log(f"attack: {reused} task(s) already saved, {to_run} to run") if reused else None)

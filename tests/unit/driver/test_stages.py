@@ -380,7 +380,7 @@ def test_the_attack_stage_attacks_each_model_and_draws_its_cases(trained_run, tm
     in_bf16 = merge(no_aa, {"train.precision": "bf16"})
     assert attack_stage(copy, in_bf16, splits, CountingExecutor(), lines.append).ran
     assert json.loads(copy.path("eval", "adversarial.json").read_text())["precision"] == "bf16"
-    assert any(line.startswith("attack: PGD ") and line.endswith(", in bf16") for line in lines), lines
+    assert any(line.startswith("attack: PGD ") and " in bf16 on 12 test images" in line for line in lines), lines
     with np.load(copy.path("eval", "adversarial.npz")) as table:
         for v, state in stages.load_weights(copy, model_config).items():
             logits = predict_logits(load_model(state, model_config, torch.device("cpu")), torch.from_numpy(splits.test_x[chosen]),
