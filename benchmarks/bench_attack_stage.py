@@ -53,7 +53,10 @@ def _task(arguments: dict) -> dict:
 
 
 def robust(key: str, flags: np.ndarray) -> np.ndarray:
-    """1 where the image stays correctly classified: "v|clean" and "v|autoattack" hold that already, a PGD key holds "fooled"."""
+    """1 where the image stays correctly classified: "v|clean" and "v|autoattack" hold that already, a PGD key holds "fooled".
+
+    Per attack: the stage's record takes, at each eps, the images no attack of that norm up to eps fooled; on the
+    default run's models both gave the same robust accuracies."""
     return flags if key.endswith(("|clean", "|autoattack")) else ~flags
 
 
