@@ -200,6 +200,56 @@ def test_rayjob_runtime_env_pins_the_project_dependencies():
     assert runtime_env["env_vars"]["STRESS_DATA_DIR"].startswith("/mnt/shared/")
 
 
+
+def torchattacks_folder(pod: dict) -> str | None:
+    """The folder into which `pod`'s init containers install torchattacks without its dependencies, if its Ray
+    container mounts the same volume there and has that folder on PYTHONPATH; else None."""
+    from stress.driver.probe_stages import AUTOATTACK_INSTALL
+
+    pin = AUTOATTACK_INSTALL.split()[-1]  # the version `make setup` and cluster.yaml install
+    ray_container = pod["containers"][0]
+    for init in pod.get("initContainers", []):
+        words = init["command"]
+        targets = [w.split("=", 1)[1] for w in words if w.startswith("--target=")]
+        if words[:2] != ["pip", "install"] or "--no-deps" not in words or pin not in words or len(targets) != 1:
+            continue
+        folder = targets[0]
+        volume = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}.get(folder)
+        mounted = {m["mountPath"]: m["name"] for m in ray_container["volumeMounts"]}.get(folder)
+        path = {e["name"]: e["value"] for e in ray_container.get("env", [])}.get("PYTHONPATH", "")
+        if volume and mounted == volume and folder in path.split(":") and init["image"] == ray_container["image"]:
+            return folder
+    return None
+
+
+def test_every_rayjob_pod_installs_torchattacks_without_its_dependencies_onto_its_pythonpath():
+    """The attack stage's AutoAttack runs on the GPU workers and the driver checks for it on the head: both
+    pod templates install torchattacks as `make setup` does (--no-deps: its requests pin clashes with Ray's)."""
+    spec = load_rayjob()["spec"]
+    cluster = spec["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        folder = torchattacks_folder(pod)
+        assert folder is not None, pod
+        assert {v["name"]: v for v in pod["volumes"]}[
+            {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}[folder]].get("emptyDir") is not None
+    # With its dependencies it would clash: not in the runtime env's pip list.
+    assert "torchattacks" not in {requirement_name(r) for r in yaml.safe_load(spec["runtimeEnvYAML"])["pip"]}
+
+
+def test_the_torchattacks_check_fails_on_a_pod_that_misses_a_part():
+    pod = load_rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert torchattacks_folder(pod) is not None
+    broken = copy.deepcopy(pod)
+    broken["containers"][0]["env"] = []  # not on PYTHONPATH
+    assert torchattacks_folder(broken) is None
+    broken = copy.deepcopy(pod)
+    broken["initContainers"][0]["command"].remove("--no-deps")
+    assert torchattacks_folder(broken) is None
+    broken = copy.deepcopy(pod)
+    broken["containers"][0]["volumeMounts"] = broken["containers"][0]["volumeMounts"][:1]  # the folder not mounted
+    assert torchattacks_folder(broken) is None
+
 def test_cluster_yaml_marks_only_the_head_as_non_spot():
     from stress.constants import NON_SPOT_RESOURCE
 
