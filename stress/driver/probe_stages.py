@@ -34,7 +34,7 @@ TEXTURE_SHARD_VERSION = 1
 TEXTURE_OPTIONS = ("texture_images",)
 ATTACK_VERSION = 5  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar;
 # 5: the attacks run in the run's precision (float32 before)
-ATTACK_SHARD_VERSION = 2
+ATTACK_SHARD_VERSION = 3  # 3: each shard says the precision it resolved to
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU
 CASES = 4
@@ -140,6 +140,16 @@ def check_autoattack(config: ExperimentConfig) -> None:
         raise StressError(f"AutoAttack needs torchattacks, which is not installed: {AUTOATTACK_INSTALL} (or pass --no-autoattack)")
 
 
+def expected_precision(requested: str, on_gpus: bool) -> str:
+    """What `requested` resolves to on the attack tasks' devices, as far as the driver can tell: "auto" on GPU tasks
+    from a driver without a GPU is only known once the tasks have run (each reports what it used)."""
+    import torch
+
+    if on_gpus and requested == "auto" and not torch.cuda.is_available():
+        return "auto (bf16 where the GPU supports it)"
+    return resolve_precision(requested, "cuda" if on_gpus else "cpu")
+
+
 def attack_cases(weights: dict, model_config: dict, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
                  flips: dict[str, np.ndarray], seed: int, steps: int, cam_layer: str | None,
                  precision: str = "fp32") -> dict[str, np.ndarray]:
@@ -204,14 +214,15 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     attacks = [(a.norm, a.eps) for a in ATTACKS]
     # The attacks' passes in the run's precision: under bf16 they gave fp32's robust accuracy to within 0.003 on the
     # default run's models (benchmarks/README.md), and the clean predictions they start from are the evaluate stage's.
-    precision = resolve_precision(config.train.precision, "cuda" if on_gpus else "cpu")
+    # "auto" resolves on each task's device; each task says what it used.
     options = {"steps": s.pgd_steps, "seed": config.train.seed, "autoattack": autoattack, "cam_layer": s.cam_layer or None,
                "precision": config.train.precision}
     tasks = [Task(f"a_{a}_{b}", (weights_ref, model_config, images_ref, labels_ref, a, b, attacks), options, f"attack:{a}-{b}")
              for a, b in bounds]
     log(f"attack: PGD ({s.pgd_steps} steps; L-inf {', '.join(a.label for a in ATTACKS if a.norm == 'linf')}; "
         f"L2 {', '.join(a.label for a in ATTACKS if a.norm == 'l2')})" + (" and AutoAttack (standard, L-inf 8/255)" if autoattack else "")
-        + f" in {precision} on {len(chosen)} test images x {len(names)} model(s), in {len(tasks)} tasks")
+        + f" in {expected_precision(config.train.precision, on_gpus)} on {len(chosen)} test images x {len(names)} model(s), "
+        f"in {len(tasks)} tasks")
     tasks_key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": ATTACK_OPTIONS}, ATTACK_SHARD_VERSION)
     results = run_resumable(executor, attack_shard, tasks, run.path("eval", "attack_shards"), shard_key(run, tasks_key), config.resources, log,
                             announce=lambda reused, to_run: log(f"attack: {reused} task(s) already saved, {to_run} to run") if reused else None)
@@ -222,6 +233,11 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         if not np.array_equal(per_model[v]["clean"].astype(bool), clean[v]):
             log(f"[{v}] attack: clean predictions differ from the evaluate stage's on "
                 f"{int((per_model[v]['clean'].astype(bool) != clean[v]).sum())} image(s) (the attacks' batches and device vs the evaluate stage's)")
+    used = sorted({str(results[t.name]["precision"]) for t in tasks})
+    precision = used[0] if len(used) == 1 else "mixed (" + ", ".join(used) + ")"
+    if len(used) > 1:
+        log(f"attack: --precision {config.train.precision} resolved to {' on some tasks and '.join(used)} on others "
+            "(nodes with and without fast bf16); the adversarial cases are recomputed in fp32")
     record = summarise_attacks(per_model, names, list(ATTACKS), s.pgd_steps, chosen)
     record["precision"] = precision
     if no_autoattack:
@@ -232,7 +248,7 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     if len(picked):
         cases = attack_cases(weights, model_config, images[picked], labels[picked], chosen[picked],
                              {v: per_model[v]["flip"][picked] for v in names}, config.train.seed, s.pgd_steps, s.cam_layer or None,
-                             precision)
+                             used[0] if len(used) == 1 else "fp32")
         write_npz(run.path("eval", "adversarial_cases.npz"), **cases)
     record["seconds"] = time.perf_counter() - started
     write_npz(run.path("eval", "adversarial.npz"), indices=chosen, **{f"{v}|{k}": a for v in names for k, a in per_model[v].items()})

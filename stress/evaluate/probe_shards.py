@@ -76,6 +76,7 @@ class PixelModel(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, stats, scale: float = 255.0):
         super().__init__()
         self.model, self.stats, self.scale = model, stats, scale
+        self.training = model.training  # torchattacks restores the mode it finds: a new module's True would leave `model` training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(normalize(x * self.scale, self.stats))
@@ -91,6 +92,7 @@ class AutocastModel(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, precision: str, device: torch.device):
         super().__init__()
         self.model, self.precision, self.device = model, precision, device
+        self.training = model.training  # as PixelModel: the wrapper reports the wrapped model's mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.precision, self.device):
@@ -151,7 +153,8 @@ def attack_shard(
       signs of the same L-inf size (NaN where no L-inf attack fooled the image).
 
     precision: the forward and backward passes of the attacks and the predictions ("fp32", "bf16", "auto";
-    stress.precision); the attack stage passes the run's. Grad-CAM's gradients stay float32. On the default
+    stress.precision); the attack stage passes the run's. "precision" in the result says what it resolved to on
+    this task's device ("fp32" or "bf16"): "auto" depends on the device. Grad-CAM's gradients stay float32. On the default
     run's CIFAR-10 models, bf16 attacks gave fp32's robust accuracy to within 0.003 at every radius
     (benchmarks/bench_attack_stage.py --precision fp32,bf16; benchmarks/README.md).
     """
@@ -209,4 +212,5 @@ def attack_shard(
                     parts.setdefault("autoattack", []).append((PixelModel(attacked, stats)(adversarial).argmax(1) == y).cpu().numpy())
         for key, chunks in parts.items():
             out[f"{v}|{key}"] = np.concatenate(chunks)
+    out["precision"] = np.array(resolve_precision(precision, device))
     return out

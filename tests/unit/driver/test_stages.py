@@ -386,6 +386,13 @@ def test_the_attack_stage_attacks_each_model_and_draws_its_cases(trained_run, tm
             logits = predict_logits(load_model(state, model_config, torch.device("cpu")), torch.from_numpy(splits.test_x[chosen]),
                                     precision="bf16", stats=input_stats(model_config))
             np.testing.assert_array_equal(table[f"{v}|clean"], (logits.argmax(1) == torch.from_numpy(splits.test_y[chosen])).numpy())
+    # "auto" resolves on each task's device: the record says what the tasks used, not what the driver expected.
+    import stress.evaluate.probe_shards as shards_module
+
+    monkeypatch.setattr(module, "resolve_precision", lambda precision, device: "fp32")  # the driver's device
+    monkeypatch.setattr(shards_module, "resolve_precision", lambda precision, device: "bf16")  # the tasks'
+    assert attack_stage(copy, merge(no_aa, {"train.precision": "auto"}), splits, CountingExecutor(), lines.append).ran
+    assert json.loads(copy.path("eval", "adversarial.json").read_text())["precision"] == "bf16"
 
 
 def test_the_browser_stage_keeps_each_confident_failure_with_both_models_grad_cam(trained_run, tmp_path, monkeypatch):

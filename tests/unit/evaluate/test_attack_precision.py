@@ -92,3 +92,90 @@ def test_bf16_attacks_run_pgd_and_autoattack_and_fool_an_undefended_model():
     assert out["m|clean"].all()  # the labels are the bf16 model's own predictions
     # An untrained network is fooled at 8/255 by PGD and AutoAttack alike (both run through the bf16 wrapper).
     assert out["m|linf_8/255"].mean() >= 0.9 and out["m|autoattack"].mean() <= 0.1
+
+
+class _NoAttack:
+    """Stands in for torchattacks.AutoAttack: records whether the model it was given runs in bf16, and returns the
+    images unchanged, so "still correct after AutoAttack" is the given model's clean prediction."""
+
+    ran_in_bf16: list[bool] = []
+
+    def __init__(self, model, **options):
+        self.model = model
+
+    def __call__(self, x, y):
+        with torch.no_grad():
+            logits = self.model(x)
+        _NoAttack.ran_in_bf16.append(bool(torch.equal(logits, logits.bfloat16().float())))
+        return x
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_autoattack_and_its_robustness_check_run_in_the_attack_precision(precision, monkeypatch):
+    torchattacks = pytest.importorskip("torchattacks")
+    monkeypatch.setattr(torchattacks, "AutoAttack", _NoAttack)
+    _NoAttack.ran_in_bf16 = []
+    weights, (images, labels) = _near_tie_weights(), _images(8)
+    out = attack_shard({"m": weights}, MODEL_DICT, images, labels, 0, len(labels), [("linf", 1 / 255)], steps=1,
+                       autoattack=True, device="cpu", precision=precision)
+    assert _NoAttack.ran_in_bf16 == [precision == "bf16"]  # one batch, attacked through the precision's wrapper
+    # Unchanged images: the robustness check's flags are the evaluate path's clean predictions in that precision,
+    # which the near tie sets apart (all correct in fp32, none in bf16).
+    np.testing.assert_array_equal(out["m|autoattack"], _reference_correct(weights, images, labels, precision))
+    assert str(out["precision"]) == precision
+
+
+def test_grad_cam_stays_fp32_under_bf16_attacks(monkeypatch):
+    import stress.analyses.gradcam as gradcam_module
+
+    calls = []
+    real = gradcam_module.gradcam
+
+    def spy(model, inputs, targets, layer=None, precision="fp32", **options):
+        calls.append((precision, torch.is_autocast_enabled("cpu"), inputs.dtype))
+        return real(model, inputs, targets, layer, precision=precision, **options)
+
+    monkeypatch.setattr(gradcam_module, "gradcam", spy)
+    torch.manual_seed(0)
+    model = create_model(CONFIG).eval()
+    images, _ = _images(6)
+    labels = predict_logits(model, torch.from_numpy(images), stats=input_stats(CONFIG), precision="bf16").argmax(1).numpy()
+    out = attack_shard({"m": model.state_dict()}, MODEL_DICT, images, labels, 0, len(labels), [("linf", 8 / 255)], steps=3,
+                       autoattack=False, device="cpu", precision="bf16")
+    assert (out["m|flip"] >= 0).any() and calls  # images flipped, so their maps were drawn
+    assert set(calls) == {("fp32", False, torch.float32)}
+
+
+def test_the_attacked_model_stays_in_eval_mode_after_autoattack(monkeypatch):
+    """torchattacks puts back the training mode it finds on the model it is given: a wrapper that reported a new
+    module's training=True would leave the network training for the batches after the first (BatchNorm on batch
+    statistics)."""
+    pytest.importorskip("torchattacks")
+    import stress.evaluate.probe_shards as module
+
+    loaded = []
+    real = module.load_model
+
+    def keep(*arguments, **options):
+        loaded.append(real(*arguments, **options))
+        return loaded[-1]
+
+    monkeypatch.setattr(module, "load_model", keep)
+    torch.manual_seed(0)
+    model = create_model(CONFIG).eval()
+    images, _ = _images(4)
+    labels = np.zeros(4, dtype=np.int64)
+    for precision in ("fp32", "bf16"):
+        attack_shard({"m": model.state_dict()}, MODEL_DICT, images, labels, 0, 4, [("linf", 8 / 255)], steps=1,
+                     autoattack=True, batch_size=2, device="cpu", precision=precision)
+    assert len(loaded) == 2 and not any(m.training for network in loaded for m in network.modules())
+
+
+def test_the_log_names_auto_on_gpu_tasks_from_a_driver_without_a_gpu(monkeypatch):
+    from stress.driver.probe_stages import expected_precision
+    from stress.precision import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert expected_precision("auto", on_gpus=True).startswith("auto")  # the GPU decides; the driver cannot tell
+    assert expected_precision("bf16", on_gpus=True) == "bf16" and expected_precision("fp32", on_gpus=True) == "fp32"
+    assert expected_precision("auto", on_gpus=False) == resolve_precision("auto", "cpu")
