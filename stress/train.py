@@ -25,7 +25,7 @@ from stress.augment import augment_batch, input_stats, normalize
 from stress.config import ExperimentConfig
 from stress.evaluate.predict import evaluate
 from stress.models import create_model
-from stress.precision import autocast
+from stress.precision import autocast, resolve_precision
 
 EpochCallback = Callable[[dict, dict], None]  # (checkpoint state, epoch metrics) -> None
 
@@ -178,6 +178,9 @@ def train_variant(
             "val_acc": val["acc"],
             "seconds": seconds,
             "images_per_second": float(totals[2]) / seconds,
+            # What --precision resolved to where this worker trained ("auto" depends on the device).
+            "precision": resolve_precision(t.precision, device),
+            "device": torch.device(device).type,
         }
         history.append(metrics)
         test = None

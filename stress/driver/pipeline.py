@@ -258,6 +258,8 @@ class Pipeline:
                 "train_seconds": sum(e["seconds"] for e in epochs),
                 "images_per_second": sum(e["images_per_second"] for e in epochs) / len(epochs),
                 "gpus_per_worker": record.get("gpus_per_worker"),
+                "precision": epochs[-1].get("precision"),  # as resolved on the trainer's device (histories before: None)
+                "device": epochs[-1].get("device"),
             }
         summary = {
             "schema_version": SCHEMA_VERSION,

@@ -61,13 +61,16 @@ def headline(summary: dict) -> Section:
     return Section("headline", "Headline", tuple(blocks))
 
 
-def precision_text(train: dict, manifest: dict) -> str:
-    """The precision option and what it resolved to; runs from before the option were fp32."""
+def precision_text(train: dict, manifest: dict, variants: dict | None = None) -> str:
+    """The precision option, what it resolves to on the driver's devices and what the trainers ran in (each resolved it
+    on its own device: GPU workers from a driver without a GPU); runs from before the option were fp32."""
     recorded = manifest.get("precision")
     if not recorded:
         return train.get("precision", "fp32")
     resolved = ", ".join(f"{device}: {value}" for device, value in recorded.get("resolved", {}).items())
-    return f"{recorded.get('requested', MISSING)} ({resolved})"
+    trained = sorted({f"{v['precision']} on {v.get('device') or MISSING}" for v in (variants or {}).values()
+                      if isinstance(v, dict) and v.get("precision")})
+    return f"{recorded.get('requested', MISSING)} ({resolved})" + (f"; training ran in {' and '.join(trained)}" if trained else "")
 
 
 COMPILED_STAGES = {"stress": "stress", "fourier": "Fourier"}  # manifest compile keys -> names in the text
@@ -133,7 +136,7 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
             ("optimiser", f"{manifest.get('training', {}).get('optimizer', MISSING)}, lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
             ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
         )),
-        ("precision", precision_text(train, manifest)),
+        ("precision", precision_text(train, manifest, summary.get("variants"))),
         ("torch.compile", compile_text(manifest)),
         *(() if config.get("evaluate") else (
             ("augmentation (augmented variant)", f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),

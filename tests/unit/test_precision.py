@@ -106,6 +106,7 @@ def test_bf16_training_learns_and_resumes_bit_identically(tiny_config):
     assert without_timing(resumed["history"]) == without_timing(uninterrupted["history"])
     fp32, _, _ = run(tiny_config(**{"data.synthetic_train": 1200, "data.val_size": 200, "train.epochs": 3}), "augmented", data)
     assert not torch.equal(fp32["model"]["features.conv1.weight"], uninterrupted["model"]["features.conv1.weight"])  # bf16 did run
+    assert {e["precision"] for e in uninterrupted["history"]} == {"bf16"} and {e["precision"] for e in fp32["history"]} == {"fp32"}
 
 
 # Tolerances for bf16 forward passes of SimpleCNN (8-bit mantissa): probabilities within 0.05,

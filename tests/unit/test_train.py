@@ -16,7 +16,7 @@ from stress.evaluate.predict import evaluate, predict_logits
 from stress.models import create_model
 from stress.train import build_model, epoch_generator, to_device_arrays, train_variant
 
-HISTORY_FIELDS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_second"}
+HISTORY_FIELDS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_second", "precision", "device"}
 TIMING_FIELDS = {"seconds", "images_per_second"}
 
 
@@ -165,6 +165,7 @@ def test_history_and_test_metrics_are_complete_and_consistent(tiny_config, tiny_
     assert [entry["epoch"] for entry in state["history"]] == [1, 2]
     for entry in state["history"]:
         assert set(entry) == HISTORY_FIELDS
+        assert (entry["precision"], entry["device"]) == ("fp32", "cpu")  # what --precision fp32 ran in, and where
         assert 0 <= entry["train_acc"] <= 1 and 0 <= entry["val_acc"] <= 1
         assert entry["train_loss"] > 0 and entry["val_loss"] > 0 and entry["seconds"] > 0
         # images_per_second is the number of training images seen over the epoch's time.

@@ -131,6 +131,23 @@ def test_setup_says_whether_the_stress_and_fourier_stages_ran_compiled(run, reco
     assert setup_rows(build_report(run)[0].read_text())["torch.compile"] == expected
 
 
+
+@pytest.mark.parametrize("trained, expected", [
+    # GPU trainers from a driver without a GPU: the driver's CPU would have said fp32, the trainers ran bf16.
+    ({"baseline": ("bf16", "cuda"), "augmented": ("bf16", "cuda")}, "auto (cpu: fp32); training ran in bf16 on cuda"),
+    ({"baseline": ("bf16", "cpu"), "augmented": ("fp32", "cpu")}, "auto (cpu: fp32); training ran in bf16 on cpu and fp32 on cpu"),
+    ({"baseline": (None, None), "augmented": (None, None)}, "auto (cpu: fp32)"),  # histories from before the record
+])
+def test_setup_says_what_precision_the_trainers_resolved_on_their_devices(run, trained, expected):
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["precision"] = {"requested": "auto", "resolved": {"cpu": "fp32"}, "cpu_fast_bf16": False}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    summary = json.loads((run / "summary.json").read_text())
+    for variant, (precision, device) in trained.items():
+        summary["variants"][variant].update(precision=precision, device=device)
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert setup_rows(build_report(run)[0].read_text())["precision"] == expected
+
 def test_run_without_evaluation_keeps_training_only(run):
     summary = json.loads((run / "summary.json").read_text())
     for key in ("failures", "explanations", "robustness", "calibration"):
