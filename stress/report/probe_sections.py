@@ -82,7 +82,8 @@ def attack_section(summary: dict) -> Section:
         f"normalisation: PGD with {record['steps']} steps of {record['step_size']} from a random start, and "
         + ("AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square; torchattacks) at L∞ 8/255, RobustBench's CIFAR-10 "
            "setting. " if record["autoattack"] else f"no AutoAttack ({record.get('autoattack_skipped') or '--no-autoattack'}). ")
-        + f"The attacks' forward and backward passes ran in {record.get('precision', 'fp32')} (the run's --precision), Grad-CAM in fp32. "
+        + f"The attacks' forward and backward passes ran in {record.get('precision', 'fp32')} (the run's --precision), Grad-CAM in fp32"
+        + ("; the adversarial cases below were recomputed in fp32. " if str(record.get("precision", "")).startswith("mixed") else ". ")
         + "An image is robust at eps if it is correct clean and no attack of that norm at eps or below fooled it, so robust "
           "accuracy never rises with eps. Wilson 95% intervals over the attacked images.")]
     blocks.append(make_table(("model", "clean", *names),

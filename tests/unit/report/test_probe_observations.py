@@ -78,6 +78,11 @@ def test_attack_rules_report_robust_accuracy_and_a_moved_explanation():
         del d["method"]
     assert "paired 95% t-interval, over images" in str(attack_section(summary).blocks)
     assert adversarial_shift(summary)[0].uncertainty.startswith("paired 95% t-intervals over 600 attacked images")
+    # The paragraph names the precision the tasks ran in, and says when the cases were recomputed in fp32 instead.
+    assert "passes ran in fp32 (the run's --precision), Grad-CAM in fp32. An image" in str(attack_section(summary).blocks)
+    record["precision"] = "mixed (bf16, fp32)"
+    assert "ran in mixed (bf16, fp32) (the run's --precision), Grad-CAM in fp32; the adversarial cases below were recomputed in fp32. " \
+        in str(attack_section(summary).blocks)
 
 
 def test_over_seeds_verdicts_need_a_holm_significant_difference():

@@ -303,6 +303,20 @@ def test_setup_says_which_precision_the_seeds_were_trained_in(sweep):
     assert table_rows(section(build_report(sweep)[0].read_text(), "setup"))["precision"][0].startswith("fp32")
 
 
+def test_setup_says_what_the_seeds_trainers_ran_in_on_their_devices(sweep):
+    manifest_path = sweep / "seed_42" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["precision"] = {"requested": "auto", "resolved": {"cpu": "fp32"}, "cpu_fast_bf16": False}
+    manifest_path.write_text(json.dumps(manifest))
+    seeds = json.loads((sweep / "summary.json").read_text())["seeds"]
+    for i, seed in enumerate(seeds):  # the last seed's trials landed on a CPU node, the others on GPUs
+        trained = {"precision": "fp32", "device": "cpu"} if i == len(seeds) - 1 else {"precision": "bf16", "device": "cuda"}
+        (sweep / f"seed_{seed}").mkdir(exist_ok=True)
+        (sweep / f"seed_{seed}" / "summary.json").write_text(json.dumps({"variants": {v: trained for v in ("baseline", "augmented")}}))
+    row = table_rows(section(build_report(sweep)[0].read_text(), "setup"))["precision"][0]
+    assert row == "auto (cpu: fp32); training ran in bf16 on cuda and fp32 on cpu"
+
+
 def test_setup_says_whether_the_seeds_stress_passes_ran_compiled(sweep):
     rows = table_rows(section(build_report(sweep)[0].read_text(), "setup"))
     assert rows["torch.compile"] == ["—"]  # the fixture's manifest is from before the record
