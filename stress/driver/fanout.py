@@ -27,6 +27,8 @@ from stress.artifacts import write_npz
 from stress.config import ExperimentConfig, ResourceConfig
 
 STAGE_KEY = "stage_key"  # entry of every saved shard file: the key of the stage that wrote it
+PRECISION = "precision"  # entry of every shard result: what --precision resolved to on the task's device ("fp32", "bf16")
+UNRECORDED = "unrecorded"  # a saved shard's precision from before the entry
 Calls = list[tuple[str, tuple, dict]]  # (label, args, kwargs) per task
 OnResult = Callable[[str, Any], None]
 
@@ -92,27 +94,47 @@ def forward_batches(bounds: list[tuple[int, int]], perturbations: int, models: i
     return sum(-(-(stop - start) // batch) for start, stop in bounds) * perturbations * models
 
 
-def flatten_cells(value: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """{cell: {field: array}} -> {"cell#field": array}, the form a shard is saved in."""
-    return {f"{cell}#{field}": array for cell, arrays in value.items() for field, array in arrays.items()}
+def flatten_cells(value: dict[str, dict[str, np.ndarray] | np.ndarray]) -> dict[str, np.ndarray]:
+    """{cell: {field: array}} -> {"cell#field": array}, the form a shard is saved in; plain arrays (PRECISION) stay."""
+    return {f"{cell}#{field}": array for cell, arrays in value.items() if isinstance(arrays, dict) for field, array in arrays.items()} | {
+        name: array for name, array in value.items() if not isinstance(array, dict)}
 
 
-def unflatten_cells(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+def unflatten_cells(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray] | np.ndarray]:
     """The inverse of flatten_cells."""
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, dict[str, np.ndarray] | np.ndarray] = {}
     for key, array in flat.items():
-        cell, field = key.split("#")
-        out.setdefault(cell, {})[field] = array
+        cell, hash_sign, field = key.partition("#")
+        if hash_sign:
+            out.setdefault(cell, {})[field] = array
+        else:
+            out[key] = array
     return out
+
+
+def used_precision(results: list[dict], stage: str, requested: str, log) -> str:
+    """What a stage's tasks ran in, taken out of each result's PRECISION entry: "fp32", "bf16", or e.g. "mixed (bf16, fp32)".
+
+    "auto" resolves on each task's device, so the tasks of one stage can differ: nodes with and without fast
+    bf16, or shards saved on another machine and reused on resume ("unrecorded": saved by code from before the
+    entry). A mixed stage is logged, with the remedy.
+    """
+    used = sorted({str(result.pop(PRECISION, UNRECORDED)) for result in results})
+    if len(used) <= 1:
+        return used[0] if used else UNRECORDED
+    log(f"{stage}: its tasks ran in {' and '.join(used)} under --precision {requested} (nodes with and without fast bf16, "
+        "or shards saved on another machine or by older code): its results mix them; --precision fp32 or bf16 gives one")
+    return f"mixed ({', '.join(used)})"
 
 
 def merge_shards(parts: list[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
     """Concatenate shard outputs in index order; every image must appear exactly once.
 
-    Keys starting with seconds_ are per-shard timings and are summed instead.
+    Keys starting with seconds_ are per-shard timings and are summed instead; PRECISION, per task, is left out
+    (used_precision reads it).
     """
     parts = sorted(parts, key=lambda p: int(p["indices"][0]) if len(p["indices"]) else 0)
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if not k.startswith("seconds_")}
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if not k.startswith("seconds_") and k != PRECISION}
     merged.update({k: np.array([sum(float(p[k][0]) for p in parts)]) for k in parts[0] if k.startswith("seconds_")})
     if not np.array_equal(merged["indices"], np.arange(n)):
         raise RuntimeError(f"shards do not cover the {n} test images exactly once")

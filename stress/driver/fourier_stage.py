@@ -17,7 +17,7 @@ import numpy as np
 from stress.artifacts import RunFolder, config_key, write_json, write_npz
 from stress.config import ExperimentConfig, model_names
 from stress.data import Splits
-from stress.driver.fanout import Executor, Task, run_resumable, shard_key
+from stress.driver.fanout import Executor, Task, run_resumable, shard_key, used_precision
 from stress.driver.forward_plan import FOURIER_BATCH, compile_decision, fourier_bounds, frequency_groups
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.report.statements import interval_text, number, signed
@@ -84,11 +84,13 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
         f"{s.fourier_norm:g} on the [0, 1] scale, in {len(tasks)} tasks")
     results = run_resumable(executor, fourier_shard, tasks, run.path("eval", "fourier_shards"), shard_key(run, fourier_shard_key(config)), config.resources, log,
                             announce=lambda reused, to_run: log(f"fourier: {reused} task(s) already saved, {to_run} to run") if reused else None)
+    precision = used_precision(list(results.values()), "fourier", config.train.precision, log)
     correct = {v: np.concatenate([np.concatenate([results[f"f{g}_{start}_{stop}"][v] for start, stop in bounds], axis=1)
                                   for g in range(len(groups))], axis=0) for v in names}
     with np.load(run.path("eval", "predictions.npz")) as predictions:
         clean = {v: predictions[f"{v}_correct"][chosen].astype(bool) for v in names}
     record, arrays = summarise_fourier(clean, correct, freqs, height, width, names, s.fourier_norm)
+    record["precision"] = precision
     record["seconds"] = time.perf_counter() - started
     write_npz(run.path("eval", "fourier.npz"), indices=chosen, **arrays)
     write_json(run.path("eval", "fourier.json"), record)
@@ -105,5 +107,6 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
                  for b, x in d["by_band"].items()]
         log(f"fourier: {other} - {d['reference']} error by band: {', '.join(parts)} "
             f"(95% CI over {len(chosen)} images; * Holm-significant over {len(parts)} bands)")
-    run.mark_done("fourier", record["seconds"], key, weights=weights_id, tasks=len(tasks), compiled=compiled, compile_reason=why)
+    run.mark_done("fourier", record["seconds"], key, weights=weights_id, tasks=len(tasks), compiled=compiled, compile_reason=why,
+                  precision=precision)
     return StageOutcome("fourier", ran=True, seconds=record["seconds"])

@@ -22,9 +22,6 @@ process (`stress.driver.fanout.LocalExecutor`).
 from __future__ import annotations
 
 import datetime as dt
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.browser_stage import browser_stage
 from stress.driver.fanout import Executor
 from stress.driver.fourier_stage import fourier_stage
+from stress.driver.provenance import git_commit, hardware, precision_record
 from stress.driver.probe_stages import attack_stage, check_autoattack, texture_stage
 from stress.driver.slice_stage import slices_stage
 from stress.driver.train_audit_stage import train_audit_stage
@@ -47,41 +45,6 @@ from stress.paths import expand
 from stress.report.build import build_report
 from stress.report.figures import write_figures
 from stress.resolve import Resolution, resolve
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _hardware() -> dict:
-    import torch
-
-    from stress.precision import cpu_bf16_flags, cpu_model
-
-    # The driver's machine: the CPU model and its bf16 units, which the stage times depend on.
-    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-            "cpu_model": cpu_model(), "cpu_bf16_flags": ", ".join(cpu_bf16_flags()) or "none"}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def _precision(requested: str) -> dict:
-    """The --precision asked for and what it resolves to on this machine's devices (stress.precision)."""
-    import torch
-
-    from stress.precision import cpu_has_fast_bf16, resolve_precision
-
-    resolved = {"cpu": resolve_precision(requested, "cpu")}
-    if torch.cuda.is_available():
-        resolved["cuda"] = resolve_precision(requested, "cuda")
-    return {"requested": requested, "resolved": resolved, "cpu_fast_bf16": cpu_has_fast_bf16()}
 
 
 # What every interval in a single run's summary.json is taken over. None of them contains the
@@ -305,7 +268,7 @@ class Pipeline:
             self.run.path("manifest.json"),
             {
                 "versions": python_versions(),
-                "git_commit": _git_commit(),
+                "git_commit": git_commit(),
                 "dataset": self.splits.describe(),
                 "seeds": {"train": self.config.train.seed, "split": self.config.train.seed},
                 "model": {"name": self.config.model.name, **self.resolution.describe()},
@@ -313,8 +276,8 @@ class Pipeline:
                              {"optimizer": "Adam", "loss": "cross-entropy",
                               "augmentation": f"RandomCrop({self.config.model.image_size}, padding) + RandomHorizontalFlip (augmented variant only)"}),
                 "resources": {"cluster": resources, **self.config.to_dict()["resources"]},
-                "hardware": _hardware(),
-                "precision": _precision(self.config.train.precision),
+                "hardware": hardware(),
+                "precision": precision_record(self.config.train.precision, self.run),
                 "compile": self.compile_record(),
                 "started": dt.datetime.fromtimestamp(started_at, dt.timezone.utc).isoformat(),
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -22,7 +22,7 @@ import numpy as np
 from stress.artifacts import RunFolder, config_key, write_json, write_npz
 from stress.config import ExperimentConfig, model_names
 from stress.data import Splits
-from stress.driver.fanout import Executor, Task, run_resumable, shard_bounds, shard_key
+from stress.driver.fanout import Executor, Task, run_resumable, shard_bounds, shard_key, used_precision
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_weights
 from stress.errors import StressError
 from stress.precision import resolve_precision
@@ -104,8 +104,10 @@ def texture_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
         f"in {len(tasks)} tasks")
     tasks_key = config_key(config.to_dict(), TRAINING_SECTIONS, {"stress": TEXTURE_OPTIONS}, TEXTURE_SHARD_VERSION)
     results = run_resumable(executor, texture_shard, tasks, run.path("eval", "texture_shards"), shard_key(run, tasks_key), config.resources, log)
+    precision = used_precision(list(results.values()), "texture", config.train.precision, log)
     probed = {v: {p: np.concatenate([results[t.name][f"{v}|{p}"] for t in tasks]) for p in names_of_probes} for v in names}
     record = summarise_texture(_clean(run, names, chosen), probed, names, len(splits.class_names), config.train.seed)
+    record["precision"] = precision
     record["seconds"] = time.perf_counter() - started
     write_npz(run.path("eval", "texture.npz"), indices=chosen, **{f"{v}|{p}": probed[v][p] for v in names for p in names_of_probes})
     write_json(run.path("eval", "texture.json"), record)
@@ -121,7 +123,7 @@ def texture_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
         if parts:
             log(f"texture: {other} - {d['reference']} texture-reliance index: {', '.join(parts)} "
                 f"(95% bootstrap over {len(chosen)} images; * Holm-significant)")
-    run.mark_done("texture", record["seconds"], key, weights=weights_id, tasks=len(tasks))
+    run.mark_done("texture", record["seconds"], key, weights=weights_id, tasks=len(tasks), precision=precision)
     return StageOutcome("texture", ran=True, seconds=record["seconds"])
 
 
@@ -233,11 +235,10 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         if not np.array_equal(per_model[v]["clean"].astype(bool), clean[v]):
             log(f"[{v}] attack: clean predictions differ from the evaluate stage's on "
                 f"{int((per_model[v]['clean'].astype(bool) != clean[v]).sum())} image(s) (the attacks' batches and device vs the evaluate stage's)")
-    used = sorted({str(results[t.name]["precision"]) for t in tasks})
-    precision = used[0] if len(used) == 1 else "mixed (" + ", ".join(used) + ")"
-    if len(used) > 1:
-        log(f"attack: --precision {config.train.precision} resolved to {' on some tasks and '.join(used)} on others "
-            "(nodes with and without fast bf16); the adversarial cases are recomputed in fp32")
+    precision = used_precision([results[t.name] for t in tasks], "attack", config.train.precision, log)
+    mixed = precision.startswith("mixed")
+    if mixed:
+        log("attack: the adversarial cases are recomputed in fp32")
     record = summarise_attacks(per_model, names, list(ATTACKS), s.pgd_steps, chosen)
     record["precision"] = precision
     if no_autoattack:
@@ -248,7 +249,7 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     if len(picked):
         cases = attack_cases(weights, model_config, images[picked], labels[picked], chosen[picked],
                              {v: per_model[v]["flip"][picked] for v in names}, config.train.seed, s.pgd_steps, s.cam_layer or None,
-                             used[0] if len(used) == 1 else "fp32")
+                             precision if precision in ("fp32", "bf16") else "fp32")
         write_npz(run.path("eval", "adversarial_cases.npz"), **cases)
     record["seconds"] = time.perf_counter() - started
     write_npz(run.path("eval", "adversarial.npz"), indices=chosen, **{f"{v}|{k}": a for v in names for k, a in per_model[v].items()})
@@ -263,5 +264,5 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
                  for k, x in d["by_attack"].items()]
         log(f"attack: {other} - {d['reference']} robust accuracy: {', '.join(parts)} (95% CI over {len(chosen)} images; "
             f"* Holm-significant over {len(parts)} attacks)")
-    run.mark_done("attack", record["seconds"], key, weights=weights_id, tasks=len(tasks))
+    run.mark_done("attack", record["seconds"], key, weights=weights_id, tasks=len(tasks), precision=precision)
     return StageOutcome("attack", ran=True, seconds=record["seconds"])

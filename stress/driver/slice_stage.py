@@ -15,7 +15,7 @@ import torch
 from stress.artifacts import RunFolder, config_key, write_json, write_npz
 from stress.config import ExperimentConfig, model_names
 from stress.data import Splits
-from stress.driver.fanout import Executor, Task, merge_shards, run_resumable, shard_bounds, shard_key
+from stress.driver.fanout import Executor, Task, merge_shards, run_resumable, shard_bounds, shard_key, used_precision
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome, load_model, load_weights
 from stress.report.statements import number
 
@@ -53,6 +53,7 @@ def slices_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     weights = load_weights(run, model_config, names)
     layer = embedding_layer(load_model(weights[names[0]], model_config, torch.device("cpu")))
     embeddings: dict[str, np.ndarray] = {}
+    precision = None  # no embeddings, no forward passes
     if layer is not None:
         weights_ref, images_ref = {v: executor.put(w) for v, w in weights.items()}, executor.put(images)
         bounds = shard_bounds(n, config.stress.shards or executor.slots(config.resources))
@@ -61,6 +62,7 @@ def slices_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         log(f"slices: embeddings (input of {layer}) of {len(names)} model(s) x {len(bounds)} shards")
         results = run_resumable(executor, embed_shard, tasks, run.path("eval", "embedding_shards"), shard_key(run, embedding_key(config)),
                                 config.resources, log)
+        precision = used_precision(list(results.values()), "slices", config.train.precision, log)
         embeddings = {v: merge_shards([results[f"{v}_{start}_{stop}"] for start, stop in bounds], n)["embedding"] for v in names}
     seconds_embed = time.perf_counter() - started
     with np.load(run.path("eval", "predictions.npz")) as table:
@@ -95,5 +97,5 @@ def slices_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     write_npz(run.path("eval", "slices.npz"), **arrays)
     write_json(run.path("eval", "slices.json"), record)
     seconds = time.perf_counter() - started
-    run.mark_done("slices", seconds, key, weights=weights_id)
+    run.mark_done("slices", seconds, key, weights=weights_id, precision=precision)
     return StageOutcome("slices", ran=True, seconds=seconds)

@@ -33,7 +33,7 @@ from stress.artifacts import RunFolder, config_key, load_torch, save_torch, writ
 from stress.config import ExperimentConfig, evaluate_entries, model_names
 from stress.constants import CONFIDENT, VARIANTS
 from stress.data import Splits
-from stress.driver.fanout import (Executor, Task, flatten_cells, merge_shards, run_resumable, shard_bounds,
+from stress.driver.fanout import (Executor, Task, flatten_cells, merge_shards, run_resumable, shard_bounds, used_precision,
                                   shard_key, unflatten_cells)
 from stress.driver.forward_plan import STRESS_BATCH, compile_decision, stress_plan
 from stress.errors import StressError
@@ -186,8 +186,9 @@ def load_weights(run: RunFolder, model_config: dict, names: tuple[str, ...] = VA
 
 
 def predict_all(run: RunFolder, config: ExperimentConfig, executor: Executor, weights_ref: dict, images_ref, labels_ref,
-                n: int, shards: int, log) -> dict[str, dict[str, np.ndarray]]:
-    """evaluate_shard for every (variant, shard), saved ones reused; merged per-image results per variant."""
+                n: int, shards: int, log) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+    """evaluate_shard for every (variant, shard), saved ones reused: merged per-image results per variant, and what the
+    tasks ran in (fanout.used_precision)."""
     bounds = shard_bounds(n, shards)
     layer = config.stress.cam_layer  # resolved: empty when the model has no layer for Grad-CAM
     kwargs = {
@@ -210,7 +211,8 @@ def predict_all(run: RunFolder, config: ExperimentConfig, executor: Executor, we
             log(f"evaluate: {reused} shard(s) already saved, {to_run} to run")
 
     results = run_resumable(executor, evaluate_shard, tasks, folder, key, config.resources, log, announce=announce)
-    return {v: merge_shards([results[f"{v}_{start}_{stop}"] for start, stop in bounds], n) for v in names}
+    precision = used_precision(list(results.values()), "evaluate", config.train.precision, log)
+    return {v: merge_shards([results[f"{v}_{start}_{stop}"] for start, stop in bounds], n) for v in names}, precision
 
 
 def write_prediction_table(run: RunFolder, labels: np.ndarray, merged: dict) -> None:
@@ -296,7 +298,7 @@ def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exe
     weights_ref = {v: executor.put(w) for v, w in weights.items()}
     images_ref, labels_ref = executor.put(splits.test_x), executor.put(splits.test_y)
     log(f"evaluate: {len(names)} model(s) x {min(shards, n)} shards over {n} test images")
-    merged = predict_all(run, config, executor, weights_ref, images_ref, labels_ref, n, shards, log)
+    merged, precision = predict_all(run, config, executor, weights_ref, images_ref, labels_ref, n, shards, log)
     write_npz(run.path("eval", "predictions.npz"), labels=splits.test_y, **{f"{v}_{k}": merged[v][k] for v in names for k in merged[v]})
     write_prediction_table(run, splits.test_y, merged)
     for v in names if config.stress.cam_layer else ():
@@ -306,7 +308,7 @@ def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exe
     if not config.stress.cam_layer:
         log(f"Grad-CAM skipped: {GRADCAM_SKIPPED}")
     analyse(run, config, splits, weights, merged, log)
-    run.mark_done("evaluate", time.perf_counter() - started, key, weights=weights_id, shards=min(shards, n))
+    run.mark_done("evaluate", time.perf_counter() - started, key, weights=weights_id, shards=min(shards, n), precision=precision)
     return StageOutcome("evaluate", ran=True, seconds=time.perf_counter() - started)
 
 
@@ -345,9 +347,11 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     # Validation logits for temperature scaling, one task per variant.
     val_ref, val_labels_ref = executor.put(splits.val_x), executor.put(splits.val_y)
     val_logits: dict[str, np.ndarray] = {}
+    val_precisions: list[dict] = []
 
     def validation_done(task: str, value: dict) -> None:
         val_logits[task[4:]] = value["logits"]
+        val_precisions.append({"precision": value["precision"]})
 
     val_calls = [(f"val:{v}", (weights[v], model_config, val_ref, val_labels_ref, 0, len(splits.val_y)),
                   {"gradcam": False, "precision": config.train.precision}) for v in names]
@@ -355,6 +359,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     results = run_resumable(executor, stress_shard, tasks, folder, shard_key(run, stress_shard_key(config)), config.resources, log,
                             flatten=flatten_cells, unflatten=unflatten_cells,
                             announce=lambda reused, to_run: log(f"stress: {to_run} tasks ({reused} already saved)"))
+    precision = used_precision(list(results.values()) + val_precisions, "stress", config.train.precision, log)
     merged = merge_cells(results, bounds, groups)
     with np.load(run.path("eval", "predictions.npz")) as predictions:
         clean_correct = {v: predictions[f"{v}_correct"][:n] for v in names}
@@ -363,6 +368,7 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     robustness["images"] = n
     robustness["corruptions_skipped"] = plan.unsupported
     robustness["corruption_tables"] = None if plan.unsupported else TABLE_SOURCES[config.model.image_size]
+    robustness["precision"] = precision
     calibration = summarise_calibration(test_logits, val_logits, labels, splits.val_y, merged, corruptions, severities, s.calibration_bins)
     write_npz(run.path("eval", "stress_correct.npz"), **{cell: arrays["correct"] for cell, arrays in merged.items()})
     write_json(run.path("eval", "robustness.json"), robustness)
@@ -378,7 +384,8 @@ def stress_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
         log(f"[{v}] clean {number(r['clean_acc'], 4)}  mean corruption acc {number(r['mean_corruption_acc'], 4)}  "
             f"ECE {number(c['ece'], 4)} -> {number(c['ece_after_temperature'], 4)} after T={number(c['temperature'], 2)}")
     seconds = time.perf_counter() - started
-    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(tasks), compiled=compiled, compile_reason=why)
+    run.mark_done("stress", seconds, key, weights=weights_id, tasks=len(tasks), compiled=compiled, compile_reason=why,
+                  precision=precision)
     return StageOutcome("stress", ran=True, seconds=seconds)
 
 

@@ -27,6 +27,7 @@ from stress.driver.fanout import Executor
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome
 from stress.evaluate.predict import predict_logits
 from stress.evaluate.shards import load_model
+from stress.precision import resolve_precision
 
 TRAIN_AUDIT_VERSION = 1
 GALLERY = 20  # flagged training images kept for the gallery figure
@@ -104,7 +105,8 @@ def train_audit_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, 
         f"(out-of-fold accuracy {record['out_of_fold_accuracy']:.4f})")
     if record["unaudited_classes"]:
         log(f"train-label audit: {unaudited_text(record['unaudited_classes'], 'training image')}")
-    run.mark_done("train_audit", seconds, key, folds=k)
+    # The out-of-fold predictions run here, on the driver's CPU.
+    run.mark_done("train_audit", seconds, key, folds=k, precision=resolve_precision(config.train.precision, "cpu"))
     return StageOutcome("train_audit", ran=True, seconds=seconds)
 
 

@@ -32,7 +32,8 @@ def texture_shard(
     precision: str = "fp32",
     device: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """{"<variant>|<probe>": bool (n,)}: is each image of [start, stop) still classified correctly under the probe.
+    """{"<variant>|<probe>": bool (n,)}: is each image of [start, stop) still classified correctly under the probe; and
+    "precision": what `precision` resolved to on this task's device.
 
     Every model sees the very same probed images; the patch order of image i is row i of
     stress.perturb.texture.permutations for the probe's seed.
@@ -54,6 +55,7 @@ def texture_shard(
                             for i in range(0, len(x), batch_size)])
         for v, model in models.items():
             out[f"{v}|{name}"] = (predict_logits(model, probed, batch_size, precision, stats).argmax(1) == y).cpu().numpy()
+    out["precision"] = np.array(resolve_precision(precision, device))
     return out
 
 

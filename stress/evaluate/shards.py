@@ -21,7 +21,7 @@ from stress.evaluate.predict import predict_logits
 from stress.models import create_model
 from stress.perturb.corruptions import corrupt
 from stress.perturb.shifts import apply_shift
-from stress.precision import autocast
+from stress.precision import autocast, resolve_precision
 
 
 def task_device(device: str | None = None) -> torch.device:
@@ -62,7 +62,7 @@ def evaluate_shard(
 
     Returns indices (n,), logits float32 (n, C), predicted, confidence, correct, and with
     gradcam=True the centre-energy share of the Grad-CAM map for the predicted and for the
-    true class (n,) each. With faithfulness_every=k > 0, the images whose global index is a
+    true class (n,) each, and precision: what `precision` resolved to on this task's device. With faithfulness_every=k > 0, the images whose global index is a
     multiple of k also get deletion/insertion AUCs (map order and random order) and the
     model-randomisation rank correlation; these come back under faithful_* keys with their
     global indices. Random orders and the randomised model are seeded by `seed` and the
@@ -86,6 +86,7 @@ def evaluate_shard(
         "confidence": confidence.cpu().numpy(),
         "correct": (predicted == y).cpu().numpy(),
         "seconds_predict": np.array([time.perf_counter() - started]),
+        "precision": np.array(resolve_precision(precision, device)),  # what "auto" resolved to on this task's device
     }
     if gradcam:
         from stress.analyses.gradcam import centre_energy_share, gradcam_for_targets
@@ -120,7 +121,8 @@ def embed_shard(
 ) -> dict[str, np.ndarray]:
     """Penultimate-layer embeddings (the input of the model's last nn.Linear) of images [start, stop).
 
-    Returns indices (n,) and embedding float32 (n, D); without a Linear layer, embedding is (n, 0).
+    Returns indices (n,) and embedding float32 (n, D); without a Linear layer, embedding is (n, 0); and precision,
+    what `precision` resolved to on this task's device.
     """
     from stress.models.layers import embed, embedding_layer
 
@@ -129,11 +131,12 @@ def embed_shard(
     stats = input_stats(model_config)
     layer = embedding_layer(model)
     x = torch.tensor(np.asarray(images[start:stop]), device=device)
+    used = np.array(resolve_precision(precision, device))
     if layer is None:
-        return {"indices": np.arange(start, stop), "embedding": np.zeros((stop - start, 0), dtype=np.float32)}
+        return {"indices": np.arange(start, stop), "embedding": np.zeros((stop - start, 0), dtype=np.float32), "precision": used}
     with autocast(precision, device):
         parts = [embed(model, normalize(x[i : i + batch_size], stats), layer).cpu() for i in range(0, len(x), batch_size)]
-    return {"indices": np.arange(start, stop), "embedding": torch.cat(parts).numpy().astype(np.float32)}
+    return {"indices": np.arange(start, stop), "embedding": torch.cat(parts).numpy().astype(np.float32), "precision": used}
 
 
 FAITHFUL_KEYS = (
@@ -240,7 +243,8 @@ def stress_shard(
     """Evaluate both models on images [start, stop) under each perturbation.
 
     perturbations: (corruption name, severity) pairs, or (shift name, 0) for shifts.
-    Returns {"<variant>|<name>|<severity>": {correct, confidence, nll, brier}} with (n,) arrays.
+    Returns {"<variant>|<name>|<severity>": {correct, confidence, nll, brier}} with (n,) arrays, and "precision":
+    what `precision` resolved to on this task's device.
     """
     device = task_device(device)
     stats = input_stats(model_config)
@@ -258,6 +262,7 @@ def stress_shard(
             ])
         for v in passes.eager:
             out[f"{v}|{name}|{severity}"] = _per_image(passes.logits(v, perturbed, batch_size, precision, stats), y)
+    out["precision"] = np.array(resolve_precision(precision, device))
     return out
 
 
@@ -317,10 +322,12 @@ def fourier_shard(
     compile: bool = False,
     device: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """fourier_correct of every model on images [start, stop) of `images` (the heat map's subset): {variant: (F, n) bool}."""
+    """fourier_correct of every model on images [start, stop) of `images` (the heat map's subset): {variant: (F, n) bool},
+    and "precision": what `precision` resolved to on this task's device."""
     device = task_device(device)
     models = {v: load_model(w, model_config, device) for v, w in weights.items()}
     x = torch.tensor(np.asarray(images[start:stop]), device=device)
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
-    return fourier_correct(models, x, y, [tuple(k) for k in frequencies], seed, start, norm, batch_size, precision,
-                           input_stats(model_config), compile)
+    out = fourier_correct(models, x, y, [tuple(k) for k in frequencies], seed, start, norm, batch_size, precision,
+                          input_stats(model_config), compile)
+    return {**out, "precision": np.array(resolve_precision(precision, device))}

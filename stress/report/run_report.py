@@ -15,6 +15,7 @@ from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make
 from stress.report.figures import figure_path
 from stress.report.fourier_section import fourier_section
 from stress.report.probe_sections import attack_section, texture_section
+from stress.report.setup_text import compile_text, precision_text
 from stress.report.label_section import labels_and_slices
 from stress.report.observations import RULES, derive_observations
 from stress.report.statements import Rule, given_models, interval_text, models_of, number, paired_method, signed
@@ -59,39 +60,6 @@ def headline(summary: dict) -> Section:
     if not robustness or not calibration:
         blocks.append(Note(f"{MISSING}: stage stress did not run"))
     return Section("headline", "Headline", tuple(blocks))
-
-
-def precision_text(train: dict, manifest: dict, variants: dict | None = None) -> str:
-    """The precision option, what it resolves to on the driver's devices and what the trainers ran in (each resolved it
-    on its own device: GPU workers from a driver without a GPU); runs from before the option were fp32."""
-    recorded = manifest.get("precision")
-    if not recorded:
-        return train.get("precision", "fp32")
-    resolved = ", ".join(f"{device}: {value}" for device, value in recorded.get("resolved", {}).items())
-    trained = sorted({f"{v['precision']} on {v.get('device') or MISSING}" for v in (variants or {}).values()
-                      if isinstance(v, dict) and v.get("precision")})
-    return f"{recorded.get('requested', MISSING)} ({resolved})" + (f"; training ran in {' and '.join(trained)}" if trained else "")
-
-
-COMPILED_STAGES = {"stress": "stress", "fourier": "Fourier"}  # manifest compile keys -> names in the text
-
-
-def compile_text(manifest: dict) -> str:
-    """--compile and what the stress and Fourier stages did with it; runs from before the record say nothing."""
-    recorded = manifest.get("compile")
-    if not isinstance(recorded, dict):
-        return MISSING
-    requested = recorded.get("requested", MISSING)
-    ran = {label: recorded[key] for key, label in COMPILED_STAGES.items() if recorded.get(key) is not None}
-    if not ran:
-        return f"{requested} (the stress and Fourier stages did not run)"
-    why = str(recorded.get("why") or "").removeprefix(f"{requested}: ")
-    parts = []
-    for done in (True, False):
-        stages = [label for label, value in ran.items() if value is done]
-        if stages:
-            parts.append(f"{' and '.join(stages)} {'stages' if len(stages) > 1 else 'stage'} {'compiled' if done else 'eager'}")
-    return f"{requested}: {'; '.join(parts)}" + (f" ({why})" if why and not why.startswith("--compile") else "")
 
 
 def model_text(model: dict) -> str:

@@ -19,7 +19,8 @@ from stress.constants import VARIANTS
 from stress.errors import StressError
 from stress.report.blocks import MISSING, Figure, Links, Note, Paragraph, Section, make_table
 from stress.report.figures import sweep_figure
-from stress.report.run_report import compile_text, model_text, observations, precision_text
+from stress.report.run_report import model_text, observations
+from stress.report.setup_text import compile_text, precision_text, seeds_precision
 from stress.report.sweep_fourier_section import fourier_over_seeds_section, fourier_shift_over_seeds
 from stress.report.sweep_probe_section import probes_over_seeds_section, probes_shift_over_seeds
 from stress.report.sweep_label_section import labels_over_seeds, slice_findings
@@ -154,9 +155,10 @@ def headline(summary: dict) -> Section:
     return Section("headline", "Headline", tuple(blocks))
 
 
-def setup(summary: dict, config: dict, manifest: dict, source: str, trained: dict | None = None) -> Section:
-    """Seeds, data, and the model/training settings of the first seed's run folder; `trained`: the seeds' summary.json
-    variants entries (what their trainers ran in)."""
+def setup(summary: dict, config: dict, manifest: dict, source: str, trained: dict | None = None,
+          stages: dict[str, list[str]] | None = None) -> Section:
+    """Seeds, data, and the model/training settings of the first seed's run folder; `trained` and `stages`: what every
+    seed's trainers and analysis stages ran in (setup_text.seeds_precision)."""
     dataset, model, train, stress = summary.get("dataset", {}), config.get("model", {}), config.get("train", {}), config.get("stress", {})
     rows = [
         ("sweep", summary.get("run", {}).get("name", MISSING)),
@@ -171,7 +173,7 @@ def setup(summary: dict, config: dict, manifest: dict, source: str, trained: dic
             ("model", model_text(model)),
             ("optimiser", f"lr {train.get('lr', MISSING)}, weight decay {train.get('weight_decay', MISSING)}"),
             ("batch size / epochs", f"{train.get('batch_size', MISSING)} / {train.get('epochs', MISSING)}"),
-            ("precision", precision_text(train, manifest or {}, trained)),
+            ("precision", precision_text(train, manifest or {}, trained, stages)),
             ("torch.compile", compile_text(manifest or {})),
             ("augmentation (augmented variant)",
              f"RandomCrop(padding {train.get('crop_padding', MISSING)}) + horizontal flip p={train.get('flip_probability', MISSING)}"),
@@ -392,9 +394,7 @@ def compose_sweep(summary: dict, run: RunFolder) -> list[Section]:
     config = read_json(config_path) if config_path.is_file() else {}
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
     extra = [s for s in (fourier_over_seeds_section(summary), probes_over_seeds_section(summary)) if s]
-    # What each seed's trainers ran in, resolved on their own devices (trials may land on different nodes).
-    trained = {f"{seed}/{v}": entry for seed in summary["seeds"] if run.path(f"seed_{seed}", "summary.json").is_file()
-               for v, entry in read_json(run.path(f"seed_{seed}", "summary.json")).get("variants", {}).items()}
-    return [headline(summary), setup(summary, config, manifest, source, trained), seed_statistics(summary), failure_stability(summary),
+    return [headline(summary), setup(summary, config, manifest, source, *seeds_precision(run, summary["seeds"])),
+            seed_statistics(summary), failure_stability(summary),
             labels_over_seeds(summary), *extra, seed_reports(summary, run),
             observations(summary, SWEEP_RULES, SWEEP_NOTE)]

@@ -171,6 +171,7 @@ def test_the_fan_out_shards_run_in_bf16_and_return_float_arrays(trained_model):
     assert np.abs(shards["bf16"]["faithful_deletion_auc"] - shards["fp32"]["faithful_deletion_auc"]).max() < 0.1
     cells = stress_shard({"baseline": state, "augmented": state}, config, images, labels, 0, len(labels),
                          [("gaussian_noise", 1), ("translate_2_0", 0)], seed=1, precision="bf16")
+    assert str(cells.pop("precision")) == str(shards["bf16"]["precision"]) == "bf16" and str(shards["fp32"]["precision"]) == "fp32"
     for cell, arrays in cells.items():
         for name, array in arrays.items():
             assert array.dtype.kind != "f" or array.dtype in (np.float32, np.float64), (cell, name)
@@ -190,6 +191,7 @@ def test_compiled_stress_shards_agree_with_eager_and_old_keys_hold(trained_model
     cells = [("gaussian_noise", 2), ("translate_2_0", 0)]
     eager, compiled = (stress_shard({"baseline": state}, config, images, labels, 0, 40, cells, seed=1, batch_size=16, compile=c)
                        for c in (False, True))
+    assert str(eager.pop("precision")) == str(compiled.pop("precision")) == "fp32"
     for cell in eager:
         assert np.array_equal(eager[cell]["correct"], compiled[cell]["correct"]), cell
         assert np.abs(eager[cell]["confidence"] - compiled[cell]["confidence"]).max() < 1e-4, cell
@@ -227,9 +229,11 @@ def test_a_compile_failure_falls_back_to_eager_with_one_line(trained_model, monk
     monkeypatch.setattr(shards, "_COMPILE_FAILED", [])  # a fresh worker process
     monkeypatch.setattr(torch, "compile", lambda module: Broken())
     eager = stress_shard({"baseline": state, "augmented": state}, config, images, labels, 0, 24, cells, seed=1, batch_size=8)
+    eager.pop("precision")
     for task in range(2):  # two tasks in one worker: the second does not try again
         fallen = stress_shard({"baseline": state, "augmented": state}, config, images, labels, 0, 24, cells, seed=1,
                               batch_size=8, compile=True)
+        fallen.pop("precision")
         assert calls == [8]  # the first compiled call failed; none was tried after it
         assert eager.keys() == fallen.keys()
         for cell in eager:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from stress.config import ResourceConfig
-from stress.driver.fanout import STAGE_KEY, LocalExecutor, Task, load_saved_shard, merge_shards, run_resumable, shard_bounds
+from stress.driver.fanout import (STAGE_KEY, LocalExecutor, Task, flatten_cells, load_saved_shard, merge_shards, run_resumable,
+                                  shard_bounds, unflatten_cells, used_precision)
 from stress.errors import StressError
 
 
@@ -89,3 +90,49 @@ def test_a_failing_task_keeps_the_results_saved_before_it(tmp_path):
     again = Recording()
     run_resumable(again, square, tasks(), tmp_path, "k", ResourceConfig(), lambda line: None)
     assert again.calls == ["part:3-7", "part:7-10"]
+
+
+def square_in(precision: str, start: int, stop: int) -> dict:
+    """A task that ran in `precision` (what "auto" resolved to on its device)."""
+    return {**square(start, stop), "precision": np.array(precision)}
+
+
+@pytest.mark.parametrize("resolved, expected", [
+    (["bf16", "bf16", "bf16"], "bf16"),
+    (["fp32", "bf16", "fp32"], "mixed (bf16, fp32)"),
+    ([None, "fp32", None], "mixed (fp32, unrecorded)"),  # shards saved before the entry, beside new ones
+    ([None, None, None], "unrecorded"),
+])
+def test_a_stage_says_what_its_tasks_ran_in_and_logs_a_mix(resolved, expected):
+    results = [{"value": np.arange(3)} | ({} if p is None else {"precision": np.array(p)}) for p in resolved]
+    lines: list[str] = []
+    assert used_precision(results, "stress", "auto", lines.append) == expected
+    assert all("precision" not in r and "value" in r for r in results)  # taken out, so merging sees per-image arrays only
+    mixed = len(set(resolved)) > 1
+    assert lines == ([f"stress: its tasks ran in {' and '.join(expected[7:-1].split(', '))} under --precision auto (nodes with "
+                      "and without fast bf16, or shards saved on another machine or by older code): its results mix them; "
+                      "--precision fp32 or bf16 gives one"] if mixed else [])
+
+
+def test_a_resumed_fan_out_on_another_machine_is_recorded_as_mixed(tmp_path):
+    """The key holds the literal --precision ("auto"), so shards saved where it meant fp32 are reused where it means bf16:
+    the record must say so rather than name one precision."""
+    run_resumable(LocalExecutor(), square_in, [Task(t.name, ("fp32", *t.args), {}, t.label) for t in tasks()], tmp_path, "k",
+                  ResourceConfig(), lambda line: None)
+    (tmp_path / "part_7_10.npz").unlink()
+    results = run_resumable(LocalExecutor(), square_in, [Task(t.name, ("bf16", *t.args), {}, t.label) for t in tasks()], tmp_path,
+                            "k", ResourceConfig(), lambda line: None)
+    assert {n: str(r["precision"]) for n, r in results.items()} == {"part_0_3": "fp32", "part_3_7": "fp32", "part_7_10": "bf16"}
+    assert used_precision(list(results.values()), "evaluate", "auto", lambda line: None) == "mixed (bf16, fp32)"
+    np.testing.assert_array_equal(merge_shards(list(results.values()), 10)["value"], np.arange(10) ** 2)
+
+
+def test_stress_cells_and_the_precision_entry_survive_the_saved_form():
+    value = {"baseline|fog|3": {"correct": np.array([True, False]), "nll": np.array([0.1, 2.0])},
+             "augmented|hflip|0": {"correct": np.array([False, False]), "nll": np.array([1.0, 3.0])}, "precision": np.array("bf16")}
+    flat = flatten_cells(value)
+    assert set(flat) == {"baseline|fog|3#correct", "baseline|fog|3#nll", "augmented|hflip|0#correct", "augmented|hflip|0#nll", "precision"}
+    back = unflatten_cells(flat)
+    assert back.keys() == value.keys() and str(back["precision"]) == "bf16"
+    for cell in ("baseline|fog|3", "augmented|hflip|0"):
+        assert all(np.array_equal(back[cell][f], value[cell][f]) for f in ("correct", "nll"))

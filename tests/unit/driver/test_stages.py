@@ -175,7 +175,11 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     assert written["labels"]["models"] == labels["models"] and written["labels"]["suspects"] == labels["suspects"][:20]
     assert written["slices"]["models"]["baseline"]["slices"] == json.loads(run.path("eval", "slices.json").read_text())["models"]["baseline"]["slices"]
     assert "tested" not in written["slices"]["models"]["baseline"]  # every candidate tried stays in eval/slices.json
+    # What each analysis stage's tasks ran in, from the stage records, in the manifest and the report's setup row.
+    manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
+    assert manifest["precision"]["stages"] == {"evaluate": "fp32", "slices": "fp32", "stress": "fp32"}
     report = (tmp_path / "copy" / "report.md").read_text()
+    assert "fp32 (cpu: fp32); training ran in fp32 on cpu; the analyses in fp32 |" in report
     assert "## Label errors and failure slices" in report and "figures/embedding_map.png" in report
     figures = tmp_path / "copy" / "figures"
     assert (figures / "embedding_map.png").is_file() and (figures / "label_suspects.png").is_file() == bool(labels["suspects"])
@@ -301,6 +305,7 @@ def test_the_texture_stage_equals_one_unsharded_pass_and_reuses_its_tasks(traine
     weights = stages.load_weights(copy, model_config)
     whole = texture_shard(weights, model_config, splits.test_x[chosen], splits.test_y[chosen], 0, 30, probes(32, 32), seed=config.train.seed)
     record = json.loads(copy.path("eval", "texture.json").read_text())
+    assert str(whole.pop("precision")) == "fp32" and record["precision"] == copy.stage_record("texture")["precision"] == "fp32"
     with np.load(copy.path("eval", "texture.npz")) as table:
         np.testing.assert_array_equal(table["indices"], chosen)
         for key, value in whole.items():
@@ -314,6 +319,29 @@ def test_the_texture_stage_equals_one_unsharded_pass_and_reuses_its_tasks(traine
     monkeypatch.setattr(module, "TEXTURE_VERSION", module.TEXTURE_VERSION + 1)
     assert texture_stage(copy, config, splits, again, lines.append).ran and again.ran == []  # a new summary, the saved tasks
     assert not texture_stage(copy, merge(config, {"stress.texture_images": 0}), splits, again, lines.append).ran
+
+
+def test_a_stage_resumed_where_auto_means_another_precision_records_the_mix(trained_run, tmp_path, monkeypatch):
+    """--precision auto is in the shards' key as the literal "auto": shards saved on a CPU without fast bf16 are reused on
+    one with it. The stage record, the stage's JSON and the log say the results mix fp32 and bf16."""
+    import stress.precision as precision
+    from stress.driver.probe_stages import texture_stage
+
+    config, splits, run, *_ = trained_run
+    copy = RunFolder(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    config = merge(config, {"stress.texture_images": 30, "train.precision": "auto"})
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)  # the first machine
+    assert texture_stage(copy, config, splits, CountingExecutor(), lambda line: None).ran
+    assert copy.stage_record("texture")["precision"] == "fp32"
+    copy.clear_stage("texture")
+    next(iter(sorted(copy.path("eval", "texture_shards").glob("*.npz")))).unlink()  # the task the interruption lost
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)  # resumed on a machine with bf16 units
+    executor, lines = CountingExecutor(), []
+    assert texture_stage(copy, config, splits, executor, lines.append).ran and executor.ran == ["texture_shard"]
+    assert copy.stage_record("texture")["precision"] == "mixed (bf16, fp32)"
+    assert json.loads(copy.path("eval", "texture.json").read_text())["precision"] == "mixed (bf16, fp32)"
+    assert any(line.startswith("texture: its tasks ran in bf16 and fp32 under --precision auto") for line in lines), lines
 
 
 @pytest.mark.parametrize("images, slots, on_gpus, tasks", [

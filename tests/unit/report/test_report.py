@@ -148,6 +148,24 @@ def test_setup_says_what_precision_the_trainers_resolved_on_their_devices(run, t
     (run / "summary.json").write_text(json.dumps(summary))
     assert setup_rows(build_report(run)[0].read_text())["precision"] == expected
 
+
+@pytest.mark.parametrize("stages, expected", [
+    ({"evaluate": "bf16", "stress": "bf16", "attack": "bf16"}, "; the analyses in bf16"),
+    # a stress stage resumed on a machine where auto meant another precision; the attacks' tasks on other nodes
+    ({"evaluate": "bf16", "stress": "mixed (bf16, fp32)", "fourier": "bf16", "attack": "fp32"},
+     "; the analyses in bf16 (evaluation, Fourier) and fp32 (attacks) and mixed (bf16, fp32) (stress)"),
+    ({}, ""),  # stages that finished before the record
+])
+def test_setup_says_what_the_analysis_stages_tasks_ran_in(run, stages, expected):
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["precision"] = {"requested": "auto", "resolved": {"cpu": "bf16"}, "cpu_fast_bf16": True, "stages": stages}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    summary = json.loads((run / "summary.json").read_text())
+    for variant in summary["variants"].values():
+        variant.update(precision="bf16", device="cpu")
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert setup_rows(build_report(run)[0].read_text())["precision"] == "auto (cpu: bf16); training ran in bf16 on cpu" + expected
+
 def test_run_without_evaluation_keeps_training_only(run):
     summary = json.loads((run / "summary.json").read_text())
     for key in ("failures", "explanations", "robustness", "calibration"):

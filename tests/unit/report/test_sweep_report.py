@@ -315,6 +315,15 @@ def test_setup_says_what_the_seeds_trainers_ran_in_on_their_devices(sweep):
         (sweep / f"seed_{seed}" / "summary.json").write_text(json.dumps({"variants": {v: trained for v in ("baseline", "augmented")}}))
     row = table_rows(section(build_report(sweep)[0].read_text(), "setup"))["precision"][0]
     assert row == "auto (cpu: fp32); training ran in bf16 on cuda and fp32 on cpu"
+    # The analysis stages of every seed, from each seed's manifest: the last seed's ran on the CPU node.
+    for i, seed in enumerate(seeds):
+        path = sweep / f"seed_{seed}" / "manifest.json"
+        seed_manifest = json.loads(path.read_text()) if path.is_file() else {}
+        seed_manifest["precision"] = {**manifest["precision"], "stages": {"evaluate": "fp32" if i == len(seeds) - 1 else "bf16",
+                                                                          "stress": "bf16"}}
+        path.write_text(json.dumps(seed_manifest))
+    row = table_rows(section(build_report(sweep)[0].read_text(), "setup"))["precision"][0]
+    assert row.endswith("on cpu; the analyses in bf16 (evaluation, stress) and fp32 (evaluation)")
 
 
 def test_setup_says_whether_the_seeds_stress_passes_ran_compiled(sweep):

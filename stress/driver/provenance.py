@@ -1,0 +1,54 @@
+"""What a run's manifest says about where and how it ran: the commit, the driver's hardware, and the precision asked
+for and used (stress.driver.pipeline writes it)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from stress.artifacts import RunFolder
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran (None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware() -> dict:
+    """The driver's machine: the CPU model and its bf16 units, which the stage times depend on, and its GPU."""
+    import torch
+
+    from stress.precision import cpu_bf16_flags, cpu_model
+
+    info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(), "cpu_bf16_flags": ", ".join(cpu_bf16_flags()) or "none"}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+PRECISION_STAGES = ("evaluate", "slices", "stress", "fourier", "texture", "attack", "train_audit")  # their records say
+
+
+def precision_record(requested: str, run: RunFolder) -> dict:
+    """The --precision asked for, what it resolves to on this machine's devices (stress.precision), and what each analysis
+    stage's tasks ran in ("auto" resolves on each task's device: stress.driver.fanout.used_precision; stages that did not
+    run, or finished before the record, are left out)."""
+    import torch
+
+    from stress.precision import cpu_has_fast_bf16, resolve_precision
+
+    resolved = {"cpu": resolve_precision(requested, "cpu")}
+    if torch.cuda.is_available():
+        resolved["cuda"] = resolve_precision(requested, "cuda")
+    stages = {stage: (run.stage_record(stage) or {}).get("precision") for stage in PRECISION_STAGES}
+    return {"requested": requested, "resolved": resolved, "cpu_fast_bf16": cpu_has_fast_bf16(),
+            "stages": {stage: value for stage, value in stages.items() if value}}
