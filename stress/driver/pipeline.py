@@ -93,12 +93,15 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
         previous, current = read_json(path), config.to_dict()
         if not isinstance(previous, dict):
             raise StressError(f"{path}: not a config object; use another --run-name")
+        fields = {section: list(current[section]) for section in TRAINING_SECTIONS}
+        # Both sides without the options at their old-behaviour values (absent from older config.json files): every
+        # field is compared, so a change to such a value (--precision bf16 -> fp32) is one too.
         previous, current = without_later_defaults(previous), without_later_defaults(current)
         changed = sorted(
             f"{section}.{key}"
             for section in TRAINING_SECTIONS
-            for key, value in current[section].items()
-            if not isinstance(previous.get(section), dict) or previous[section].get(key) != value
+            for key in fields[section]
+            if not isinstance(previous.get(section), dict) or previous[section].get(key) != current[section].get(key)
         )
         if list(previous.get("evaluate") or []) != list(current.get("evaluate") or []):
             changed.append("evaluate")

@@ -178,3 +178,32 @@ def test_evaluate_shards_saved_before_the_label_audit_are_still_found(tiny_confi
     before = config_key(config.to_dict(), ("data", "model", "train"),
                         {"stress": ("shards", "num_cases", "faithfulness_images", "faithfulness_steps", "cam_layer")}, 2)
     assert evaluation_shard_key(config) == before and evaluation_key(config) != before
+
+
+@pytest.mark.parametrize("before, after, changed", [
+    ({"train.precision": "bf16"}, {}, "train.precision"),  # back to fp32, the value older config.json files leave out
+    ({"train.precision": "auto"}, {"train.precision": "bf16"}, "train.precision"),
+    ({"model.mean": (0.5, 0.5, 0.5), "model.std": (0.25, 0.25, 0.25)}, {}, "model.mean, model.std"),  # back to CIFAR-10 statistics
+    ({}, {"train.precision": "bf16"}, "train.precision"),
+])
+def test_a_changed_training_option_is_refused_whichever_way_it_changes(tmp_path, before, after, changed):
+    from stress.driver.pipeline import check_resume
+
+    run = RunFolder(tmp_path / "r")
+    run.root.mkdir()
+    run.path("config.json").write_text(json.dumps(merge(ExperimentConfig(), before).to_dict()))
+    check_resume(run, merge(ExperimentConfig(), before))  # the same options resume
+    with pytest.raises(StressError, match=rf"different config \({changed}\)"):
+        check_resume(run, merge(ExperimentConfig(), after))
+
+
+def test_an_old_config_without_the_later_options_resumes_at_their_old_values(tmp_path):
+    from stress.config import without_later_defaults
+    from stress.driver.pipeline import check_resume
+
+    run = RunFolder(tmp_path / "r")
+    run.root.mkdir()
+    run.path("config.json").write_text(json.dumps(without_later_defaults(ExperimentConfig().to_dict())))  # no precision key
+    check_resume(run, ExperimentConfig())
+    with pytest.raises(StressError, match=r"different config \(train.precision\)"):
+        check_resume(run, merge(ExperimentConfig(), {"train.precision": "auto"}))
