@@ -210,3 +210,24 @@ def train_variant(
     if not state and resume is not None:
         state = dict(resume)  # already finished: nothing left to train
     return state
+
+
+def training_identity(config: ExperimentConfig, arrays: dict) -> str:
+    """What a trainer's checkpoint was trained from: the data, model and training options, and the split it was given (its
+    arrays' shapes and labels: a label-audit fold's split depends on the fold count, which no training option holds).
+
+    A checkpoint left under the same name by a run with other options (a run name reused with another --lr or
+    --precision) has another identity, so the trainer starts from scratch instead of resuming from it.
+    """
+    import hashlib
+    import json
+
+    options = config.to_dict()
+    digest = hashlib.sha256(json.dumps({k: options[k] for k in ("data", "model", "train")}, sort_keys=True).encode())
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])
+        digest.update(f"{name}:{array.shape}:{array.dtype};".encode())
+        if name.endswith("_y"):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+

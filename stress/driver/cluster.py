@@ -34,7 +34,7 @@ from stress.constants import DEFAULT_TASK_GPUS, NON_SPOT_RESOURCE
 from stress.driver.connection import connect
 from stress.driver.resources import available_slots, check_resources, resolve_gpus, worker_gpus
 from stress.errors import StressError
-from stress.train import to_device_arrays, train_variant
+from stress.train import to_device_arrays, train_variant, training_identity
 
 STATE_FILE = "state.pt"
 
@@ -64,18 +64,23 @@ def _train_worker(loop_config: dict) -> None:
         torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
     arrays = ray.get(loop_config["data"])  # shipped once through the object store
     data = to_device_arrays(arrays, device)
-    resume = None
+    resume, identity = None, loop_config["identity"]
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            resume = load_torch(Path(folder) / STATE_FILE)
-        if rank == 0:
-            write_line(f"{tag}[{variant}] resuming after epoch {resume['epoch']}")
+            saved = load_torch(Path(folder) / STATE_FILE)
+        if saved.get("identity") == identity:
+            resume = saved
+            if rank == 0:
+                write_line(f"{tag}[{variant}] resuming after epoch {resume['epoch']}")
+        elif rank == 0:
+            write_line(f"{tag}[{variant}] the checkpoint under this run name was trained from other options or data: "
+                       "training from scratch")
 
     def report(state: dict, metrics: dict) -> None:
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0:
-                torch.save(state, Path(folder) / STATE_FILE)
+                torch.save({**state, "identity": identity}, Path(folder) / STATE_FILE)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder) if rank == 0 else None)
 
     prepare = ray.train.torch.prepare_model if world > 1 else (lambda m: m)
@@ -86,14 +91,14 @@ def _train_worker(loop_config: dict) -> None:
 
 
 @ray.remote(num_cpus=0)
-def _fit(config_dict: dict, variant: str, data_ref: list, storage: str, tag: str = "") -> dict:
+def _fit(config_dict: dict, variant: str, data_ref: list, storage: str, tag: str = "", identity: str = "") -> dict:
     # Each fit() blocks, so each trainer gets its own zero-CPU task to run both at once.
     config = ExperimentConfig.from_dict(config_dict)
     r = config.resources
     gpus = worker_gpus(r)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"config": config_dict, "variant": variant, "data": data_ref[0], "tag": tag},
+        train_loop_config={"config": config_dict, "variant": variant, "data": data_ref[0], "tag": tag, "identity": identity},
         scaling_config=ScalingConfig(
             num_workers=r.workers_per_trainer,
             use_gpu=gpus > 0,
@@ -136,7 +141,8 @@ def train_variants(
 
     arrays: the split's arrays, shared by every variant, or {variant: its arrays} (the label audit's
     folds). Each distinct array set goes into the object store once; the trainers' workers read it
-    from there. A re-run with the same storage path resumes each trainer from its last checkpoint.
+    from there. A re-run with the same storage path resumes each trainer from its last checkpoint, if that was trained from
+    the same options and data (stress.train.training_identity); else the trainer starts from scratch.
     tag goes before every line the trainers' workers print (a sweep's "[seed 43] ").
     """
     shared = "train_x" in arrays
@@ -146,7 +152,8 @@ def train_variants(
         ray.wait([train_coordinator_ready], timeout=COORDINATOR_START_TIMEOUT_S)
     # Wrapped in a list so Ray hands the reference itself (not its value) to the task.
     fit = _fit.options(runtime_env={"env_vars": TRAINER_ENV}, **coordinator_placement())
-    pending = {fit.remote(config.to_dict(), v, [refs[None if shared else v]], storage, tag): v for v in variants}
+    pending = {fit.remote(config.to_dict(), v, [refs[None if shared else v]], storage, tag,
+                          training_identity(config, arrays if shared else arrays[v])): v for v in variants}
     _gather(pending, on_done, "training of {key} failed")
 
 

@@ -154,6 +154,26 @@ def test_rerun_skips_finished_stages(finished_run):
     assert (run / "variants" / "baseline" / "model.pt").read_bytes() == before
 
 
+def test_more_audit_folds_on_the_same_run_name_train_every_fold_afresh(finished_run, tmp_path):
+    """--audit-folds 2, then 3: fold1 of three holds out other images than fold1 of two, so the checkpoints Ray Train keeps
+    under the fold's name must not be resumed (resumed, fold1 would have trained on images it now holds out). Ray hands them
+    over (the log line says each was seen), and each trainer starts from scratch (stress.train.training_identity)."""
+    import shutil
+
+    run, _ = finished_run
+    shutil.copytree(run, tmp_path / "e2e")
+    result = run_job(*SMALL, "--audit-train-labels", "--audit-folds", "3", "--out", str(tmp_path), "--run-name", "e2e")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    for fold in ("fold1", "fold2"):
+        assert f"[{fold}] the checkpoint under this run name was trained from other options or data: training from scratch" in log
+    assert "resuming after epoch" not in log and "[baseline] training already finished: skipped" in log
+    epochs = {line.split("[fold")[1][0] for line in log.splitlines() if "] epoch 2/2" in line and "[fold" in line}
+    assert epochs == {"1", "2", "3"}  # every fold trained its epochs here
+    record = json.loads((tmp_path / "e2e" / "eval" / "train_labels.json").read_text())
+    assert record["folds"]["k"] == 3 and set(record["folds"]["accuracy"]) == {"fold1", "fold2", "fold3"}
+
+
 def test_the_trained_model_files_given_back_with_evaluate_reproduce_the_run(finished_run, tmp_path):
     """Evaluate-only on Ray: the run's two model.pt files, given back, give the same evaluation, stress and calibration."""
     run, _ = finished_run

@@ -263,3 +263,22 @@ def test_cpu_data_parallel_training_says_batchnorm_stays_per_worker(tiny_config,
     assert lines[0] == "[baseline] BatchNorm statistics stay per worker on CPU (torch's SyncBatchNorm needs a GPU)"
     _, _, lines = run(tiny_config(**{"train.epochs": 1}), "baseline", tiny_data, rank=0, world_size=2)  # SimpleCNN: no BatchNorm
     assert not any("BatchNorm" in line for line in lines)
+
+
+def test_the_training_identity_changes_with_the_options_and_the_split_a_trainer_is_given():
+    """What decides whether a trainer may resume a checkpoint left under its name (stress.driver.cluster._train_worker)."""
+    from stress.config import ExperimentConfig, merge
+    from stress.train import training_identity
+
+    config = merge(ExperimentConfig(), {"train.epochs": 2})
+    labels = np.arange(30) % 10
+    arrays = {"train_x": np.zeros((30, 3, 8, 8), np.uint8), "train_y": labels, "val_x": np.zeros((5, 3, 8, 8), np.uint8),
+              "val_y": labels[:5]}
+    same = training_identity(config, arrays)
+    assert same == training_identity(merge(ExperimentConfig(), {"train.epochs": 2}), {k: v.copy() for k, v in arrays.items()})
+    assert same == training_identity(merge(config, {"resources.task_cpus": 2, "stress.num_cases": 3}), arrays)  # not training options
+    for changed in ({"train.lr": 0.01}, {"train.precision": "bf16"}, {"train.seed": 7}, {"model.hidden": 64}, {"data.val_size": 9}):
+        assert training_identity(merge(config, changed), arrays) != same, changed
+    # another fold of the label audit: the same options, other training labels (the fold count is no training option)
+    assert training_identity(config, {**arrays, "train_y": np.roll(labels, 1)}) != same
+    assert training_identity(config, {**arrays, "train_x": arrays["train_x"][:20], "train_y": labels[:20]}) != same
