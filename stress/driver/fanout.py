@@ -112,6 +112,12 @@ def unflatten_cells(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarr
     return out
 
 
+def one_or_mixed(values: list) -> str | None:
+    """The one value of `values`, or "mixed (a, b)" where they differ; None where none was recorded (older histories)."""
+    seen = sorted({str(v) for v in values if v is not None})
+    return None if not seen else seen[0] if len(seen) == 1 else f"mixed ({', '.join(seen)})"
+
+
 def used_precision(results: list[dict], stage: str, requested: str, log) -> str:
     """What a stage's tasks ran in, taken out of each result's PRECISION entry: "fp32", "bf16", or e.g. "mixed (bf16, fp32)".
 
@@ -119,12 +125,13 @@ def used_precision(results: list[dict], stage: str, requested: str, log) -> str:
     bf16, or shards saved on another machine and reused on resume ("unrecorded": saved by code from before the
     entry). A mixed stage is logged, with the remedy.
     """
-    used = sorted({str(result.pop(PRECISION, UNRECORDED)) for result in results})
-    if len(used) <= 1:
-        return used[0] if used else UNRECORDED
-    log(f"{stage}: its tasks ran in {' and '.join(used)} under --precision {requested} (nodes with and without fast bf16, "
-        "or shards saved on another machine or by older code): its results mix them; --precision fp32 or bf16 gives one")
-    return f"mixed ({', '.join(used)})"
+    values = [str(result.pop(PRECISION, UNRECORDED)) for result in results]
+    label = one_or_mixed(values) or UNRECORDED
+    if label.startswith("mixed"):
+        log(f"{stage}: its tasks ran in {' and '.join(sorted(set(values)))} under --precision {requested} (nodes with and "
+            "without fast bf16, or shards saved on another machine or by older code): its results mix them (a run with "
+            "--precision fp32 or bf16 has one)")
+    return label
 
 
 def merge_shards(parts: list[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:

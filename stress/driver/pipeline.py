@@ -33,7 +33,7 @@ from stress.data import Splits, load_dataset, split_dataset
 from stress.driver import stages
 from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.browser_stage import browser_stage
-from stress.driver.fanout import Executor
+from stress.driver.fanout import Executor, one_or_mixed
 from stress.driver.fourier_stage import fourier_stage
 from stress.driver.provenance import git_commit, hardware, precision_record
 from stress.driver.probe_stages import attack_stage, check_autoattack, texture_stage
@@ -224,8 +224,9 @@ class Pipeline:
                 "train_seconds": sum(e["seconds"] for e in epochs),
                 "images_per_second": sum(e["images_per_second"] for e in epochs) / len(epochs),
                 "gpus_per_worker": record.get("gpus_per_worker"),
-                "precision": epochs[-1].get("precision"),  # as resolved on the trainer's device (histories before: None)
-                "device": epochs[-1].get("device"),
+                # As resolved on the trainer's device, every epoch's: a training resumed on other hardware can mix them.
+                "precision": one_or_mixed([e.get("precision") for e in epochs]),
+                "device": one_or_mixed([e.get("device") for e in epochs]),
             }
         summary = {
             "schema_version": SCHEMA_VERSION,

@@ -110,8 +110,8 @@ def test_a_stage_says_what_its_tasks_ran_in_and_logs_a_mix(resolved, expected):
     assert all("precision" not in r and "value" in r for r in results)  # taken out, so merging sees per-image arrays only
     mixed = len(set(resolved)) > 1
     assert lines == ([f"stress: its tasks ran in {' and '.join(expected[7:-1].split(', '))} under --precision auto (nodes with "
-                      "and without fast bf16, or shards saved on another machine or by older code): its results mix them; "
-                      "--precision fp32 or bf16 gives one"] if mixed else [])
+                      "and without fast bf16, or shards saved on another machine or by older code): its results mix them "
+                      "(a run with --precision fp32 or bf16 has one)"] if mixed else [])
 
 
 def test_a_resumed_fan_out_on_another_machine_is_recorded_as_mixed(tmp_path):

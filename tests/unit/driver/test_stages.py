@@ -162,8 +162,15 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     config, _, run, *_ = trained_run
     config = merge(config, {"out": str(tmp_path), "run_name": "copy"})
     shutil.copytree(run.root, tmp_path / "copy")
+    # The baseline's training as if resumed on a CPU where --precision auto meant bf16 for its last epoch.
+    history_path = tmp_path / "copy" / "variants" / "baseline" / "history.json"
+    history = json.loads(history_path.read_text())
+    history["epochs"][-1]["precision"] = "bf16"
+    history["epochs"] = [{**history["epochs"][-1], "precision": "fp32", "epoch": 0}] + history["epochs"]
+    history_path.write_text(json.dumps(history))
     lines: list[str] = []
     summary = stress.run(config, log=lines.append, executor=LocalExecutor())
+    assert summary["variants"]["baseline"]["precision"] == "mixed (bf16, fp32)" and summary["variants"]["augmented"]["precision"] == "fp32"
     assert {f"[{v}] training already finished: skipped" for v in VARIANTS} <= set(lines)
     assert "evaluate: already finished: skipped" in lines and "stress: already finished: skipped" in lines
     assert (tmp_path / "copy" / "report.html").is_file() and summary["variants"].keys() == set(VARIANTS)
@@ -179,7 +186,7 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
     assert manifest["precision"]["stages"] == {"evaluate": "fp32", "slices": "fp32", "stress": "fp32"}
     report = (tmp_path / "copy" / "report.md").read_text()
-    assert "fp32 (cpu: fp32); training ran in fp32 on cpu; the analyses in fp32 |" in report
+    assert "fp32 (cpu: fp32); training ran in fp32 on cpu and mixed (bf16, fp32) on cpu; the analyses in fp32 |" in report
     assert "## Label errors and failure slices" in report and "figures/embedding_map.png" in report
     figures = tmp_path / "copy" / "figures"
     assert (figures / "embedding_map.png").is_file() and (figures / "label_suspects.png").is_file() == bool(labels["suspects"])
