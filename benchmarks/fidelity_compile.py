@@ -77,6 +77,7 @@ def main() -> None:
                 started = time.perf_counter()
                 results[compiled] = stress_shard(weights, config.to_dict()["model"], splits.test_x, splits.test_y, 0, n,
                                                  perturbations, seed=config.train.seed, precision=precision, compile=compiled)
+                results[compiled].pop("precision")  # what the task resolved: not a cell
                 seconds["compiled" if compiled else "eager"] = time.perf_counter() - started
         row = {**compare(results[False], results[True], corruption_cells), "seconds": seconds}
         if args.fourier_images:
@@ -87,6 +88,8 @@ def main() -> None:
                 heat = {c: fourier_shard(weights, config.to_dict()["model"], splits.test_x[chosen], splits.test_y[chosen], 0, len(chosen),
                                          freqs, seed=config.train.seed, norm=config.stress.fourier_norm, precision=precision, compile=c)
                         for c in (False, True)}
+                for result in heat.values():
+                    result.pop("precision")  # not a model's flags
             row["fourier"] = {"images": len(chosen), "frequencies": len(freqs),
                               "evaluations": sum(int(a.size) for a in heat[False].values()),
                               "flag_changes": sum(int((heat[False][v] != heat[True][v]).sum()) for v in heat[False])}
