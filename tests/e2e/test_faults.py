@@ -262,8 +262,13 @@ def train_worker_pids(head: RayHead) -> list[int]:
 
 def worker_log(head: RayHead, pid: int) -> str:
     """stdout of the head's Ray worker process `pid` (Ray names the file worker-<id>-<job>-<pid>.out)."""
-    logs = list(head.temp_dir.glob(f"session_*/logs/worker-*-{pid}.out"))
-    return "".join(p.read_text(errors="replace") for p in logs)
+    texts = []
+    for path in head.temp_dir.glob(f"session_*/logs/worker-*-{pid}.out"):
+        try:
+            texts.append(path.read_text(errors="replace"))
+        except FileNotFoundError:  # Ray can remove a log between the listing and the read: it holds no epoch line then
+            pass
+    return "".join(texts)
 
 
 def baseline_checkpointed(run: Path) -> bool:
