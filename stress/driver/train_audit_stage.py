@@ -23,7 +23,7 @@ from stress.artifacts import RunFolder, config_key, write_json, write_npz
 from stress.augment import input_stats
 from stress.config import ExperimentConfig
 from stress.data import Splits
-from stress.driver.fanout import Executor
+from stress.driver.fanout import UNRECORDED, Executor, one_or_mixed
 from stress.driver.stages import TRAINING_SECTIONS, StageOutcome
 from stress.evaluate.predict import predict_logits
 from stress.evaluate.shards import load_model
@@ -72,7 +72,8 @@ def train_audit_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, 
         if path.is_file():
             with np.load(path) as table:
                 if str(table["key"]) == key and np.array_equal(table["indices"], held_out):
-                    saved[name] = {"logits": table["logits"], "accuracy": float(table["accuracy"])}
+                    trained_in = str(table["precision"]) if "precision" in table.files else UNRECORDED  # saved by older code
+                    saved[name] = {"logits": table["logits"], "accuracy": float(table["accuracy"]), "precision": trained_in}
     todo = [n for n in names if n not in saved]
     if saved:
         log(f"train-label audit: {len(saved)} of {k} folds already saved")
@@ -83,8 +84,11 @@ def train_audit_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, 
         logits = predict_logits(model, torch.tensor(splits.train_x[held_out]), config.train.eval_batch_size, config.train.precision,
                                 input_stats(model_config)).numpy().astype(np.float32)
         accuracy = float((logits.argmax(1) == splits.train_y[held_out]).mean())
-        write_npz(folder / f"{name}.npz", indices=held_out, logits=logits, accuracy=np.array(accuracy), key=np.array(key))
-        saved[name] = {"logits": logits, "accuracy": accuracy}
+        # What the fold's training ran in, over its epochs ("mixed (bf16, fp32)" where a resume changed device).
+        trained_in = one_or_mixed([e.get("precision") for e in result["state"]["history"]]) or UNRECORDED
+        write_npz(folder / f"{name}.npz", indices=held_out, logits=logits, accuracy=np.array(accuracy), key=np.array(key),
+                  precision=np.array(trained_in))
+        saved[name] = {"logits": logits, "accuracy": accuracy, "precision": trained_in}
         log(f"[{name}] out-of-fold accuracy {accuracy:.4f} on {len(held_out)} training images")
 
     if todo:
@@ -96,7 +100,8 @@ def train_audit_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, 
     for name, held_out in zip(names, parts):
         logits[held_out] = saved[name]["logits"]
     record, arrays = audit_training_labels(splits, logits, config.data.class_names)
-    record["folds"] = {"k": k, "accuracy": {n: saved[n]["accuracy"] for n in names}, "recipe": "baseline (no augmentation)"}
+    record["folds"] = {"k": k, "accuracy": {n: saved[n]["accuracy"] for n in names}, "recipe": "baseline (no augmentation)",
+                       "training_precision": one_or_mixed([saved[n]["precision"] for n in names])}
     seconds = time.perf_counter() - started
     record["seconds"] = seconds
     write_npz(run.path("eval", "train_labels.npz"), **arrays)

@@ -108,7 +108,9 @@ def train_label_blocks(summary: dict) -> list:
     accuracy = folds.get("accuracy", {})
     return [
         Paragraph(f"Training labels (--audit-train-labels): {audit['method']}. {folds.get('k', MISSING)} models, each trained from scratch "
-                  f"with the {folds.get('recipe', MISSING)} recipe on the other folds, give every training image probabilities from a "
+                  f"with the {folds.get('recipe', MISSING)} recipe on the other folds"
+                  + (f" (trained in {folds['training_precision']})" if folds.get("training_precision") else "")
+                  + ", give every training image probabilities from a "
                   f"model that never saw it (out-of-fold accuracy {number(audit['out_of_fold_accuracy'])}; per fold "
                   f"{', '.join(number(a) for a in accuracy.values())})."),
         make_table(("flagged training labels", "of which the out-of-fold model gets wrong", "per class"), [

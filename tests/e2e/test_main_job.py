@@ -50,6 +50,8 @@ def test_the_train_label_audit_trains_its_folds_in_parallel_on_ray_train(finishe
     assert all(lines.index(line) < evaluate for line in epochs), "\n".join(lines)
     record = json.loads((run / "eval" / "train_labels.json").read_text())
     assert record["n_images"] == 1800 and set(record["folds"]["accuracy"]) == {"fold1", "fold2"}
+    # What the fold trainings ran in (on their Ray Train workers), gathered from their histories, and said in the report.
+    assert record["folds"]["training_precision"] == "fp32" and "recipe on the other folds (trained in fp32)" in (run / "report.md").read_text()
     flagged = np.load(run / "eval" / "train_labels.npz")["flagged"]
     assert flagged.shape == (1800,) and int(flagged.sum()) == record["flagged"]
     summary = json.loads((run / "summary.json").read_text())

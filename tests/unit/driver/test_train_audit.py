@@ -4,6 +4,7 @@ out-of-fold probabilities, and a re-run trains only the folds it lacks."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from stress.config import ExperimentConfig, merge
 from stress.data import load_dataset, split_dataset
 from stress.driver.fanout import LocalExecutor
 from stress.driver.train_audit_stage import fold_arrays, folds, train_audit_stage
+from stress.precision import resolve_precision
 from stress.resolve import resolve
 
 pytestmark = pytest.mark.slow  # trainings and in-process pipeline runs, seconds each: make test runs them, make unit does not
@@ -80,3 +82,22 @@ def test_a_re_run_trains_only_the_missing_folds(audited):
     lines: list[str] = []
     assert train_audit_stage(run, config, splits, executor, str(run.path("train")), lines.append).ran
     assert executor.trained == ["fold2"] and "train-label audit: 2 of 3 folds already saved" in lines
+
+
+def test_train_labels_json_says_what_the_fold_trainings_ran_in(audited):
+    """Each fold's precision over its epochs is saved with its logits and gathered in train_labels.json; a fold saved
+    by older code (no entry) reads "unrecorded"."""
+    config, splits, run, *_ = audited
+    trained_in = resolve_precision(config.train.precision, "cpu")
+    record = json.loads(run.path("eval", "train_labels.json").read_text())
+    assert record["folds"]["training_precision"] == trained_in
+    fold1 = run.path("eval", "train_audit", "fold1.npz")
+    with np.load(fold1) as table:
+        assert str(table["precision"]) == trained_in
+        older = {k: table[k] for k in table.files if k != "precision"}
+    np.savez(fold1, **older)
+    run.path("stages", "train_audit.json").unlink()
+    executor = CountingExecutor()
+    assert train_audit_stage(run, config, splits, executor, str(run.path("train")), lambda line: None).ran and executor.trained == []
+    record = json.loads(run.path("eval", "train_labels.json").read_text())
+    assert record["folds"]["training_precision"] == f"mixed ({trained_in}, unrecorded)"
