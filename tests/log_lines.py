@@ -33,6 +33,8 @@ EXPLAINED = {
                                  "the node's disk is over Ray's spill threshold; Ray repeats this every 10 s"),
     "raylet: worker processes": (re.compile(r"^\(raylet\) WARNING: \d+ PYTHON worker processes have been started on node"),
                                  "more worker processes than CPUs on a small node: the 0-CPU trainer tasks and their controllers"),
+    "placement-group cleaner: abseil lock trace": (re.compile(r"^\[mutex\.cc : \d+\] RAW: (Lock blocking|Lock returning|Unlock) 0x[0-9a-f]+ "),
+                                                   "Ray's C++ core traces one lock as Ray Train's cleaner actor ends; the run goes on"),
 }
 
 

@@ -296,3 +296,15 @@ def test_the_log_check_sees_ray_lines():
            "\x1b[36m(RayTrainWorker pid=16922)\x1b[0m [augmented] epoch 8/15 train_loss 0.77 val_acc 0.73 1053 img/s\n")
     own, _, unexplained = sort_lines(old)
     assert len(unexplained) == 3 and sum(own.values()) == 1
+
+
+def test_the_cleaners_lock_trace_is_explained_and_no_other_abseil_line():
+    """The three lines a run with --audit-train-labels printed as a fold trainer's cleaner ended (real CIFAR-10, 2
+    folds), and a line of the same source that says something else, which stays unexplained."""
+    from log_lines import sort_lines
+
+    seen = ("(PlacementGroupCleaner pid=7292) [mutex.cc : 452] RAW: Lock blocking 0x5574ec464b90   @ 0x7fbf0ec2b1a2 0x7fbf0dcfb23c\n"
+            "(PlacementGroupCleaner pid=7292) [mutex.cc : 452] RAW: Lock returning 0x5574ec464b90   @ 0x7fbf0ec2b1a2 0x7fbf0dcfb23c\n"
+            "(PlacementGroupCleaner pid=7292) [mutex.cc : 452] RAW: Unlock 0x5574ec464b90   @ 0x7fbf0e5c2037 0x7fbf0ec4c3b0\n")
+    _, explained, unexplained = sort_lines(seen + "(RayTrainWorker pid=7347) [mutex.cc : 1384] RAW: Potential Mutex deadlock:\n")
+    assert explained == {"placement-group cleaner: abseil lock trace": 3} and unexplained == ["[mutex.cc : 1384] RAW: Potential Mutex deadlock:"]
