@@ -52,7 +52,7 @@ def main() -> int:
 
     def reference() -> None:
         for model in models.values():
-            predict_logits(model, repeated, args.batch_size, "fp32", CIFAR10_STATS)
+            predict_logits(model, repeated, args.batch_size, "fp32", stats=CIFAR10_STATS)
 
     def subject() -> None:
         fourier_correct(models, x, y, chosen, seed=42, start=0, norm=4.0, batch_size=args.batch_size, stats=CIFAR10_STATS)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from stress.config import ModelConfig
+from stress.augment import CIFAR10_STATS
 from stress.evaluate.predict import predict_logits
 from stress.models import create_model
 from stress.precision import autocast, cpu_bf16_flags, cpu_has_fast_bf16
@@ -114,7 +115,7 @@ def make_infer(precision: str, layout: torch.memory_format, batches: int, device
     images = torch.randint(0, 256, (batches * INFER_BATCH, 3, 32, 32), dtype=torch.uint8, device=device).contiguous(memory_format=layout)
 
     def run() -> None:
-        predict_logits(model, images, INFER_BATCH, precision)
+        predict_logits(model, images, INFER_BATCH, precision, stats=CIFAR10_STATS)
         synchronize(device)
 
     return run, batches * INFER_BATCH

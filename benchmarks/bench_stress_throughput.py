@@ -30,6 +30,7 @@ import torch
 
 from stress.config import ModelConfig
 from stress.constants import CORRUPTIONS
+from stress.augment import CIFAR10_STATS
 from stress.evaluate.predict import predict_logits
 from stress.evaluate.shards import corruption_seed, load_model, stress_shard
 from stress.models import create_model
@@ -84,7 +85,7 @@ def main() -> None:
             # The same calls the task makes (one per perturbation and model, batches of BATCH), on clean images.
             for _ in perturbations:
                 for model in models:
-                    predict_logits(model, x, BATCH, precision)
+                    predict_logits(model, x, BATCH, precision, stats=CIFAR10_STATS)
 
         subjects = {"stage": stage, "forward": forward_limit, "perturb": perturb_only}
         samples = common.interleave(subjects, rounds, warmup=not args.quick, log=print)

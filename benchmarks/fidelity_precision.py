@@ -60,7 +60,7 @@ def main() -> None:
     for v in VARIANTS:
         state = load_torch(run / "variants" / v / "model.pt")["model"]
         model = load_model(state, config.to_dict()["model"], torch.device("cpu"))
-        result = {p: metrics(predict_logits(model, images, 500, p, stats), labels) for p in ("fp32", "bf16")}
+        result = {p: metrics(predict_logits(model, images, 500, p, stats=stats), labels) for p in ("fp32", "bf16")}
         a, b = result["fp32"], result["bf16"]
         accuracy = {p: float(r["correct"].mean()) for p, r in result.items()}
         low, high = wilson_interval(int(a["correct"].sum()), len(labels))
@@ -71,7 +71,7 @@ def main() -> None:
         for name in CORRUPTIONS:
             x = corrupt(images[:n], name, 3, seed=7)
             for p in corrupted:
-                corrupted[p].append((predict_logits(model, x, 500, p, stats).argmax(1) == labels[:n]).numpy())
+                corrupted[p].append((predict_logits(model, x, 500, p, stats=stats).argmax(1) == labels[:n]).numpy())
         per_image = {p: np.mean(np.stack(c), axis=0) for p, c in corrupted.items()}
         corr_half = 1.96 * per_image["fp32"].std(ddof=1) / np.sqrt(n)
         every = max(1, len(labels) // config.stress.faithfulness_images)

@@ -169,7 +169,7 @@ def train_variant(
             count += len(labels)
         totals = _reduce_sum(torch.cat([totals, torch.tensor([count], dtype=torch.float64, device=device)]))
         seconds = time.perf_counter() - started
-        val = evaluate(_unwrap(model), data["val_x"], data["val_y"], t.eval_batch_size, t.precision, stats)
+        val = evaluate(_unwrap(model), data["val_x"], data["val_y"], t.eval_batch_size, t.precision, stats=stats)
         metrics = {
             "epoch": epoch,
             "train_loss": float(totals[0] / totals[2]),
@@ -185,7 +185,7 @@ def train_variant(
         history.append(metrics)
         test = None
         if epoch == t.epochs:
-            test = evaluate(_unwrap(model), data["test_x"], data["test_y"], t.eval_batch_size, t.precision, stats)
+            test = evaluate(_unwrap(model), data["test_x"], data["test_y"], t.eval_batch_size, t.precision, stats=stats)
             metrics = {**metrics, "test_loss": test["loss"], "test_acc": test["acc"]}
         if rank == 0:
             log(

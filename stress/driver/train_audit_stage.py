@@ -82,7 +82,7 @@ def train_audit_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, 
         held_out = parts[names.index(name)]
         model = load_model(result["state"]["model"], model_config, torch.device("cpu"))
         logits = predict_logits(model, torch.tensor(splits.train_x[held_out]), config.train.eval_batch_size, config.train.precision,
-                                input_stats(model_config)).numpy().astype(np.float32)
+                                stats=input_stats(model_config)).numpy().astype(np.float32)
         accuracy = float((logits.argmax(1) == splits.train_y[held_out]).mean())
         # What the fold's training ran in, over its epochs ("mixed (bf16, fp32)" where a resume changed device).
         trained_in = one_or_mixed([e.get("precision") for e in result["state"]["history"]]) or UNRECORDED

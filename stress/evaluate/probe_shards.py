@@ -54,7 +54,7 @@ def texture_shard(
         probed = torch.cat([apply_probe(x[i : i + batch_size], name, None if order is None else order[i : i + batch_size])
                             for i in range(0, len(x), batch_size)])
         for v, model in models.items():
-            out[f"{v}|{name}"] = (predict_logits(model, probed, batch_size, precision, stats).argmax(1) == y).cpu().numpy()
+            out[f"{v}|{name}"] = (predict_logits(model, probed, batch_size, precision, stats=stats).argmax(1) == y).cpu().numpy()
     out["precision"] = np.array(resolve_precision(precision, device))
     return out
 

@@ -76,7 +76,7 @@ def evaluate_shard(
     x = torch.tensor(np.asarray(images[start:stop]), device=device)  # (n, 3, H, W) uint8
     y = torch.tensor(np.asarray(labels[start:stop]), device=device)
     started = time.perf_counter()
-    logits = predict_logits(model, x, batch_size, precision, stats)
+    logits = predict_logits(model, x, batch_size, precision, stats=stats)
     probs = logits.softmax(1)
     confidence, predicted = probs.max(1)
     out = {
@@ -214,7 +214,7 @@ class ForwardPasses:
 
     def logits(self, v: str, images: torch.Tensor, batch_size: int, precision: str, stats) -> torch.Tensor:
         try:
-            return predict_logits(self.models[v], images, batch_size, precision, stats)
+            return predict_logits(self.models[v], images, batch_size, precision, stats=stats)
         except Exception as exc:  # noqa: BLE001 - compiling can fail in many ways (no compiler, an unsupported op)
             if self.models is self.eager:
                 raise
@@ -223,7 +223,7 @@ class ForwardPasses:
                   file=sys.stderr, flush=True)
             _COMPILE_FAILED.append(reason)  # later tasks in this process do not try again (nor say so again)
             self.models = self.eager
-            return predict_logits(self.eager[v], images, batch_size, precision, stats)
+            return predict_logits(self.eager[v], images, batch_size, precision, stats=stats)
 
 
 def stress_shard(

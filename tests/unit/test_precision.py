@@ -14,7 +14,7 @@ from test_train import assert_same_weights, run, tensors_for, without_timing  # 
 
 from stress import precision
 from stress.analyses.gradcam import gradcam
-from stress.augment import normalize
+from stress.augment import CIFAR10_STATS, normalize
 from stress.config import ExperimentConfig
 from stress.evaluate.predict import predict_logits
 from stress.models import create_model
@@ -133,8 +133,8 @@ def test_bf16_logits_and_gradcam_agree_with_fp32(trained_model):
 
     model, data = trained_model
     images = data["test_x"]
-    fp32 = predict_logits(model, images, precision="fp32")
-    bf16 = predict_logits(model, images, precision="bf16")
+    fp32 = predict_logits(model, images, precision="fp32", stats=CIFAR10_STATS)
+    bf16 = predict_logits(model, images, precision="bf16", stats=CIFAR10_STATS)
     assert bf16.dtype == torch.float32
     assert (fp32.softmax(1) - bf16.softmax(1)).abs().max() < PROBABILITY_TOLERANCE
     assert (fp32.argmax(1) == bf16.argmax(1)).float().mean() > 0.95

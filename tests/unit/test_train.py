@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from stress.analyses.failures import confusion_matrix
-from stress.augment import normalize
+from stress.augment import CIFAR10_STATS, normalize
 from stress.data import load_dataset, split_dataset
 from stress.evaluate.predict import evaluate, predict_logits
 from stress.models import create_model
@@ -208,13 +208,13 @@ def test_evaluate_matches_manual_loss_and_accuracy_and_restores_mode(tiny_config
     model = create_model(tiny_config().model)
     model.train()
     images, labels = tiny_data["test_x"], tiny_data["test_y"]
-    result = evaluate(model, images, labels, batch_size=7)  # batches that do not divide 40
+    result = evaluate(model, images, labels, batch_size=7, stats=CIFAR10_STATS)  # batches that do not divide 40
     assert model.training
     with torch.no_grad():
-        logits = model(normalize(images))
+        logits = model(normalize(images, CIFAR10_STATS))
     assert result["acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item(), abs=1e-7)
     assert result["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
-    torch.testing.assert_close(predict_logits(model, images, batch_size=3), logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(predict_logits(model, images, batch_size=3, stats=CIFAR10_STATS), logits, rtol=1e-5, atol=1e-5)
 
 
 def test_confusion_matrix_matches_a_loop():

@@ -9,6 +9,7 @@ import torch
 from stress.analyses.calibration import _ece_intervals, expected_calibration_error_from_confidences, summarise_calibration
 from stress.analyses.robustness import summarise_robustness
 from stress.config import ModelConfig
+from stress.augment import CIFAR10_STATS
 from stress.evaluate.predict import predict_logits
 from stress.evaluate.shards import corruption_seed, stress_shard
 from stress.models import create_model
@@ -143,8 +144,8 @@ def test_stress_shard_equals_a_direct_evaluation():
     # Corrupted in batches of 5 starting at image 4: the seeds follow the global image index.
     noisy = torch.cat([corrupt(x[i:i + 5], "gaussian_noise", 3, corruption_seed(7, "gaussian_noise", 3, 4 + i)) for i in range(0, 8, 5)])
     for v, model in models.items():
-        expected = predict_logits(model, noisy).argmax(1).numpy() == labels[4:12]
+        expected = predict_logits(model, noisy, stats=CIFAR10_STATS).argmax(1).numpy() == labels[4:12]
         np.testing.assert_array_equal(out[f"{v}|gaussian_noise|3"]["correct"], expected)
-        flipped = predict_logits(model, apply_shift(x, "hflip"))
+        flipped = predict_logits(model, apply_shift(x, "hflip"), stats=CIFAR10_STATS)
         np.testing.assert_array_equal(out[f"{v}|hflip|0"]["correct"], flipped.argmax(1).numpy() == labels[4:12])
         np.testing.assert_allclose(out[f"{v}|hflip|0"]["confidence"], flipped.softmax(1).max(1).values.numpy(), rtol=1e-5)
