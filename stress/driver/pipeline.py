@@ -35,7 +35,7 @@ from stress.driver.cluster import RayExecutor, python_versions
 from stress.driver.browser_stage import browser_stage
 from stress.driver.fanout import Executor, one_or_mixed
 from stress.driver.fourier_stage import fourier_stage
-from stress.driver.provenance import git_commit, hardware, precision_record
+from stress.driver.provenance import hardware, precision_record, source_state
 from stress.driver.probe_stages import attack_stage, check_autoattack, texture_stage
 from stress.driver.slice_stage import slices_stage
 from stress.driver.train_audit_stage import train_audit_stage
@@ -142,6 +142,7 @@ class Pipeline:
             self.run = RunFolder(Path(config.out) / config.run_name)
             self.train_storage = str(self.run.path("train"))
         self.log = log
+        self.source = source_state()  # the code's commit, taken before anything runs
         self.stage_seconds: dict[str, float] = {}
         self.splits: Splits | None = None
         self.resolution: Resolution | None = None  # what the dataset and the model filled into the config
@@ -272,7 +273,7 @@ class Pipeline:
             self.run.path("manifest.json"),
             {
                 "versions": python_versions(),
-                "git_commit": git_commit(),
+                **self.source,
                 "dataset": self.splits.describe(),
                 "seeds": {"train": self.config.train.seed, "split": self.config.train.seed},
                 "model": {"name": self.config.model.name, **self.resolution.describe()},

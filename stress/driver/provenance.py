@@ -11,15 +11,25 @@ from pathlib import Path
 from stress.artifacts import RunFolder
 
 
-def git_commit() -> str | None:
-    """The commit of the code that ran (None outside a git checkout)."""
+PACKAGE = Path(__file__).resolve().parents[1]  # stress/: where the code that runs was imported from
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """git's stdout in `folder`, or None where git or a checkout is missing."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def source_state(folder: Path = PACKAGE) -> dict:
+    """{"git_commit": the checkout's commit, "git_modified": whether tracked files differ from it} of the code in
+    `folder`, both None outside a git checkout. A run takes it when it starts: a commit made while it runs is not
+    the code it ran."""
+    commit = (_git(folder, "rev-parse", "HEAD") or "").strip() or None
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_modified": None if status is None else bool(status.strip())}
 
 
 def hardware() -> dict:

@@ -1,4 +1,4 @@
-"""The setup table's precision and torch.compile rows, for the run report and the sweep report."""
+"""The setup table's precision, torch.compile and git commit rows, for the run report and the sweep report."""
 
 from __future__ import annotations
 
@@ -72,3 +72,11 @@ def compile_text(manifest: dict) -> str:
         if stages:
             parts.append(f"{' and '.join(stages)} {'stages' if len(stages) > 1 else 'stage'} {'compiled' if done else 'eager'}")
     return f"{requested}: {'; '.join(parts)}" + (f" ({why})" if why and not why.startswith("--compile") else "")
+
+
+def commit_text(manifest: dict) -> str:
+    """The commit the run's code came from, and whether its tracked files had changes that commit does not hold."""
+    commit = manifest.get("git_commit")
+    if not commit:
+        return MISSING
+    return commit + (" (with uncommitted changes to tracked files)" if manifest.get("git_modified") else "")

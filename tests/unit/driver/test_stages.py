@@ -155,9 +155,14 @@ def test_the_check_can_fail_a_stage_that_re_runs_on_an_option_it_does_not_read(t
     assert outcome.ran
 
 
-def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, tmp_path):
+def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, tmp_path, monkeypatch):
     """stress.run(config, executor=LocalExecutor()) on a finished run folder: every stage skipped, summary and report written."""
     import stress
+    from stress.driver import pipeline
+
+    # The code's commit as the run starts; a commit made while it runs (the second answer) is not what it ran.
+    answers = iter([{"git_commit": "a" * 40, "git_modified": True}, {"git_commit": "b" * 40, "git_modified": False}])
+    monkeypatch.setattr(pipeline, "source_state", lambda: next(answers))
 
     config, _, run, *_ = trained_run
     config = merge(config, {"out": str(tmp_path), "run_name": "copy"})
@@ -185,7 +190,9 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     # What each analysis stage's tasks ran in, from the stage records, in the manifest and the report's setup row.
     manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
     assert manifest["precision"]["stages"] == {"evaluate": "fp32", "slices": "fp32", "stress": "fp32"}
+    assert manifest["git_commit"] == "a" * 40 and manifest["git_modified"] is True
     report = (tmp_path / "copy" / "report.md").read_text()
+    assert f"| git commit | {'a' * 40} (with uncommitted changes to tracked files) |" in report
     assert "fp32 (cpu: fp32); training ran in fp32 on cpu and mixed (bf16, fp32) on cpu; the analyses in fp32 |" in report
     assert "## Label errors and failure slices" in report and "figures/embedding_map.png" in report
     figures = tmp_path / "copy" / "figures"
