@@ -22,26 +22,36 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A finished run on synthetic data, every stage but the texture probes, made with stress.run in this process."""
-    import stress
+    """A run folder on synthetic data with the stages these scripts read: training, evaluation, attacks (in this process)."""
+    from stress.artifacts import RunFolder, write_json
+    from stress.data import load_dataset, split_dataset
+    from stress.driver import stages
+    from stress.driver.probe_stages import attack_stage
+    from stress.resolve import resolve
 
     out = tmp_path_factory.mktemp("runs")
     config = merge(ExperimentConfig(), {**tiny_overrides(), "out": str(out), "run_name": "tiny",
                                         "stress.corruptions": ("gaussian_noise", "contrast"), "stress.severities": (1,),
-                                        "stress.stress_limit": 20, "stress.faithfulness_images": 10, "stress.fourier_images": 4,
+                                        "stress.faithfulness_images": 10, "stress.fourier_images": 4,
                                         "stress.adversarial_images": 16, "stress.pgd_steps": 2})
-    stress.run(config, log=lambda line: None, executor=LocalExecutor())
-    return out / "tiny"
+    run = RunFolder(out / "tiny")
+    splits = split_dataset(load_dataset(config.data), config.data, config.train.seed)
+    config = resolve(config, splits).config  # as the pipeline does: the data's input statistics, the Grad-CAM layer
+    write_json(run.path("config.json"), config.to_dict())
+    executor, quiet = LocalExecutor(), lambda line: None
+    stages.train_stage(run, config, splits, executor, str(run.path("train")), quiet)
+    stages.evaluate_stage(run, config, splits, executor, quiet)
+    attack_stage(run, config, splits, executor, quiet)
+    return run.root
 
 
 def test_fidelity_precision_gives_the_runs_own_test_accuracy_in_fp32(tiny_run, tmp_path):
     result = run_script("fidelity_precision.py", str(tiny_run), "--stress-images", "20", out=tmp_path / "fidelity.json")
-    summary = json.loads((tiny_run / "summary.json").read_text())
     with np.load(tiny_run / "eval" / "predictions.npz") as table:
         explained = {v: len(table[f"{v}_faithful_indices"]) for v in VARIANTS}
     for v in VARIANTS:
         r = result["variants"][v]
-        assert r["accuracy"]["fp32"] == pytest.approx(summary["variants"][v]["test_acc"], abs=1e-6)  # stored as float32
+        assert r["accuracy"]["fp32"] == pytest.approx(json.loads((tiny_run / "variants" / v / "history.json").read_text())["test"]["acc"], abs=1e-6)  # stored as float32
         assert 0.0 <= r["top1_agreement"] <= 1.0 and 0.0 <= r["max_probability_change"] <= 1.0
         assert r["stress_images"] == 20 and r["faithfulness"]["deletion_auc"]["images"] == explained[v] > 0  # as the run chose them
 
