@@ -28,7 +28,9 @@ def source_state(folder: Path = PACKAGE) -> dict:
     `folder`, both None outside a git checkout. A run takes it when it starts: a commit made while it runs is not
     the code it ran."""
     commit = (_git(folder, "rev-parse", "HEAD") or "").strip() or None
-    status = _git(folder, "status", "--porcelain", "--untracked-files=no") if commit else None
+    # --no-optional-locks: status would otherwise refresh the index under index.lock, and a user's own git command
+    # at that moment would fail on the lock.
+    status = _git(folder, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_modified": None if status is None else bool(status.strip())}
 
 
