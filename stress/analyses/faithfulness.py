@@ -65,11 +65,30 @@ def impute(images: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, gener
     x_known = images.to(dtype).reshape(n * c, 1, h, w) * (1 - removed)
     degree = neighbour_sum(torch.ones(1, 1, h, w, dtype=dtype, device=images.device))  # sum of in-image weights (1, 1, H, W)
 
-    def operator(x: torch.Tensor) -> torch.Tensor:  # A x on the removed pixels (x is zero elsewhere)
-        return removed * (degree * x - neighbour_sum(x))
-
     b = removed * neighbour_sum(x_known)  # known neighbours on the right-hand side
     solvable = (removed.flatten(1).sum(1) < h * w).view(-1, 1, 1, 1)  # at least one kept pixel
+    x = _conjugate_gradients(removed, degree, b)
+    x = torch.where(solvable, x, torch.zeros_like(x))
+    filled = x_known + removed * x
+    if noise > 0:
+        draws = torch.randn(filled.shape, generator=generator, device=generator.device if generator else images.device, dtype=torch.float32)
+        filled = filled + removed * noise * draws.to(images.device, dtype)
+    return filled.reshape(n, c, h, w).to(images.dtype)
+
+
+COMPACT_BELOW = 0.8  # the solve drops converged rows once fewer than this share of its rows are still active
+
+
+def _conjugate_gradients(removed: torch.Tensor, degree: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Solve A x = b for every row (plane) of a (R, 1, H, W) batch, A x = removed * (degree * x - neighbour_sum(x)).
+
+    A row stops where its residual falls below CG_TOLERANCE of its right-hand side: its x, r and p
+    stay as they were (step and direction weight 0). Once fewer than COMPACT_BELOW of the rows in the
+    working batch are active, the converged ones leave it, so later iterations pay only for the rows
+    still iterating; the rows' arithmetic does not depend on which others share the batch.
+    """
+    out = torch.zeros_like(b)
+    rows = torch.arange(b.shape[0], device=b.device)  # each working row's place in `out`
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
@@ -77,9 +96,14 @@ def impute(images: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, gener
     threshold = (CG_TOLERANCE**2) * (b * b).flatten(1).sum(1).clamp_min(1e-30)
     for _ in range(CG_MAX_ITERATIONS):
         active = rs > threshold
-        if not bool(active.any()):
+        still = int(active.sum())
+        if still == 0:
             break
-        ap = operator(p)
+        if still < COMPACT_BELOW * len(rows):
+            out[rows[~active]] = x[~active]
+            rows, x, r, p, rs, threshold, removed = (t[active] for t in (rows, x, r, p, rs, threshold, removed))
+            active = active[active]
+        ap = removed * (degree * p - neighbour_sum(p))
         denominator = (p * ap).flatten(1).sum(1)
         alpha = torch.where(active & (denominator > 0), rs / denominator.clamp_min(1e-300), torch.zeros_like(rs)).view(-1, 1, 1, 1)
         x = x + alpha * p
@@ -88,12 +112,8 @@ def impute(images: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, gener
         beta = torch.where(active, rs_next / rs.clamp_min(1e-300), torch.zeros_like(rs)).view(-1, 1, 1, 1)
         p = r + beta * p
         rs = rs_next
-    x = torch.where(solvable, x, torch.zeros_like(x))
-    filled = x_known + removed * x
-    if noise > 0:
-        draws = torch.randn(filled.shape, generator=generator, device=generator.device if generator else images.device, dtype=torch.float32)
-        filled = filled + removed * noise * draws.to(images.device, dtype)
-    return filled.reshape(n, c, h, w).to(images.dtype)
+    out[rows] = x
+    return out
 
 
 def structured_random_maps(n: int, cam_size: tuple[int, int], image_size: tuple[int, int], generator: torch.Generator,

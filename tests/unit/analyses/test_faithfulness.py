@@ -87,6 +87,30 @@ def test_imputation_solves_the_neighbour_mean_system(share_removed):
     assert torch.equal(impute(images, keep, noise=0.0)[keep.unsqueeze(1).expand_as(images)], images[keep.unsqueeze(1).expand_as(images)])
 
 
+def test_the_solve_drops_converged_rows_without_changing_any_row(monkeypatch):
+    # Images with 5 % to 95 % of their pixels removed converge after very different numbers of iterations,
+    # so the working batch shrinks. Every row must come out bit for bit as in the solve that keeps all rows.
+    from stress.analyses import faithfulness
+
+    generator = torch.Generator().manual_seed(4)
+    images = torch.randn(12, 3, 16, 16, generator=generator)
+    shares = torch.linspace(0.05, 0.95, 12).view(-1, 1, 1)
+    keep = torch.rand(12, 16, 16, generator=generator) >= shares
+    batch_rows = []
+    plain_sum = faithfulness.neighbour_sum
+    monkeypatch.setattr(faithfulness, "neighbour_sum", lambda x: batch_rows.append(x.shape[0]) or plain_sum(x))
+    compacted = impute(images, keep, noise=0.0)
+    assert batch_rows[-1] < 12 * 3 / 2  # it did drop rows: fewer than half of the 36 were left at the end
+    monkeypatch.setattr(faithfulness, "COMPACT_BELOW", 0.0)
+    batch_rows.clear()
+    every_row = impute(images, keep, noise=0.0)
+    assert set(batch_rows[1:]) == {36}  # the reference solve kept all rows to the end
+    assert torch.equal(compacted, every_row)
+    for k in (0, 5, 11):  # and against the sparse direct solve; image 0 converges first and leaves the batch early
+        expected = imputation_reference(images[k].double().numpy(), keep[k].numpy())
+        np.testing.assert_allclose(compacted[k].double().numpy(), expected, atol=2e-3)
+
+
 def test_imputation_noise_touches_removed_pixels_only():
     images = torch.zeros(2, 3, 8, 8)
     keep = torch.zeros(2, 8, 8, dtype=torch.bool)
