@@ -23,7 +23,14 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from stress.precision import cpu_model  # noqa: E402 - after the path above; benchmarks call common.cpu_model()
+from stress import precision  # noqa: E402 - after the path above
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family, model and stepping where /proc/cpuinfo has them: a virtual machine's
+    model name ("AMD EPYC") alone does not tell a Zen 4 from a Zen 5."""
+    signature = precision.cpu_signature()
+    return f"{precision.cpu_model()} ({signature})" if signature else precision.cpu_model()
 
 
 def load_average() -> list[float]:
@@ -39,6 +46,7 @@ def machine_info() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cpu_model": cpu_model(),
+        "cpu_bf16_flags": precision.cpu_bf16_flags(),
         "load_average": load_average(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,

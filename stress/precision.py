@@ -46,6 +46,14 @@ def cpu_model() -> str:
     return _cpuinfo_field("model name") or platform.processor() or "unknown"
 
 
+def cpu_signature() -> str | None:
+    """The CPU's family, model and stepping numbers from /proc/cpuinfo ("family 25, model 17, stepping 1"), which
+    tell its generation where a virtual machine's model name does not ("AMD EPYC"); None where there are none."""
+    fields = (("family", "cpu family"), ("model", "model"), ("stepping", "stepping"))
+    present = [f"{label} {value}" for label, key in fields if (value := _cpuinfo_field(key))]
+    return ", ".join(present) or None
+
+
 def cpu_bf16_flags() -> list[str]:
     """This CPU's bf16 and AMX feature flags, sorted (what decides whether bf16 runs fast on it)."""
     return sorted(flag for flag in cpu_flags() if "bf16" in flag or flag.startswith("amx"))

@@ -38,10 +38,12 @@ def hardware() -> dict:
     """The driver's machine: the CPU model and its bf16 units, which the stage times depend on, and its GPU."""
     import torch
 
-    from stress.precision import cpu_bf16_flags, cpu_model
+    from stress.precision import cpu_bf16_flags, cpu_model, cpu_signature
 
     info = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
             "cpu_model": cpu_model(), "cpu_bf16_flags": ", ".join(cpu_bf16_flags()) or "none"}
+    if signature := cpu_signature():
+        info["cpu_signature"] = signature
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -68,9 +68,11 @@ def test_the_cpu_model_and_bf16_flags_come_from_the_first_cpus_lines(monkeypatch
         assert precision.cpu_model() == "AMD EPYC 9R14 96-Core Processor"
         assert precision.cpu_bf16_flags() == ["avx512_bf16"]  # the first CPU's; not the second's amx_bf16
         assert _naive_model_name(CPUINFO) == "17"  # the prefix match the parser must not be
+        assert precision.cpu_signature() == "family 25, model 17"  # "model" alone, not "model name"; no stepping line
         monkeypatch.setattr(precision, "CPUINFO", tmp_path / "missing")
         precision.cpu_flags.cache_clear()
         assert precision.cpu_bf16_flags() == [] and precision.cpu_model()  # no file: no flags, the platform's name
+        assert precision.cpu_signature() is None
     finally:
         precision.cpu_flags.cache_clear()
 

@@ -47,9 +47,10 @@ def test_torchvision_resnet18_with_the_cifar_stem_runs_every_stage(tmp_path):
     assert config["model"]["name"] == "torchvision:resnet18" and config["stress"]["cam_layer"] == "layer4"
     assert manifest["model"]["gradcam_layer"] == {"name": "layer4", "chosen": "automatic", "skipped": None}
     assert manifest["compile"] == {"requested": "auto", "stress": None, "fourier": None, "why": None}
-    from stress.precision import cpu_bf16_flags, cpu_model
+    from stress.precision import cpu_bf16_flags, cpu_model, cpu_signature
 
     assert manifest["hardware"]["cpu_model"] == cpu_model()  # what the stage times were measured on
+    assert manifest["hardware"].get("cpu_signature") == cpu_signature()  # its generation, where the name is only "AMD EPYC"
     assert manifest["hardware"]["cpu_bf16_flags"] == (", ".join(cpu_bf16_flags()) or "none")
     assert any("Grad-CAM at layer4" in line for line in lines)
     assert summary["explanations"]["layer"] == "layer4" and "centre_share" in summary["explanations"]["baseline"]
