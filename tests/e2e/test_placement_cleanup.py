@@ -4,6 +4,12 @@ The job's local Ray instance runs its dashboard on loopback (stress.driver.conne
 Ray Train's placement-group cleaner can ask the state API whether a trainer's controller is
 alive. The planted case starts Ray the old way, without a dashboard: the same failure then
 leaves the cancelled trainer's reservation held, which shows the check can fail.
+
+In the planted case RAY_API_SERVER_ADDRESS names a loopback port nobody listens on. Without it the
+cleaner looks for a state API itself and can find another Ray instance's dashboard on this machine
+(another end-to-end test's, beside this one): that one does not know the controller, the cleaner
+takes it for dead and removes the group, and the planted case passes for the wrong reason (seen once
+in a full test run).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import time
 
 import pytest
 import ray
+from ray_head import free_ports
 
 from stress.config import ExperimentConfig, merge
 from stress.data import load_dataset, split_dataset
@@ -91,8 +98,10 @@ def test_after_a_trainer_fails_no_placement_group_is_left_and_every_cpu_is_free(
     assert left == [] and held == 0
 
 
-def test_without_a_dashboard_the_cancelled_trainers_reservation_stays_held(tmp_path, fresh_ray):
+def test_without_a_dashboard_the_cancelled_trainers_reservation_stays_held(tmp_path, fresh_ray, monkeypatch):
     """Planted: Ray's cleaner cannot reach a state API, so the check above would fail."""
+    # Inherited by the raylet this starts and by its workers, the cleaner's among them.
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{free_ports(1)[0]}")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     fail_one_trainer(tmp_path)
     left, held = wait_until_free(timeout=20)
