@@ -36,6 +36,7 @@ NOISE = 0.01  # std of the noise added to imputed values, in the model's (normal
 DIRECT, DIAGONAL = 1 / 6, 1 / 12  # neighbour weights of the linear imputation
 CG_TOLERANCE = 1e-4  # relative residual at which conjugate gradients stop (the fill gets noise of 0.01 anyway)
 CG_MAX_ITERATIONS = 500
+COMPACT_BELOW = 0.8  # the solve drops converged rows once fewer than this share of its rows are still active
 
 
 def neighbour_sum(x: torch.Tensor) -> torch.Tensor:
@@ -74,9 +75,6 @@ def impute(images: torch.Tensor, keep: torch.Tensor, noise: float = NOISE, gener
         draws = torch.randn(filled.shape, generator=generator, device=generator.device if generator else images.device, dtype=torch.float32)
         filled = filled + removed * noise * draws.to(images.device, dtype)
     return filled.reshape(n, c, h, w).to(images.dtype)
-
-
-COMPACT_BELOW = 0.8  # the solve drops converged rows once fewer than this share of its rows are still active
 
 
 def _conjugate_gradients(removed: torch.Tensor, degree: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
