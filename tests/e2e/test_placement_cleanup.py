@@ -8,8 +8,8 @@ leaves the cancelled trainer's reservation held, which shows the check can fail.
 In the planted case RAY_API_SERVER_ADDRESS names a loopback port nobody listens on. Without it the
 cleaner looks for a state API itself and can find another Ray instance's dashboard on this machine
 (another end-to-end test's, beside this one): that one does not know the controller, the cleaner
-takes it for dead and removes the group, and the planted case passes for the wrong reason (seen once
-in a full test run).
+takes it for dead and removes the group, and the planted case fails for a reason outside this project
+(seen once in a full test run).
 """
 
 from __future__ import annotations
