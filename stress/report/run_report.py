@@ -15,7 +15,7 @@ from stress.report.blocks import MISSING, Figure, Note, Paragraph, Section, make
 from stress.report.figures import figure_path
 from stress.report.fourier_section import fourier_section
 from stress.report.probe_sections import attack_section, texture_section
-from stress.report.setup_text import commit_text, compile_text, precision_text
+from stress.report.setup_text import commit_text, compile_text, hardware_text, precision_text
 from stress.report.label_section import labels_and_slices
 from stress.report.observations import RULES, derive_observations
 from stress.report.statements import Rule, given_models, interval_text, models_of, number, paired_method, signed
@@ -112,7 +112,7 @@ def setup(summary: dict, config: dict, manifest: dict) -> Section:
         ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items())),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or MISSING),
         ("git commit", commit_text(manifest)),
-        ("hardware", ", ".join(f"{k} {v}" for k, v in hardware.items()) or MISSING),
+        ("hardware", hardware_text(hardware)),
         ("started / finished (UTC)", f"{manifest.get('started', MISSING)} / {manifest.get('finished', MISSING)}"),
     ]
     blocks = [make_table(("item", "value"), rows)]

@@ -1,4 +1,4 @@
-"""The setup table's precision, torch.compile and git commit rows, for the run report and the sweep report."""
+"""The setup table's precision, torch.compile, git commit and hardware rows, for the run report and the sweep report."""
 
 from __future__ import annotations
 
@@ -80,3 +80,27 @@ def commit_text(manifest: dict) -> str:
     if not commit:
         return MISSING
     return commit + (" (with uncommitted changes to tracked files)" if manifest.get("git_modified") else "")
+
+
+def hardware_text(hardware: dict) -> str:
+    """The driver's machine in words: CPU model and generation, logical CPUs, bf16 units, GPU, operating system. Keys this
+    function does not know are listed after it as they are, so a newer manifest loses nothing."""
+    if not hardware:
+        return MISSING
+    known = {"cpu_model", "cpu_signature", "cpu_count", "cpu_bf16_flags", "gpu", "platform", "processor"}
+    cpu = str(hardware.get("cpu_model") or "CPU model not recorded")
+    if hardware.get("cpu_signature"):
+        cpu += f" (CPU {hardware['cpu_signature']})"
+    parts = [cpu]
+    if hardware.get("cpu_count") is not None:
+        parts.append(f"{hardware['cpu_count']} logical CPUs")
+    if "cpu_bf16_flags" in hardware:
+        flags = hardware["cpu_bf16_flags"]
+        parts.append("no bf16 units" if flags in ("none", "") else f"bf16 units {flags}")
+    parts.append(f"GPU {hardware['gpu']}" if hardware.get("gpu") else "no GPU")
+    system = " ".join(str(hardware[k]) for k in ("platform", "processor") if hardware.get(k) and not (
+        k == "processor" and str(hardware[k]) in str(hardware.get("platform", ""))))
+    if system:
+        parts.append(system)
+    parts += [f"{k} {v}" for k, v in hardware.items() if k not in known]
+    return "; ".join(parts)

@@ -20,7 +20,7 @@ from stress.errors import StressError
 from stress.report.blocks import MISSING, Figure, Links, Note, Paragraph, Section, make_table
 from stress.report.figures import sweep_figure
 from stress.report.run_report import model_text, observations
-from stress.report.setup_text import commit_text, compile_text, precision_text, seeds_precision
+from stress.report.setup_text import commit_text, compile_text, hardware_text, precision_text, seeds_precision
 from stress.report.sweep_fourier_section import fourier_over_seeds_section, fourier_shift_over_seeds
 from stress.report.sweep_probe_section import probes_over_seeds_section, probes_shift_over_seeds
 from stress.report.sweep_label_section import labels_over_seeds, slice_findings
@@ -183,7 +183,7 @@ def setup(summary: dict, config: dict, manifest: dict, source: str, trained: dic
         rows += [
             ("versions", ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()) or MISSING),
             ("git commit", commit_text(manifest)),
-            ("hardware", ", ".join(f"{k} {v}" for k, v in manifest.get("hardware", {}).items()) or MISSING),
+            ("hardware", hardware_text(manifest.get("hardware", {}))),
         ]
     blocks.append(make_table(("item", "value"), rows))
     blocks.append(Paragraph(f"Model and training settings from {source}/config.json and manifest.json; every seed uses the same settings."))

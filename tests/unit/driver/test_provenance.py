@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stress.driver.provenance import source_state
+from stress.driver.provenance import hardware, source_state
 from stress.report.blocks import MISSING
-from stress.report.setup_text import commit_text
+from stress.report.setup_text import commit_text, hardware_text
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -50,3 +50,18 @@ def test_the_setup_row_says_when_the_code_had_uncommitted_changes():
     assert commit_text({"git_commit": "abc"}) == "abc"  # manifests from before the field
     assert commit_text({"git_commit": "abc", "git_modified": True}) == "abc (with uncommitted changes to tracked files)"
     assert commit_text({"git_commit": None, "git_modified": None}) == MISSING
+
+
+def test_the_setup_row_names_the_hardware_in_words():
+    zen4 = {"platform": "Linux-6.18.44-x86_64-with-glibc2.36", "processor": "x86_64", "cpu_count": 2, "cpu_model": "AMD EPYC",
+            "cpu_bf16_flags": "avx512_bf16", "cpu_signature": "family 25, model 17, stepping 1"}  # a real run's manifest
+    assert hardware_text(zen4) == ("AMD EPYC (CPU family 25, model 17, stepping 1); 2 logical CPUs; bf16 units avx512_bf16; "
+                                   "no GPU; Linux-6.18.44-x86_64-with-glibc2.36")
+    gpu = {"platform": "Linux-5.15", "processor": "x86_64", "cpu_count": 16, "cpu_model": "Intel Xeon", "cpu_bf16_flags": "none",
+           "gpu": "NVIDIA H200"}
+    assert hardware_text(gpu) == "Intel Xeon; 16 logical CPUs; no bf16 units; GPU NVIDIA H200; Linux-5.15 x86_64"
+    assert hardware_text({"cpu_model": "X", "cpu_count": 4, "numa_nodes": 2}).endswith("; numa_nodes 2")  # unknown keys kept
+    assert hardware_text({}) == MISSING
+    # Every key this machine's manifest records is put in words: no raw manifest key reaches the report.
+    text = hardware_text(hardware())
+    assert not any(key in text for key in hardware()), text
