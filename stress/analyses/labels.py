@@ -74,6 +74,19 @@ def unaudited_text(classes: list[str], images: str) -> str:
             "(it needs at least two given labels of a class)")
 
 
+def audit_text(model: dict) -> str:
+    """One model's audit in one line (its labels.json entry): flags, the flags among its errors, the suspects among its
+    confident failures, and, where the flags cover most of its errors, that they restate them."""
+    c90, c99 = model["suspects_among_confident_failures"]["0.9"], model["suspects_among_confident_failures"]["0.99"]
+    errors = model["errors"]
+    text = (f"{model['flagged']} test labels flagged ({errors['flagged']} of its {errors['n']} errors); label suspects (flagged by "
+            f"every model) among its confident failures: {c90['flagged']}/{c90['n']} (>=0.9), {c99['flagged']}/{c99['n']} (>=0.99)")
+    if model.get("flags_mirror_errors"):
+        text += (f"; the flags cover {100 * errors['share']:.0f}% of its errors, and one model cannot tell its confident errors "
+                 "from wrong labels: only labels every model flags are suspects")
+    return text
+
+
 def _share(flagged: np.ndarray, group: np.ndarray) -> dict:
     """How many of `group` (bool mask) are flagged, as a share with its Wilson 95% interval (None without a group)."""
     n, k = int(group.sum()), int((flagged & group).sum())

@@ -27,7 +27,7 @@ import torch
 from stress.analyses.calibration import summarise_calibration
 from stress.analyses.explanations import analyse_explanations, explain_cases
 from stress.analyses.failures import analyse_failures, failure_gallery, image_characteristics
-from stress.analyses.labels import audit_labels, suspect_set, unaudited_text
+from stress.analyses.labels import audit_labels, audit_text, suspect_set, unaudited_text
 from stress.analyses.robustness import summarise_robustness
 from stress.artifacts import RunFolder, config_key, load_torch, save_torch, write_bytes_atomic, write_json, write_npz
 from stress.config import ExperimentConfig, evaluate_entries, model_names
@@ -278,10 +278,7 @@ def analyse(run: RunFolder, config: ExperimentConfig, splits: Splits, weights: d
             f"(>=0.99): {f['confident_errors']['0.99']}; {len(f['cases'])} cases selected" + (" (label suspects excluded)" if exclude else ""))
         if a is None:
             continue
-        c90, c99 = a["suspects_among_confident_failures"]["0.9"], a["suspects_among_confident_failures"]["0.99"]
-        log(f"[{v}] label audit: {a['flagged']} test labels flagged ({a['errors']['flagged']} of its {a['errors']['n']} errors); "
-            f"label suspects (flagged by every model) among its confident failures: {c90['flagged']}/{c90['n']} (>=0.9), "
-            f"{c99['flagged']}/{c99['n']} (>=0.99)")
+        log(f"[{v}] label audit: {audit_text(a)}")
 
 
 def evaluate_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, executor: Executor, log) -> StageOutcome:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from stress.analyses.calibration import softmax
-from stress.analyses.labels import THRESHOLDS, agreement, audit_labels, cohens_kappa, flag_label_issues, suspect_text
+from stress.analyses.labels import THRESHOLDS, agreement, audit_labels, audit_text, cohens_kappa, flag_label_issues, suspect_text
 from stress.augment import normalize
 from stress.config import ModelConfig
 from stress.data.synthetic import make_synthetic
@@ -169,3 +169,22 @@ def test_planted_two_given_labels_are_audited_and_a_class_without_labels_is_not_
     assert unaudited_classes(labels, NAMES) == []
     assert np.isin(planted, flag_label_issues(labels, softmax(logits))).any()  # with two, cleanlab flags the wrong labels
     assert unaudited_classes(np.zeros(5, dtype=np.int64), ("a", "b")) == []  # "b" has no image: nothing to flag, not named
+
+
+def test_the_log_line_counts_what_the_record_holds_and_says_when_the_flags_restate_the_errors(synthetic_logits):
+    logits, labels = synthetic_logits
+    noisy, _ = flip(labels, 0.05, seed=2)
+    noisier = logits + np.random.default_rng(1).normal(scale=8.0, size=logits.shape)
+    record, _, _ = audit_labels(noisy, {"a": logits, "b": noisier}, NAMES, ("a", "b"))
+    for name in ("a", "b"):
+        model = record["models"][name]
+        c90, c99 = model["suspects_among_confident_failures"]["0.9"], model["suspects_among_confident_failures"]["0.99"]
+        text = audit_text(model)
+        assert text.startswith(f"{model['flagged']} test labels flagged ({model['errors']['flagged']} of its {model['errors']['n']} errors); ")
+        assert f"{c90['flagged']}/{c90['n']} (>=0.9), {c99['flagged']}/{c99['n']} (>=0.99)" in text
+        assert model["flags_mirror_errors"]  # both: the errors of `a` are mostly the flipped labels, those of `b` its own
+        assert text.endswith(f"the flags cover {100 * model['errors']['share']:.0f}% of its errors, and one model cannot tell its "
+                             "confident errors from wrong labels: only labels every model flags are suspects")
+    # Planted: flags covering under MIRRORS_ERRORS of the errors carry no such clause.
+    few = dict(record["models"]["b"], flags_mirror_errors=False)
+    assert audit_text(few).endswith("(>=0.99)")
