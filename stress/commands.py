@@ -101,6 +101,9 @@ example: stress sweep --data cifar10.npz --seeds 42 43 44 --stress-limit 2000
 
 def configure_sweep(parser: argparse.ArgumentParser) -> None:
     add_experiment_flags(parser, address=True)
+    for action in parser._actions:  # a sweep has its own default folder (execute_sweep), so a single run is never overwritten
+        if action.dest == "run_name" and action.option_strings == ["--run-name"]:
+            action.help = "sweep folder name (a single run's folder is refused) [sweep]"
     group = parser.add_argument_group("sweep")
     seeds = group.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="the seeds to run, e.g. --seeds 42 43 44")

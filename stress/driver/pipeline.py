@@ -116,6 +116,20 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
                               "use another --run-name")
 
 
+def check_folder_kind(root: Path, kind: str) -> None:
+    """A single run ("run") and a seed sweep ("sweep") never share a folder: each would overwrite the other's summary.json,
+    figures and report. A sweep holds seed_<n> folders; a single run holds its config.json and split.json."""
+    if not root.is_dir():
+        return
+    if kind == "run":
+        seeds = sorted(p.name for p in root.glob("seed_*") if p.is_dir())
+        if seeds:
+            raise StressError(f"{root} holds a seed sweep ({', '.join(seeds[:3])}{', ...' if len(seeds) > 3 else ''}); "
+                              "use another --run-name for a single run")
+    elif any((root / name).is_file() for name in ("config.json", "split.json")):
+        raise StressError(f"{root} holds a single run (its config.json and split.json); use another --run-name for the sweep")
+
+
 def check_output_location(out: str) -> None:
     """Under `ray job submit` the job runs in a temporary copy of the working dir: refuse relative outputs there."""
     if storage.is_uri(out) or expand(out, "--out").is_absolute():
@@ -172,6 +186,7 @@ class Pipeline:
 
             for _, path in evaluate_entries(self.config):
                 read_checkpoint(path, self.config.to_dict()["model"])
+        check_folder_kind(self.run.root, "run")
         check_resume(self.run, self.config, self.splits.sha256, self.splits.val_indices)
         self.run.check_writable()
         self.stage_seconds["prepare"] = time.perf_counter() - started

@@ -23,7 +23,7 @@ from stress.config import ExperimentConfig, merge
 from stress.constants import VARIANTS
 from stress.data import load_dataset, split_dataset
 from stress.driver import cluster
-from stress.driver.pipeline import Pipeline, check_output_location
+from stress.driver.pipeline import Pipeline, check_folder_kind, check_output_location
 from stress.driver.resources import check_resources, default_concurrent_trials
 from stress.errors import StressError
 from stress.report.build import build_report
@@ -75,6 +75,8 @@ def run_sweep(config: ExperimentConfig, seeds: list[int], resume: bool = False, 
     location = remote or str(root.root)
     if remote:
         storage.subfolders(remote)  # an unusable URI (scheme, credentials, bucket) is a one-line error before Ray starts
+    if not remote:
+        check_folder_kind(root.root, "sweep")
     dataset = load_dataset(config.data)  # validate the input before starting anything
     test_images = split_dataset(dataset, config.data, seeds[0]).test_x
     root.ensure_writable()

@@ -207,3 +207,17 @@ def test_an_old_config_without_the_later_options_resumes_at_their_old_values(tmp
     check_resume(run, ExperimentConfig())
     with pytest.raises(StressError, match=r"different config \(train.precision\)"):
         check_resume(run, merge(ExperimentConfig(), {"train.precision": "auto"}))
+
+
+def test_a_single_run_into_a_sweep_folder_is_refused_and_nothing_changes(prepared, tmp_path):
+    config, _, run = prepared
+    sweep_root = tmp_path / "runs" / "sw"
+    for seed in (42, 43):  # what a seed sweep leaves: seed folders and its own summary
+        (sweep_root / f"seed_{seed}").mkdir(parents=True)
+        (sweep_root / f"seed_{seed}" / "summary.json").write_text("{}")
+    (sweep_root / "summary.json").write_text('{"seeds": [42, 43]}')
+    before = folder_hashes(sweep_root)
+    with pytest.raises(StressError, match=r"sw holds a seed sweep \(seed_42, seed_43\); use another --run-name") as info:
+        Pipeline(merge(config, {"run_name": "sw"}), log=lambda line: None).check_inputs()
+    assert "\n" not in str(info.value) and folder_hashes(sweep_root) == before
+    Pipeline(config, log=lambda line: None).check_inputs()  # the single run's own folder resumes

@@ -85,3 +85,15 @@ def test_an_unusable_storage_uri_is_refused_in_one_line_before_ray_starts(tiny_c
     with pytest.raises(StressError, match=r"nosuchscheme://bucket/runs/sw: unusable storage URI") as error:
         sweep.run_sweep(tiny_config(out="nosuchscheme://bucket/runs", run_name="sw"), [42, 43], log=lambda line: None)
     assert "\n" not in str(error.value)
+
+
+def test_a_sweep_into_a_single_runs_folder_is_refused_before_ray_starts(tiny_config, tmp_path):
+    """The Python API's run_name defaults to "default" for both: stress.sweep after stress.run would overwrite that run's
+    summary and report."""
+    single = tmp_path / "default"
+    single.mkdir()
+    (single / "config.json").write_text("{}")
+    (single / "split.json").write_text('{"val_indices": []}')
+    with pytest.raises(StressError, match=r"default holds a single run \(its config.json and split.json\); use another --run-name"):
+        sweep.run_sweep(tiny_config(out=str(tmp_path), run_name="default"), [42, 43], log=lambda line: None)
+    assert sorted(p.name for p in single.iterdir()) == ["config.json", "split.json"]
