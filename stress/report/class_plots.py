@@ -58,7 +58,7 @@ def plot_top_confusions(matrix: np.ndarray, title: str, path: Path, names: tuple
 
 def plot_confusion_pairs(failures: dict, path: Path, top: int = 8, models: tuple[str, ...] = VARIANTS) -> Path:
     """Most frequent (true -> predicted) confusions per variant, as horizontal bars."""
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False, layout="constrained")
     for ax, v in zip(axes[0], models):
         pairs = failures[v]["top_confusions"][:top][::-1]  # largest on top
         names = [f"{p['true_name']} → {p['predicted_name']}" if "true_name" in p else f"{CLASSES[p['true']]} → {CLASSES[p['predicted']]}"

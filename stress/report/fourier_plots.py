@@ -23,7 +23,7 @@ def plot_fourier_heatmaps(arrays: dict[str, np.ndarray], record: dict, models: t
     height, width = record["size"]
     differences = [(other, d["reference"]) for other, d in record.get("differences", {}).items()]
     panels = len(models) + len(differences)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.4), squeeze=False, layout="constrained")
     top = max(float(np.nanmax(arrays[f"{v}_heatmap"])) for v in models)
     for i, (ax, v) in enumerate(zip(axes[0], models)):
         m = record["models"][v]

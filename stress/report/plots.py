@@ -187,7 +187,7 @@ def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, 
             if column == 0:
                 ax.set_ylabel("density")
                 if succeeded.any() or failed.any():
-                    ax.legend(fontsize=7)
+                    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below the axes, off the bars
     return save_figure(fig, path)
 
 
@@ -227,7 +227,7 @@ def plot_faithfulness(explanations: dict, path: Path, models: tuple[str, ...] = 
     """ROAD (MoRF lower and LeRF higher = faithful) and constant-fill deletion/insertion AUCs,
     Grad-CAM order versus random order, with 95% CIs; one panel per protocol that was run."""
     panels = [p for p in FAITHFULNESS_PANELS if any(p[0] in explanations.get(v, {}) for v in models)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels), 4.8), squeeze=False, layout="constrained")
     for ax, (block, title, keys) in zip(axes[0], panels):
         variants = [v for v in models if block in explanations.get(v, {})]
         width = 0.8 / len(keys)
@@ -245,7 +245,7 @@ def plot_faithfulness(explanations: dict, path: Path, models: tuple[str, ...] = 
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # no bar where no curve is finite (a diverged training)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below the axes, off the bars
     return save_figure(fig, path)
 
 
@@ -288,7 +288,7 @@ def plot_gain_heatmap(robustness: dict, path: Path, models: tuple[str, ...] = VA
     image = ax.imshow(values, cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
     for i in range(len(names)):
         for j in range(len(severities)):
-            ax.text(j, i, f"{values[i, j]:+.3f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, f"{values[i, j]:+.3f}", ha="center", va="center", fontsize=7, color="white" if abs(values[i, j]) > 0.6 * limit else "black")
     ax.set_xticks(range(len(severities)), [str(s) for s in severities])
     ax.set_yticks(range(len(names)), [c.replace("_", " ") for c in names])
     ax.set_xlabel("severity")
@@ -341,29 +341,32 @@ def plot_translation_grids(robustness: dict, path: Path, models: tuple[str, ...]
     return save_figure(fig, path)
 
 
+SHIFT_FAMILY_LABELS = {"translation": "translation\n(edge fill)", "translation_zerofill": "translation\n(black borders)"}
+
+
 def plot_shift_families(robustness: dict, path: Path, models: tuple[str, ...] = VARIANTS) -> Path:
     """Mean accuracy per shift family for both variants, and the paired gain with 95% CIs."""
     families = list(robustness[models[0]]["shift_families"])
     gains = robustness.get("gain", {}).get("shift_families", {})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), layout="constrained")
     width = 0.8 / len(models)
     for k, v in enumerate(models):
         axes[0].bar(np.arange(len(families)) + (k - (len(models) - 1) / 2) * width,
                     [robustness[v]["shift_families"][f] for f in families], width, color=colour(v), label=v)
-    axes[0].set_xticks(range(len(families)), families)
+    axes[0].set_xticks(range(len(families)), [SHIFT_FAMILY_LABELS.get(f, f) for f in families])
     axes[0].set_ylabel("mean accuracy")
     axes[0].set_ylim(0, 1)
-    axes[0].set_title("Accuracy per shift family (translation, flip: trained for)")
+    axes[0].set_title("Mean accuracy per shift family\n(crop + flip trains for translation and flip)", fontsize=10)
     axes[0].legend(fontsize=8)
     shown = [f for f in families if f in gains]
     means = [gains[f]["mean"] for f in shown]
     errors = np.array([_errors(gains[f]["mean"], gains[f]["low"], gains[f]["high"]) for f in shown]).T if shown else None
     axes[1].errorbar(range(len(shown)), means, yerr=errors, fmt="o", color="black", capsize=4)
     axes[1].axhline(0, color="grey", linestyle=":")
-    axes[1].set_xticks(range(len(shown)), shown)
+    axes[1].set_xticks(range(len(shown)), [SHIFT_FAMILY_LABELS.get(f, f) for f in shown])
     a, b = robustness["gain"].get("models", ("baseline", "augmented")) if len(models) > 1 else ("", "")
     axes[1].set_ylabel(f"{b} − {a} accuracy")
-    axes[1].set_title(f"{b} − {a} per family (95% CI over images, this pair)")
+    axes[1].set_title(f"{b} − {a} per family\n(95% CI over test images, this pair of models)", fontsize=10)
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
