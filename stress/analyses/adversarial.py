@@ -23,7 +23,8 @@ from stress.analyses.stats import (
 )
 from stress.perturb.pgd import Attack
 
-UNIT = "the attacked test images (Wilson intervals; paired t-intervals over images for model differences, Holm over attacks)"
+UNIT = ("the attacked test images (Wilson intervals; Newcombe's paired intervals and McNemar's exact test over images for model "
+        "differences, Holm over attacks)")
 
 
 def robust_flags(results: dict[str, np.ndarray], attacks: list[Attack]) -> dict[str, np.ndarray]:

@@ -106,7 +106,7 @@ def fourier_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
         parts = [f"{b} {signed(x['mean'], 3)} {interval_text(x['low'], x['high'], 3)}" + ("*" if x["significant"] else "")
                  for b, x in d["by_band"].items()]
         log(f"fourier: {other} - {d['reference']} error by band: {', '.join(parts)} "
-            f"(95% CI over {len(chosen)} images; * Holm-significant over {len(parts)} bands)")
+            f"(unadjusted 95% CI over {len(chosen)} images; * significant after Holm over {len(parts)} bands)")
     run.mark_done("fourier", record["seconds"], key, weights=weights_id, tasks=len(tasks), compiled=compiled, compile_reason=why,
                   precision=precision)
     return StageOutcome("fourier", ran=True, seconds=record["seconds"])

@@ -60,10 +60,11 @@ INTERVAL_UNITS = {
     "train_labels": "training images (Wilson interval), with --audit-train-labels",
     "fourier": "the heat map's test images of each trained model (t-intervals over images, paired for model differences; "
                "Holm over the three bands)",
-    "texture": "the probed test images of each trained model (Wilson intervals; percentile bootstrap over images for the "
-               "texture-reliance index, paired for model differences; Holm over probes and scales)",
-    "adversarial": "the attacked test images of each trained model (Wilson intervals; paired t-intervals over images for model "
-                   "differences, Holm over attacks)",
+    "texture": "the probed test images of each trained model (Wilson intervals; Newcombe's paired intervals and McNemar's test "
+               "per probe for model differences, Holm over the probes; percentile bootstrap over images for the texture-reliance "
+               "index, paired for model differences, Holm over its scales)",
+    "adversarial": "the attacked test images of each trained model (Wilson intervals; Newcombe's paired intervals and McNemar's "
+                   "exact test over images for model differences, Holm over attacks)",
     "intervention": "not measured in a single run: one trained pair; run jobs/seed_sweep.py",
 }
 

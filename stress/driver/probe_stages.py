@@ -122,7 +122,7 @@ def texture_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, exec
                  for e in d["index"] if e["difference"] is not None]
         if parts:
             log(f"texture: {other} - {d['reference']} texture-reliance index: {', '.join(parts)} "
-                f"(95% bootstrap over {len(chosen)} images; * Holm-significant)")
+                f"(unadjusted 95% bootstrap over {len(chosen)} images; * significant after Holm over {len(parts)} scales)")
     run.mark_done("texture", record["seconds"], key, weights=weights_id, tasks=len(tasks), precision=precision)
     return StageOutcome("texture", ran=True, seconds=record["seconds"])
 
@@ -262,7 +262,7 @@ def attack_stage(run: RunFolder, config: ExperimentConfig, splits: Splits, execu
     for other, d in record.get("differences", {}).items():
         parts = [f"{k} {signed(x['mean'], 3)} {interval_text(x['low'], x['high'], 3)}" + ("*" if x["significant"] else "")
                  for k, x in d["by_attack"].items()]
-        log(f"attack: {other} - {d['reference']} robust accuracy: {', '.join(parts)} (95% CI over {len(chosen)} images; "
-            f"* Holm-significant over {len(parts)} attacks)")
+        log(f"attack: {other} - {d['reference']} robust accuracy: {', '.join(parts)} (unadjusted 95% CI over {len(chosen)} "
+            f"images; * significant after Holm over {len(parts)} attacks)")
     run.mark_done("attack", record["seconds"], key, weights=weights_id, tasks=len(tasks), precision=precision)
     return StageOutcome("attack", ran=True, seconds=record["seconds"])

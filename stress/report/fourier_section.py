@@ -58,7 +58,7 @@ def fourier_section(summary: dict) -> Section:
                               "highest band, its margin over the next (paired)", "worst frequency (u, v)"), rows))
     for other, d in record.get("differences", {}).items():
         blocks.append(make_table(
-            (f"{other} − {d['reference']} error", "difference", "95% CI (paired, over images)", "Holm level", "significant"),
+            (f"{other} − {d['reference']} error", "difference", "95% CI (paired, over images; unadjusted)", "Holm threshold", "significant after Holm"),
             [(band, signed(x["mean"]), interval_text(x["low"], x["high"]), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
              for band, x in d["by_band"].items()]))
     blocks.append(Figure(figure_path("fourier_heatmap"), "Error rate under each frequency's basis perturbation (centre: low "

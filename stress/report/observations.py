@@ -15,7 +15,7 @@ from stress.report.robustness_observations import (
     AUGMENTATION_RULES, black_borders, clean_gain, corruption_gain, corruption_gain_split, invariances, worst_corruptions,
 )
 from stress.report.statements import (
-    EFFECT, INCONCLUSIVE, NO_EFFECT, SANITY_THRESHOLD, Observation, Rule, given_models, interval_text, models_of, number, signed, verdict_of,
+    EFFECT, INCONCLUSIVE, NO_EFFECT, SANITY_THRESHOLD, Observation, Rule, given_models, interval_text, models_of, number, p_text, signed, verdict_of,
 )
 
 
@@ -239,7 +239,7 @@ def shared_failures(summary: dict) -> list[Observation]:
         rule="shared_failures",
         text=(f"Only {view.get('names', {}).get('a', 'baseline')} is wrong on {counts['a_wrong_b_right']} images, only "
               f"{view.get('names', {}).get('b', 'augmented')} on {counts['a_right_b_wrong']}, "
-              f"both on {counts['both_wrong']} ({counts['both_confidently_wrong']} of them confidently); McNemar p = {number(p)}."),
+              f"both on {counts['both_wrong']} ({counts['both_confidently_wrong']} of them confidently); McNemar p = {p_text(p)}."),
         verdict=EFFECT if p < 0.05 else INCONCLUSIVE,
         uncertainty="exact two-sided McNemar test on the discordant images (5% level)",
         figure=figure_path("confusion_pairs"),

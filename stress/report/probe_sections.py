@@ -64,7 +64,7 @@ def texture_section(summary: dict) -> Section:
     blocks.append(make_table(("model", "scale: grid | cut-off", "kept under shuffling", "kept under low-pass", "texture-reliance index (95% bootstrap)"), rows))
     for other, d in record.get("differences", {}).items():
         blocks.append(make_table(
-            (f"{other} − {d['reference']} index", "difference", "95% CI (paired bootstrap over images)", "Holm level", "significant"),
+            (f"{other} − {d['reference']} index", "difference", "95% CI (paired bootstrap over images; unadjusted)", "Holm threshold", "significant after Holm"),
             [(f"{e['grid']} | {e['cutoff']:g}", signed(e["difference"], 2), interval_text(e["low"], e["high"], 2), number(e.get("holm_level"), 4),
               "yes" if e.get("significant") else "no") for e in d["index"]]))
     blocks.append(Figure(figure_path("texture"), "Accuracy under each probe (Wilson 95% bars) and the texture-reliance index by scale."))
@@ -90,8 +90,8 @@ def attack_section(summary: dict) -> Section:
                              [(v, _acc(record["models"][v]["clean"]), *(_acc(record["models"][v]["robust"][k]) for k in names)) for v in models]))
     for other, d in record.get("differences", {}).items():
         blocks.append(make_table(
-            (f"{other} − {d['reference']} robust accuracy", "difference", f"{paired_method(d['by_attack'].values(), one=True)}, over images",
-             "Holm level", "significant"),
+            (f"{other} − {d['reference']} robust accuracy", "difference", f"{paired_method(d['by_attack'].values(), one=True)}, over images; unadjusted",
+             "Holm threshold", "significant after Holm"),
             [(k, signed(x["mean"]), interval_text(x["low"], x["high"]), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
              for k, x in d["by_attack"].items()]))
     labels = [f["label"] for f in record["models"][models[0]]["flips"]]

@@ -18,7 +18,7 @@ from stress.report.probe_sections import attack_section, texture_section
 from stress.report.setup_text import commit_text, compile_text, hardware_text, precision_text
 from stress.report.label_section import labels_and_slices
 from stress.report.observations import RULES, derive_observations
-from stress.report.statements import Rule, given_models, interval_text, models_of, number, paired_method, signed
+from stress.report.statements import Rule, given_models, interval_text, models_of, number, p_text, paired_method, signed
 
 
 def _with_interval(value, low, high) -> str:
@@ -196,7 +196,7 @@ def failure_cases(summary: dict) -> Section:
         for view in views.values():
             counts, names = view["counts"], view.get("names", {"a": "baseline", "b": "augmented"})
             rows.append((f"{names['a']} / {names['b']}", counts["a_wrong_b_right"], counts["a_right_b_wrong"], counts["both_wrong"],
-                         counts["both_confidently_wrong"], number(view["mcnemar_p"])))
+                         counts["both_confidently_wrong"], p_text(view["mcnemar_p"])))
         blocks.append(make_table(("models (reference / other)", "only the reference wrong", "only the other wrong", "both wrong",
                                   "both confidently wrong", "McNemar p"), rows))
     return Section("failures", "Failure cases", tuple(blocks))
@@ -335,7 +335,9 @@ OPTIONAL_SECTIONS: dict[str, Callable[[dict], Section]] = {"seeds": seed_statist
 
 
 SINGLE_RUN_NOTE = (
-    "Generated from the numbers above; an effect is claimed only where a 95% interval excludes 0. Statements about the "
+    "Generated from the numbers above; an effect is claimed only where a 95% interval excludes 0 and, for a family of "
+    "comparisons (bands, scales, attacks), only where it is significant after Holm's correction over the family: the tables' "
+    "intervals are unadjusted, so one can exclude 0 and still read 'no' under 'significant after Holm'. Statements about the "
     "augmentation itself need the variation between trainings, which one run does not measure: they are marked 'one pair "
     "only' here, and a seed sweep (jobs/seed_sweep.py) gives them verdicts over seeds.")
 

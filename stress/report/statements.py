@@ -74,6 +74,13 @@ def number(value: float | None, digits: int = 3) -> str:
     return "n/a" if _missing(value) else f"{value:.{digits}f}"
 
 
+def p_text(value: float | None) -> str:
+    """A p-value: three decimals down to 0.001, below that in scientific notation (never a bare "0.000")."""
+    if _missing(value):
+        return "n/a"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
 def signed(value: float | None, digits: int = 3) -> str:
     return "n/a" if _missing(value) else f"{value:+.{digits}f}"
 

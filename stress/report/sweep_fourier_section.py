@@ -21,8 +21,8 @@ def fourier_over_seeds_section(summary: dict) -> Section | None:
         Paragraph(f"Each seed's Fourier heat map (basis images of norm {record['norm']:g} on {record['images']} test images): the mean "
                   f"error per frequency band, then {other} − {reference} paired by seed, with a 95% t-interval over the "
                   f"{record['n_seeds']} seeds and Holm's correction over the bands. Most sensitive band, in how many seeds: {most}."),
-        make_table(("band", f"{reference} error (mean over seeds)", f"{other} error", "difference", "95% CI over seeds", "Holm level",
-                    "significant"), rows),
+        make_table(("band", f"{reference} error (mean over seeds)", f"{other} error", "difference", "95% CI over seeds (unadjusted)", "Holm threshold",
+                    "significant after Holm"), rows),
     ))
 
 

@@ -22,14 +22,14 @@ def probes_over_seeds_section(summary: dict) -> Section | None:
     if texture:
         reference, other = texture["models"]
         blocks.append(make_table(
-            ("scale: grid | cut-off", f"{reference} index (over seeds)", f"{other} index", "difference", "95% CI over seeds", "Holm level", "significant"),
+            ("scale: grid | cut-off", f"{reference} index (over seeds)", f"{other} index", "difference", "95% CI over seeds (unadjusted)", "Holm threshold", "significant after Holm"),
             [(f"{x['grid']} | {x['cutoff']:g}", _mean(x["reference"], 2), _mean(x["other"], 2), signed(x["difference"]["mean"], 2),
               interval_text(x["difference"]["low"], x["difference"]["high"], 2), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
              for x in texture["by_scale"]]))
     if attacks:
         reference, other = attacks["models"]
         blocks.append(make_table(
-            ("attack", f"{reference} robust accuracy (over seeds)", f"{other}", "difference", "95% CI over seeds", "Holm level", "significant"),
+            ("attack", f"{reference} robust accuracy (over seeds)", f"{other}", "difference", "95% CI over seeds (unadjusted)", "Holm threshold", "significant after Holm"),
             [(k, _mean(x["reference"]), _mean(x["other"]), signed(x["difference"]["mean"]),
               interval_text(x["difference"]["low"], x["difference"]["high"]), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
              for k, x in attacks["by_attack"].items()]))

@@ -268,3 +268,13 @@ def test_the_clean_gain_names_the_interval_its_record_holds():
     assert older.uncertainty.startswith("paired 95% t-interval over ")
     mixed = {"fog": {**gain(0.01, -0.01, 0.03), "method": "t"}, "snow": {**gain(0.02, 0.0, 0.04), "method": "newcombe_paired"}}
     assert st.paired_method(mixed.values()) == "paired 95% intervals (Newcombe's for 0/1 outcomes, else t)"
+
+
+def test_p_values_below_a_thousandth_are_printed_in_scientific_notation_not_as_zero():
+    from stress.analyses.stats import mcnemar_exact_p
+
+    p = mcnemar_exact_p(400, 100)  # 500 discordant images, split 4:1: p is far below 0.001
+    assert 0 < p < 1e-30 and st.number(p) == "0.000"  # what the report used to print
+    assert st.p_text(p) == f"{p:.1e}" and float(st.p_text(p)) > 0
+    assert st.p_text(0.0421) == "0.042" and st.p_text(0.001) == "0.001" and st.p_text(0.000999) == "1.0e-03"
+    assert st.p_text(None) == "n/a" and st.p_text(float("nan")) == "n/a"
