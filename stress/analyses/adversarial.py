@@ -64,8 +64,11 @@ def summarise_attacks(results: dict[str, dict[str, np.ndarray]], names: list[str
         clean = r["clean"].astype(bool)
         first = [int(i) for i in indices[(flip == 0) & clean]]
         adversarial, random = r["cam_adversarial"], r["cam_random"]
+        same = r.get("cam_same_class", np.full(len(adversarial), np.nan))  # shards saved before it: not measured
         both = ~np.isnan(adversarial) & ~np.isnan(random) & clean  # a misclassified image counts as fooled before any step
         moved = paired_difference(random[both], adversarial[both]) if both.sum() > 1 else None
+        kept = both & ~np.isnan(same)
+        same_moved = paired_difference(random[kept], same[kept]) if kept.sum() > 1 else None
         record["models"][v] = {
             "clean": accuracy_with_interval(clean),
             "robust": {name: accuracy_with_interval(f) for name, f in flags[v].items()},
@@ -74,7 +77,9 @@ def summarise_attacks(results: dict[str, dict[str, np.ndarray]], names: list[str
             "first_to_flip": first[:50],
             "first_to_flip_count": len(first),
             "cam": {"adversarial": _mean(adversarial[both]), "random": _mean(random[both]), "images": int(both.sum()),
-                    "adversarial_minus_random": None if moved is None else {k: moved[k] for k in ("mean", "low", "high", "p", "n")}},
+                    "adversarial_minus_random": None if moved is None else {k: moved[k] for k in ("mean", "low", "high", "p", "n")},
+                    "same_class": _mean(same[kept]), "same_class_images": int(kept.sum()),
+                    "same_class_minus_random": None if same_moved is None else {k: same_moved[k] for k in ("mean", "low", "high", "p", "n")}},
         }
     if len(names) > 1:
         reference = names[0]

@@ -116,15 +116,16 @@ def _correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 
 def _cams(model: torch.nn.Module, pixels: torch.Tensor, stats, layer: str | None,
-          precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+          precision: str = "fp32", classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Grad-CAM maps of each image's predicted class, the predictions): the class predicted in `precision`, as the
-    attacks saw it, and its map in float32."""
+    attacks saw it, and its map in float32. `classes` given: the maps of those classes instead (the predictions are
+    still returned)."""
     from stress.analyses.gradcam import gradcam
 
     inputs = normalize(pixels, stats)
     with torch.no_grad():
         predicted = under_precision(model, precision, pixels.device)(inputs).argmax(1)
-    return gradcam(model, inputs, predicted, layer), predicted
+    return gradcam(model, inputs, predicted if classes is None else classes, layer), predicted
 
 
 def attack_shard(
@@ -152,7 +153,10 @@ def attack_shard(
       misclassified clean is fooled by the first one, and stress.analyses.adversarial leaves it out);
     - "v|cam_adversarial", "v|cam_random": Pearson correlation of the Grad-CAM of the prediction on the
       clean image with that on the adversarial image at the flip eps, and on the clean image plus random
-      signs of the same L-inf size (NaN where no L-inf attack fooled the image).
+      signs of the same L-inf size (NaN where no L-inf attack fooled the image);
+    - "v|cam_same_class": the same correlation with the adversarial image's Grad-CAM of the clean prediction's
+      class: the adversarial map explains another class, the noisy one (mostly) the same, and this separates the
+      change of class from the change of evidence.
 
     precision: the forward and backward passes of the attacks and the predictions ("fp32", "bf16", "auto";
     stress.precision); the attack stage passes the run's. "precision" in the result says what it resolved to on
@@ -191,17 +195,19 @@ def attack_shard(
                     flip[newly] = linf.index(attack)
                     at_flip[newly] = result.adversarial[newly]
             parts.setdefault("flip", []).append(flip.cpu().numpy())
-            similarity = {"cam_adversarial": np.full(len(x), np.nan), "cam_random": np.full(len(x), np.nan)}
+            similarity = {name: np.full(len(x), np.nan) for name in ("cam_adversarial", "cam_random", "cam_same_class")}
             flipped = (flip >= 0).nonzero().flatten()
             if len(flipped):
                 eps = torch.tensor([linf[i].eps * 255.0 for i in flip[flipped].tolist()], device=device).view(-1, 1, 1, 1)
                 generator = torch.Generator().manual_seed(attack_seed(seed, "random_signs", start + first))
                 signs = (torch.randint(0, 2, x[flipped].shape, generator=generator).float() * 2 - 1).to(device)
-                base, _ = _cams(model, x[flipped].float(), stats, cam_layer, precision)
+                base, clean_class = _cams(model, x[flipped].float(), stats, cam_layer, precision)
                 adversarial, _ = _cams(model, at_flip[flipped], stats, cam_layer, precision)
+                same_class, _ = _cams(model, at_flip[flipped], stats, cam_layer, precision, classes=clean_class)
                 noisy, _ = _cams(model, (x[flipped].float() + eps * signs).clamp(0, 255), stats, cam_layer, precision)
                 similarity["cam_adversarial"][flipped.cpu().numpy()] = _correlation(base, adversarial)
                 similarity["cam_random"][flipped.cpu().numpy()] = _correlation(base, noisy)
+                similarity["cam_same_class"][flipped.cpu().numpy()] = _correlation(base, same_class)
             for key, value in similarity.items():
                 parts.setdefault(key, []).append(value)
             if autoattack:

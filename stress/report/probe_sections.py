@@ -77,15 +77,19 @@ def attack_section(summary: dict) -> Section:
         return Section("adversarial", ATTACK_TITLE, (Note("stage attack did not run (--adversarial-images 0 or --skip-stress)"),))
     models = [v for v in models_of(summary) if v in record["models"]]
     names = [a["name"] for a in record["attacks"]] + [k for k in ("autoattack", "worst_8/255") if record["autoattack"]]
+    step = str(record["step_size"]).replace(" eps / steps", f" × eps / {record['steps']}")  # "2.5 eps / steps", as recorded
     blocks: list = [Paragraph(
         f"White-box attacks on {record['images']} test images (a seeded subset), in pixel space through each model's own "
-        f"normalisation: PGD with {record['steps']} steps of {record['step_size']} from a random start, and "
+        f"normalisation: PGD with {record['steps']} steps, each of size {step}, from a random start, and "
         + ("AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square; torchattacks) at L∞ 8/255, RobustBench's CIFAR-10 "
            "setting. " if record["autoattack"] else f"no AutoAttack ({record.get('autoattack_skipped') or '--no-autoattack'}). ")
         + f"The attacks' forward and backward passes ran in {record.get('precision', 'fp32')} (the run's --precision), Grad-CAM in fp32"
         + ("; the adversarial cases below were recomputed in fp32. " if str(record.get("precision", "")).startswith("mixed") else ". ")
         + "An image is robust at eps if it is correct clean and no attack of that norm at eps or below fooled it, so robust "
-          "accuracy never rises with eps. Wilson 95% intervals over the attacked images.")]
+          "accuracy never rises with eps. Columns: linf_E is PGD under the L∞ norm at eps E (on the [0, 255] scale), l2_E PGD "
+          "under the L2 norm at eps E (on the [0, 1] scale)"
+        + (", autoattack AutoAttack alone, and worst_8/255 the images that survive both PGD and AutoAttack at L∞ 8/255"
+           if record["autoattack"] else "") + ". Wilson 95% intervals over the attacked images.")]
     blocks.append(make_table(("model", "clean", *names),
                              [(v, _acc(record["models"][v]["clean"]), *(_acc(record["models"][v]["robust"][k]) for k in names)) for v in models]))
     for other, d in record.get("differences", {}).items():
@@ -97,10 +101,17 @@ def attack_section(summary: dict) -> Section:
     labels = [f["label"] for f in record["models"][models[0]]["flips"]]
     blocks.append(make_table(("images that flip first at", *labels),
                              [(v, *(str(f["images"]) for f in record["models"][v]["flips"])) for v in models]))
+    blocks.append(Paragraph(
+        "Does the attack move the explanation? On each correctly classified image an L∞ attack flips, the Pearson correlation "
+        "of the clean image's Grad-CAM (of its predicted class) with: the adversarial image's map of its new class; the "
+        "adversarial image's map of the clean class, which separates the change of class from the change of evidence; and the "
+        "map on the clean image plus random signs of the same L∞ size. Mean and 95% t-intervals over those images."))
     blocks.append(make_table(
-        ("Grad-CAM similarity to the clean map", "adversarial at the flip eps", "random signs, same L∞ size", "adversarial − random (paired)"),
-        [(v, _mean_text(c["adversarial"]), _mean_text(c["random"]),
-          _difference_text(c["adversarial_minus_random"])) for v in models for c in [record["models"][v]["cam"]]]))
+        ("Grad-CAM correlation with the clean map", "adversarial image, new class", "adversarial image, clean class",
+         "random signs, same L∞ size", "new class − random (paired)", "clean class − random (paired)"),
+        [(v, _mean_text(c["adversarial"]), _mean_text(c.get("same_class")), _mean_text(c["random"]),
+          _difference_text(c["adversarial_minus_random"]), _difference_text(c.get("same_class_minus_random")))
+         for v in models for c in [record["models"][v]["cam"]]]))
     blocks.append(Figure(figure_path("robust_accuracy"), "Robust accuracy against eps, Wilson 95% bands; stars: AutoAttack at 8/255."))
     blocks.append(Figure(figure_path("adversarial_cases"), "A few images that flip at the smallest eps in both models, with the "
                                                            "Grad-CAM of the clean and of the adversarial prediction."))
@@ -236,17 +247,28 @@ def explanation_moved(summary: dict) -> list[Observation]:
         c = record["models"].get(v, {}).get("cam")
         if not c or not c["adversarial_minus_random"]:
             continue
-        d = c["adversarial_minus_random"]
+        d, same = c["adversarial_minus_random"], c.get("same_class_minus_random")
+        text = (f"{v}: on the images an L∞ attack flips, the Grad-CAM of the new class correlates {number(c['adversarial']['mean'])} "
+                f"with the clean map, against {number(c['random']['mean'])} under random signs of the same size")
+        if same is None:  # a record from before the clean class's map was measured
+            text += ("; the maps explain different classes, so this measures the change of class as much as of evidence."
+                     if d["high"] < 0 else "; the attack does not move the map distinguishably more than noise of its size.")
+            d_used, images = d, c["images"]
+        else:
+            text += (f". The clean class's own map on the adversarial image correlates {number(c['same_class']['mean'])}; "
+                     + ("the attack also moves the evidence for the clean class, not only the predicted class." if same["high"] < 0
+                        else "the evidence for the clean class moves no more than under noise; what changes is the class."))
+            d_used, images = same, c["same_class_images"]
         out.append(Observation(
             rule="explanation_moved",
-            text=(f"{v}: the Grad-CAM of the adversarial prediction correlates {number(c['adversarial']['mean'])} with that of the "
-                  f"clean prediction (random signs of the same size: {number(c['random']['mean'])}); the attack "
-                  + ("moves the explanation far more than noise of its size does." if d["high"] < 0 else
-                     "does not move the explanation distinguishably more than noise of its size.")),
-            verdict=verdict_of(d["low"], d["high"]),
-            uncertainty=f"paired 95% t-interval over {c['images']} flipped images: {signed(d['mean'])} {interval_text(d['low'], d['high'])}",
+            text=text,
+            verdict=verdict_of(d_used["low"], d_used["high"]),
+            uncertainty=(f"paired 95% t-interval over {images} flipped images, "
+                         f"{'clean-class map' if same is not None else 'new-class map'} − random: {signed(d_used['mean'])} "
+                         f"{interval_text(d_used['low'], d_used['high'])}"),
             figure=figure_path("adversarial_cases"),
-            evidence={"adversarial": c["adversarial"]["mean"], "random": c["random"]["mean"], "difference": d["mean"]},
+            evidence={"adversarial": c["adversarial"]["mean"], "random": c["random"]["mean"], "difference": d["mean"],
+                      "same_class": (c.get("same_class") or {}).get("mean"), "same_class_difference": None if same is None else same["mean"]},
         ))
     return out
 

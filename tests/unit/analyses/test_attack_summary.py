@@ -24,6 +24,7 @@ def _results(rng, n, fooled_rate, clean_rate=0.8, autoattack=True):
     out["flip"] = flip
     out["cam_adversarial"] = np.where(flip >= 0, rng.random(n) * 0.5, np.nan)
     out["cam_random"] = np.where(flip >= 0, 0.9 + rng.random(n) * 0.1, np.nan)
+    out["cam_same_class"] = np.where(flip >= 0, 0.6 + rng.random(n) * 0.3, np.nan)
     return out
 
 
@@ -69,6 +70,18 @@ def test_the_summary_separates_a_weaker_model_and_counts_flips_of_correct_images
     used = weak["clean"] & (weak["flip"] >= 0)
     assert cam["images"] == int(used.sum()) and cam["adversarial"]["mean"] == pytest.approx(weak["cam_adversarial"][used].mean())
     assert cam["adversarial_minus_random"]["high"] < 0
+    # The clean class's map on the adversarial image, over the same images: its mean and its paired difference to noise,
+    # against numpy on the per-image values (t-interval: mean +/- t * sd / sqrt(n)).
+    from scipy import stats as scipy_stats
+
+    same, noise = weak["cam_same_class"][used], weak["cam_random"][used]
+    assert cam["same_class_images"] == int(used.sum()) and cam["same_class"]["mean"] == pytest.approx(same.mean())
+    d = same - noise
+    half = scipy_stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    got = cam["same_class_minus_random"]
+    assert (got["mean"], got["low"], got["high"]) == pytest.approx((d.mean(), d.mean() - half, d.mean() + half))
+    old = summarise_attacks({"weak": {k: v for k, v in weak.items() if k != "cam_same_class"}}, ["weak"], list(ATTACKS), 20, np.arange(n))
+    assert old["models"]["weak"]["cam"]["same_class"] is None and old["models"]["weak"]["cam"]["same_class_minus_random"] is None
 
 
 def test_grad_cam_correlation_is_pearsons_and_undefined_for_a_flat_map():

@@ -179,3 +179,34 @@ def test_the_log_names_auto_on_gpu_tasks_from_a_driver_without_a_gpu(monkeypatch
     assert expected_precision("auto", on_gpus=True).startswith("auto")  # the GPU decides; the driver cannot tell
     assert expected_precision("bf16", on_gpus=True) == "bf16" and expected_precision("fp32", on_gpus=True) == "fp32"
     assert expected_precision("auto", on_gpus=False) == resolve_precision("auto", "cpu")
+
+
+def test_the_same_class_similarity_maps_the_clean_prediction_on_the_adversarial_image(monkeypatch):
+    """cam_same_class correlates the clean map with the adversarial image's map of the clean prediction's class; the
+    reference redraws both maps with stress.analyses.gradcam and correlates them with numpy. Planted: the adversarial
+    prediction's class in its place is cam_adversarial, which differs from it on images whose class the attack changed."""
+    import stress.analyses.gradcam as gradcam_module
+
+    calls = []
+    real = gradcam_module.gradcam
+
+    def spy(model, inputs, targets, layer=None, precision="fp32", **options):
+        calls.append((inputs.detach().clone(), targets.detach().clone()))
+        return real(model, inputs, targets, layer, precision=precision, **options)
+
+    monkeypatch.setattr(gradcam_module, "gradcam", spy)
+    torch.manual_seed(0)
+    model = create_model(CONFIG).eval()
+    images, _ = _images(12)
+    labels = predict_logits(model, torch.from_numpy(images), stats=input_stats(CONFIG)).argmax(1).numpy()  # all correct clean
+    out = attack_shard({"m": model.state_dict()}, MODEL_DICT, images, labels, 0, len(labels), [("linf", 8 / 255)], steps=3,
+                       autoattack=False, device="cpu")
+    flipped = np.flatnonzero(out["m|flip"] >= 0)
+    assert flipped.size >= 2 and len(calls) == 4  # clean, adversarial, adversarial for the clean class, random signs
+    (clean_x, clean_t), (adv_x, adv_t), (same_x, same_t), _ = calls
+    assert torch.equal(same_x, adv_x) and torch.equal(same_t, clean_t) and not torch.equal(adv_t, clean_t)
+    a, b = real(model, clean_x, clean_t).flatten(1).numpy(), real(model, same_x, clean_t).flatten(1).numpy()
+    expected = [np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)]
+    np.testing.assert_allclose(out["m|cam_same_class"][flipped], expected, rtol=1e-5, atol=1e-6)
+    assert np.isnan(out["m|cam_same_class"][out["m|flip"] < 0]).all()
+    assert not np.allclose(out["m|cam_same_class"][flipped], out["m|cam_adversarial"][flipped])

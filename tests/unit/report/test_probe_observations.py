@@ -29,7 +29,7 @@ def _texture(seed: int, shuffle: dict[str, float], n=1500, same: bool = False) -
     return summarise_texture(clean, probed, list(shuffle), classes=10)
 
 
-def _attacks(seed: int, rates: dict[str, float], n=600) -> dict:
+def _attacks(seed: int, rates: dict[str, float], n=600, same_class: float | None = None) -> dict:
     rng = np.random.default_rng(seed)
     results = {}
     for v, rate in rates.items():
@@ -39,6 +39,8 @@ def _attacks(seed: int, rates: dict[str, float], n=600) -> dict:
         r["flip"] = np.where(r["linf_1/255"], 0, -1)
         r["cam_adversarial"] = np.where(r["flip"] >= 0, rng.random(n) * 0.4, np.nan)
         r["cam_random"] = np.where(r["flip"] >= 0, 0.95 + rng.random(n) * 0.05, np.nan)
+        if same_class is not None:  # the clean class's map on the adversarial image: moved (low) or as under noise
+            r["cam_same_class"] = np.where(r["flip"] >= 0, same_class + rng.random(n) * 0.05, np.nan)
         results[v] = r
     return summarise_attacks(results, list(rates), list(ATTACKS), 20, np.arange(n))
 
@@ -68,8 +70,14 @@ def test_attack_rules_report_robust_accuracy_and_a_moved_explanation():
     assert len(robust) == 2 and all("AutoAttack at 8/255" in o.text for o in robust)
     (shift,) = adversarial_shift(summary)
     assert shift.verdict == st.ONE_PAIR and shift.evidence["significant_attacks"] >= 6
-    moved = explanation_moved(summary)
-    assert all(o.verdict == st.EFFECT and "far more than noise" in o.text for o in moved)
+    moved = explanation_moved(summary)  # a record without the clean class's map: the change of class is named as a confound
+    assert len(moved) == 2 and all(o.verdict == st.EFFECT and "change of class as much as of evidence" in o.text for o in moved)
+    moved = explanation_moved(_summary(adversarial=_attacks(0, {"baseline": 0.9, "augmented": 0.3}, same_class=0.3)))
+    assert all(o.verdict == st.EFFECT and "also moves the evidence for the clean class" in o.text for o in moved)
+    assert all("clean-class map − random" in o.uncertainty for o in moved)
+    # Planted: the clean class's map as stable as under noise gives no effect, whatever the new class's map does.
+    kept = explanation_moved(_summary(adversarial=_attacks(0, {"baseline": 0.9, "augmented": 0.3}, same_class=0.95)))
+    assert all(o.verdict != st.EFFECT and "what changes is the class" in o.text for o in kept)
     assert attack_section(summary).title == "Why it fails: adversarial robustness"
     # The differences' table and the rule name the interval the record holds: Newcombe's, or t for a record of older code.
     assert shift.uncertainty.startswith("Newcombe's paired 95% intervals for 0/1 outcomes over 600 attacked images")
