@@ -173,12 +173,16 @@ def run_resumable(
     """
     results: dict[str, Any] = {}
     todo: list[Task] = []
+    refused: dict[str, list[str]] = {}  # why -> the saved files refused for it, logged once per reason
     for task in tasks:
-        saved = load_saved_shard(folder / f"{task.name}.npz", key, log)
+        saved = load_saved_shard(folder / f"{task.name}.npz", key,
+                                 lambda line: refused.setdefault(line.partition(": ")[2], []).append(line.partition(": ")[0]))
         if saved is None:
             todo.append(task)
         else:
             results[task.name] = unflatten(saved)
+    for why, files in refused.items():
+        log(f"{files[0]}: {why}" if len(files) == 1 else f"{folder.name}: {len(files)} saved tasks ({files[0]} ... {files[-1]}): {why}")
     if announce is not None:
         announce(len(results), len(todo))
     names = {task.label or task.name: task.name for task in todo}

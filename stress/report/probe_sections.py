@@ -255,9 +255,12 @@ def explanation_moved(summary: dict) -> list[Observation]:
                      if d["high"] < 0 else "; the attack does not move the map distinguishably more than noise of its size.")
             d_used, images = d, c["images"]
         else:
-            text += (f". The clean class's own map on the adversarial image correlates {number(c['same_class']['mean'])}; "
-                     + ("the attack also moves the evidence for the clean class, not only the predicted class." if same["high"] < 0
-                        else "the evidence for the clean class moves no more than under noise; what changes is the class."))
+            drop = c["random"]["mean"] - c["adversarial"]["mean"]
+            share = (c["same_class"]["mean"] - c["adversarial"]["mean"]) / drop if drop > 0.05 else None
+            text += (f". The clean class's own map on the adversarial image still correlates {number(c['same_class']['mean'])}"
+                     + (f", so {max(0.0, min(share, 1.0)):.0%} of that drop is the change of class" if share is not None else "")
+                     + (f"; the evidence for the clean class itself moves a little more than under noise ({signed(same['mean'])})."
+                        if same["high"] < 0 else "; the evidence for the clean class moves no more than under noise: what changes is the class."))
             d_used, images = same, c["same_class_images"]
         out.append(Observation(
             rule="explanation_moved",

@@ -70,6 +70,9 @@ def test_a_result_saved_under_another_key_or_unreadable_is_recomputed(tmp_path):
     run_resumable(other, square, tasks(), tmp_path, "key-2", ResourceConfig(), lines.append)
     assert other.calls == ["part:0-3", "part:3-7", "part:7-10"]  # a new key: nothing reused
     assert any(line.startswith("part_3_7.npz: unreadable saved shard (") for line in lines)
+    # The two files saved under key-1 share one line: a re-run after an upgrade names every refused task once, not a line each.
+    assert f"{tmp_path.name}: 2 saved tasks (part_0_3.npz ... part_7_10.npz): saved under other options or older code: recomputed" in lines
+    assert len([line for line in lines if "recomputed" in line]) == 2, lines
     assert all(str(np.load(p)[STAGE_KEY]) == "key-2" for p in tmp_path.glob("*.npz"))
     # Only the file that is missing now runs again.
     (tmp_path / "part_7_10.npz").unlink()
