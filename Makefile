@@ -11,13 +11,13 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/pip install --quiet --upgrade pip > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@$(VENV)/bin/pip install --quiet -e ".[test]" >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
-	@# AutoAttack and the PGD cross-check (stress.evaluate.attacks): torchattacks' metadata pins requests~=2.25.1,
+	@# AutoAttack and the PGD cross-check (stress.evaluate.probe_shards, tests/unit/perturb): torchattacks' metadata pins requests~=2.25.1,
 	@# which Ray's and selenium's dependencies rule out; it never imports requests, so it goes in without its
 	@# dependencies (scipy, tqdm and numpy are already there).
 	@$(VENV)/bin/pip install --quiet --no-deps torchattacks==3.5.1 >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $@
 
-.PHONY: setup run test unit sweep report
+.PHONY: setup run test unit
 setup: $(VENV)/.installed
 
 run: setup
