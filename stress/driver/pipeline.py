@@ -237,6 +237,10 @@ class Pipeline:
                 "test_acc": history["test"]["acc"],
                 "test_loss": history["test"]["loss"],
                 "best_val_acc": max(e["val_acc"] for e in epochs),
+                # The analysed weights are the last epoch's (no selection on validation), so say how they compare.
+                "final_val_acc": epochs[-1]["val_acc"], "final_val_loss": epochs[-1]["val_loss"],
+                "best_val_loss": min(e["val_loss"] for e in epochs),
+                "best_val_loss_epoch": 1 + min(range(len(epochs)), key=lambda i: epochs[i]["val_loss"]),
                 "epochs": len(epochs),
                 "train_seconds": sum(e["seconds"] for e in epochs),
                 "images_per_second": sum(e["images_per_second"] for e in epochs) / len(epochs),

@@ -140,13 +140,32 @@ def training(summary: dict) -> Section:
             make_table(("model", "checkpoint", "parameters", "test accuracy", "test loss"), rows),
             *(Figure(figure_path("confusion", v), confusion_caption(summary, v)) for v in models_of(summary)),
         ))
-    rows = [(v, e["epochs"], number(e["best_val_acc"]), number(e["test_acc"]), number(e["test_loss"]), f"{e['train_seconds']:.1f}",
-             f"{e['images_per_second']:.0f}") for v, e in summary["variants"].items()]
+    rows = [(v, e["epochs"], number(e.get("final_val_acc")), number(e["best_val_acc"]), number(e["test_acc"]), number(e["test_loss"]),
+             f"{e['train_seconds']:.1f}", f"{e['images_per_second']:.0f}") for v, e in summary["variants"].items()]
     return Section("training", "Training", (
-        make_table(("variant", "epochs", "best validation accuracy", "test accuracy", "test loss", "training seconds", "images/s"), rows),
+        Paragraph("Every analysis in this report uses each model's weights after its last epoch, as the seed experiment does: "
+                  "no early stopping and no choice of epoch on the validation split, which only reports progress."),
+        make_table(("variant", "epochs", "validation accuracy, last epoch", "best validation accuracy", "test accuracy", "test loss",
+                    "training seconds", "images/s"), rows),
+        *overfit_notes(summary["variants"]),
         Figure(figure_path("training"), "Training and validation loss and accuracy per epoch."),
         *(Figure(figure_path("confusion", v), confusion_caption(summary, v)) for v in models_of(summary)),
     ))
+
+
+OVERFIT_LOSS_RISE = 1.25  # a last-epoch validation loss this many times its minimum is called out
+
+
+def overfit_notes(variants: dict) -> list[Note]:
+    """A note per trained model whose validation loss ended well above its minimum: the analysed weights are past it."""
+    notes = []
+    for v, e in variants.items():
+        best, final = e.get("best_val_loss"), e.get("final_val_loss")
+        if best and final and final > OVERFIT_LOSS_RISE * best and e.get("best_val_loss_epoch", e["epochs"]) < e["epochs"]:
+            notes.append(Note(f"{v}: validation loss was lowest at epoch {e['best_val_loss_epoch']} ({number(best)}) and is {number(final)} "
+                              f"after epoch {e['epochs']}, whose weights are analysed: they are past the validation optimum, which "
+                              "usually makes a model over-confident (see its ECE and confident errors)."))
+    return notes
 
 
 def failure_cases(summary: dict) -> Section:

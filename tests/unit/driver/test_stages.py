@@ -172,6 +172,8 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     history = json.loads(history_path.read_text())
     history["epochs"][-1]["precision"] = "bf16"
     history["epochs"] = [{**history["epochs"][-1], "precision": "fp32", "epoch": 0}] + history["epochs"]
+    for i, epoch in enumerate(history["epochs"]):  # validation loss lowest at epoch 1, three times that at the last
+        epoch["val_loss"] = 0.5 if i == 0 else 1.5
     history_path.write_text(json.dumps(history))
     lines: list[str] = []
     summary = stress.run(config, log=lines.append, executor=LocalExecutor())
@@ -181,6 +183,13 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     assert (tmp_path / "copy" / "report.html").is_file() and summary["variants"].keys() == set(VARIANTS)
     written = json.loads((tmp_path / "copy" / "summary.json").read_text())
     assert written["variants"] == json.loads(json.dumps(summary["variants"]))
+    # The analysed weights are the last epoch's: the summary says how its validation numbers compare (slow loop over the history).
+    for v in VARIANTS:
+        epochs = json.loads((tmp_path / "copy" / "variants" / v / "history.json").read_text())["epochs"]
+        entry = summary["variants"][v]
+        assert (entry["final_val_acc"], entry["final_val_loss"]) == (epochs[-1]["val_acc"], epochs[-1]["val_loss"])
+        lowest = sorted(range(len(epochs)), key=lambda i: (epochs[i]["val_loss"], i))[0]
+        assert (entry["best_val_loss"], entry["best_val_loss_epoch"]) == (epochs[lowest]["val_loss"], lowest + 1)
     # The summary holds the stage files' numbers as written (the stages did not run again).
     assert written["robustness"] == json.loads(run.path("eval", "robustness.json").read_text())
     labels = json.loads(run.path("eval", "labels.json").read_text())
@@ -195,6 +204,8 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     assert f"| git commit | {'a' * 40} (with uncommitted changes to tracked files) |" in report
     assert "fp32 (cpu: fp32); training ran in fp32 on cpu and mixed (bf16, fp32) on cpu; the analyses in fp32 |" in report
     assert "## Label errors and failure slices" in report and "figures/embedding_map.png" in report
+    assert "baseline: validation loss was lowest at epoch 1 (0.500) and is 1.500 after epoch" in report
+    assert report.count("past the validation optimum") == 1  # the augmented model's history was left as trained
     figures = tmp_path / "copy" / "figures"
     assert (figures / "embedding_map.png").is_file() and (figures / "label_suspects.png").is_file() == bool(labels["suspects"])
 
