@@ -137,11 +137,17 @@ def fourier_shift(summary: dict) -> list[Observation]:
                 continue
             mean, direction = gain
             text += f" On {what} ({band}-frequency), {other}'s accuracy differs by {signed(mean)} on average"
-            if not by_band[band]["significant"] or direction == 0:
-                text += f": no comparison with the {band} band, as one of the two differences is not established."
+            if direction == 0:
+                text += (f", but not every one of those corruptions' intervals excludes 0 on the same side: not compared with the "
+                         f"{band}-band error.")
+                continue
+            if not by_band[band]["significant"]:
+                text += f"; its {band}-band error difference is not significant after Holm: not compared."
                 continue
             agrees = (by_band[band]["mean"] > 0) == (direction < 0)  # more error at those frequencies, less accuracy on those corruptions
-            text += ": " + ("in line with" if agrees else "against") + f" its {band}-band error difference."
+            text += (f", every one of them on the same side, and its {band}-band error differs by {signed(by_band[band]['mean'])}: "
+                     + ("the two agree (more Fourier error where it is less accurate under the corruptions, or the reverse)."
+                        if agrees else "the two disagree (more Fourier error, yet more accurate under the corruptions, or the reverse)."))
             lined_up.append(agrees)
         significant = [x for x in by_band.values() if x["significant"]]
         if given:

@@ -61,14 +61,23 @@ def test_the_shift_is_one_pair_only_for_trained_variants_and_lines_up_with_noise
     (shift,) = fourier_shift(summary)
     assert shift.verdict == st.ONE_PAIR and shift.scope == st.INTERVENTION
     assert "high -0.29" in shift.text and "(Holm-significant)" in shift.text
-    assert "On the noise corruptions (high-frequency), augmented's accuracy differs by +0.050 on average: in line with" in shift.text
-    # fog's difference is 0 and the low band's is not significant: not counted either way
-    assert "fog and contrast (low-frequency), augmented's accuracy differs by +0.000 on average: no comparison" in shift.text
+    assert ("On the noise corruptions (high-frequency), augmented's accuracy differs by +0.050 on average, every one of them on the "
+            "same side, and its high-band error differs by -0.294: the two agree") in shift.text
+    # the low band's difference is not significant: not counted either way
+    assert ("fog and contrast (low-frequency), augmented's accuracy differs by +0.000 on average; its low-band error difference is "
+            "not significant after Holm: not compared") in shift.text
     assert shift.evidence["lined_up"] == 1 and shift.evidence["compared"] == 1
     # planted: the noise accuracy moving the other way is reported as against the heat map
     (against,) = fourier_shift(summary_with(planted_record(0.6, 0.3), noise_gain=-0.05))
-    assert "differs by -0.050 on average: against its high-band error difference" in against.text
+    assert "differs by -0.050 on average, every one of them on the same side, and its high-band error differs by -0.294: the two disagree" in against.text
     assert against.evidence["lined_up"] == 0 and against.evidence["compared"] == 1
+    # planted: one noise corruption's interval on the other side: the noise corruptions are not compared at all
+    mixed = summary_with(planted_record(0.6, 0.3), noise_gain=0.05)
+    mixed["robustness"]["gains"]["augmented"]["by_corruption"]["shot_noise"] = {"mean": -0.05, "low": -0.06, "high": -0.04, "n": 100}
+    (unclear,) = fourier_shift(mixed)
+    assert ("noise corruptions (high-frequency), augmented's accuracy differs by +0.000 on average, but not every one of those "
+            "corruptions' intervals excludes 0 on the same side: not compared with the high-band error.") in unclear.text
+    assert unclear.evidence["compared"] == 0
 
 
 def test_given_models_get_a_verdict_about_these_models():
