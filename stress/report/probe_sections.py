@@ -147,7 +147,7 @@ def texture_reliance(summary: dict) -> list[Observation]:
             text=(f"{v}: with its {g}x{g} patches shuffled (no global shape) it keeps accuracy {number(shuffle['acc'])} "
                   f"({number(shuffle['kept'])} of its above-chance accuracy); low-pass filtered at {c:g} cycles per image (no fine "
                   f"texture) {number(low['acc'])} ({number(low['kept'])}). Its texture-reliance index is {number(head['index'], 2)}: "
-                  f"at this scale it keeps {lean} (the seed notebook's \"relies on texture and global shape\", measured)."),
+                  f"at this scale it keeps {lean}." + _other_scales(m["index"], head)),
             verdict=EFFECT if lean != "about as much from local texture as from global shape" else INCONCLUSIVE,
             uncertainty=f"Wilson 95% over {record['images']} test images for the accuracies; the index "
                         f"{interval_text(head['low'], head['high'], 2, sign=False)} (percentile bootstrap over images)",
@@ -155,6 +155,22 @@ def texture_reliance(summary: dict) -> list[Observation]:
             evidence={"index": head["index"], "low": head["low"], "high": head["high"], "shuffle": shuffle["acc"], "lowpass": low["acc"]},
         ))
     return out
+
+
+def _side(entry: dict) -> int:
+    """+1 where the index's interval is above 1 (texture), -1 below (shape), 0 where it includes 1."""
+    return 1 if entry["low"] is not None and entry["low"] > 1 else -1 if entry["high"] is not None and entry["high"] < 1 else 0
+
+
+def _other_scales(index: list[dict], head: dict) -> str:
+    """The index at the scales other than the headline's, and whether the lean reverses at any of them."""
+    others = [e for e in index if e["grid"] != head["grid"] and e["index"] is not None]
+    if not others:
+        return ""
+    listed = ", ".join(f"{number(e['index'], 2)} {interval_text(e['low'], e['high'], 2, sign=False)} at grid {e['grid']}" for e in others)
+    reversed_at = [str(e["grid"]) for e in others if _side(e) and _side(head) and _side(e) != _side(head)]
+    return (f" At the other scales the index is {listed}"
+            + (f": the lean reverses at grid {' and '.join(reversed_at)}, so it holds at this scale only." if reversed_at else "."))
 
 
 def texture_shift(summary: dict) -> list[Observation]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from stress.analyses.adversarial import attacks_over_seeds, summarise_attacks
@@ -55,6 +57,20 @@ def test_texture_rules_lean_by_the_interval_and_a_single_pair_gets_no_verdict():
     found = {o.text.split(":")[0]: o for o in texture_reliance(summary)}
     assert "more from global shape" in found["baseline"].text and "more from local texture" in found["augmented"].text
     assert found["baseline"].verdict == st.EFFECT
+    # The other scales are named with their intervals; the lean is said to hold at the headline's scale only where it reverses.
+    base = record["models"]["baseline"]["index"]
+    head = next(e for e in base if e["grid"] == 4)
+    assert head["high"] < 1 and "At the other scales the index is " in found["baseline"].text
+    for e in base:
+        if e["grid"] != 4:
+            assert f"{e['index']:.2f} [{e['low']:.2f}, {e['high']:.2f}] at grid {e['grid']}" in found["baseline"].text
+    planted = json.loads(json.dumps(record))
+    planted["models"]["baseline"]["index"] = [dict(e, index=1.5, low=1.2, high=1.8) if e["grid"] == 2 else dict(e, index=0.5, low=0.4, high=0.6)
+                                               for e in base]
+    (flipped,) = [o for o in texture_reliance(_summary(texture=planted)) if o.text.startswith("baseline")]
+    assert "the lean reverses at grid 2, so it holds at this scale only." in flipped.text
+    if all(e["high"] < 1 for e in base):  # the fixture's own scales all lean to shape: no reversal is claimed
+        assert "reverses" not in found["baseline"].text
     (shift,) = texture_shift(summary)
     assert shift.verdict == st.ONE_PAIR and shift.scope == st.INTERVENTION and "One trained pair" in shift.text
     equal = _texture(1, {"baseline": 0.5, "augmented": 0.5}, same=True)
