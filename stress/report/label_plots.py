@@ -51,8 +51,8 @@ def plot_embedding_map(projections: dict[str, np.ndarray], correct: dict[str, np
         xy, ok = projections[v], np.asarray(correct[v], dtype=bool)
         ax.scatter(*xy[ok].T, s=3, c="#b0b0b0", alpha=0.5, linewidths=0, label=f"correct (n={int(ok.sum())})")
         wrong = ~ok & ~suspect
-        ax.scatter(*xy[wrong].T, s=4, c="#d62728", alpha=0.6, linewidths=0, label=f"wrong (n={int(wrong.sum())})")
-        ax.scatter(*xy[suspect].T, s=7, c=SUSPECT_COLOUR, marker="x", linewidths=0.5, alpha=0.8, label=f"label suspect (n={int(suspect.sum())})")
+        ax.scatter(*xy[wrong].T, s=4, c="#d62728", alpha=0.6, linewidths=0, label=f"wrong, not a label suspect (n={int(wrong.sum())})")
+        ax.scatter(*xy[suspect].T, s=7, c=SUSPECT_COLOUR, marker="x", linewidths=0.5, alpha=0.8, label=f"label suspect, flagged by every model (n={int(suspect.sum())})")
         for rank, (name, mask) in enumerate(slices.get(v, [])[:outlined]):
             outline = _ellipse(xy[mask])
             if outline is None:
@@ -65,5 +65,5 @@ def plot_embedding_map(projections: dict[str, np.ndarray], correct: dict[str, np
         ax.set_xlabel(f"PC 1 ({100 * share[0]:.0f}% of variance)")
         ax.set_ylabel(f"PC 2 ({100 * share[1]:.0f}% of variance)")
         ax.set_title(f"{v}: test images in its embedding space")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=1, frameon=False, markerscale=2)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=1, frameon=False, markerscale=2)
     return save_figure(fig, path)

@@ -11,7 +11,7 @@ from stress.constants import VARIANTS
 from stress.report.figures import figure_path
 from stress.report.statements import (
     EFFECT, INCONCLUSIVE, INTERVENTION, NOT_TRAINED_FOR, ONE_PAIR, TRAINED_FOR, Observation, interval_text, models_of,
-    number, one_pair, pair_difference, paired_method, signed, verdict_of,
+    number, one_pair, pair_difference, paired_method, signed, verdict_of, words,
 )
 
 
@@ -90,15 +90,15 @@ def worst_corruptions(summary: dict, top: int = 3) -> list[Observation]:
         worst = ranked[0]
         worst_low, worst_high = r["by_corruption_interval"][worst][-1]
         clean_low, clean_high = r["clean_acc_interval"]
-        listing = ", ".join(f"{c} (−{number(drops[c])})" if drops[c] >= 0 else f"{c} (+{number(-drops[c])})" for c in ranked)
+        listing = ", ".join(f"{words(c)} (−{number(drops[c])})" if drops[c] >= 0 else f"{words(c)} (+{number(-drops[c])})" for c in ranked)
         separated = None not in (worst_high, clean_low) and worst_high < clean_low
         out.append(Observation(
             rule="worst_corruptions",
-            text=(f"For {v}, the corruptions that hurt most at severity {severity} are {listing}; under {worst} accuracy falls "
+            text=(f"For {v}, the corruptions that hurt most at severity {severity} are {listing}; under {words(worst)} accuracy falls "
                   f"from {number(r['clean_acc'])} to {number(r['by_corruption'][worst][-1])}."),
             verdict=EFFECT if separated else INCONCLUSIVE,
             uncertainty=(f"Wilson 95% CIs over test images: clean {interval_text(clean_low, clean_high, sign=False)}, "
-                         f"{worst} {interval_text(worst_low, worst_high, sign=False)}"),
+                         f"{words(worst)} {interval_text(worst_low, worst_high, sign=False)}"),
             figure=figure_path("severity"),
             evidence={"corruption": worst, "drop": drops[worst], "clean": r["clean_acc"], "worst_accuracy": r["by_corruption"][worst][-1]},
         ))
@@ -115,11 +115,11 @@ def corruption_gain_split(summary: dict) -> list[Observation]:
     unclear = sorted(c for c in gains if c not in helped and c not in hurt)
 
     def listing(names: list[str]) -> str:
-        return ", ".join(f"{c} {signed(gains[c]['mean'])} {interval_text(gains[c]['low'], gains[c]['high'])}" for c in names) or "none"
+        return ", ".join(f"{words(c)} {signed(gains[c]['mean'])} {interval_text(gains[c]['low'], gains[c]['high'])}" for c in names) or "none"
 
     text = (f"Per corruption (mean over severities, augmented − baseline), the augmented model of this pair is more accurate on "
             f"{len(helped)}: {listing(helped)}; less accurate on {len(hurt)}: {listing(hurt)}; not distinguishable on {len(unclear)}"
-            + (f": {', '.join(unclear)}." if unclear else "."))
+            + (f": {', '.join(words(c) for c in unclear)}." if unclear else "."))
     n = next(iter(gains.values()))["n"]
     return [Observation(
         rule="corruption_gain_split", text=one_pair(summary, text), verdict=ONE_PAIR,

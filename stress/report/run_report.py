@@ -18,7 +18,7 @@ from stress.report.probe_sections import attack_section, texture_section
 from stress.report.setup_text import commit_text, compile_text, hardware_text, precision_text
 from stress.report.label_section import labels_and_slices
 from stress.report.observations import RULES, derive_observations
-from stress.report.statements import Rule, given_models, interval_text, models_of, number, p_text, paired_method, signed
+from stress.report.statements import Rule, given_models, interval_text, models_of, number, p_text, paired_method, signed, words
 
 
 def _with_interval(value, low, high) -> str:
@@ -205,7 +205,7 @@ def failure_cases(summary: dict) -> Section:
     rows = []
     for v in models_of(summary):
         for name, e in failures[v]["characteristics"]["comparison"].items():
-            rows.append((v, name, number(e["mean_a"]), number(e["mean_b"]), f"{e['n_a']} / {e['n_b']}", signed(e.get("cohens_d"), 2),
+            rows.append((v, words(name), number(e["mean_a"]), number(e["mean_b"]), f"{e['n_a']} / {e['n_b']}", signed(e.get("cohens_d"), 2),
                          interval_text(e.get("d_low"), e.get("d_high"), 2), "yes" if e.get("separates") else "no"))
     blocks.append(make_table(("variant", "characteristic", "mean (failures)", "mean (successes)", "n", "d", "95% CI", "separates"), rows))
     blocks.append(Figure(figure_path("characteristics"), "Distributions of each characteristic: confident failures versus confident successes."))

@@ -74,6 +74,11 @@ def number(value: float | None, digits: int = 3) -> str:
     return "n/a" if _missing(value) else f"{value:.{digits}f}"
 
 
+def words(name: str) -> str:
+    """A corruption's, shift's or characteristic's key as the text prints it: impulse_noise -> impulse noise."""
+    return name.replace("_", " ")
+
+
 def p_text(value: float | None) -> str:
     """A p-value: three decimals down to 0.001, below that in scientific notation (never a bare "0.000")."""
     if _missing(value):

@@ -236,7 +236,7 @@ def test_corruption_gain_split_sorts_corruptions_by_their_own_interval():
     assert observation.verdict == st.ONE_PAIR and observation.scope == st.INTERVENTION
     assert observation.evidence == {"helped": ["fog"], "hurt": ["gaussian_noise"], "inconclusive": ["snow"]}
     assert "more accurate on 1: fog +0.060 [+0.050, +0.070]" in observation.text
-    assert "less accurate on 1: gaussian_noise -0.040" in observation.text and "Holm" in observation.uncertainty
+    assert "less accurate on 1: gaussian noise -0.040" in observation.text and "Holm" in observation.uncertainty
     assert corruption_gain_split({"robustness": {"gain": {}}}) == []
 
 
