@@ -198,9 +198,9 @@ def suspects(labels: np.ndarray, probs: dict[str, np.ndarray], arrays: dict[str,
 
 
 def suspect_text(given_name: str, views: dict[str, dict]) -> str:
-    """'label suspect: given cat, both models say dog (0.99, 0.97)' and its variants."""
+    """'label suspect: given cat, both models say dog (baseline 0.99, augmented 0.97)' and its variants."""
     predicted = {view["predicted_name"] for view in views.values()}
-    confidences = ", ".join(f"{view['confidence']:.2f}" for view in views.values())
+    confidences = ", ".join(f"{v} {view['confidence']:.2f}" for v, view in views.items())
     if len(predicted) == 1:
         who = "the model says" if len(views) == 1 else ("both models say" if len(views) == 2 else "every model says")
         return f"label suspect: given {given_name}, {who} {predicted.pop()} ({confidences})"

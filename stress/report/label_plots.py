@@ -21,11 +21,13 @@ def plot_suspect_gallery(images: np.ndarray, suspects: list[dict], path: Path, c
         ax.axis("off")
         if k < len(images):
             s = suspects[k]
-            says = sorted({m["predicted_name"] for m in s["models"].values()})
+            says = list(dict.fromkeys(m["predicted_name"] for m in s["models"].values()))  # in the models' order, as the confidences
             confidences = ", ".join(f"{m['confidence']:.2f}" for m in s["models"].values())
             ax.imshow(_as_rgb(images[k]), interpolation="nearest")
             ax.set_title(f"#{s['index']} given: {s['given_name']}\nsays: {' / '.join(says)} ({confidences})", fontsize=8)
-    fig.suptitle("Top label suspects (confident learning): given label, and the models' prediction and confidence")
+    order = ", ".join(suspects[0]["models"]) if suspects else ""
+    fig.suptitle("Top label suspects (confident learning): given label, and the models' prediction and confidence"
+                 + (f"\n(in the order {order})" if order else ""))
     return save_figure(fig, path)
 
 

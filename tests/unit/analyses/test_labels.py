@@ -117,7 +117,7 @@ def test_kappa_agrees_with_scikit_learn_and_is_undefined_for_constant_equal_rati
 
 def test_the_suspect_text_names_the_given_label_and_what_the_models_say():
     views = {"baseline": {"predicted_name": "dog", "confidence": 0.991}, "augmented": {"predicted_name": "dog", "confidence": 0.97}}
-    assert suspect_text("cat", views) == "label suspect: given cat, both models say dog (0.99, 0.97)"
+    assert suspect_text("cat", views) == "label suspect: given cat, both models say dog (baseline 0.99, augmented 0.97)"
     views["augmented"]["predicted_name"] = "deer"
     assert suspect_text("cat", views) == "label suspect: given cat; baseline says dog (0.99); augmented says deer (0.97)"
 
