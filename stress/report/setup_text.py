@@ -13,12 +13,12 @@ def precision_text(train: dict, manifest: dict, variants: dict | None = None, st
     recorded = manifest.get("precision")
     if not recorded:
         return train.get("precision", "fp32")
-    resolved = ", ".join(f"{device}: {value}" for device, value in recorded.get("resolved", {}).items())
+    resolved = ", ".join(f"{value} on {device}" for device, value in recorded.get("resolved", {}).items())
     trained = sorted({f"{v['precision']} on {v.get('device') or MISSING}" for v in (variants or {}).values()
                       if isinstance(v, dict) and v.get("precision")})
     if stages is None:
         stages = {stage: [value] for stage, value in (recorded.get("stages") or {}).items()}
-    return (f"{recorded.get('requested', MISSING)} ({resolved})" + (f"; training ran in {' and '.join(trained)}" if trained else "")
+    return (f"{recorded.get('requested', MISSING)} (the driver resolves it to {resolved})" + (f"; training ran in {' and '.join(trained)}" if trained else "")
             + analyses_text(stages))
 
 

@@ -202,7 +202,7 @@ def test_the_whole_pipeline_runs_in_process_through_the_public_api(trained_run, 
     assert manifest["git_commit"] == "a" * 40 and manifest["git_modified"] is True
     report = (tmp_path / "copy" / "report.md").read_text()
     assert f"| git commit | {'a' * 40} (with uncommitted changes to tracked files) |" in report
-    assert "fp32 (cpu: fp32); training ran in fp32 on cpu and mixed (bf16, fp32) on cpu; the analyses in fp32 |" in report
+    assert "fp32 (the driver resolves it to fp32 on cpu); training ran in fp32 on cpu and mixed (bf16, fp32) on cpu; the analyses in fp32 |" in report
     assert "## Label errors and failure slices" in report and "figures/embedding_map.png" in report
     assert "baseline: validation loss was lowest at epoch 1 (0.500) and is 1.500 after epoch" in report
     assert report.count("past the validation optimum") == 1  # the augmented model's history was left as trained

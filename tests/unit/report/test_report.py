@@ -134,9 +134,9 @@ def test_setup_says_whether_the_stress_and_fourier_stages_ran_compiled(run, reco
 
 @pytest.mark.parametrize("trained, expected", [
     # GPU trainers from a driver without a GPU: the driver's CPU would have said fp32, the trainers ran bf16.
-    ({"baseline": ("bf16", "cuda"), "augmented": ("bf16", "cuda")}, "auto (cpu: fp32); training ran in bf16 on cuda"),
-    ({"baseline": ("bf16", "cpu"), "augmented": ("fp32", "cpu")}, "auto (cpu: fp32); training ran in bf16 on cpu and fp32 on cpu"),
-    ({"baseline": (None, None), "augmented": (None, None)}, "auto (cpu: fp32)"),  # histories from before the record
+    ({"baseline": ("bf16", "cuda"), "augmented": ("bf16", "cuda")}, "auto (the driver resolves it to fp32 on cpu); training ran in bf16 on cuda"),
+    ({"baseline": ("bf16", "cpu"), "augmented": ("fp32", "cpu")}, "auto (the driver resolves it to fp32 on cpu); training ran in bf16 on cpu and fp32 on cpu"),
+    ({"baseline": (None, None), "augmented": (None, None)}, "auto (the driver resolves it to fp32 on cpu)"),  # histories from before the record
 ])
 def test_setup_says_what_precision_the_trainers_resolved_on_their_devices(run, trained, expected):
     manifest = json.loads((run / "manifest.json").read_text())
@@ -164,7 +164,7 @@ def test_setup_says_what_the_analysis_stages_tasks_ran_in(run, stages, expected)
     for variant in summary["variants"].values():
         variant.update(precision="bf16", device="cpu")
     (run / "summary.json").write_text(json.dumps(summary))
-    assert setup_rows(build_report(run)[0].read_text())["precision"] == "auto (cpu: bf16); training ran in bf16 on cpu" + expected
+    assert setup_rows(build_report(run)[0].read_text())["precision"] == "auto (the driver resolves it to bf16 on cpu); training ran in bf16 on cpu" + expected
 
 def test_run_without_evaluation_keeps_training_only(run):
     summary = json.loads((run / "summary.json").read_text())

@@ -314,7 +314,7 @@ def test_setup_says_what_the_seeds_trainers_ran_in_on_their_devices(sweep):
         (sweep / f"seed_{seed}").mkdir(exist_ok=True)
         (sweep / f"seed_{seed}" / "summary.json").write_text(json.dumps({"variants": {v: trained for v in ("baseline", "augmented")}}))
     row = table_rows(section(build_report(sweep)[0].read_text(), "setup"))["precision"][0]
-    assert row == "auto (cpu: fp32); training ran in bf16 on cuda and fp32 on cpu"
+    assert row == "auto (the driver resolves it to fp32 on cpu); training ran in bf16 on cuda and fp32 on cpu"
     # The analysis stages of every seed, from each seed's manifest: the last seed's ran on the CPU node.
     for i, seed in enumerate(seeds):
         path = sweep / f"seed_{seed}" / "manifest.json"
