@@ -19,7 +19,7 @@ OWN = [re.compile(p) for p in (
     r"^report: ", r"^(baseline|augmented): test_acc ", r"^run folder: ", r"^resuming ", r"^waiting up to ", r"^nodes are there",
     r"^sweep: ", r"^sweep finished", r"^augmented - baseline \w+: ", r"^interrupted",
     r"^slices: ", r"^label audit( skipped)?: ", r"^train-label audit: ", r"^\[fold\d+\] ", r"^disk: ", r"^fourier: ", r"^texture: ", r"^attack: ", r"^browser: ",
-    r"^\w+\.npz: (saved under other options|unreadable saved shard)", r"^\w+: \d+ saved tasks \(",  # saved shards a resume refuses
+    r"^\S+\.npz: (saved under other options|unreadable saved shard)", r"^\S+: \d+ saved tasks \(",  # saved shards a resume refuses
 )]
 # Lines of other processes that a run's log may hold, each with what it means (README, "What a run's log holds").
 EXPLAINED = {

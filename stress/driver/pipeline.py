@@ -119,11 +119,12 @@ def check_resume(run: RunFolder, config: ExperimentConfig, dataset_sha256: str |
 
 def check_folder_kind(root: Path, kind: str) -> None:
     """A single run ("run") and a seed sweep ("sweep") never share a folder: each would overwrite the other's summary.json,
-    figures and report. A sweep holds seed_<n> folders; a single run holds its config.json and split.json."""
+    figures and report. A sweep holds seed_<n> folders, and Ray Tune's tune/ from its start; a single run holds its
+    config.json and split.json. Local folders only: a storage URI's folder is not looked at."""
     if not root.is_dir():
         return
     if kind == "run":
-        seeds = sorted(p.name for p in root.glob("seed_*") if p.is_dir())
+        seeds = sorted(p.name for p in root.glob("seed_*") if p.is_dir()) or (["tune"] if (root / "tune").is_dir() else [])
         if seeds:
             raise StressError(f"{root} holds a seed sweep ({', '.join(seeds[:3])}{', ...' if len(seeds) > 3 else ''}); "
                               "use another --run-name for a single run")

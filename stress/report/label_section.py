@@ -42,7 +42,7 @@ def label_blocks(summary: dict) -> list:
         blocks.append(Note(
             f"{' and '.join(mirrors)}: the flags cover at least {100 * audit.get('mirrors_errors_at', 0.5):.0f}% of "
             f"{'its' if len(mirrors) == 1 else 'each model’s'} errors. Confident learning trusts a model where it is confident, so "
-            "these flags restate its confident errors, and one model alone cannot tell them from wrong labels. Only the images every model flags are "
+            "its flags mostly restate its own confident errors, and one model alone cannot tell them from wrong labels. Only the images every model flags are "
             "treated as suspects, and even they are candidates to look at."))
     if audit.get("agreement"):
         blocks.append(make_table(("models (reference / other)", "flagged by both", "only the reference", "only the other", "Jaccard",

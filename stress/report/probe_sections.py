@@ -86,8 +86,8 @@ def attack_section(summary: dict) -> Section:
         + f"The attacks' forward and backward passes ran in {record.get('precision', 'fp32')} (the run's --precision), Grad-CAM in fp32"
         + ("; the adversarial cases below were recomputed in fp32. " if str(record.get("precision", "")).startswith("mixed") else ". ")
         + "An image is robust at eps if it is correct clean and no attack of that norm at eps or below fooled it, so robust "
-          "accuracy never rises with eps. Columns: linf_E is PGD under the L∞ norm at eps E (on the [0, 255] scale), l2_E PGD "
-          "under the L2 norm at eps E (on the [0, 1] scale)"
+          "accuracy never rises with eps. Columns: linf_k/255 is PGD under the L∞ norm with eps k/255 on the [0, 1] pixel "
+          "scale (k grey levels), l2_E PGD under the L2 norm with eps E on the [0, 1] scale"
         + (", autoattack AutoAttack alone, and worst_8/255 the images that survive both PGD and AutoAttack at L∞ 8/255"
            if record["autoattack"] else "") + ". Wilson 95% intervals over the attacked images.")]
     blocks.append(make_table(("model", "clean", *names),
@@ -168,9 +168,13 @@ def _other_scales(index: list[dict], head: dict) -> str:
     if not others:
         return ""
     listed = ", ".join(f"{number(e['index'], 2)} {interval_text(e['low'], e['high'], 2, sign=False)} at grid {e['grid']}" for e in others)
-    reversed_at = [str(e["grid"]) for e in others if _side(e) and _side(head) and _side(e) != _side(head)]
-    return (f" At the other scales the index is {listed}"
-            + (f": the lean reverses at grid {' and '.join(reversed_at)}, so it holds at this scale only." if reversed_at else "."))
+    if not _side(head):
+        return f" At the other scales the index is {listed} (unadjusted 95% intervals)."
+    reverses = [str(e["grid"]) for e in others if _side(e) and _side(e) != _side(head)]
+    holds = [str(e["grid"]) for e in others if _side(e) == _side(head)]
+    verdicts = ([f"the lean reverses at grid {' and '.join(reverses)}"] if reverses else []) + \
+               ([f"holds at grid {' and '.join(holds)}"] if holds else [])
+    return f" At the other scales the index is {listed} (unadjusted 95% intervals)" + (f": {', and '.join(verdicts)}." if verdicts else ".")
 
 
 def texture_shift(summary: dict) -> list[Observation]:
@@ -274,8 +278,10 @@ def explanation_moved(summary: dict) -> list[Observation]:
             drop = c["random"]["mean"] - c["adversarial"]["mean"]
             share = (c["same_class"]["mean"] - c["adversarial"]["mean"]) / drop if drop > 0.05 else None
             text += (f". The clean class's own map on the adversarial image still correlates {number(c['same_class']['mean'])}"
-                     + (f", so {max(0.0, min(share, 1.0)):.0%} of that drop is the change of class" if share is not None else "")
-                     + (f"; the evidence for the clean class itself moves a little more than under noise ({signed(same['mean'])})."
+                     + (f", so {max(0.0, min(share, 1.0)):.0%} of that drop (a ratio of the means) is the change of class"
+                        if share is not None else "")
+                     + (f"; the evidence for the clean class itself moves more than under noise ({signed(same['mean'])} "
+                        f"{interval_text(same['low'], same['high'])})."
                         if same["high"] < 0 else "; the evidence for the clean class moves no more than under noise: what changes is the class."))
             d_used, images = same, c["same_class_images"]
         out.append(Observation(

@@ -163,8 +163,8 @@ def overfit_notes(variants: dict) -> list[Note]:
         best, final = e.get("best_val_loss"), e.get("final_val_loss")
         if best and final and final > OVERFIT_LOSS_RISE * best and e.get("best_val_loss_epoch", e["epochs"]) < e["epochs"]:
             notes.append(Note(f"{v}: validation loss was lowest at epoch {e['best_val_loss_epoch']} ({number(best)}) and is {number(final)} "
-                              f"after epoch {e['epochs']}, whose weights are analysed: they are past the validation optimum, which "
-                              "usually makes a model over-confident (see its ECE and confident errors)."))
+                              f"after epoch {e['epochs']}, whose weights are analysed: they are past the validation optimum (compare "
+                              "its ECE and confident errors below)."))
     return notes
 
 

@@ -83,7 +83,7 @@ def commit_text(manifest: dict) -> str:
 
 
 def hardware_text(hardware: dict) -> str:
-    """The driver's machine in words: CPU model and generation, logical CPUs, bf16 units, GPU, operating system. Keys this
+    """The driver's machine (not the workers') in words: CPU model and generation, logical CPUs, bf16 units, GPU, operating system. Keys this
     function does not know are listed after it as they are, so a newer manifest loses nothing."""
     if not hardware:
         return MISSING
@@ -97,7 +97,7 @@ def hardware_text(hardware: dict) -> str:
     if "cpu_bf16_flags" in hardware:
         flags = hardware["cpu_bf16_flags"]
         parts.append("no bf16 units" if flags in ("none", "") else f"bf16 units {flags}")
-    parts.append(f"GPU {hardware['gpu']}" if hardware.get("gpu") else "no GPU")
+    parts.append(f"GPU {hardware['gpu']}" if hardware.get("gpu") else "no GPU on the driver")
     system = " ".join(str(hardware[k]) for k in ("platform", "processor") if hardware.get(k) and not (
         k == "processor" and str(hardware[k]) in str(hardware.get("platform", ""))))
     if system:

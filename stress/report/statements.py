@@ -83,7 +83,7 @@ def p_text(value: float | None) -> str:
     """A p-value: three decimals down to 0.001, below that in scientific notation (never a bare "0.000")."""
     if _missing(value):
         return "n/a"
-    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}" if value > 0 else "< 1e-300"  # 0.0: the float underflowed
 
 
 def signed(value: float | None, digits: int = 3) -> str:

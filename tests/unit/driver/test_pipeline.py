@@ -221,3 +221,17 @@ def test_a_single_run_into_a_sweep_folder_is_refused_and_nothing_changes(prepare
         Pipeline(merge(config, {"run_name": "sw"}), log=lambda line: None).check_inputs()
     assert "\n" not in str(info.value) and folder_hashes(sweep_root) == before
     Pipeline(config, log=lambda line: None).check_inputs()  # the single run's own folder resumes
+
+
+def test_a_sweep_interrupted_before_its_seed_folders_is_still_a_sweep_and_its_own_resume_passes(tmp_path):
+    from stress.driver.pipeline import check_folder_kind
+
+    root = tmp_path / "sw"
+    (root / "tune").mkdir(parents=True)  # Ray Tune's folder: the sweep started, no trial has written its seed folder yet
+    with pytest.raises(StressError, match=r"sw holds a seed sweep \(tune\)"):
+        check_folder_kind(root, "run")
+    (root / "seed_42").mkdir()
+    (root / "summary.json").write_text('{"seeds": [42]}')
+    check_folder_kind(root, "sweep")  # the sweep's own folder, resumed: nothing of a single run in it
+    check_folder_kind(tmp_path / "missing", "run")  # a new folder is anything's
+    check_folder_kind(tmp_path / "missing", "sweep")

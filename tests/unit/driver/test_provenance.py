@@ -56,7 +56,7 @@ def test_the_setup_row_names_the_hardware_in_words():
     zen4 = {"platform": "Linux-6.18.44-x86_64-with-glibc2.36", "processor": "x86_64", "cpu_count": 2, "cpu_model": "AMD EPYC",
             "cpu_bf16_flags": "avx512_bf16", "cpu_signature": "family 25, model 17, stepping 1"}  # a real run's manifest
     assert hardware_text(zen4) == ("AMD EPYC (CPU family 25, model 17, stepping 1); 2 logical CPUs; bf16 units avx512_bf16; "
-                                   "no GPU; Linux-6.18.44-x86_64-with-glibc2.36")
+                                   "no GPU on the driver; Linux-6.18.44-x86_64-with-glibc2.36")
     gpu = {"platform": "Linux-5.15", "processor": "x86_64", "cpu_count": 16, "cpu_model": "Intel Xeon", "cpu_bf16_flags": "none",
            "gpu": "NVIDIA H200"}
     assert hardware_text(gpu) == "Intel Xeon; 16 logical CPUs; no bf16 units; GPU NVIDIA H200; Linux-5.15 x86_64"

@@ -31,7 +31,8 @@ def summary_with(record: dict, noise_gain: float | None = None, given: bool = Fa
     summary = {"fourier": record, "variants": variants, "dataset": {"source": "cifar10.npz"}}
     if noise_gain is not None:
         entry = {"mean": noise_gain, "low": noise_gain - 0.01, "high": noise_gain + 0.01, "n": 100}
-        summary["robustness"] = {"gains": {"augmented": {"by_corruption": {"gaussian_noise": entry, "shot_noise": entry, "fog": {**entry, "mean": 0.0}}}}}
+        summary["robustness"] = {"gains": {"augmented": {"by_corruption": {"gaussian_noise": entry, "shot_noise": entry,
+                                                                       "fog": {"mean": 0.0, "low": -0.01, "high": 0.01, "n": 100}}}}}
     return summary
 
 
@@ -63,9 +64,9 @@ def test_the_shift_is_one_pair_only_for_trained_variants_and_lines_up_with_noise
     assert "high -0.29" in shift.text and "(Holm-significant)" in shift.text
     assert ("On the noise corruptions (high-frequency), augmented's accuracy differs by +0.050 on average, every one of them on the "
             "same side, and its high-band error differs by -0.294: the two agree") in shift.text
-    # the low band's difference is not significant: not counted either way
-    assert ("fog and contrast (low-frequency), augmented's accuracy differs by +0.000 on average; its low-band error difference is "
-            "not significant after Holm: not compared") in shift.text
+    # fog's interval includes 0: not counted either way
+    assert ("fog and contrast (low-frequency), augmented's accuracy differs by +0.000 on average, but not every one of those "
+            "corruptions' intervals excludes 0 on the same side: not compared with the low-band error.") in shift.text
     assert shift.evidence["lined_up"] == 1 and shift.evidence["compared"] == 1
     # planted: the noise accuracy moving the other way is reported as against the heat map
     (against,) = fourier_shift(summary_with(planted_record(0.6, 0.3), noise_gain=-0.05))
@@ -78,6 +79,10 @@ def test_the_shift_is_one_pair_only_for_trained_variants_and_lines_up_with_noise
     assert ("noise corruptions (high-frequency), augmented's accuracy differs by +0.000 on average, but not every one of those "
             "corruptions' intervals excludes 0 on the same side: not compared with the high-band error.") in unclear.text
     assert unclear.evidence["compared"] == 0
+    # planted: the noise corruptions agree, but no band's difference survives Holm: not compared either
+    (flat,) = fourier_shift(summary_with(planted_record(0.3, 0.3), noise_gain=0.05))
+    assert "its high-band error difference is not significant after Holm: not compared." in flat.text
+    assert flat.evidence["compared"] == 0
 
 
 def test_given_models_get_a_verdict_about_these_models():

@@ -277,4 +277,4 @@ def test_p_values_below_a_thousandth_are_printed_in_scientific_notation_not_as_z
     assert 0 < p < 1e-30 and st.number(p) == "0.000"  # what the report used to print
     assert st.p_text(p) == f"{p:.1e}" and float(st.p_text(p)) > 0
     assert st.p_text(0.0421) == "0.042" and st.p_text(0.001) == "0.001" and st.p_text(0.000999) == "1.0e-03"
-    assert st.p_text(None) == "n/a" and st.p_text(float("nan")) == "n/a"
+    assert st.p_text(None) == "n/a" and st.p_text(float("nan")) == "n/a" and st.p_text(0.0) == "< 1e-300"  # underflowed
