@@ -187,7 +187,7 @@ def plot_characteristics(characteristics: dict, masks: dict, comparisons: dict, 
             if column == 0:
                 ax.set_ylabel("density")
                 if succeeded.any() or failed.any():
-                    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below the axes, off the bars
+                    ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)
 
 
