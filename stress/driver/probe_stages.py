@@ -32,8 +32,9 @@ TEXTURE_VERSION = 2  # the stage's summary; the saved tasks have their own versi
 # (2: Newcombe's paired intervals and McNemar's exact test for the probes' accuracy differences)
 TEXTURE_SHARD_VERSION = 1
 TEXTURE_OPTIONS = ("texture_images",)
-ATTACK_VERSION = 6  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar;
-# 5: the attacks run in the run's precision (float32 before); 6: the adversarial image's Grad-CAM of the clean class too
+ATTACK_VERSION = 7  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar;
+# 5: the attacks run in the run's precision (float32 before); 6: the adversarial image's Grad-CAM of the clean class too;
+# 7: the cases hold that map too
 ATTACK_SHARD_VERSION = 4  # 3: each shard says the precision it resolved to; 4: cam_same_class
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU
@@ -181,8 +182,10 @@ def attack_cases(weights: dict, model_config: dict, images: np.ndarray, labels: 
         adversarial = torch.cat(adversarial)
         cam_clean, predicted_clean = _cams(model, torch.tensor(images).float(), stats, cam_layer, precision)
         cam_adversarial, predicted_adversarial = _cams(model, adversarial, stats, cam_layer, precision)
+        same_class, _ = _cams(model, adversarial, stats, cam_layer, precision, classes=predicted_clean)
         out.update({f"{v}_adversarial": adversarial.numpy(), f"{v}_eps": np.array(eps), f"{v}_cam_clean": cam_clean.numpy(),
-                    f"{v}_cam_adversarial": cam_adversarial.numpy(), f"{v}_predicted_clean": predicted_clean.numpy(),
+                    f"{v}_cam_adversarial": cam_adversarial.numpy(), f"{v}_cam_adversarial_clean_class": same_class.numpy(),
+                    f"{v}_predicted_clean": predicted_clean.numpy(),
                     f"{v}_predicted_adversarial": predicted_adversarial.numpy()})
     return out
 

@@ -85,9 +85,12 @@ def _normalised(cam: np.ndarray) -> np.ndarray:
 
 
 def plot_adversarial_cases(cases: dict[str, np.ndarray], models: tuple[str, ...], classes: tuple[str, ...], path: Path) -> Path:
-    """Per case: the clean image, then per model its Grad-CAM on the clean image, the adversarial image and its Grad-CAM."""
+    """Per case: the clean image, then per model its Grad-CAM on the clean image, the adversarial image, its Grad-CAM of the
+    new class and (cases saved since it was kept) of the clean class."""
     n = len(cases["indices"])
-    columns = 1 + 3 * len(models)
+    same = all(f"{v}_cam_adversarial_clean_class" in cases for v in models)
+    per_model = 4 if same else 3
+    columns = 1 + per_model * len(models)
     fig, axes = plt.subplots(n, columns, figsize=(1.9 * columns, 2.1 * n), squeeze=False)
     name = lambda k: classes[int(k)] if int(k) < len(classes) else str(int(k))  # noqa: E731
     for row in range(n):
@@ -99,15 +102,19 @@ def plot_adversarial_cases(cases: dict[str, np.ndarray], models: tuple[str, ...]
             eps = round(float(cases[f"{v}_eps"][row]) * 255)
             panels = ((image, cases[f"{v}_cam_clean"][row], f"{v}: CAM, {name(cases[f'{v}_predicted_clean'][row])}"),
                       (adversarial, None, f"{v}: {eps}/255 attack"),
-                      (adversarial, cases[f"{v}_cam_adversarial"][row], f"CAM, {name(cases[f'{v}_predicted_adversarial'][row])}"))
+                      (adversarial, cases[f"{v}_cam_adversarial"][row], f"CAM, {name(cases[f'{v}_predicted_adversarial'][row])} (new)"))
+            if same:
+                panels += ((adversarial, cases[f"{v}_cam_adversarial_clean_class"][row],
+                            f"CAM, {name(cases[f'{v}_predicted_clean'][row])} (clean class)"),)
             for k, (picture, cam, title) in enumerate(panels):
-                ax = axes[row][1 + 3 * j + k]
+                ax = axes[row][1 + per_model * j + k]
                 ax.imshow(picture)
                 if cam is not None:
                     ax.imshow(_normalised(cam), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-                ax.set_title(title, fontsize=7, color=colour(v))
+                ax.set_title(title, fontsize=8, color=colour(v))
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Images that flip first in both models: Grad-CAM of the clean and of the adversarial prediction", fontsize=10)
+    fig.suptitle("Images that flip first in both models: Grad-CAM of the clean prediction, then on the adversarial image of the new "
+                 "class" + (" and of the clean class" if same else ""), fontsize=10)
     return save_figure(fig, path)

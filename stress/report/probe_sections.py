@@ -113,8 +113,9 @@ def attack_section(summary: dict) -> Section:
           _difference_text(c["adversarial_minus_random"]), _difference_text(c.get("same_class_minus_random")))
          for v in models for c in [record["models"][v]["cam"]]]))
     blocks.append(Figure(figure_path("robust_accuracy"), "Robust accuracy against eps, Wilson 95% bands; stars: AutoAttack at 8/255."))
-    blocks.append(Figure(figure_path("adversarial_cases"), "A few images that flip at the smallest eps in both models, with the "
-                                                           "Grad-CAM of the clean and of the adversarial prediction."))
+    blocks.append(Figure(figure_path("adversarial_cases"), "A few images that flip at the smallest eps in both models: the Grad-CAM "
+                                                           "of the clean prediction, and on the adversarial image the Grad-CAM of "
+                                                           "the new class and of the clean class."))
     return Section("adversarial", ATTACK_TITLE, tuple(blocks))
 
 

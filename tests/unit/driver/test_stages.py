@@ -504,3 +504,33 @@ def test_pooled_maps_keep_their_peak_and_a_blank_map_stays_blank():
     confidence = np.array([0.95, 0.99, 0.89, 0.97, 0.95])
     np.testing.assert_array_equal(confident_failures(correct, confidence, 10), [3, 0, 4])  # 0.89 out, the correct 0.99 out, ties by index
     np.testing.assert_array_equal(confident_failures(correct, confidence, 2), [3, 0])
+
+
+def test_the_attack_cases_hold_the_clean_class_map_on_the_adversarial_image():
+    """attack_cases against Grad-CAM redrawn here for the clean prediction's class on the cases' adversarial images; planted:
+    the new class's map (what the cases held before) differs from it wherever the attack changed the class."""
+    import dataclasses
+
+    from stress.analyses.gradcam import gradcam
+    from stress.augment import input_stats, normalize
+    from stress.config import ModelConfig
+    from stress.driver.probe_stages import attack_cases
+    from stress.evaluate.predict import predict_logits
+    from stress.models import create_model
+    from stress.perturb.pgd import ATTACKS
+
+    torch.manual_seed(0)
+    config = ModelConfig(widths=(8, 16, 32), hidden=32)
+    model_config = json.loads(json.dumps(dataclasses.asdict(config)))
+    model = create_model(config).eval()
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)).numpy()
+    labels = predict_logits(model, torch.from_numpy(images), stats=input_stats(config)).argmax(1).numpy()
+    strongest = len([a for a in ATTACKS if a.norm == "linf"]) - 1
+    cases = attack_cases({"m": model.state_dict()}, model_config, images, labels, np.arange(6), {"m": np.full(6, strongest)}, 0, 5,
+                         None, "fp32")
+    inputs = normalize(torch.from_numpy(cases["m_adversarial"]).float(), input_stats(config))
+    expected = gradcam(model, inputs, torch.from_numpy(cases["m_predicted_clean"]).long()).numpy()
+    np.testing.assert_allclose(cases["m_cam_adversarial_clean_class"], expected, atol=1e-5)
+    changed = cases["m_predicted_clean"] != cases["m_predicted_adversarial"]
+    assert changed.any()
+    assert not np.allclose(cases["m_cam_adversarial_clean_class"][changed], cases["m_cam_adversarial"][changed])
