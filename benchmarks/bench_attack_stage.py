@@ -47,7 +47,7 @@ def _task(arguments: dict) -> dict:
                        arguments["attacks"], steps=arguments["steps"], seed=arguments["seed"], autoattack=True,
                        device=arguments["device"], precision=arguments["precision"])
     seconds = time.perf_counter() - started
-    flags = {k: v for k, v in out.items() if "|" in k and not k.endswith(("flip", "cam_adversarial", "cam_random"))}
+    flags = {k: v for k, v in out.items() if "|" in k and not k.endswith(("flip", "cam_adversarial", "cam_random", "cam_same_class"))}
     return {"seconds": seconds, "start": arguments["start"], "stop": arguments["stop"],
             "fractions": {k: float(np.mean(v)) for k, v in flags.items()}, "flags": {k: v.astype(bool) for k, v in flags.items()}}
 

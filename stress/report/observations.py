@@ -151,7 +151,7 @@ def faithfulness(summary: dict) -> list[Observation]:
                      + (": by that protocol the random order destroys the prediction faster than the map's. Scattered "
                         "constant-filled holes are far from any training image, the confound ROAD's imputation and "
                         "structured random order are built to remove (Rong et al. 2022), so the verdict rests on ROAD; this "
-                        "run does not test that explanation." if g["high"] < 0 else "."))
+                        "run does not test that explanation." if g["high"] is not None and g["high"] < 0 else "."))
         out.append(Observation(
             rule="faithfulness", text=text, verdict=verdict,
             uncertainty="paired 95% t-intervals over images (this trained model)",

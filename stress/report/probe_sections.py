@@ -283,7 +283,7 @@ def explanation_moved(summary: dict) -> list[Observation]:
                         if share is not None else "")
                      + (f"; the evidence for the clean class itself moves more than under noise ({signed(same['mean'])} "
                         f"{interval_text(same['low'], same['high'])})."
-                        if same["high"] < 0 else "; the evidence for the clean class moves no more than under noise: what changes is the class."))
+                        if same["high"] is not None and same["high"] < 0 else "; the evidence for the clean class moves no more than under noise: what changes is the class."))
             d_used, images = same, c["same_class_images"]
         out.append(Observation(
             rule="explanation_moved",
