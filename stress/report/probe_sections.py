@@ -273,7 +273,7 @@ def explanation_moved(summary: dict) -> list[Observation]:
                 f"with the clean map, against {number(c['random']['mean'])} under random signs of the same size")
         if same is None:  # a record from before the clean class's map was measured
             text += ("; the maps explain different classes, so this measures the change of class as much as of evidence."
-                     if d["high"] < 0 else "; the attack does not move the map distinguishably more than noise of its size.")
+                     if d["high"] is not None and d["high"] < 0 else "; the attack does not move the map distinguishably more than noise of its size.")
             d_used, images = d, c["images"]
         else:
             drop = c["random"]["mean"] - c["adversarial"]["mean"]
