@@ -140,9 +140,8 @@ def texture_reliance(summary: dict) -> list[Observation]:
             continue
         g, c = head["grid"], head["cutoff"]
         shuffle, low = m["accuracy"][f"shuffle_{g}"], m["accuracy"][f"lowpass_{c:g}"]
-        lean = ("more from local texture than from global shape" if head["low"] is not None and head["low"] > 1 else
-                "more from global shape than from local texture" if head["high"] is not None and head["high"] < 1 else
-                "about as much from local texture as from global shape")
+        lean = {1: "more from local texture than from global shape", -1: "more from global shape than from local texture",
+                0: "about as much from local texture as from global shape"}[_side(head)]
         out.append(Observation(
             rule="texture_reliance",
             text=(f"{v}: with its {g}x{g} patches shuffled (no global shape) it keeps accuracy {number(shuffle['acc'])} "

@@ -247,7 +247,7 @@ def explanations(summary: dict) -> Section:
     if faithful:
         keys = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "deletion_gain", "insertion_gain")
         blocks.append(Paragraph("Constant-fill deletion and blurred-start insertion (Petsiuk et al. 2018) against an i.i.d. random pixel order:"))
-        blocks.append(make_table(("variant", *(k.replace("_", " ") for k in keys), "images"), [
+        blocks.append(make_table(("variant", *(words(k) for k in keys), "images"), [
             (v, *(_with_interval(results[v]["faithfulness"][k]["mean"], results[v]["faithfulness"][k]["low"], results[v]["faithfulness"][k]["high"]) for k in keys),
              results[v]["faithfulness"]["n_images"]) for v in faithful]))
         road = [v for v in faithful if "road" in results[v]]
@@ -332,7 +332,7 @@ def robustness(summary: dict) -> Section:
         blocks.append(_not_run("stress", "robustness"))
     if calibration:
         keys = ("ece", "ece_after_temperature", "temperature", "nll", "nll_after_temperature", "brier", "mean_corrupted_ece")
-        blocks.append(make_table(("model", *(k.replace("_", " ") for k in keys)), [(v, *(number(calibration[v][k]) for k in keys)) for v in models]))
+        blocks.append(make_table(("model", *(words(k) for k in keys)), [(v, *(number(calibration[v][k]) for k in keys)) for v in models]))
         blocks.append(Figure(figure_path("reliability"), "Reliability diagrams before and after temperature scaling."))
     else:
         blocks.append(_not_run("stress", "calibration"))
