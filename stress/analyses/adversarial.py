@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from stress.analyses.stats import (
-    accuracy_with_interval, holm_bonferroni, holm_levels, paired_difference, paired_proportion_difference, t_interval,
+    accuracy_with_interval, holm_bonferroni, holm_levels, paired_difference, paired_proportion_difference,
+    ratio_of_paired_means, t_interval,
 )
 from stress.perturb.pgd import Attack
 
@@ -69,6 +70,8 @@ def summarise_attacks(results: dict[str, dict[str, np.ndarray]], names: list[str
         moved = paired_difference(random[both], adversarial[both]) if both.sum() > 1 else None
         kept = both & ~np.isnan(same)
         same_moved = paired_difference(random[kept], same[kept]) if kept.sum() > 1 else None
+        # The share of the new-class map's drop below noise that the clean class's own map does not share.
+        share = ratio_of_paired_means(same[kept] - adversarial[kept], random[kept] - adversarial[kept]) if kept.sum() > 1 else None
         record["models"][v] = {
             "clean": accuracy_with_interval(clean),
             "robust": {name: accuracy_with_interval(f) for name, f in flags[v].items()},
@@ -79,7 +82,8 @@ def summarise_attacks(results: dict[str, dict[str, np.ndarray]], names: list[str
             "cam": {"adversarial": _mean(adversarial[both]), "random": _mean(random[both]), "images": int(both.sum()),
                     "adversarial_minus_random": None if moved is None else {k: moved[k] for k in ("mean", "low", "high", "p", "n")},
                     "same_class": _mean(same[kept]), "same_class_images": int(kept.sum()),
-                    "same_class_minus_random": None if same_moved is None else {k: same_moved[k] for k in ("mean", "low", "high", "p", "n")}},
+                    "same_class_minus_random": None if same_moved is None else {k: same_moved[k] for k in ("mean", "low", "high", "p", "n")},
+                    "class_change_share": share},
         }
     if len(names) > 1:
         reference = names[0]
@@ -114,4 +118,28 @@ def attacks_over_seeds(records: list[dict], reference: str = "baseline", other: 
     for x, level, rejected in zip(by_attack.values(), holm_levels(pvalues), holm_bonferroni(pvalues)):
         x["holm_level"], x["significant"] = level, bool(rejected)
     return {"models": [reference, other], "n_seeds": len(usable), "images": usable[0]["images"], "by_attack": by_attack,
+            "cam": cam_over_seeds(usable, reference, other),
             "interval_unit": "seeds (independent trainings), paired by seed; Holm over attacks"}
+
+
+CAM_MEANS = ("adversarial", "same_class", "random")  # the per-seed means of eval/adversarial.json's cam block
+
+
+def cam_over_seeds(records: list[dict], reference: str, other: str) -> dict | None:
+    """The attacked images' Grad-CAM similarities over seeds: each model's per-seed means (t-intervals over seeds), the
+    clean-class map's gap to noise and the share of the drop that is the change of class; and the gap's difference
+    other − reference, paired by seed. None unless every seed's record has the clean-class map."""
+    cams = {v: [r["models"][v].get("cam") or {} for r in records] for v in (reference, other)}
+    if not all(c.get("same_class_minus_random") and c.get("same_class") for v in cams for c in cams[v]):
+        return None
+    models = {}
+    for v, per_seed in cams.items():
+        models[v] = {k: t_interval([c[k]["mean"] for c in per_seed]) for k in CAM_MEANS}
+        models[v]["same_class_minus_random"] = t_interval([c["same_class_minus_random"]["mean"] for c in per_seed])
+        shares = [(c.get("class_change_share") or {}).get("mean") for c in per_seed]
+        models[v]["class_change_share"] = t_interval(shares) if all(x is not None for x in shares) else None
+        models[v]["images"] = [c["same_class_images"] for c in per_seed]
+    gap = {v: [c["same_class_minus_random"]["mean"] for c in cams[v]] for v in cams}
+    d = paired_difference(gap[reference], gap[other])
+    return {"models": models, "same_class_minus_random_difference": {k: d[k] for k in ("mean", "low", "high", "p", "n")},
+            "interval_unit": "seeds (independent trainings); each seed's value is a mean over its flipped images"}

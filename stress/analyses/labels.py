@@ -87,6 +87,11 @@ def audit_text(model: dict) -> str:
     return text
 
 
+def flags_mirror_errors(errors: dict) -> bool:
+    """Whether a model's flags cover at least MIRRORS_ERRORS of its errors (a `_share` record; False without errors)."""
+    return errors["share"] is not None and errors["share"] >= MIRRORS_ERRORS
+
+
 def _share(flagged: np.ndarray, group: np.ndarray) -> dict:
     """How many of `group` (bool mask) are flagged, as a share with its Wilson 95% interval (None without a group)."""
     n, k = int(group.sum()), int((flagged & group).sum())
@@ -155,7 +160,7 @@ def audit_labels(labels: np.ndarray, logits: dict[str, np.ndarray], class_names:
     arrays["suspicion"], arrays["suspect"] = votes, votes == 1
     for v in names:
         models[v]["suspects_among_confident_failures"] = {str(t): _share(arrays["suspect"], mask) for t, mask in confident_failures[v].items()}
-        models[v]["flags_mirror_errors"] = bool((models[v]["errors"]["share"] or 0.0) >= MIRRORS_ERRORS)
+        models[v]["flags_mirror_errors"] = flags_mirror_errors(models[v]["errors"])
     listed = suspects(labels, probs, arrays, class_names, names, limit=n)
     record = {
         "method": METHOD,

@@ -124,6 +124,39 @@ def paired_difference(a: Any, b: Any, confidence: float = 0.95) -> dict:
     }
 
 
+def ratio_of_paired_means(numerator: Any, denominator: Any, confidence: float = 0.95) -> dict:
+    """mean(numerator) / mean(denominator) over the same items, with Fieller's interval.
+
+    The interval holds every ratio r for which a two-sided one-sample t-test of numerator - r * denominator
+    does not reject at 1 - confidence: the roots of a quadratic in r, the covariance of the pairs included.
+    It is bounded only where the denominator's mean is itself distinguishable from 0; otherwise "low" and
+    "high" are None. Returns {"mean", "low", "high", "n", "method"}; "mean" is None where the denominator's
+    mean is 0.
+    """
+    _check_confidence(confidence)
+    top = _as_1d_floats(numerator, "ratio_of_paired_means numerator")
+    bottom = _as_1d_floats(denominator, "ratio_of_paired_means denominator")
+    if top.shape != bottom.shape:
+        raise StressError(f"paired samples differ in length: {top.size} vs {bottom.size}")
+    n = int(top.size)
+    mean_top, mean_bottom = float(top.mean()), float(bottom.mean())
+    result = {"mean": mean_top / mean_bottom if mean_bottom != 0.0 else None, "low": None, "high": None, "n": n,
+              "method": "fieller"}
+    if n < 2:
+        return result
+    covariance = np.cov(np.stack([top, bottom]), ddof=1) / n  # (2, 2): the means' variances and covariance
+    quantile = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, df=n - 1)) ** 2
+    # (mean_top - r mean_bottom)^2 <= quantile (v_tt - 2 r v_tb + r^2 v_bb)  <=>  a r^2 - 2 b r + c <= 0
+    a = mean_bottom ** 2 - quantile * covariance[1, 1]
+    b = mean_top * mean_bottom - quantile * covariance[0, 1]
+    c = mean_top ** 2 - quantile * covariance[0, 0]
+    if a <= 0.0 or b * b - a * c < 0.0:  # the denominator's mean is not distinguishable from 0: no bounded set
+        return result
+    root = math.sqrt(b * b - a * c)
+    result.update(low=(b - root) / a, high=(b + root) / a)
+    return result
+
+
 def mcnemar_exact_p(only_first: int, only_second: int) -> float:
     """McNemar's exact test from the discordant pairs: two-sided binomial test of only_first of the discordant against 1/2
     (1 without any discordant pair)."""

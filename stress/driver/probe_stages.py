@@ -32,9 +32,9 @@ TEXTURE_VERSION = 2  # the stage's summary; the saved tasks have their own versi
 # (2: Newcombe's paired intervals and McNemar's exact test for the probes' accuracy differences)
 TEXTURE_SHARD_VERSION = 1
 TEXTURE_OPTIONS = ("texture_images",)
-ATTACK_VERSION = 7  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar;
+ATTACK_VERSION = 8  # 3: Grad-CAM similarity over correctly classified images only; 4: Newcombe's paired intervals, McNemar;
 # 5: the attacks run in the run's precision (float32 before); 6: the adversarial image's Grad-CAM of the clean class too;
-# 7: the cases hold that map too
+# 7: the cases hold that map too; 8: the share of the drop that is the change of class, with Fieller's interval
 ATTACK_SHARD_VERSION = 4  # 3: each shard says the precision it resolved to; 4: cam_same_class
 ATTACK_OPTIONS = ("adversarial_images", "pgd_steps", "autoattack", "cam_layer")
 IMAGES_PER_ATTACK_TASK = 100  # a task per 100 images: progress lines every few minutes on a CPU

@@ -19,7 +19,7 @@ from stress.report.blocks import Figure, Note, Paragraph, Section, make_table
 from stress.report.figures import figure_path
 from stress.report.statements import (
     EFFECT, INCONCLUSIVE, INTERVENTION, ONE_PAIR, Observation, given_models, interval_text, models_of, number, one_pair, paired_method, signed,
-    verdict_of,
+    below_zero_verdict, percent_interval, verdict_of,
 )
 
 TEXTURE_TITLE = "Why it fails: texture versus shape"
@@ -108,9 +108,11 @@ def attack_section(summary: dict) -> Section:
         "map on the clean image plus random signs of the same L∞ size. Mean and 95% t-intervals over those images."))
     blocks.append(make_table(
         ("Grad-CAM correlation with the clean map", "adversarial image, new class", "adversarial image, clean class",
-         "random signs, same L∞ size", "new class − random (paired)", "clean class − random (paired)"),
+         "random signs, same L∞ size", "new class − random (paired)", "clean class − random (paired)",
+         "share of the drop that is the change of class (Fieller)"),
         [(v, _mean_text(c["adversarial"]), _mean_text(c.get("same_class")), _mean_text(c["random"]),
-          _difference_text(c["adversarial_minus_random"]), _difference_text(c.get("same_class_minus_random")))
+          _difference_text(c["adversarial_minus_random"]), _difference_text(c.get("same_class_minus_random")),
+          percent_interval(c.get("class_change_share")))
          for v in models for c in [record["models"][v]["cam"]]]))
     blocks.append(Figure(figure_path("robust_accuracy"), "Robust accuracy against eps, Wilson 95% bands; stars: AutoAttack at 8/255."))
     blocks.append(Figure(figure_path("adversarial_cases"), "A few images that flip at the smallest eps in both models: the Grad-CAM "
@@ -258,6 +260,21 @@ def adversarial_shift(summary: dict) -> list[Observation]:
     return out
 
 
+def _share_text(cam: dict) -> str:
+    """", so 95% [94%, 96%] of that drop ... is the change of class": Fieller's interval where the record has it (a ratio of
+    the means without one in older records); nothing where the new-class map hardly drops below noise."""
+    drop = cam["random"]["mean"] - cam["adversarial"]["mean"]
+    if drop <= 0.05:
+        return ""
+    share = cam.get("class_change_share")
+    if share is None or share["mean"] is None:  # a record from before the share had an interval
+        mean = (cam["same_class"]["mean"] - cam["adversarial"]["mean"]) / drop
+        return f", so {max(0.0, min(mean, 1.0)):.0%} of that drop (a ratio of the means) is the change of class"
+    bounds = ("no interval: the drop is not distinguishable from 0" if share["low"] is None
+              else f"[{share['low']:.0%}, {share['high']:.0%}], Fieller's 95% interval over the images")
+    return f", so {share['mean']:.0%} ({bounds}) of that drop is the change of class"
+
+
 def explanation_moved(summary: dict) -> list[Observation]:
     record = summary.get("adversarial")
     if not record:
@@ -275,11 +292,8 @@ def explanation_moved(summary: dict) -> list[Observation]:
                      if d["high"] is not None and d["high"] < 0 else "; the attack does not move the map distinguishably more than noise of its size.")
             d_used, images = d, c["images"]
         else:
-            drop = c["random"]["mean"] - c["adversarial"]["mean"]
-            share = (c["same_class"]["mean"] - c["adversarial"]["mean"]) / drop if drop > 0.05 else None
             text += (f". The clean class's own map on the adversarial image still correlates {number(c['same_class']['mean'])}"
-                     + (f", so {max(0.0, min(share, 1.0)):.0%} of that drop (a ratio of the means) is the change of class"
-                        if share is not None else "")
+                     + _share_text(c)
                      + (f"; the evidence for the clean class itself moves more than under noise ({signed(same['mean'])} "
                         f"{interval_text(same['low'], same['high'])})."
                         if same["high"] is not None and same["high"] < 0 else "; the evidence for the clean class moves no more than under noise: what changes is the class."))
@@ -287,7 +301,7 @@ def explanation_moved(summary: dict) -> list[Observation]:
         out.append(Observation(
             rule="explanation_moved",
             text=text,
-            verdict=verdict_of(d_used["low"], d_used["high"]),
+            verdict=below_zero_verdict(d_used["low"], d_used["high"]),
             uncertainty=(f"paired 95% t-interval over {images} flipped images, "
                          f"{'clean-class map' if same is not None else 'new-class map'} − random: {signed(d_used['mean'])} "
                          f"{interval_text(d_used['low'], d_used['high'])}"),

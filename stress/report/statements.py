@@ -107,11 +107,26 @@ def paired_method(differences, one: bool = False) -> str:
     return f"paired 95% interval{s} (Newcombe's for 0/1 outcomes, else t)"
 
 
+def percent_interval(entry: dict | None) -> str:
+    """A {"mean", "low", "high"} share in percent with its interval: "95% [94%, 96%]" ("n/a" without one)."""
+    if not entry or _missing(entry["mean"]):
+        return "n/a"
+    return f"{entry['mean']:.0%}" + ("" if entry["low"] is None or entry["high"] is None else f" [{entry['low']:.0%}, {entry['high']:.0%}]")
+
+
 def verdict_of(low: float | None, high: float | None) -> str:
     """EFFECT when the interval excludes 0, else INCONCLUSIVE (also without an interval)."""
     if low is None or high is None:
         return INCONCLUSIVE
     return EFFECT if low > 0 or high < 0 else INCONCLUSIVE
+
+
+def below_zero_verdict(low: float | None, high: float | None) -> str:
+    """For a rule asking whether a difference is negative: EFFECT when the interval lies below 0, NO_EFFECT when it lies
+    above 0 (the data show the opposite), else INCONCLUSIVE."""
+    if low is None or high is None:
+        return INCONCLUSIVE
+    return EFFECT if high < 0 else NO_EFFECT if low > 0 else INCONCLUSIVE
 
 
 def direction(low: float | None, high: float | None, up: str, down: str) -> str:

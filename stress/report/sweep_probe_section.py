@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from stress.report.blocks import Paragraph, Section, make_table
-from stress.report.statements import EFFECT, INCONCLUSIVE, INTERVENTION, Observation, interval_text, number, signed
+from stress.report.statements import (
+    EFFECT, INCONCLUSIVE, INTERVENTION, MODEL, Observation, below_zero_verdict, interval_text, number, p_text, percent_interval,
+    signed, verdict_of,
+)
 
 TITLE = "Texture reliance and adversarial robustness over seeds"
 
@@ -33,7 +36,25 @@ def probes_over_seeds_section(summary: dict) -> Section | None:
             [(k, _mean(x["reference"]), _mean(x["other"]), signed(x["difference"]["mean"]),
               interval_text(x["difference"]["low"], x["difference"]["high"]), number(x["holm_level"], 4), "yes" if x["significant"] else "no")
              for k, x in attacks["by_attack"].items()]))
+        if attacks.get("cam"):
+            blocks += _cam_blocks(attacks["cam"], reference, other)
     return Section("probes", TITLE, tuple(blocks))
+
+
+def _cam_blocks(cam: dict, reference: str, other: str) -> list:
+    """The attacked images' Grad-CAM similarities over seeds: a row per model, then the gap's difference paired by seed."""
+    d = cam["same_class_minus_random_difference"]
+    return [
+        Paragraph("Grad-CAM on the images an L∞ attack flips, each seed's mean over its flipped images, then 95% t-intervals "
+                  "over the seeds. Each map is correlated with the clean image's map: the adversarial image's map of its new "
+                  "class, its map of the clean class, and the clean class's map under random signs of the attack's size."),
+        make_table(
+            ("model", "new class", "clean class", "random signs", "clean class − random signs", "share of the drop that is the change of class"),
+            [(v, _mean(m["adversarial"]), _mean(m["same_class"]), _mean(m["random"]), _mean(m["same_class_minus_random"]),
+              percent_interval(m["class_change_share"])) for v, m in cam["models"].items()]),
+        Paragraph(f"{other} − {reference}, clean class − random signs, paired by seed: {signed(d['mean'])} "
+                  f"{interval_text(d['low'], d['high'])} (95% t-interval over {d['n']} seeds, p = {p_text(d['p'])})."),
+    ]
 
 
 def probes_shift_over_seeds(summary: dict) -> list[Observation]:
@@ -63,4 +84,31 @@ def probes_shift_over_seeds(summary: dict) -> list[Observation]:
                   + (f"Holm-significant: {', '.join(moved)}." if moved else "No attack's difference is Holm-significant.")),
             uncertainty=f"paired t-intervals over {attacks['n_seeds']} seeds; Holm over {len(attacks['by_attack'])} attacks",
             evidence={"significant_attacks": len(moved)}))
+        if attacks.get("cam"):
+            out += _cam_over_seeds(attacks["cam"], reference, other, attacks["n_seeds"])
+    return out
+
+
+def _cam_over_seeds(cam: dict, reference: str, other: str, seeds: int) -> list[Observation]:
+    """Per model: does the attack move the clean class's own Grad-CAM more than noise, over seeds? Then: does the
+    augmentation change that, paired by seed?"""
+    out = []
+    for v, m in cam["models"].items():
+        gap = m["same_class_minus_random"]
+        out.append(Observation(
+            rule="explanation_moved_over_seeds", verdict=below_zero_verdict(gap["low"], gap["high"]), scope=MODEL,
+            text=(f"{v}, over {seeds} seeds: on the images an L∞ attack flips, the clean class's own Grad-CAM on the adversarial "
+                  f"image correlates {_mean(m['same_class'])} with the clean map, against {_mean(m['random'])} under random signs "
+                  f"and {_mean(m['adversarial'])} for the new class's map; {percent_interval(m['class_change_share'])} of the new class's "
+                  "drop is the change of class."),
+            uncertainty=f"95% t-intervals over {seeds} seeds of each seed's mean; clean class − random signs {signed(gap['mean'])} "
+                        f"{interval_text(gap['low'], gap['high'])}",
+            evidence={"same_class": m["same_class"]["mean"], "random": m["random"]["mean"], "difference": gap["mean"]}))
+    d = cam["same_class_minus_random_difference"]
+    out.append(Observation(
+        rule="explanation_shift_over_seeds", verdict=verdict_of(d["low"], d["high"]), scope=INTERVENTION,
+        text=(f"Over {seeds} seeds, {other} − {reference} in how far the attack moves the clean class's own Grad-CAM beyond "
+              f"noise: {signed(d['mean'])} {interval_text(d['low'], d['high'])}."),
+        uncertainty=f"paired 95% t-interval over {seeds} seeds, p = {p_text(d['p'])}",
+        evidence={"difference": d["mean"]}))
     return out

@@ -80,6 +80,15 @@ def test_the_summary_separates_a_weaker_model_and_counts_flips_of_correct_images
     half = scipy_stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
     got = cam["same_class_minus_random"]
     assert (got["mean"], got["low"], got["high"]) == pytest.approx((d.mean(), d.mean() - half, d.mean() + half))
+    # The share of the new-class map's drop below noise that the clean-class map does not share: a ratio of the per-image
+    # means (numpy), with the interval of ratio_of_paired_means on those two per-image drops; the planted reversed ratio differs.
+    from stress.analyses.stats import ratio_of_paired_means
+
+    adversarial = weak["cam_adversarial"][used]
+    share = cam["class_change_share"]
+    assert share["mean"] == pytest.approx((same - adversarial).mean() / (noise - adversarial).mean())
+    assert share == ratio_of_paired_means(same - adversarial, noise - adversarial) and share["low"] < share["mean"] < share["high"]
+    assert share != ratio_of_paired_means(noise - same, noise - adversarial)
     old = summarise_attacks({"weak": {k: v for k, v in weak.items() if k != "cam_same_class"}}, ["weak"], list(ATTACKS), 20, np.arange(n))
     assert old["models"]["weak"]["cam"]["same_class"] is None and old["models"]["weak"]["cam"]["same_class_minus_random"] is None
 

@@ -188,3 +188,21 @@ def test_the_log_line_counts_what_the_record_holds_and_says_when_the_flags_resta
     # Planted: flags covering under MIRRORS_ERRORS of the errors carry no such clause.
     few = dict(record["models"]["b"], flags_mirror_errors=False)
     assert audit_text(few).endswith("(>=0.99)")
+
+
+def test_the_flags_restate_the_errors_from_half_of_them_on():
+    """The border of MIRRORS_ERRORS (0.5) on counted masks: 5 of 10 errors flagged is "most", 4 of 10 and 49 of 99 are not,
+    and a model without errors has nothing to restate."""
+    from stress.analyses.labels import MIRRORS_ERRORS, _share, flags_mirror_errors
+
+    assert MIRRORS_ERRORS == 0.5
+    wrong = np.zeros(20, dtype=bool)
+    wrong[:10] = True
+    for flagged_errors, expected in ((5, True), (4, False), (10, True), (0, False)):
+        flagged = np.zeros(20, dtype=bool)
+        flagged[:flagged_errors] = True
+        flagged[15:] = True  # flags on correct predictions do not count
+        assert flags_mirror_errors(_share(flagged, wrong)) is expected, flagged_errors
+    wrong99 = np.arange(99) < 99
+    assert not flags_mirror_errors(_share(np.arange(99) < 49, wrong99)) and flags_mirror_errors(_share(np.arange(99) < 50, wrong99))
+    assert not flags_mirror_errors(_share(np.ones(5, dtype=bool), np.zeros(5, dtype=bool)))

@@ -312,3 +312,73 @@ def test_paired_proportion_difference_covers_at_its_level_where_the_t_interval_d
         assert newcombe / 400 >= 0.93, (n, newcombe)
         if t_should_fail:
             assert t_covered / 400 < 0.90, (n, t_covered)
+
+
+def _accepted_ratio_bounds(top: np.ndarray, bottom: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The reference for Fieller's interval, by its definition: bisect, on each side of the ratio of means, for the ratio r
+    at which scipy's one-sample t-test of top - r * bottom reaches p = 1 - confidence (a slow search, no quadratic)."""
+    accepted = lambda r: scipy_stats.ttest_1samp(top - r * bottom, 0.0).pvalue >= 1 - confidence  # noqa: E731
+    centre = top.mean() / bottom.mean()
+    bounds = []
+    for direction in (-1.0, 1.0):
+        inside, outside = centre, centre + direction
+        while accepted(outside):
+            outside = centre + 2 * (outside - centre)
+        for _ in range(200):
+            middle = (inside + outside) / 2
+            inside, outside = (middle, outside) if accepted(middle) else (inside, middle)
+        bounds.append(inside)
+    return bounds[0], bounds[1]
+
+
+def test_ratio_of_paired_means_is_the_set_of_ratios_a_t_test_accepts():
+    """Fieller's interval against its definition (scipy's t-test inverted by bisection), on correlated pairs like the
+    attack's Grad-CAM drops: the clean-class drop is most of the new-class drop, per image."""
+    from stress.analyses.stats import ratio_of_paired_means
+
+    rng = np.random.default_rng(11)
+    for n, correlation in [(8, 0.9), (40, 0.5), (300, 0.95), (25, -0.3)]:
+        bottom = rng.normal(0.8, 0.2, n)
+        top = 0.05 + correlation * 0.1 * (bottom - 0.8) / 0.2 + rng.normal(0, 0.1 * math.sqrt(1 - correlation**2), n)
+        result = ratio_of_paired_means(top, bottom)
+        low, high = _accepted_ratio_bounds(top, bottom)
+        assert result["mean"] == pytest.approx(top.mean() / bottom.mean(), rel=1e-12)
+        assert (result["low"], result["high"]) == pytest.approx((low, high), rel=1e-7, abs=1e-9)
+        assert result["n"] == n and result["method"] == "fieller"
+        narrower = ratio_of_paired_means(top, bottom, confidence=0.8)
+        assert low < narrower["low"] < narrower["high"] < high
+
+
+def test_ratio_of_paired_means_check_fails_a_planted_interval_without_the_covariance():
+    """The reference search tells Fieller's interval from the delta method's that drops the pairs' covariance (planted):
+    with strongly correlated pairs the two differ by far more than the check's tolerance."""
+    from stress.analyses.stats import ratio_of_paired_means
+
+    rng = np.random.default_rng(5)
+    bottom = rng.normal(0.8, 0.2, 50)
+    top = 0.9 * bottom + rng.normal(0, 0.01, 50)
+    low, high = _accepted_ratio_bounds(top, bottom)
+    ratio = top.mean() / bottom.mean()
+    se = ratio * math.sqrt(scipy_stats.sem(top) ** 2 / top.mean() ** 2 + scipy_stats.sem(bottom) ** 2 / bottom.mean() ** 2)
+    t = scipy_stats.t.ppf(0.975, df=49)
+    planted = (ratio - t * se, ratio + t * se)
+    assert planted != pytest.approx((low, high), rel=1e-7, abs=1e-9)
+    assert (high - low) < 0.2 * (planted[1] - planted[0])
+    assert (ratio_of_paired_means(top, bottom)["low"], ratio_of_paired_means(top, bottom)["high"]) == pytest.approx((low, high), rel=1e-7)
+
+
+def test_ratio_of_paired_means_is_unbounded_where_the_denominator_may_be_zero():
+    from stress.analyses.stats import ratio_of_paired_means
+
+    rng = np.random.default_rng(2)
+    bottom = rng.normal(0.0, 1.0, 20) + 0.1  # mean not distinguishable from 0
+    top = rng.normal(0.5, 0.1, 20)
+    assert scipy_stats.ttest_1samp(bottom, 0.0).pvalue > 0.05
+    result = ratio_of_paired_means(top, bottom)
+    assert result["low"] is None and result["high"] is None and result["mean"] == pytest.approx(top.mean() / bottom.mean())
+    # The reference agrees: ratios as far out as 1e6 on both sides are still accepted.
+    assert all(scipy_stats.ttest_1samp(top - r * bottom, 0.0).pvalue >= 0.05 for r in (-1e6, 1e6))
+    assert ratio_of_paired_means([1.0], [2.0]) == {"mean": 0.5, "low": None, "high": None, "n": 1, "method": "fieller"}
+    assert ratio_of_paired_means([1.0, 2.0], [0.0, 0.0])["mean"] is None
+    with pytest.raises(StressError, match="differ in length"):
+        ratio_of_paired_means([1.0, 2.0], [1.0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from stress.analyses.adversarial import attacks_over_seeds, summarise_attacks
 from stress.analyses.texture import summarise_texture, texture_over_seeds
@@ -94,8 +95,18 @@ def test_attack_rules_report_robust_accuracy_and_a_moved_explanation():
     moved = explanation_moved(_summary(adversarial=_attacks(0, {"baseline": 0.9, "augmented": 0.3}, same_class=0.3)))
     assert all(o.verdict == st.EFFECT and "the evidence for the clean class itself moves more than under noise (" in o.text
                for o in moved)
+    moved_record = _attacks(0, {"baseline": 0.9, "augmented": 0.3}, same_class=0.3)
     for o, v in zip(moved, ("baseline", "augmented")):  # the share of the drop that the change of class explains, by hand
-        c = _attacks(0, {"baseline": 0.9, "augmented": 0.3}, same_class=0.3)["models"][v]["cam"]
+        c = moved_record["models"][v]["cam"]
+        share = (c["same_class"]["mean"] - c["adversarial"]["mean"]) / (c["random"]["mean"] - c["adversarial"]["mean"])
+        fieller = c["class_change_share"]
+        assert fieller["low"] < share < fieller["high"]
+        assert (f"so {share:.0%} ([{fieller['low']:.0%}, {fieller['high']:.0%}], Fieller's 95% interval over the images) of that "
+                "drop is the change of class") in o.text
+    for c in (moved_record["models"][v]["cam"] for v in ("baseline", "augmented")):  # an older record: no interval for the share
+        del c["class_change_share"]
+    for o, v in zip(explanation_moved(_summary(adversarial=moved_record)), ("baseline", "augmented")):
+        c = moved_record["models"][v]["cam"]
         share = (c["same_class"]["mean"] - c["adversarial"]["mean"]) / (c["random"]["mean"] - c["adversarial"]["mean"])
         assert f"so {share:.0%} of that drop (a ratio of the means) is the change of class" in o.text
     assert all("clean-class map − random" in o.uncertainty for o in moved)
@@ -128,3 +139,40 @@ def test_over_seeds_verdicts_need_a_holm_significant_difference():
     (texture,) = probes_shift_over_seeds({"texture": texture_over_seeds(still)})
     assert texture.verdict == st.INCONCLUSIVE and "No scale's difference is Holm-significant." in texture.text
     assert probes_over_seeds_section({}) is None and probes_over_seeds_section(summary).title.startswith("Texture reliance")
+
+
+def test_the_attacked_grad_cam_over_seeds_is_a_t_interval_of_each_seeds_mean():
+    """cam_over_seeds against numpy and scipy on the per-seed records: each model's mean over seeds with its t-interval,
+    the gap's difference paired by seed; the rule's verdicts follow those intervals, and a sweep holding a seed without
+    the clean-class map gets no block at all."""
+    from scipy import stats as scipy_stats
+
+    records = [_attacks(s, {"baseline": 0.9, "augmented": 0.3}, same_class=0.3 + 0.02 * s) for s in range(4)]
+    cam = attacks_over_seeds(records)["cam"]
+    for v in ("baseline", "augmented"):
+        gaps = np.array([r["models"][v]["cam"]["same_class_minus_random"]["mean"] for r in records])
+        low, high = scipy_stats.t.interval(0.95, df=3, loc=gaps.mean(), scale=scipy_stats.sem(gaps))
+        got = cam["models"][v]["same_class_minus_random"]
+        assert (got["mean"], got["low"], got["high"]) == pytest.approx((gaps.mean(), low, high))
+        shares = [r["models"][v]["cam"]["class_change_share"]["mean"] for r in records]
+        assert cam["models"][v]["class_change_share"]["mean"] == pytest.approx(np.mean(shares))
+        assert cam["models"][v]["images"] == [r["models"][v]["cam"]["same_class_images"] for r in records]
+    base, aug = ([r["models"][v]["cam"]["same_class_minus_random"]["mean"] for r in records] for v in ("baseline", "augmented"))
+    d = cam["same_class_minus_random_difference"]
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(aug, base)))
+    assert d["p"] == pytest.approx(scipy_stats.ttest_rel(aug, base).pvalue)
+    summary = {"adversarial": attacks_over_seeds(records)}
+    rules = probes_shift_over_seeds(summary)
+    per_model = [o for o in rules if o.rule == "explanation_moved_over_seeds"]
+    (shift,) = [o for o in rules if o.rule == "explanation_shift_over_seeds"]
+    assert [o.verdict for o in per_model] == [st.EFFECT, st.EFFECT] and all(o.scope == st.MODEL for o in per_model)
+    assert shift.scope == st.INTERVENTION and shift.verdict == st.verdict_of(d["low"], d["high"])
+    table = str(probes_over_seeds_section(summary).blocks)
+    assert "share of the drop that is the change of class" in table and "paired by seed" in table
+    # Planted: the clean-class map more stable than under noise in every seed: the opposite of a moved map.
+    steady = [_attacks(s, {"baseline": 0.9, "augmented": 0.3}, same_class=0.99) for s in range(4)]
+    assert [o.verdict for o in probes_shift_over_seeds({"adversarial": attacks_over_seeds(steady)})
+            if o.rule == "explanation_moved_over_seeds"] == [st.NO_EFFECT, st.NO_EFFECT]
+    mixed = records[:3] + [_attacks(9, {"baseline": 0.9, "augmented": 0.3})]  # one seed's shards from before the clean-class map
+    assert attacks_over_seeds(mixed)["cam"] is None
+    assert not [o for o in probes_shift_over_seeds({"adversarial": attacks_over_seeds(mixed)}) if "explanation" in o.rule]
