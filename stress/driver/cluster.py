@@ -296,7 +296,8 @@ def run_seed_sweep(base: ExperimentConfig, seeds: list[int], root: str, resume: 
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(
             name=f"attempt_{attempt}", storage_path=tune_root,
-            failure_config=tune.FailureConfig(max_failures=1), verbose=1,
+            # verbose=0: no status table every 30 s; each trial's own lines, tagged with its seed, are the progress.
+            failure_config=tune.FailureConfig(max_failures=1), verbose=0,
         ),
     )
     results = tuner.fit()

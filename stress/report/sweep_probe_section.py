@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stress.report.blocks import Paragraph, Section, make_table
 from stress.report.statements import (
-    EFFECT, INCONCLUSIVE, INTERVENTION, MODEL, Observation, below_zero_verdict, interval_text, number, p_text, percent_interval,
+    EFFECT, INCONCLUSIVE, INTERVENTION, MODEL, NO_EFFECT, Observation, below_zero_verdict, interval_text, number, p_text, percent_interval,
     signed, verdict_of,
 )
 
@@ -100,7 +100,9 @@ def _cam_over_seeds(cam: dict, reference: str, other: str, seeds: int) -> list[O
             text=(f"{v}, over {seeds} seeds: on the images an L∞ attack flips, the clean class's own Grad-CAM on the adversarial "
                   f"image correlates {_mean(m['same_class'])} with the clean map, against {_mean(m['random'])} under random signs "
                   f"and {_mean(m['adversarial'])} for the new class's map; {percent_interval(m['class_change_share'])} of the new class's "
-                  "drop is the change of class."),
+                  "drop is the change of class" + {EFFECT: ", and the clean class's map moves more than under noise.",
+                                                   NO_EFFECT: ", and the clean class's map moves less than under noise."}.get(
+                      below_zero_verdict(gap["low"], gap["high"]), ", and whether the clean class's map moves more than under noise is inconclusive.")),
             uncertainty=f"95% t-intervals over {seeds} seeds of each seed's mean; clean class − random signs {signed(gap['mean'])} "
                         f"{interval_text(gap['low'], gap['high'])}",
             evidence={"same_class": m["same_class"]["mean"], "random": m["random"]["mean"], "difference": gap["mean"]}))

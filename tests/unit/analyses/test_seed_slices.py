@@ -67,3 +67,18 @@ def test_a_class_with_a_bin_is_measured_against_its_parents():
         return {"models": {"baseline": {"overall_error": 0.2, "tested": tested, "slices": []}}}
     result = slices_over_seeds([seed(s) for s in range(5)], "baseline", listed=10)
     assert [r["name"] for r in result["top"]] == ["true class cat"]
+
+
+def test_a_difference_equal_in_every_seed_up_to_float_rounding_has_no_spread():
+    """Planted: 'cat' is 0.1 worse than overall in both seeds, but 0.3 - 0.2 and 0.4 - 0.3 differ in their last bit, which
+    scipy's t-test reads as a spread near zero (a RuntimeWarning in the sweep's log). The constant difference is a finding
+    with p = 0, as for a difference without spread, and no warning is raised."""
+    import warnings
+
+    assert (0.3 - 0.2) != (0.4 - 0.3)
+    records = [record(0.2, {"cat": (10, 3)}, ["cat"]), record(0.3, {"cat": (10, 4)}, ["cat"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = slices_over_seeds(records, "baseline")
+    (cat,) = result["top"]
+    assert cat["p"] == 0.0 and cat["difference"]["std"] == 0.0 and cat["difference"]["mean"] == 0.1
