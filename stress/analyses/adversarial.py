@@ -133,13 +133,13 @@ def cam_over_seeds(records: list[dict], reference: str, other: str) -> dict | No
     if not all(c.get("same_class_minus_random") and c.get("same_class") for v in cams for c in cams[v]):
         return None
     models = {}
+    gap = {v: [c["same_class_minus_random"]["mean"] for c in per_seed] for v, per_seed in cams.items()}
     for v, per_seed in cams.items():
         models[v] = {k: t_interval([c[k]["mean"] for c in per_seed]) for k in CAM_MEANS}
-        models[v]["same_class_minus_random"] = t_interval([c["same_class_minus_random"]["mean"] for c in per_seed])
+        models[v]["same_class_minus_random"] = t_interval(gap[v])
         shares = [(c.get("class_change_share") or {}).get("mean") for c in per_seed]
         models[v]["class_change_share"] = t_interval(shares) if all(x is not None for x in shares) else None
         models[v]["images"] = [c["same_class_images"] for c in per_seed]
-    gap = {v: [c["same_class_minus_random"]["mean"] for c in cams[v]] for v in cams}
     d = paired_difference(gap[reference], gap[other])
     return {"models": models, "same_class_minus_random_difference": {k: d[k] for k in ("mean", "low", "high", "p", "n")},
             "interval_unit": "seeds (independent trainings); each seed's value is a mean over its flipped images"}

@@ -150,10 +150,12 @@ def ratio_of_paired_means(numerator: Any, denominator: Any, confidence: float = 
     a = mean_bottom ** 2 - quantile * covariance[1, 1]
     b = mean_top * mean_bottom - quantile * covariance[0, 1]
     c = mean_top ** 2 - quantile * covariance[0, 0]
-    if a <= 0.0 or b * b - a * c < 0.0:  # the denominator's mean is not distinguishable from 0: no bounded set
+    if a <= 0.0:  # the denominator's mean is not distinguishable from 0: no bounded set
         return result
-    root = math.sqrt(b * b - a * c)
-    result.update(low=(b - root) / a, high=(b + root) / a)
+    # With a > 0 the quadratic is <= 0 at the ratio of the means, so the discriminant is >= 0; a negative one is rounding
+    # (zero spread, or numerators proportional to their denominators).
+    root = math.sqrt(max(b * b - a * c, 0.0))
+    result.update(low=float((b - root) / a), high=float((b + root) / a))
     return result
 
 

@@ -269,7 +269,7 @@ def _share_text(cam: dict) -> str:
     share = cam.get("class_change_share")
     if share is None or share["mean"] is None:  # a record from before the share had an interval
         mean = (cam["same_class"]["mean"] - cam["adversarial"]["mean"]) / drop
-        return f", so {max(0.0, min(mean, 1.0)):.0%} of that drop (a ratio of the means) is the change of class"
+        return f", so {mean:.0%} of that drop (a ratio of the means) is the change of class"
     bounds = ("no interval: the drop is not distinguishable from 0" if share["low"] is None
               else f"[{share['low']:.0%}, {share['high']:.0%}], Fieller's 95% interval over the images")
     return f", so {share['mean']:.0%} ({bounds}) of that drop is the change of class"

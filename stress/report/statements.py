@@ -108,10 +108,11 @@ def paired_method(differences, one: bool = False) -> str:
 
 
 def percent_interval(entry: dict | None) -> str:
-    """A {"mean", "low", "high"} share in percent with its interval: "95% [94%, 96%]" ("n/a" without one)."""
+    """A {"mean", "low", "high"} share in percent with its interval: "95% [94%, 96%]", "95% (no interval)", or "n/a"."""
     if not entry or _missing(entry["mean"]):
         return "n/a"
-    return f"{entry['mean']:.0%}" + ("" if entry["low"] is None or entry["high"] is None else f" [{entry['low']:.0%}, {entry['high']:.0%}]")
+    return f"{entry['mean']:.0%}" + (" (no interval)" if entry["low"] is None or entry["high"] is None
+                                     else f" [{entry['low']:.0%}, {entry['high']:.0%}]")
 
 
 def verdict_of(low: float | None, high: float | None) -> str:

@@ -93,17 +93,20 @@ def _cam_over_seeds(cam: dict, reference: str, other: str, seeds: int) -> list[O
     """Per model: does the attack move the clean class's own Grad-CAM more than noise, over seeds? Then: does the
     augmentation change that, paired by seed?"""
     out = []
+    moved = {EFFECT: "the clean class's map moves more than under noise", NO_EFFECT: "the clean class's map moves less than under noise",
+             INCONCLUSIVE: "whether the clean class's map moves more than under noise is inconclusive"}
     for v, m in cam["models"].items():
         gap = m["same_class_minus_random"]
+        verdict = below_zero_verdict(gap["low"], gap["high"])
+        share = m["class_change_share"]
         out.append(Observation(
-            rule="explanation_moved_over_seeds", verdict=below_zero_verdict(gap["low"], gap["high"]), scope=MODEL,
+            rule="explanation_moved_over_seeds", verdict=verdict, scope=MODEL,
             text=(f"{v}, over {seeds} seeds: on the images an L∞ attack flips, the clean class's own Grad-CAM on the adversarial "
                   f"image correlates {_mean(m['same_class'])} with the clean map, against {_mean(m['random'])} under random signs "
-                  f"and {_mean(m['adversarial'])} for the new class's map; {percent_interval(m['class_change_share'])} of the new class's "
-                  "drop is the change of class" + {EFFECT: ", and the clean class's map moves more than under noise.",
-                                                   NO_EFFECT: ", and the clean class's map moves less than under noise."}.get(
-                      below_zero_verdict(gap["low"], gap["high"]), ", and whether the clean class's map moves more than under noise is inconclusive.")),
-            uncertainty=f"95% t-intervals over {seeds} seeds of each seed's mean; clean class − random signs {signed(gap['mean'])} "
+                  f"and {_mean(m['adversarial'])} for the new class's map"
+                  + (f"; {percent_interval(share)} of the new class's drop is the change of class" if share else "")
+                  + f"; {moved[verdict]}."),
+            uncertainty=f"95% t-intervals over {seeds} seeds of each seed's value; clean class − random signs {signed(gap['mean'])} "
                         f"{interval_text(gap['low'], gap['high'])}",
             evidence={"same_class": m["same_class"]["mean"], "random": m["random"]["mean"], "difference": gap["mean"]}))
     d = cam["same_class_minus_random_difference"]

@@ -11,6 +11,7 @@ from scipy import stats as scipy_stats
 
 from stress.analyses.stats import accuracy_with_interval, bootstrap_ci, cohens_d, holm_bonferroni, paired_difference, t_interval, wilson_interval
 from stress.errors import StressError
+from reference_stats import accepted_ratio_bounds
 
 # ---------------------------------------------------------------- wilson
 
@@ -314,23 +315,6 @@ def test_paired_proportion_difference_covers_at_its_level_where_the_t_interval_d
             assert t_covered / 400 < 0.90, (n, t_covered)
 
 
-def _accepted_ratio_bounds(top: np.ndarray, bottom: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """The reference for Fieller's interval, by its definition: bisect, on each side of the ratio of means, for the ratio r
-    at which scipy's one-sample t-test of top - r * bottom reaches p = 1 - confidence (a slow search, no quadratic)."""
-    accepted = lambda r: scipy_stats.ttest_1samp(top - r * bottom, 0.0).pvalue >= 1 - confidence  # noqa: E731
-    centre = top.mean() / bottom.mean()
-    bounds = []
-    for direction in (-1.0, 1.0):
-        inside, outside = centre, centre + direction
-        while accepted(outside):
-            outside = centre + 2 * (outside - centre)
-        for _ in range(200):
-            middle = (inside + outside) / 2
-            inside, outside = (middle, outside) if accepted(middle) else (inside, middle)
-        bounds.append(inside)
-    return bounds[0], bounds[1]
-
-
 def test_ratio_of_paired_means_is_the_set_of_ratios_a_t_test_accepts():
     """Fieller's interval against its definition (scipy's t-test inverted by bisection), on correlated pairs like the
     attack's Grad-CAM drops: the clean-class drop is most of the new-class drop, per image."""
@@ -341,7 +325,7 @@ def test_ratio_of_paired_means_is_the_set_of_ratios_a_t_test_accepts():
         bottom = rng.normal(0.8, 0.2, n)
         top = 0.05 + correlation * 0.1 * (bottom - 0.8) / 0.2 + rng.normal(0, 0.1 * math.sqrt(1 - correlation**2), n)
         result = ratio_of_paired_means(top, bottom)
-        low, high = _accepted_ratio_bounds(top, bottom)
+        low, high = accepted_ratio_bounds(top, bottom)
         assert result["mean"] == pytest.approx(top.mean() / bottom.mean(), rel=1e-12)
         assert (result["low"], result["high"]) == pytest.approx((low, high), rel=1e-7, abs=1e-9)
         assert result["n"] == n and result["method"] == "fieller"
@@ -357,7 +341,7 @@ def test_ratio_of_paired_means_check_fails_a_planted_interval_without_the_covari
     rng = np.random.default_rng(5)
     bottom = rng.normal(0.8, 0.2, 50)
     top = 0.9 * bottom + rng.normal(0, 0.01, 50)
-    low, high = _accepted_ratio_bounds(top, bottom)
+    low, high = accepted_ratio_bounds(top, bottom)
     ratio = top.mean() / bottom.mean()
     se = ratio * math.sqrt(scipy_stats.sem(top) ** 2 / top.mean() ** 2 + scipy_stats.sem(bottom) ** 2 / bottom.mean() ** 2)
     t = scipy_stats.t.ppf(0.975, df=49)
@@ -382,3 +366,24 @@ def test_ratio_of_paired_means_is_unbounded_where_the_denominator_may_be_zero():
     assert ratio_of_paired_means([1.0, 2.0], [0.0, 0.0])["mean"] is None
     with pytest.raises(StressError, match="differ in length"):
         ratio_of_paired_means([1.0, 2.0], [1.0])
+
+
+def test_ratio_of_paired_means_is_a_point_without_spread_and_mirrors_a_negative_denominator():
+    """Zero spread and numerators proportional to their denominators give the ratio itself as the interval (their
+    discriminant is 0 up to rounding, which once read as "no interval" in about a third of such cases); a negated
+    denominator mirrors the interval; every value is a plain float for JSON."""
+    from stress.analyses.stats import ratio_of_paired_means
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n, ratio = int(rng.integers(2, 50)), float(rng.uniform(0.1, 2.0))
+        constant = ratio_of_paired_means(np.full(n, ratio * 0.37), np.full(n, 0.37))
+        bottom = rng.uniform(0.5, 0.6, n)  # a denominator far from 0 (else every ratio is accepted: no bounds)
+        proportional = ratio_of_paired_means(ratio * bottom, bottom)
+        for result in (constant, proportional):
+            assert result["low"] == pytest.approx(ratio, rel=1e-6) and result["high"] == pytest.approx(ratio, rel=1e-6)
+    top, bottom = rng.normal(0.3, 0.1, 30), rng.normal(0.8, 0.1, 30)
+    positive, negative = ratio_of_paired_means(top, bottom), ratio_of_paired_means(top, -bottom)
+    assert (negative["low"], negative["high"]) == pytest.approx((-positive["high"], -positive["low"]), rel=1e-12)
+    assert (negative["low"], negative["high"]) == pytest.approx(accepted_ratio_bounds(top, -bottom), rel=1e-7)
+    assert all(type(positive[k]) is float for k in ("mean", "low", "high"))

@@ -166,13 +166,24 @@ def test_the_attacked_grad_cam_over_seeds_is_a_t_interval_of_each_seeds_mean():
     per_model = [o for o in rules if o.rule == "explanation_moved_over_seeds"]
     (shift,) = [o for o in rules if o.rule == "explanation_shift_over_seeds"]
     assert [o.verdict for o in per_model] == [st.EFFECT, st.EFFECT] and all(o.scope == st.MODEL for o in per_model)
+    assert all("of the new class's drop is the change of class; the clean class's map moves more than under noise." in o.text
+               for o in per_model)
     assert shift.scope == st.INTERVENTION and shift.verdict == st.verdict_of(d["low"], d["high"])
     table = str(probes_over_seeds_section(summary).blocks)
     assert "share of the drop that is the change of class" in table and "paired by seed" in table
     # Planted: the clean-class map more stable than under noise in every seed: the opposite of a moved map.
     steady = [_attacks(s, {"baseline": 0.9, "augmented": 0.3}, same_class=0.99) for s in range(4)]
-    assert [o.verdict for o in probes_shift_over_seeds({"adversarial": attacks_over_seeds(steady)})
-            if o.rule == "explanation_moved_over_seeds"] == [st.NO_EFFECT, st.NO_EFFECT]
+    steady_rules = [o for o in probes_shift_over_seeds({"adversarial": attacks_over_seeds(steady)}) if o.rule == "explanation_moved_over_seeds"]
+    assert [o.verdict for o in steady_rules] == [st.NO_EFFECT, st.NO_EFFECT]
+    assert all(o.text.endswith("the clean class's map moves less than under noise.") for o in steady_rules)
+    # One seed's record from before the share had an interval: no share over seeds, and the sentence leaves it out.
+    del records[0]["models"]["baseline"]["cam"]["class_change_share"]
+    older = attacks_over_seeds(records)
+    assert older["cam"]["models"]["baseline"]["class_change_share"] is None
+    (base_rule,) = [o for o in probes_shift_over_seeds({"adversarial": older}) if o.text.startswith("baseline, over")]
+    assert "change of class" not in base_rule.text and "n/a" not in base_rule.text
+    assert "'n/a'" in str(probes_over_seeds_section({"adversarial": older}).blocks)  # the table's share cell
+    assert st.percent_interval({"mean": 0.95, "low": None, "high": None}) == "95% (no interval)" and st.percent_interval(None) == "n/a"
     mixed = records[:3] + [_attacks(9, {"baseline": 0.9, "augmented": 0.3})]  # one seed's shards from before the clean-class map
     assert attacks_over_seeds(mixed)["cam"] is None
     assert not [o for o in probes_shift_over_seeds({"adversarial": attacks_over_seeds(mixed)}) if "explanation" in o.rule]
