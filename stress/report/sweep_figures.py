@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +23,10 @@ from stress.report.figures import (
 )
 from stress.report.plots import COLOURS, save_figure  # noqa: E402
 from stress.report.statements import interval_text, signed  # noqa: E402
-from stress.report.sweep_report import HEADLINE_METRICS, _per_seed_values, load_sweep_summary
+from stress.report.sweep_report import HEADLINE_METRICS, _per_seed_values
+from stress.report.sweep_summary import load_sweep_summary
 
-SIGNIFICANT_COLOUR = "#2ca02c"  # corruption gains significant after Holm
+SIGNIFICANT_COLOURS = {"gain": "#2ca02c", "loss": "#d62728"}  # corruption differences significant after Holm, by sign
 
 
 # -- figures --------------------------------------------------------------------
@@ -50,8 +52,7 @@ def plot_seed_metrics(summary: dict, path: Path) -> Path:
                             fmt="D", color="black", capsize=5, label="mean, 95% CI" if k == 0 else None)
         paired = (aggregate or {}).get("paired", {}).get(metric.key)
         gain = f"\nΔ {signed(paired['mean'])} {interval_text(paired['low'], paired['high'])}" if paired else ""
-        label = metric.label if len(metric.label) <= 40 else metric.label[:38].rsplit(" ", 1)[0] + " …"
-        ax.set_title(f"{label}{gain}", fontsize=9)
+        ax.set_title(f"{textwrap.fill(metric.label, 40)}{gain}", fontsize=9)
         ax.set_xticks(range(len(VARIANTS)), VARIANTS)
         ax.set_xlim(-0.5, len(VARIANTS) - 0.2)
         ax.grid(axis="y", alpha=0.3)
@@ -61,26 +62,35 @@ def plot_seed_metrics(summary: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def significance_colour(entry: dict) -> str:
+    """A corruption's colour in the figure: green for a Holm-significant gain, red for a Holm-significant loss, else grey."""
+    if not entry.get("significant_holm"):
+        return "grey"
+    return SIGNIFICANT_COLOURS["gain" if entry["mean"] > 0 else "loss"]
+
+
 def plot_corruption_gain(aggregate: dict, path: Path) -> Path:
-    """Paired augmented − baseline accuracy gain per corruption (points), 95% CI, Holm-significant ones highlighted."""
+    """Paired augmented − baseline accuracy per corruption (points), 95% CI; Holm-significant gains green, losses red."""
     gains = aggregate["paired"]["by_corruption"]
     names = list(gains)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2.5), 4.0))
     for k, name in enumerate(names):
         g = gains[name]
-        significant = bool(g.get("significant_holm"))
+        colour = significance_colour(g)
         errors = [[0.0], [0.0]] if g["low"] is None else [[100 * (g["mean"] - g["low"])], [100 * (g["high"] - g["mean"])]]
-        ax.errorbar(k, 100 * g["mean"], yerr=errors, fmt="o", capsize=4, color=SIGNIFICANT_COLOUR if significant else "grey")
-        if significant:
-            ax.annotate("*", (k, 100 * g["high"]), ha="center", va="bottom", fontsize=14, color=SIGNIFICANT_COLOUR)
+        ax.errorbar(k, 100 * g["mean"], yerr=errors, fmt="o", capsize=4, color=colour)
+        if colour != "grey":
+            ax.annotate("*", (k, 100 * g["high"]), ha="center", va="bottom", fontsize=14, color=colour)
     ax.axhline(0, color="black", linestyle=":")
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=45, ha="right")
     ax.set_ylabel("augmented − baseline accuracy (points)")
-    ax.plot([], [], "o", color=SIGNIFICANT_COLOUR, label=f"significant after Holm (α={aggregate.get('holm_alpha')})")
+    alpha = aggregate.get("holm_alpha")
+    ax.plot([], [], "o", color=SIGNIFICANT_COLOURS["gain"], label=f"higher with augmentation, significant after Holm (α={alpha})")
+    ax.plot([], [], "o", color=SIGNIFICANT_COLOURS["loss"], label=f"lower with augmentation, significant after Holm (α={alpha})")
     ax.plot([], [], "o", color="grey", label="not significant")
     ax.legend(fontsize=7)
-    ax.set_title(f"Gain of augmentation per corruption over {aggregate['n_seeds']} seeds (mean, 95% CI)")
+    ax.set_title(f"Augmented − baseline accuracy per corruption over {aggregate['n_seeds']} seeds (mean, 95% CI)")
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 

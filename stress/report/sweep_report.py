@@ -11,18 +11,17 @@ own HTML/Markdown machinery. A block missing from the summary becomes a one-line
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from stress.analyses.stats import holm_bonferroni, wilson_interval
 from stress.artifacts import RunFolder, read_json
 from stress.constants import VARIANTS
-from stress.errors import StressError
 from stress.report.blocks import MISSING, Figure, Links, Note, Paragraph, Section, make_table
 from stress.report.figures import sweep_figure
 from stress.report.run_report import model_text, observations
 from stress.report.setup_text import commit_text, compile_text, hardware_text, precision_text, seeds_precision
 from stress.report.sweep_fourier_section import fourier_over_seeds_section, fourier_shift_over_seeds
 from stress.report.sweep_probe_section import probes_over_seeds_section, probes_shift_over_seeds
+from stress.report.sweep_summary import check_sweep_summary
 from stress.report.sweep_label_section import labels_over_seeds, slice_findings
 from stress.report.statements import EFFECT, INCONCLUSIVE, INTERVENTION, NO_EFFECT, Observation, direction, interval_text, number, signed, verdict_of
 
@@ -61,31 +60,6 @@ ALL_METRICS = ("test_acc", "clean_acc", "mean_corruption_acc", "mean_corruption_
                "confident_errors_0.9", "confident_errors_0.99", "road_combined_gain")
 
 
-def check_sweep_summary(summary, path: Path) -> dict:
-    """The sweep summary, or a one-line StressError naming `path` if its structure is broken."""
-    def broken(what: str) -> StressError:
-        return StressError(f"{path}: not a valid sweep summary ({what})")
-
-    if not isinstance(summary, dict) or summary.get("kind") != "sweep":
-        raise broken('expected a JSON object with kind "sweep"')
-    seeds, per_seed = summary.get("seeds"), summary.get("per_seed")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise broken("'seeds' is not a non-empty list of integers")
-    if not isinstance(per_seed, dict) or any(not isinstance(per_seed.get(str(s)), dict) for s in seeds):
-        raise broken("'per_seed' lacks an entry for a seed")
-    if any(not isinstance(per_seed[str(s)].get(v), dict) for s in seeds for v in VARIANTS):
-        raise broken(f"a 'per_seed' entry lacks one of the variants {', '.join(VARIANTS)}")
-    for key in ("aggregate", "stability"):
-        if summary.get(key) is not None and not isinstance(summary[key], dict):
-            raise broken(f"'{key}' is neither an object nor null")
-    return summary
-
-
-def load_sweep_summary(root: RunFolder) -> dict:
-    path = root.path("summary.json")
-    return check_sweep_summary(read_json(path), path)
-
-
 def _per_seed_values(summary: dict, variant: str, key: str) -> list[float] | None:
     values = [summary["per_seed"][str(s)][variant].get(key) for s in summary["seeds"]]
     return None if any(x is None for x in values) else [float(x) for x in values]
@@ -119,6 +93,13 @@ def _paired_cell(entry: dict | None) -> str:
     return MISSING if not entry else f"{signed(entry['mean'])} {interval_text(entry['low'], entry['high'])}, {_p_text(entry.get('p'))}"
 
 
+def headline_holm(aggregate: dict) -> dict[str, bool]:
+    """{metric key: significant after Holm} over every headline metric these seeds measured (the family of paired_effects)."""
+    keys = [m.key for m in HEADLINE_METRICS if aggregate["paired"].get(m.key)]
+    pvalues = [aggregate["paired"][k]["p"] if aggregate["paired"][k].get("p") is not None else 1.0 for k in keys]
+    return dict(zip(keys, holm_bonferroni(pvalues, HOLM_ALPHA) if keys else []))
+
+
 def headline_metrics(summary: dict) -> list[Metric]:
     """The headline table's metrics that these seeds measured (a seed run lacks a metric when its stage did not run)."""
     chosen = [m for m in HEADLINE_METRICS if m.key in HEADLINE_TABLE]
@@ -137,10 +118,13 @@ def headline(summary: dict) -> Section:
     if aggregate:
         rows = [(v, *(_mean_cell(aggregate["variants"][v].get(m.key)) for m in metrics)) for v in VARIANTS]
         rows.append(("augmented − baseline", *(_paired_cell(aggregate["paired"].get(m.key)) for m in metrics)))
-        blocks.append(Paragraph(f"Mean over {aggregate['n_seeds']} seeds [95% t-interval over seeds]; the last row is the paired "
-                                "difference (augmented − baseline, same seed) with its 95% interval over seeds and paired t-test p. "
-                                "These intervals contain the variation between trainings, so they are the ones that speak about "
-                                "the augmentation itself."))
+        holm = headline_holm(aggregate)
+        rows.append((f"significant after Holm over {len(holm)} metrics", *("yes" if holm.get(m.key) else "no" for m in metrics)))
+        blocks.append(Paragraph(f"Mean over {aggregate['n_seeds']} seeds [95% t-interval over seeds]; then the paired difference "
+                                "(augmented − baseline, same seed) with its unadjusted 95% interval over seeds and paired t-test p, "
+                                f"and whether p survives Holm's correction over the {len(holm)} headline metrics measured (those "
+                                "in the observations, a superset of these columns). These intervals contain the variation between "
+                                "trainings, so they are the ones that speak about the augmentation itself."))
         blocks.append(make_table(headers, rows))
     else:
         values = {v: [_per_seed_values(summary, v, m.key) for m in metrics] for v in VARIANTS}
@@ -222,8 +206,8 @@ def seed_statistics(summary: dict) -> Section:
                           "significant after Holm"), [
         (c, _mean_cell(by_variant["baseline"].get(c)), _mean_cell(by_variant["augmented"].get(c)), _paired_cell(g),
          "yes" if g.get("significant_holm") else "no") for c, g in gains.items()]))
-    blocks.append(Figure(sweep_figure("corruption_gain"), "Paired gain of augmentation per corruption (95% CI); "
-                                                          "green with * where significant after Holm."))
+    blocks.append(Figure(sweep_figure("corruption_gain"), "Augmented − baseline accuracy per corruption, paired by seed (95% CI); "
+                                                          "* where significant after Holm: green higher, red lower with augmentation."))
     return Section("seed-statistics", "Seed statistics", tuple(blocks))
 
 
@@ -291,9 +275,10 @@ def paired_effects(summary: dict) -> list[Observation]:
     if not aggregate:
         return []
     measured = [(m, aggregate["paired"][m.key]) for m in HEADLINE_METRICS if aggregate["paired"].get(m.key)]
-    rejected = holm_bonferroni([g["p"] if g.get("p") is not None else 1.0 for _, g in measured], HOLM_ALPHA) if measured else []
+    rejected = headline_holm(aggregate)
     out = []
-    for (m, g), significant in zip(measured, rejected):
+    for m, g in measured:
+        significant = rejected[m.key]
         worse, better = (" (worse)", " (better)") if m.lower_is_better else ("", "")
         verdict = verdict_of(g["low"], g["high"]) if significant else INCONCLUSIVE
         if verdict == EFFECT:

@@ -106,6 +106,14 @@ def test_headline_numbers_equal_the_summary(sweep):
     for cell, metric in zip(rows["augmented − baseline"], metrics, strict=True):
         e = aggregate["paired"][metric.key]
         assert cell == f"{e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}], p={e['p']:.3f}"
+    # The Holm row: a step-down by hand over every headline metric measured (not only the table's columns).
+    family = {m.key: aggregate["paired"][m.key]["p"] for m in HEADLINE_METRICS if aggregate["paired"].get(m.key)}
+    order, rejected, going = sorted(family, key=family.get), set(), True
+    for rank, key in enumerate(order):
+        going = going and family[key] <= 0.05 / (len(order) - rank)
+        if going:
+            rejected.add(key)
+    assert rows[f"significant after Holm over {len(family)} metrics"] == ["yes" if m.key in rejected else "no" for m in metrics]
     # The fixture predates the drop and the shift families: the note names exactly what is absent.
     absent = [m.label for m in HEADLINE_METRICS if m.key in HEADLINE_TABLE and m not in metrics]
     assert (f"not measured in these seeds (a stage did not run): {', '.join(absent)}" in section(page, "headline")) == bool(absent)
@@ -345,3 +353,45 @@ def test_setup_names_a_user_model_without_simple_cnn_s_widths(sweep):
     config["model"].update(name="torchvision:resnet18", cifar_stem=True, kwargs={})
     config_path.write_text(json.dumps(config))
     assert table_rows(section(build_report(sweep)[0].read_text(), "setup"))["model"] == ["torchvision:resnet18 (CIFAR stem)"]
+
+
+def test_a_significant_loss_is_drawn_red_and_a_gain_green(tmp_path):
+    """Planted corruption differences: a Holm-significant loss gets the red of a loss (it was drawn in the gain's green),
+    a significant gain green, the rest grey; counted as pixels of each colour in the drawn figure."""
+    from stress.report.sweep_figures import SIGNIFICANT_COLOURS, plot_corruption_gain, significance_colour
+
+    loss = {"mean": -0.06, "low": -0.07, "high": -0.05, "significant_holm": True}
+    gain = {"mean": 0.04, "low": 0.02, "high": 0.06, "significant_holm": True}
+    plain = {"mean": -0.02, "low": -0.05, "high": 0.01, "significant_holm": False}
+    assert [significance_colour(e) for e in (loss, gain, plain)] == [SIGNIFICANT_COLOURS["loss"], SIGNIFICANT_COLOURS["gain"], "grey"]
+
+    def pixels(colour: str, image: np.ndarray) -> int:
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(image[..., :3].astype(int) - rgb).sum(-1) < 30).sum())
+
+    for entries, red, green in (({"brightness": loss, "fog": plain}, True, False), ({"fog": gain, "snow": plain}, False, True)):
+        path = plot_corruption_gain({"paired": {"by_corruption": entries}, "n_seeds": 3, "holm_alpha": 0.05}, tmp_path / "gain.png")
+        image = np.asarray(Image.open(path).convert("RGB"))
+        legend = 2 * 40  # the legend's two coloured markers hold some pixels of each colour in every figure
+        assert (pixels(SIGNIFICANT_COLOURS["loss"], image) > legend) == red
+        assert (pixels(SIGNIFICANT_COLOURS["gain"], image) > legend) == green
+
+
+def test_the_headline_says_which_differences_survive_holm(sweep):
+    """Planted p-values against Holm's thresholds by hand, over the fixture's 4 headline metrics: three pass their steps,
+    one does not; then a first p above 0.05 / 4 stops every later step, however small the later p-values are."""
+    summary = summary_of(sweep)
+    planted = {"test_acc": 0.001, "mean_corruption_acc": 0.02, "ece": 0.3, "confident_errors_0.9": 0.01}
+    for key, p in planted.items():
+        summary["aggregate"]["paired"][key]["p"] = p
+    (sweep / "summary.json").write_text(json.dumps(summary))
+    rows = table_rows(section(build_report(sweep)[0].read_text(), "headline"))
+    metrics = [m for m in HEADLINE_METRICS if m.key in HEADLINE_TABLE and m.key in summary["aggregate"]["paired"]]
+    # in order: 0.001 <= 0.05/4 yes; 0.01 <= 0.05/3 yes; 0.02 <= 0.05/2 yes; 0.3 > 0.05/1 no
+    expected = {"test_acc": "yes", "confident_errors_0.9": "yes", "mean_corruption_acc": "yes", "ece": "no"}
+    assert rows["significant after Holm over 4 metrics"] == [expected[m.key] for m in metrics]
+    summary["aggregate"]["paired"]["test_acc"]["p"] = 0.0126  # just above 0.05 / 4 at the first step: nothing survives
+    summary["aggregate"]["paired"]["confident_errors_0.9"]["p"] = 0.013  # would pass 0.05 / 3 at the second step alone
+    (sweep / "summary.json").write_text(json.dumps(summary))
+    rows = table_rows(section(build_report(sweep)[0].read_text(), "headline"))
+    assert rows["significant after Holm over 4 metrics"] == ["no"] * len(metrics)
